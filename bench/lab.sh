@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# xnat lab: three network namespaces joined by veth pairs.
+#
+#   PFX-cli                PFX-gw                        PFX-srv
+#   eth0 198.18.0.2/24 --- in0 198.18.0.1/24
+#                          out0 198.19.0.1/24 ---------- eth0 198.19.0.2/24
+#
+# Kernel IP forwarding is OFF in the gateway namespace: only xnat carries
+# traffic between in0 and out0. Checksum offload is off on every veth so that
+# frames carry complete checksums (AF_XDP transmits what is in the frame).
+#
+# Usage: bench/lab.sh up|down|status [PREFIX] [QUEUES]
+#   PREFIX  namespace prefix (default: xnat), lets tests run side by side
+#   QUEUES  RX/TX queues per veth (default: 1)
+set -euo pipefail
+
+cmd=${1:-}
+pfx=${2:-${XNAT_LAB_PREFIX:-xnat}}
+queues=${3:-${XNAT_LAB_QUEUES:-1}}
+cli="$pfx-cli" gw="$pfx-gw" srv="$pfx-srv"
+
+case "$pfx" in
+  *[!A-Za-z0-9_-]*|"") echo "lab.sh: bad prefix '$pfx' (letters, digits, - and _ only)" >&2; exit 2 ;;
+esac
+case "$queues" in
+  ''|*[!0-9]*) echo "lab.sh: bad queue count '$queues'" >&2; exit 2 ;;
+esac
+
+down() {
+  for ns in "$cli" "$gw" "$srv"; do
+    ip netns del "$ns" 2>/dev/null || true
+  done
+}
+
+up() {
+  down
+  trap 'down' ERR
+  for ns in "$cli" "$gw" "$srv"; do ip netns add "$ns"; done
+  ip -n "$gw" link add in0 numtxqueues "$queues" numrxqueues "$queues" type veth \
+      peer name eth0 netns "$cli" numtxqueues "$queues" numrxqueues "$queues"
+  ip -n "$gw" link add out0 numtxqueues "$queues" numrxqueues "$queues" type veth \
+      peer name eth0 netns "$srv" numtxqueues "$queues" numrxqueues "$queues"
+
+  ip -n "$cli" addr add 198.18.0.2/24 dev eth0
+  ip -n "$gw" addr add 198.18.0.1/24 dev in0
+  ip -n "$gw" addr add 198.19.0.1/24 dev out0
+  ip -n "$srv" addr add 198.19.0.2/24 dev eth0
+  for ns in "$cli" "$gw" "$srv"; do ip -n "$ns" link set lo up; done
+  ip -n "$cli" link set eth0 up
+  ip -n "$gw" link set in0 up
+  ip -n "$gw" link set out0 up
+  ip -n "$srv" link set eth0 up
+  ip -n "$cli" route add default via 198.18.0.1
+  # The server routes the client range back through the gateway (used by forward
+  # mode; with NAT the server only ever sees the NAT address).
+  ip -n "$srv" route add 198.18.0.0/15 via 198.19.0.1
+
+  ip netns exec "$gw" sysctl -qw net.ipv4.ip_forward=0
+  for pair in "$cli eth0" "$gw in0" "$gw out0" "$srv eth0"; do
+    set -- $pair
+    ip netns exec "$1" ethtool -K "$2" tx off rx off gso off tso off gro off >/dev/null 2>&1 || true
+  done
+  trap - ERR
+  echo "lab $pfx up: $cli(198.18.0.2) -- in0 [$gw] out0 -- $srv(198.19.0.2), $queues queue(s), ip_forward=0"
+}
+
+case "$cmd" in
+  up) up ;;
+  down) down ;;
+  status)
+    for ns in "$cli" "$gw" "$srv"; do
+      echo "== $ns"; ip -n "$ns" -br addr 2>/dev/null || echo "(absent)"
+    done ;;
+  *) echo "usage: $0 up|down|status [PREFIX] [QUEUES]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,348 @@
+//! Next-hop resolution from the kernel's own route and neighbour tables.
+//!
+//! A resolver thread dumps IPv4 routes (main table) and neighbours over rtnetlink
+//! every refresh period and publishes an immutable [`Snapshot`]. Workers keep an
+//! `Arc` of the snapshot and look at a generation counter once per batch, so the
+//! packet path takes no lock. A destination whose neighbour is not known is
+//! counted by the worker and handed to the resolver, which asks the kernel to
+//! resolve it (`NTF_USE`, the same as `ip neigh replace ADDR dev DEV use`) and
+//! dumps again shortly after.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam::channel::{Receiver, Sender, TrySendError};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+/// One IPv4 route of the main table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Destination prefix (host order).
+    pub prefix: u32,
+    /// Prefix length.
+    pub len: u8,
+    /// Gateway, or `None` for a directly connected destination.
+    pub gateway: Option<u32>,
+    /// Output interface index.
+    pub oif: u32,
+}
+
+/// An immutable view of routes and resolved neighbours.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    routes: Vec<Route>, // sorted by prefix length, longest first
+    neigh: HashMap<(u32, u32), [u8; 6]>,
+}
+
+/// Why no MAC could be found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Miss {
+    /// No route towards the destination leaves through the egress interface.
+    NoRoute,
+    /// Route found; the neighbour (next hop, host order) is not resolved yet.
+    Unresolved(u32),
+}
+
+impl Snapshot {
+    /// Builds a snapshot (routes in any order).
+    pub fn new(mut routes: Vec<Route>, neigh: HashMap<(u32, u32), [u8; 6]>) -> Self {
+        routes.sort_by(|a, b| b.len.cmp(&a.len));
+        Snapshot { routes, neigh }
+    }
+
+    /// Longest-prefix match of `dst` among routes leaving through `oif`.
+    #[inline]
+    pub fn next_hop(&self, dst: u32, oif: u32) -> Option<u32> {
+        self.routes.iter().find_map(|r| {
+            let mask = if r.len == 0 { 0 } else { u32::MAX << (32 - u32::from(r.len)) };
+            (r.oif == oif && dst & mask == r.prefix & mask).then_some(r.gateway.unwrap_or(dst))
+        })
+    }
+
+    /// Destination MAC for a packet to `dst` leaving through `oif`.
+    #[inline]
+    pub fn resolve(&self, dst: u32, oif: u32) -> Result<[u8; 6], Miss> {
+        let nh = self.next_hop(dst, oif).ok_or(Miss::NoRoute)?;
+        self.neigh.get(&(oif, nh)).copied().ok_or(Miss::Unresolved(nh))
+    }
+
+    /// Number of resolved neighbours.
+    pub fn neighbours(&self) -> usize {
+        self.neigh.len()
+    }
+}
+
+/// Shared state between the resolver and the workers.
+pub struct NextHops {
+    current: Mutex<Arc<Snapshot>>,
+    generation: AtomicU64,
+    requests: Sender<(u32, u32)>,
+    rx: Receiver<(u32, u32)>,
+}
+
+impl NextHops {
+    /// Creates the shared table with an empty snapshot.
+    pub fn new() -> Arc<Self> {
+        let (tx, rx) = crossbeam::channel::bounded(1024);
+        Arc::new(NextHops {
+            current: Mutex::new(Arc::new(Snapshot::default())),
+            generation: AtomicU64::new(0),
+            requests: tx,
+            rx,
+        })
+    }
+
+    fn publish(&self, snap: Snapshot) {
+        if let Ok(mut cur) = self.current.lock() {
+            *cur = Arc::new(snap);
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.lock().map(|c| Arc::clone(&c)).unwrap_or_default()
+    }
+
+    /// A worker-side view.
+    pub fn view(self: &Arc<Self>) -> NextHopView {
+        NextHopView {
+            shared: Arc::clone(self),
+            snap: self.snapshot(),
+            generation: self.generation.load(Ordering::Acquire),
+        }
+    }
+
+    /// Dumps routes and neighbours once and publishes them.
+    pub fn refresh(&self) -> std::io::Result<()> {
+        let snap = dump_snapshot()?;
+        self.publish(snap);
+        Ok(())
+    }
+
+    /// Runs the resolver until `stop` is set.
+    pub fn run_resolver(self: Arc<Self>, stop: Arc<AtomicBool>, period: Duration) {
+        let mut last = std::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            match self.rx.recv_timeout(Duration::from_millis(50)) {
+                Ok((nh, oif)) => {
+                    if let Err(e) = request_resolution(nh, oif) {
+                        tracing::debug!(next_hop = %Ipv4Addr::from(nh), oif, error = %e, "neighbour resolution request failed");
+                    }
+                    // Let the kernel's ARP exchange complete, then pick up the result.
+                    std::thread::sleep(Duration::from_millis(20));
+                    while self.rx.try_recv().is_ok() {}
+                    if let Err(e) = self.refresh() {
+                        tracing::warn!(error = %e, "route/neighbour dump failed");
+                    }
+                    last = std::time::Instant::now();
+                }
+                Err(_) if last.elapsed() >= period => {
+                    if let Err(e) = self.refresh() {
+                        tracing::warn!(error = %e, "route/neighbour dump failed");
+                    }
+                    last = std::time::Instant::now();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// A worker's lock-free handle on the next-hop table.
+pub struct NextHopView {
+    shared: Arc<NextHops>,
+    snap: Arc<Snapshot>,
+    generation: u64,
+}
+
+impl NextHopView {
+    /// Picks up a newer snapshot if one was published (call once per batch).
+    #[inline]
+    pub fn refresh(&mut self) {
+        let g = self.shared.generation.load(Ordering::Acquire);
+        if g != self.generation {
+            self.snap = self.shared.snapshot();
+            self.generation = g;
+        }
+    }
+
+    /// Destination MAC for `dst` out of `oif`; on a miss, asks the resolver.
+    #[inline]
+    pub fn resolve(&self, dst: u32, oif: u32) -> Result<[u8; 6], Miss> {
+        let r = self.snap.resolve(dst, oif);
+        if let Err(Miss::Unresolved(nh)) = r {
+            match self.shared.requests.try_send((nh, oif)) {
+                Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+        r
+    }
+}
+
+fn send(sock: &Socket, msg: RouteNetlinkMessage, flags: u16) -> std::io::Result<()> {
+    let mut hdr = NetlinkHeader::default();
+    hdr.flags = flags;
+    let mut req = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
+    req.finalize();
+    let mut buf = vec![0; req.header.length as usize];
+    req.serialize(&mut buf[..]);
+    sock.send(&buf[..], 0)?;
+    Ok(())
+}
+
+fn open() -> std::io::Result<Socket> {
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    Ok(sock)
+}
+
+/// Sends a request and collects every message of the reply until DONE/ACK.
+fn transact(msg: RouteNetlinkMessage, flags: u16) -> std::io::Result<Vec<RouteNetlinkMessage>> {
+    let sock = open()?;
+    send(&sock, msg, flags)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = sock.recv(&mut &mut buf[..], 0)?;
+        let mut off = 0;
+        while off < n {
+            let Some(bytes) = buf.get(off..n) else { break };
+            let msg: NetlinkMessage<RouteNetlinkMessage> = NetlinkMessage::deserialize(bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) => {
+                    return match e.code {
+                        None => Ok(out), // ACK
+                        Some(code) => Err(std::io::Error::from_raw_os_error(-code.get())),
+                    };
+                }
+                NetlinkPayload::InnerMessage(m) => out.push(m),
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            off += len;
+        }
+        if flags & NLM_F_DUMP != NLM_F_DUMP && flags & NLM_F_ACK == 0 {
+            return Ok(out);
+        }
+    }
+}
+
+fn dump_snapshot() -> std::io::Result<Snapshot> {
+    let mut rmsg = RouteMessage::default();
+    rmsg.header.address_family = AddressFamily::Inet;
+    let mut routes = Vec::new();
+    for m in transact(RouteNetlinkMessage::GetRoute(rmsg), NLM_F_DUMP | NLM_F_REQUEST)? {
+        let RouteNetlinkMessage::NewRoute(r) = m else { continue };
+        if r.header.address_family != AddressFamily::Inet || r.header.kind != RouteType::Unicast {
+            continue;
+        }
+        let mut table = u32::from(r.header.table);
+        let (mut dst, mut gw, mut oif) = (0u32, None, 0u32);
+        for a in &r.attributes {
+            match a {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = u32::from(*ip),
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(u32::from(*ip)),
+                RouteAttribute::Oif(i) => oif = *i,
+                RouteAttribute::Table(t) => table = *t,
+                _ => {}
+            }
+        }
+        if table != 254 || oif == 0 {
+            continue; // main table only
+        }
+        routes.push(Route {
+            prefix: dst,
+            len: r.header.destination_prefix_length,
+            gateway: gw,
+            oif,
+        });
+    }
+    let mut nmsg = NeighbourMessage::default();
+    nmsg.header.family = AddressFamily::Inet;
+    let mut neigh = HashMap::new();
+    for m in transact(RouteNetlinkMessage::GetNeighbour(nmsg), NLM_F_DUMP | NLM_F_REQUEST)? {
+        let RouteNetlinkMessage::NewNeighbour(n) = m else { continue };
+        if matches!(
+            n.header.state,
+            NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+        ) {
+            continue;
+        }
+        let (mut ip, mut mac) = (None, None);
+        for a in &n.attributes {
+            match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(u32::from(*a)),
+                NeighbourAttribute::LinkLocalAddress(l) if l.len() == 6 => {
+                    let mut m = [0u8; 6];
+                    m.copy_from_slice(l);
+                    mac = Some(m);
+                }
+                _ => {}
+            }
+        }
+        if let (Some(ip), Some(mac)) = (ip, mac) {
+            neigh.insert((n.header.ifindex, ip), mac);
+        }
+    }
+    Ok(Snapshot::new(routes, neigh))
+}
+
+/// Asks the kernel to resolve `nh` on `oif` (like `ip neigh replace NH dev DEV use`).
+fn request_resolution(nh: u32, oif: u32) -> std::io::Result<()> {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.ifindex = oif;
+    m.header.state = NeighbourState::None;
+    m.header.flags = NeighbourFlags::Use;
+    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(Ipv4Addr::from(nh))));
+    transact(
+        RouteNetlinkMessage::NewNeighbour(m),
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+    )
+    .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> u32 {
+        u32::from(s.parse::<Ipv4Addr>().unwrap())
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_oif_is_respected() {
+        let routes = vec![
+            Route { prefix: 0, len: 0, gateway: Some(ip("198.19.0.254")), oif: 3 },
+            Route { prefix: ip("198.19.0.0"), len: 24, gateway: None, oif: 3 },
+            Route { prefix: ip("198.18.0.0"), len: 24, gateway: None, oif: 2 },
+        ];
+        let mut n = HashMap::new();
+        n.insert((3, ip("198.19.0.2")), [2, 0, 0, 0, 0, 2]);
+        let s = Snapshot::new(routes, n);
+        assert_eq!(s.next_hop(ip("198.19.0.2"), 3), Some(ip("198.19.0.2")));
+        assert_eq!(s.next_hop(ip("198.51.100.1"), 3), Some(ip("198.19.0.254")));
+        assert_eq!(s.next_hop(ip("198.18.0.7"), 2), Some(ip("198.18.0.7")));
+        assert_eq!(s.next_hop(ip("198.51.100.1"), 2), None);
+        assert_eq!(s.resolve(ip("198.19.0.2"), 3), Ok([2, 0, 0, 0, 0, 2]));
+        assert_eq!(s.resolve(ip("198.51.100.1"), 3), Err(Miss::Unresolved(ip("198.19.0.254"))));
+        assert_eq!(s.resolve(ip("198.51.100.1"), 2), Err(Miss::NoRoute));
+    }
+}

@@ -1,0 +1,154 @@
+//! AF_XDP sockets of one queue: an inside and an outside socket sharing one UMEM.
+//!
+//! Because both sockets of a queue are bound to the same UMEM, a frame received
+//! on one interface is transmitted on the other by handing its descriptor to the
+//! other socket's TX ring: the payload is never copied by xnat. (In copy mode the
+//! kernel copies between its skb and the UMEM; in zero-copy mode the NIC DMAs
+//! straight into and out of the UMEM.)
+
+use std::os::fd::AsRawFd;
+
+use xsk_rs::config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use super::DataplaneError;
+
+/// Requested zero-copy behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ZeroCopy {
+    /// Zero-copy if the driver supports it, else copy mode.
+    Auto,
+    /// Zero-copy or fail.
+    On,
+    /// Always copy mode.
+    Off,
+}
+
+/// Sizes of the per-queue UMEM and rings.
+#[derive(Clone, Copy, Debug)]
+pub struct RingSizes {
+    /// UMEM frames per queue (both interfaces together).
+    pub frames: u32,
+    /// Descriptors per RX/TX/fill/completion ring.
+    pub ring: u32,
+}
+
+impl Default for RingSizes {
+    fn default() -> Self {
+        RingSizes { frames: 8192, ring: 2048 }
+    }
+}
+
+/// UMEM frame size in bytes.
+pub const FRAME_SIZE: u32 = 4096;
+
+/// The four rings of one socket.
+pub struct Rings {
+    /// Transmit ring.
+    pub tx: TxQueue,
+    /// Receive ring.
+    pub rx: RxQueue,
+    /// Fill ring (frames handed to the kernel for receiving).
+    pub fq: FillQueue,
+    /// Completion ring (frames the kernel has finished sending).
+    pub cq: CompQueue,
+    /// Whether the socket is bound in zero-copy mode.
+    pub zero_copy: bool,
+}
+
+/// Both sockets of one queue and their shared UMEM.
+pub struct QueueSockets {
+    /// The shared UMEM.
+    pub umem: Umem,
+    /// Every frame of the UMEM, initially all free.
+    pub frames: Vec<FrameDesc>,
+    /// Socket on the inside interface.
+    pub inside: Rings,
+    /// Socket on the outside interface.
+    pub outside: Rings,
+}
+
+const SOL_XDP: libc::c_int = 283;
+const XDP_OPTIONS: libc::c_int = 8;
+const XDP_OPTIONS_ZEROCOPY: u32 = 1;
+
+/// Reads XDP_OPTIONS of a bound AF_XDP socket and reports whether it is zero-copy.
+pub fn is_zero_copy(fd: i32) -> bool {
+    let mut opts: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: `opts`/`len` are valid for writes of the sizes given; `fd` is an AF_XDP socket.
+    let rc = unsafe { libc::getsockopt(fd, SOL_XDP, XDP_OPTIONS, (&mut opts as *mut u32).cast(), &mut len) };
+    rc == 0 && opts & XDP_OPTIONS_ZEROCOPY != 0
+}
+
+fn bind(umem: &Umem, ifname: &str, queue: u32, zc: ZeroCopy, ring: QueueSize) -> Result<Rings, DataplaneError> {
+    let iface: Interface = ifname
+        .parse()
+        .map_err(|_| DataplaneError::NoSuchInterface(ifname.to_string()))?;
+    let attempt = |mode: BindFlags| {
+        let cfg = SocketConfig::builder()
+            .rx_queue_size(ring)
+            .tx_queue_size(ring)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP | mode)
+            .build();
+        // SAFETY: the libxdp program load is inhibited (xnat attaches its own), which
+        // is what xsk-rs requires for sockets sharing a UMEM; `umem` outlives the rings
+        // because each ring holds a clone of it.
+        unsafe { Socket::new(cfg, umem, &iface, queue) }
+    };
+    let (res, wanted) = match zc {
+        ZeroCopy::On => (attempt(BindFlags::XDP_ZEROCOPY), "zero-copy"),
+        ZeroCopy::Off => (attempt(BindFlags::XDP_COPY), "copy"),
+        ZeroCopy::Auto => match attempt(BindFlags::XDP_ZEROCOPY) {
+            Ok(r) => (Ok(r), "zero-copy"),
+            Err(e) => {
+                tracing::debug!(%ifname, queue, error = %e, "zero-copy bind failed, using copy mode");
+                (attempt(BindFlags::XDP_COPY), "copy")
+            }
+        },
+    };
+    let (tx, rx, fqcq) = res.map_err(|e| DataplaneError::Socket {
+        ifname: ifname.to_string(),
+        queue,
+        mode: wanted,
+        reason: format!("{e}"),
+    })?;
+    let (fq, cq) = fqcq.ok_or_else(|| DataplaneError::Socket {
+        ifname: ifname.to_string(),
+        queue,
+        mode: wanted,
+        reason: "no fill/completion ring returned for a new (interface, queue) pair".into(),
+    })?;
+    let zero_copy = is_zero_copy(rx.fd().as_raw_fd());
+    Ok(Rings { tx, rx, fq, cq, zero_copy })
+}
+
+/// Creates the UMEM of `queue` and binds one socket to it on each interface.
+pub fn open_queue(inside: &str, outside: &str, queue: u32, zc: ZeroCopy, sizes: RingSizes) -> Result<QueueSockets, DataplaneError> {
+    let bad = |what: &str, v: u32| DataplaneError::Config(format!("{what} = {v} is not a power of two"));
+    let ring = QueueSize::new(sizes.ring).map_err(|_| bad("ring size", sizes.ring))?;
+    let frame_count = std::num::NonZeroU32::new(sizes.frames).ok_or_else(|| bad("frames", sizes.frames))?;
+    let umem_cfg = UmemConfig::builder()
+        .frame_size(FrameSize::new(FRAME_SIZE).map_err(|_| bad("frame size", FRAME_SIZE))?)
+        .fill_queue_size(ring)
+        .comp_queue_size(ring)
+        .build()
+        .map_err(|e| DataplaneError::Config(format!("UMEM config: {e}")))?;
+    let (umem, frames) = Umem::new(umem_cfg, frame_count, false).map_err(|e| {
+        let s = e.to_string();
+        if s.contains("Cannot allocate memory") || s.contains("Operation not permitted") {
+            DataplaneError::Memlock(format!("creating a {} MiB UMEM: {s}", sizes.frames as u64 * FRAME_SIZE as u64 >> 20))
+        } else {
+            DataplaneError::Socket {
+                ifname: inside.to_string(),
+                queue,
+                mode: "umem",
+                reason: s,
+            }
+        }
+    })?;
+    let inside = bind(&umem, inside, queue, zc, ring)?;
+    let outside = bind(&umem, outside, queue, zc, ring)?;
+    Ok(QueueSockets { umem, frames, inside, outside })
+}
