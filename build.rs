@@ -23,7 +23,9 @@ fn main() {
             format!("-I/usr/include/{multiarch}"),
         ])
         .build_and_generate(out.join("steer.skel.rs"))
-        .unwrap_or_else(|e| panic!("building {SRC} failed (needs clang, libbpf-dev, gcc-multilib): {e:#}"));
+        .unwrap_or_else(|e| {
+            panic!("building {SRC} failed (needs clang, libbpf-dev, gcc-multilib): {e:#}")
+        });
     println!("cargo:rerun-if-changed={SRC}");
     println!("cargo:rerun-if-changed=bpf/steer.h");
 }

@@ -36,7 +36,9 @@ fn init_logging(level: &str) {
 
 fn secs(name: &str, v: f64) -> Result<Duration, String> {
     if !v.is_finite() || v < 0.0 {
-        return Err(format!("--{name} = {v}: must be a non-negative number of seconds"));
+        return Err(format!(
+            "--{name} = {v}: must be a non-negative number of seconds"
+        ));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -44,7 +46,9 @@ fn secs(name: &str, v: f64) -> Result<Duration, String> {
 fn dataplane_config(a: &RunArgs) -> Result<DataplaneConfig, String> {
     for (name, v) in [("frames", a.frames), ("ring-size", a.ring_size)] {
         if !v.is_power_of_two() || v < 64 {
-            return Err(format!("--{name} = {v}: must be a power of two and at least 64"));
+            return Err(format!(
+                "--{name} = {v}: must be a power of two and at least 64"
+            ));
         }
     }
     if a.frames < 2 * a.ring_size {
@@ -67,7 +71,8 @@ fn dataplane_config(a: &RunArgs) -> Result<DataplaneConfig, String> {
         batch: a.batch as usize,
         poll: a.poll,
         outside_route_all: a.route_all || a.mode == Mode::Forward,
-        neighbour_refresh: secs("neighbour-refresh", a.neighbour_refresh)?.max(Duration::from_millis(100)),
+        neighbour_refresh: secs("neighbour-refresh", a.neighbour_refresh)?
+            .max(Duration::from_millis(100)),
     })
 }
 
@@ -75,7 +80,10 @@ fn write_stats(path: &std::path::Path, s: &Snapshot) {
     let tmp = path.with_extension("tmp");
     match serde_json::to_vec_pretty(s) {
         Ok(bytes) => {
-            if std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)).is_err() {
+            if std::fs::write(&tmp, bytes)
+                .and_then(|_| std::fs::rename(&tmp, path))
+                .is_err()
+            {
                 tracing::warn!(path = %path.display(), "could not write the stats file");
             }
         }
@@ -91,7 +99,10 @@ fn run(a: &RunArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
-    let (interval, duration) = match (secs("stats-interval", a.stats_interval), secs("duration", a.duration)) {
+    let (interval, duration) = match (
+        secs("stats-interval", a.stats_interval),
+        secs("duration", a.duration),
+    ) {
         (Ok(i), Ok(d)) => (i, d),
         (Err(m), _) | (_, Err(m)) => {
             eprintln!("xnat: {m}");
@@ -102,7 +113,11 @@ fn run(a: &RunArgs) -> i32 {
         Mode::Forward => "forward",
     };
     let started = Instant::now();
-    let dp = match Dataplane::start(&cfg, |_| Ok(()), |_q, nh, ports| Forwarder::new(nh, ports.ifindex, ports.mac)) {
+    let dp = match Dataplane::start(
+        &cfg,
+        |_| Ok(()),
+        |_q, nh, ports| Forwarder::new(nh, ports.ifindex, ports.mac),
+    ) {
         Ok(dp) => dp,
         Err(e) => {
             eprintln!("xnat: {e}");

@@ -28,12 +28,17 @@ pub struct Counters {
 
 impl Counters {
     fn read(w: &WorkerStats, names: &[&str]) -> Self {
-        let l = |a: &[std::sync::atomic::AtomicU64; 2]| [a[0].load(Ordering::Relaxed), a[1].load(Ordering::Relaxed)];
+        let l = |a: &[std::sync::atomic::AtomicU64; 2]| {
+            [a[0].load(Ordering::Relaxed), a[1].load(Ordering::Relaxed)]
+        };
         let mut drops = BTreeMap::new();
         for (i, c) in w.drops.iter().enumerate() {
             let v = c.load(Ordering::Relaxed);
             if v > 0 {
-                let name = names.get(i).map(|s| s.to_string()).unwrap_or_else(|| format!("reason_{i}"));
+                let name = names
+                    .get(i)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| format!("reason_{i}"));
                 drops.insert(name, v);
             }
         }
@@ -128,7 +133,10 @@ impl Snapshot {
 
     /// One log line with rates relative to `prev`.
     pub fn line(&self, prev: Option<&Snapshot>) -> String {
-        let dt = prev.map(|p| self.uptime_secs - p.uptime_secs).unwrap_or(self.uptime_secs).max(1e-6);
+        let dt = prev
+            .map(|p| self.uptime_secs - p.uptime_secs)
+            .unwrap_or(self.uptime_secs)
+            .max(1e-6);
         let rate = |f: &dyn Fn(&Snapshot) -> u64| -> f64 {
             let before = prev.map(f).unwrap_or(0);
             f(self).saturating_sub(before) as f64 / dt

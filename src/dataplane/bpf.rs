@@ -123,7 +123,8 @@ impl Steering {
     pub fn load() -> Result<Self, DataplaneError> {
         // The skeleton borrows its object storage for as long as it lives; the
         // program lives for the whole run, so the storage is leaked once per load.
-        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
         let open = SteerSkelBuilder::default()
             .open(storage)
             .map_err(|e| DataplaneError::Bpf(format!("opening the steering program: {e}")))?;
@@ -135,13 +136,21 @@ impl Steering {
                 DataplaneError::Bpf(format!("loading the steering program: {msg}"))
             }
         })?;
-        Ok(Steering { skel, links: Vec::new() })
+        Ok(Steering {
+            skel,
+            links: Vec::new(),
+        })
     }
 
     /// Attaches the program to `ifindex` through a bpf_link in the requested mode.
     ///
     /// Refuses if another XDP program is attached already.
-    pub fn attach(&mut self, ifname: &str, ifindex: u32, mode: XdpMode) -> Result<AttachedMode, DataplaneError> {
+    pub fn attach(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        mode: XdpMode,
+    ) -> Result<AttachedMode, DataplaneError> {
         if let Some(id) = attached_prog_id(ifindex)? {
             return Err(DataplaneError::XdpBusy {
                 ifname: ifname.to_string(),
@@ -157,7 +166,9 @@ impl Steering {
             };
             // SAFETY: `prog_fd` is a loaded program owned by `self.skel`; `opts` is a
             // properly sized options struct living across the call.
-            let fd = unsafe { libbpf_sys::bpf_link_create(prog_fd, ifindex as i32, libbpf_sys::BPF_XDP, &opts) };
+            let fd = unsafe {
+                libbpf_sys::bpf_link_create(prog_fd, ifindex as i32, libbpf_sys::BPF_XDP, &opts)
+            };
             if fd < 0 {
                 return Err(std::io::Error::from_raw_os_error(-fd));
             }
@@ -166,13 +177,23 @@ impl Steering {
             Ok(unsafe { OwnedFd::from_raw_fd(fd) })
         };
         let (fd, got) = match mode {
-            XdpMode::Native => (try_mode(XDP_FLAGS_DRV_MODE).map_err(|e| attach_err(ifname, "native", e))?, AttachedMode::Native),
-            XdpMode::Generic => (try_mode(XDP_FLAGS_SKB_MODE).map_err(|e| attach_err(ifname, "generic", e))?, AttachedMode::Generic),
+            XdpMode::Native => (
+                try_mode(XDP_FLAGS_DRV_MODE).map_err(|e| attach_err(ifname, "native", e))?,
+                AttachedMode::Native,
+            ),
+            XdpMode::Generic => (
+                try_mode(XDP_FLAGS_SKB_MODE).map_err(|e| attach_err(ifname, "generic", e))?,
+                AttachedMode::Generic,
+            ),
             XdpMode::Auto => match try_mode(XDP_FLAGS_DRV_MODE) {
                 Ok(fd) => (fd, AttachedMode::Native),
                 Err(native) => {
                     tracing::info!(%ifname, error = %native, "native XDP unavailable, trying generic");
-                    (try_mode(XDP_FLAGS_SKB_MODE).map_err(|e| attach_err(ifname, "generic", e))?, AttachedMode::Generic)
+                    (
+                        try_mode(XDP_FLAGS_SKB_MODE)
+                            .map_err(|e| attach_err(ifname, "generic", e))?,
+                        AttachedMode::Generic,
+                    )
                 }
             },
         };
@@ -181,7 +202,13 @@ impl Steering {
     }
 
     /// Declares the role of an interface and where its queues' sockets live in the XSKMAP.
-    pub fn set_interface(&mut self, ifindex: u32, role: Role, xsk_base: u32, route_all: bool) -> Result<(), DataplaneError> {
+    pub fn set_interface(
+        &mut self,
+        ifindex: u32,
+        role: Role,
+        xsk_base: u32,
+        route_all: bool,
+    ) -> Result<(), DataplaneError> {
         let mut v = [0u8; 8];
         v[0..4].copy_from_slice(&xsk_base.to_ne_bytes());
         v[4] = match role {
@@ -197,11 +224,21 @@ impl Steering {
         let mut v = [0u8; 4];
         v[0..2].copy_from_slice(&lo.to_ne_bytes());
         v[2..4].copy_from_slice(&hi.to_ne_bytes());
-        update(&self.skel.maps.nat_addrs, &addr.to_be_bytes(), &v, "nat_addrs")
+        update(
+            &self.skel.maps.nat_addrs,
+            &addr.to_be_bytes(),
+            &v,
+            "nat_addrs",
+        )
     }
 
     /// Steers `proto` traffic to `addr:port` (host order) to the workers (port forwarding).
-    pub fn add_forward_rule(&mut self, addr: u32, port: u16, proto: u8) -> Result<(), DataplaneError> {
+    pub fn add_forward_rule(
+        &mut self,
+        addr: u32,
+        port: u16,
+        proto: u8,
+    ) -> Result<(), DataplaneError> {
         let mut k = [0u8; 8];
         k[0..4].copy_from_slice(&addr.to_be_bytes());
         k[4..6].copy_from_slice(&port.to_ne_bytes());
@@ -211,21 +248,40 @@ impl Steering {
 
     /// Declares `addr` (host order) as one of the gateway's own addresses.
     pub fn add_local_addr(&mut self, addr: u32) -> Result<(), DataplaneError> {
-        update(&self.skel.maps.local_addrs, &addr.to_be_bytes(), &[1], "local_addrs")
+        update(
+            &self.skel.maps.local_addrs,
+            &addr.to_be_bytes(),
+            &[1],
+            "local_addrs",
+        )
     }
 
     /// Inserts an AF_XDP socket into XSKMAP slot `slot`.
     pub fn register_socket(&mut self, slot: u32, fd: i32) -> Result<(), DataplaneError> {
-        update(&self.skel.maps.xsks, &slot.to_ne_bytes(), &fd.to_ne_bytes(), "xsks")
+        update(
+            &self.skel.maps.xsks,
+            &slot.to_ne_bytes(),
+            &fd.to_ne_bytes(),
+            "xsks",
+        )
     }
 
     /// Reads the per-CPU counters and sums them.
     pub fn counters(&self) -> SteerCounters {
         let read = |idx: u32| -> u64 {
-            match self.skel.maps.counters.lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY) {
+            match self
+                .skel
+                .maps
+                .counters
+                .lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY)
+            {
                 Ok(Some(per_cpu)) => per_cpu
                     .iter()
-                    .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
+                    .filter_map(|v| {
+                        v.get(..8)
+                            .and_then(|b| b.try_into().ok())
+                            .map(u64::from_ne_bytes)
+                    })
                     .sum(),
                 _ => 0,
             }
@@ -243,7 +299,12 @@ impl Steering {
     }
 }
 
-fn update(map: &libbpf_rs::MapMut<'_>, key: &[u8], value: &[u8], name: &str) -> Result<(), DataplaneError> {
+fn update(
+    map: &libbpf_rs::MapMut<'_>,
+    key: &[u8],
+    value: &[u8],
+    name: &str,
+) -> Result<(), DataplaneError> {
     map.update(key, value, MapFlags::ANY)
         .map_err(|e| DataplaneError::Bpf(format!("updating BPF map {name}: {e}")))
 }

@@ -9,7 +9,13 @@ use super::nexthop::{Miss, NextHopView};
 use super::worker::{Action, Handler, Port};
 
 /// Drop reasons of the forwarder, indexed by [`Action::Drop`].
-pub const DROP_REASONS: &[&str] = &["malformed", "not_ipv4", "ttl_expired", "no_route", "neighbour_unresolved"];
+pub const DROP_REASONS: &[&str] = &[
+    "malformed",
+    "not_ipv4",
+    "ttl_expired",
+    "no_route",
+    "neighbour_unresolved",
+];
 const MALFORMED: u16 = 0;
 const NOT_IPV4: u16 = 1;
 const TTL_EXPIRED: u16 = 2;
@@ -32,7 +38,13 @@ impl Forwarder {
 
 /// Resolves the next hop of `dst` out of `egress` and writes both MAC addresses.
 #[inline]
-pub fn set_next_hop(frame: &mut [u8], nh: &NextHopView, dst: u32, oif: u32, src_mac: [u8; 6]) -> Result<(), Miss> {
+pub fn set_next_hop(
+    frame: &mut [u8],
+    nh: &NextHopView,
+    dst: u32,
+    oif: u32,
+    src_mac: [u8; 6],
+) -> Result<(), Miss> {
     let dmac = nh.resolve(dst, oif)?;
     if let Some(h) = frame.get_mut(0..12) {
         h[0..6].copy_from_slice(&dmac);
@@ -52,7 +64,9 @@ pub fn miss_reason(m: Miss) -> u16 {
 /// Decrements the TTL of the IPv4 header at offset 14 and patches its checksum (RFC 1624).
 #[inline]
 fn decrement_ttl(frame: &mut [u8]) {
-    let Some(ip) = frame.get_mut(14..34) else { return };
+    let Some(ip) = frame.get_mut(14..34) else {
+        return;
+    };
     let old = u16::from_be_bytes([ip[8], ip[9]]);
     ip[8] = ip[8].wrapping_sub(1);
     let new = u16::from_be_bytes([ip[8], ip[9]]);
@@ -102,7 +116,10 @@ mod tests {
     use super::*;
 
     fn checksum(h: &[u8]) -> u16 {
-        let mut acc: u32 = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+        let mut acc: u32 = h
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
         while acc > 0xffff {
             acc = (acc & 0xffff) + (acc >> 16);
         }
@@ -115,7 +132,9 @@ mod tests {
             let mut f = vec![0u8; 34];
             f[12] = 0x08;
             let ip = &mut f[14..34];
-            ip.copy_from_slice(&[0x45, 0, 0, 20, 0x12, 0x34, 0x40, 0, ttl, 17, 0, 0, 198, 18, 0, 2, 198, 19, 0, 2]);
+            ip.copy_from_slice(&[
+                0x45, 0, 0, 20, 0x12, 0x34, 0x40, 0, ttl, 17, 0, 0, 198, 18, 0, 2, 198, 19, 0, 2,
+            ]);
             let c = checksum(ip);
             ip[10..12].copy_from_slice(&c.to_be_bytes());
             decrement_ttl(&mut f);

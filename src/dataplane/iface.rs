@@ -32,7 +32,8 @@ pub fn is_up(name: &str) -> Result<bool, DataplaneError> {
 
 /// The interface's MAC address.
 pub fn mac(name: &str) -> Result<[u8; 6], DataplaneError> {
-    parse_mac(&sysfs(name, "address")?).ok_or_else(|| DataplaneError::NoSuchInterface(name.to_string()))
+    parse_mac(&sysfs(name, "address")?)
+        .ok_or_else(|| DataplaneError::NoSuchInterface(name.to_string()))
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
@@ -118,7 +119,10 @@ pub fn has_cap(cap: u32) -> bool {
 
 /// Current RLIMIT_MEMLOCK soft limit in bytes (`u64::MAX` for unlimited).
 pub fn memlock_limit() -> u64 {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `r` is a valid rlimit the call writes into.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 {
         return 0;
@@ -136,7 +140,10 @@ mod tests {
 
     #[test]
     fn mac_parsing() {
-        assert_eq!(parse_mac("02:00:0a:ff:00:01"), Some([2, 0, 0x0a, 0xff, 0, 1]));
+        assert_eq!(
+            parse_mac("02:00:0a:ff:00:01"),
+            Some([2, 0, 0x0a, 0xff, 0, 1])
+        );
         assert_eq!(parse_mac("02:00:0a:ff:00"), None);
         assert_eq!(parse_mac("02:00:0a:ff:00:01:02"), None);
         assert_eq!(parse_mac("zz:00:0a:ff:00:01"), None);

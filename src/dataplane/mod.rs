@@ -64,7 +64,9 @@ pub enum DataplaneError {
         prog_id: u32,
     },
     /// Attaching failed for another reason.
-    #[error("attaching XDP in {mode} mode to '{ifname}' failed: {reason} (try --xdp-mode generic)")]
+    #[error(
+        "attaching XDP in {mode} mode to '{ifname}' failed: {reason} (try --xdp-mode generic)"
+    )]
     Attach {
         /// Interface name.
         ifname: String,
@@ -164,6 +166,12 @@ pub fn validate(cfg: &DataplaneConfig) -> Result<Ports, DataplaneError> {
             return Err(DataplaneError::InterfaceDown(name.clone()));
         }
         mac[i] = iface::mac(name)?;
+        if let Ok(Some(prog_id)) = bpf::attached_prog_id(ifindex[i]) {
+            return Err(DataplaneError::XdpBusy {
+                ifname: name.clone(),
+                prog_id,
+            });
+        }
         let available = iface::rx_queues(name)?.min(bpf::MAX_QUEUES);
         if let Some(&q) = cfg.queues.iter().find(|&&q| q >= available) {
             return Err(DataplaneError::QueueOutOfRange {
@@ -178,7 +186,10 @@ pub fn validate(cfg: &DataplaneConfig) -> Result<Ports, DataplaneError> {
     }
     let ncores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(0);
     if let Some(&core) = cfg.cores.iter().find(|&&c| c >= ncores) {
-        return Err(DataplaneError::CoreOutOfRange { core, available: ncores });
+        return Err(DataplaneError::CoreOutOfRange {
+            core,
+            available: ncores,
+        });
     }
     let caps_ok = iface::has_cap(iface::CAP_NET_ADMIN)
         && iface::has_cap(iface::CAP_NET_RAW)
@@ -190,7 +201,8 @@ pub fn validate(cfg: &DataplaneConfig) -> Result<Ports, DataplaneError> {
     }
     if !iface::has_cap(iface::CAP_IPC_LOCK) {
         let ring_bytes = 4 * u64::from(cfg.sizes.ring) * 16 * 2;
-        let need = cfg.queues.len() as u64 * (u64::from(cfg.sizes.frames) * u64::from(xsk::FRAME_SIZE) + ring_bytes);
+        let need = cfg.queues.len() as u64
+            * (u64::from(cfg.sizes.frames) * u64::from(xsk::FRAME_SIZE) + ring_bytes);
         let limit = raise_memlock(need);
         if limit < need {
             return Err(DataplaneError::Memlock(format!(
@@ -210,7 +222,10 @@ fn raise_memlock(need: u64) -> u64 {
     if cur >= need {
         return cur;
     }
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `r` is a valid rlimit for getrlimit to fill and setrlimit to read.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) == 0 {
@@ -243,7 +258,11 @@ impl Dataplane {
     ///
     /// `steer` fills the steering program's NAT maps before anything is attached.
     /// On any error everything done so far is undone (links and sockets closed).
-    pub fn start<H, S, M>(cfg: &DataplaneConfig, steer: S, mut make: M) -> Result<Dataplane, DataplaneError>
+    pub fn start<H, S, M>(
+        cfg: &DataplaneConfig,
+        steer: S,
+        mut make: M,
+    ) -> Result<Dataplane, DataplaneError>
     where
         H: Handler + 'static,
         S: FnOnce(&mut Steering) -> Result<(), DataplaneError>,
@@ -252,7 +271,12 @@ impl Dataplane {
         let ports = validate(cfg)?;
         let mut steering = Steering::load()?;
         steering.set_interface(ports.ifindex[0], Role::Inside, 0, false)?;
-        steering.set_interface(ports.ifindex[1], Role::Outside, bpf::MAX_QUEUES, cfg.outside_route_all)?;
+        steering.set_interface(
+            ports.ifindex[1],
+            Role::Outside,
+            bpf::MAX_QUEUES,
+            cfg.outside_route_all,
+        )?;
         for name in [&cfg.inside, &cfg.outside] {
             for a in iface::ipv4_addrs(name) {
                 steering.add_local_addr(u32::from(a))?;
@@ -268,7 +292,9 @@ impl Dataplane {
             steering.register_socket(bpf::MAX_QUEUES + q, s.outside.rx.fd().as_raw_fd())?;
             sockets.push(s);
         }
-        let zero_copy = sockets.iter().all(|s| s.inside.zero_copy && s.outside.zero_copy);
+        let zero_copy = sockets
+            .iter()
+            .all(|s| s.inside.zero_copy && s.outside.zero_copy);
         let xdp_in = steering.attach(&cfg.inside, ports.ifindex[0], cfg.xdp_mode)?;
         let xdp_out = steering.attach(&cfg.outside, ports.ifindex[1], cfg.xdp_mode)?;
 

@@ -16,10 +16,12 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender, TrySendError};
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
-    NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
-use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -56,7 +58,7 @@ pub enum Miss {
 impl Snapshot {
     /// Builds a snapshot (routes in any order).
     pub fn new(mut routes: Vec<Route>, neigh: HashMap<(u32, u32), [u8; 6]>) -> Self {
-        routes.sort_by(|a, b| b.len.cmp(&a.len));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.len));
         Snapshot { routes, neigh }
     }
 
@@ -64,7 +66,11 @@ impl Snapshot {
     #[inline]
     pub fn next_hop(&self, dst: u32, oif: u32) -> Option<u32> {
         self.routes.iter().find_map(|r| {
-            let mask = if r.len == 0 { 0 } else { u32::MAX << (32 - u32::from(r.len)) };
+            let mask = if r.len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(r.len))
+            };
             (r.oif == oif && dst & mask == r.prefix & mask).then_some(r.gateway.unwrap_or(dst))
         })
     }
@@ -73,7 +79,10 @@ impl Snapshot {
     #[inline]
     pub fn resolve(&self, dst: u32, oif: u32) -> Result<[u8; 6], Miss> {
         let nh = self.next_hop(dst, oif).ok_or(Miss::NoRoute)?;
-        self.neigh.get(&(oif, nh)).copied().ok_or(Miss::Unresolved(nh))
+        self.neigh
+            .get(&(oif, nh))
+            .copied()
+            .ok_or(Miss::Unresolved(nh))
     }
 
     /// Number of resolved neighbours.
@@ -111,7 +120,10 @@ impl NextHops {
 
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.lock().map(|c| Arc::clone(&c)).unwrap_or_default()
+        self.current
+            .lock()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_default()
     }
 
     /// A worker-side view.
@@ -248,8 +260,13 @@ fn dump_snapshot() -> std::io::Result<Snapshot> {
     let mut rmsg = RouteMessage::default();
     rmsg.header.address_family = AddressFamily::Inet;
     let mut routes = Vec::new();
-    for m in transact(RouteNetlinkMessage::GetRoute(rmsg), NLM_F_DUMP | NLM_F_REQUEST)? {
-        let RouteNetlinkMessage::NewRoute(r) = m else { continue };
+    for m in transact(
+        RouteNetlinkMessage::GetRoute(rmsg),
+        NLM_F_DUMP | NLM_F_REQUEST,
+    )? {
+        let RouteNetlinkMessage::NewRoute(r) = m else {
+            continue;
+        };
         if r.header.address_family != AddressFamily::Inet || r.header.kind != RouteType::Unicast {
             continue;
         }
@@ -277,8 +294,13 @@ fn dump_snapshot() -> std::io::Result<Snapshot> {
     let mut nmsg = NeighbourMessage::default();
     nmsg.header.family = AddressFamily::Inet;
     let mut neigh = HashMap::new();
-    for m in transact(RouteNetlinkMessage::GetNeighbour(nmsg), NLM_F_DUMP | NLM_F_REQUEST)? {
-        let RouteNetlinkMessage::NewNeighbour(n) = m else { continue };
+    for m in transact(
+        RouteNetlinkMessage::GetNeighbour(nmsg),
+        NLM_F_DUMP | NLM_F_REQUEST,
+    )? {
+        let RouteNetlinkMessage::NewNeighbour(n) = m else {
+            continue;
+        };
         if matches!(
             n.header.state,
             NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
@@ -288,7 +310,9 @@ fn dump_snapshot() -> std::io::Result<Snapshot> {
         let (mut ip, mut mac) = (None, None);
         for a in &n.attributes {
             match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(u32::from(*a)),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                    ip = Some(u32::from(*a))
+                }
                 NeighbourAttribute::LinkLocalAddress(l) if l.len() == 6 => {
                     let mut m = [0u8; 6];
                     m.copy_from_slice(l);
@@ -311,7 +335,10 @@ fn request_resolution(nh: u32, oif: u32) -> std::io::Result<()> {
     m.header.ifindex = oif;
     m.header.state = NeighbourState::None;
     m.header.flags = NeighbourFlags::Use;
-    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(Ipv4Addr::from(nh))));
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            Ipv4Addr::from(nh),
+        )));
     transact(
         RouteNetlinkMessage::NewNeighbour(m),
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
@@ -330,9 +357,24 @@ mod tests {
     #[test]
     fn longest_prefix_wins_and_oif_is_respected() {
         let routes = vec![
-            Route { prefix: 0, len: 0, gateway: Some(ip("198.19.0.254")), oif: 3 },
-            Route { prefix: ip("198.19.0.0"), len: 24, gateway: None, oif: 3 },
-            Route { prefix: ip("198.18.0.0"), len: 24, gateway: None, oif: 2 },
+            Route {
+                prefix: 0,
+                len: 0,
+                gateway: Some(ip("198.19.0.254")),
+                oif: 3,
+            },
+            Route {
+                prefix: ip("198.19.0.0"),
+                len: 24,
+                gateway: None,
+                oif: 3,
+            },
+            Route {
+                prefix: ip("198.18.0.0"),
+                len: 24,
+                gateway: None,
+                oif: 2,
+            },
         ];
         let mut n = HashMap::new();
         n.insert((3, ip("198.19.0.2")), [2, 0, 0, 0, 0, 2]);
@@ -342,7 +384,10 @@ mod tests {
         assert_eq!(s.next_hop(ip("198.18.0.7"), 2), Some(ip("198.18.0.7")));
         assert_eq!(s.next_hop(ip("198.51.100.1"), 2), None);
         assert_eq!(s.resolve(ip("198.19.0.2"), 3), Ok([2, 0, 0, 0, 0, 2]));
-        assert_eq!(s.resolve(ip("198.51.100.1"), 3), Err(Miss::Unresolved(ip("198.19.0.254"))));
+        assert_eq!(
+            s.resolve(ip("198.51.100.1"), 3),
+            Err(Miss::Unresolved(ip("198.19.0.254")))
+        );
         assert_eq!(s.resolve(ip("198.51.100.1"), 2), Err(Miss::NoRoute));
     }
 }

@@ -95,7 +95,10 @@ impl Default for WorkerStats {
 #[inline]
 fn bump(c: &AtomicU64, by: u64) {
     if by != 0 {
-        c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+        c.store(
+            c.load(Ordering::Relaxed).wrapping_add(by),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -125,7 +128,14 @@ pub struct Worker<H: Handler> {
 
 impl<H: Handler> Worker<H> {
     /// Prepares a worker; all buffers are allocated here.
-    pub fn new(queue: u32, mut socks: QueueSockets, handler: H, stats: Arc<WorkerStats>, batch: usize, poll: PollMode) -> Self {
+    pub fn new(
+        queue: u32,
+        mut socks: QueueSockets,
+        handler: H,
+        stats: Arc<WorkerStats>,
+        batch: usize,
+        poll: PollMode,
+    ) -> Self {
         let free = std::mem::take(&mut socks.frames);
         let proto = free.first().copied();
         let filler = |n: usize| -> Vec<FrameDesc> {
@@ -167,7 +177,9 @@ impl<H: Handler> Worker<H> {
         let len = self.free.len();
         // Grow the free list into its spare capacity with placeholder descriptors,
         // let the completion ring overwrite them, then cut back to what it gave.
-        let Some(&proto) = self.rx_batch.first() else { return };
+        let Some(&proto) = self.rx_batch.first() else {
+            return;
+        };
         self.free.resize(len + want, proto);
         let rings = match p {
             Port::Inside => &mut self.socks.inside,
@@ -266,11 +278,18 @@ impl<H: Handler> Worker<H> {
         let room = rings.tx.nb_free(batch.len() as u32) as usize;
         let n = room.min(batch.len());
         // SAFETY: these frames were received into this UMEM and are in no other ring.
-        let sent = if n > 0 { unsafe { rings.tx.produce(&batch[..n]) } } else { 0 };
+        let sent = if n > 0 {
+            unsafe { rings.tx.produce(&batch[..n]) }
+        } else {
+            0
+        };
         if sent > 0 && (!rings.zero_copy || rings.tx.needs_wakeup()) {
             let _ = rings.tx.wakeup();
         }
-        let bytes: u64 = batch[..sent].iter().map(|d| d.lengths().data() as u64).sum();
+        let bytes: u64 = batch[..sent]
+            .iter()
+            .map(|d| d.lengths().data() as u64)
+            .sum();
         let s = Arc::clone(&self.stats);
         bump(&s.tx_packets[p as usize], sent as u64);
         bump(&s.tx_bytes[p as usize], bytes);

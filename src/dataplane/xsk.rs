@@ -8,7 +8,9 @@
 
 use std::os::fd::AsRawFd;
 
-use xsk_rs::config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::config::{
+    BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
+};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use super::DataplaneError;
@@ -35,7 +37,10 @@ pub struct RingSizes {
 
 impl Default for RingSizes {
     fn default() -> Self {
-        RingSizes { frames: 8192, ring: 2048 }
+        RingSizes {
+            frames: 8192,
+            ring: 2048,
+        }
     }
 }
 
@@ -77,11 +82,25 @@ pub fn is_zero_copy(fd: i32) -> bool {
     let mut opts: u32 = 0;
     let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
     // SAFETY: `opts`/`len` are valid for writes of the sizes given; `fd` is an AF_XDP socket.
-    let rc = unsafe { libc::getsockopt(fd, SOL_XDP, XDP_OPTIONS, (&mut opts as *mut u32).cast(), &mut len) };
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            SOL_XDP,
+            XDP_OPTIONS,
+            (&mut opts as *mut u32).cast(),
+            &mut len,
+        )
+    };
     rc == 0 && opts & XDP_OPTIONS_ZEROCOPY != 0
 }
 
-fn bind(umem: &Umem, ifname: &str, queue: u32, zc: ZeroCopy, ring: QueueSize) -> Result<Rings, DataplaneError> {
+fn bind(
+    umem: &Umem,
+    ifname: &str,
+    queue: u32,
+    zc: ZeroCopy,
+    ring: QueueSize,
+) -> Result<Rings, DataplaneError> {
     let iface: Interface = ifname
         .parse()
         .map_err(|_| DataplaneError::NoSuchInterface(ifname.to_string()))?;
@@ -121,14 +140,28 @@ fn bind(umem: &Umem, ifname: &str, queue: u32, zc: ZeroCopy, ring: QueueSize) ->
         reason: "no fill/completion ring returned for a new (interface, queue) pair".into(),
     })?;
     let zero_copy = is_zero_copy(rx.fd().as_raw_fd());
-    Ok(Rings { tx, rx, fq, cq, zero_copy })
+    Ok(Rings {
+        tx,
+        rx,
+        fq,
+        cq,
+        zero_copy,
+    })
 }
 
 /// Creates the UMEM of `queue` and binds one socket to it on each interface.
-pub fn open_queue(inside: &str, outside: &str, queue: u32, zc: ZeroCopy, sizes: RingSizes) -> Result<QueueSockets, DataplaneError> {
-    let bad = |what: &str, v: u32| DataplaneError::Config(format!("{what} = {v} is not a power of two"));
+pub fn open_queue(
+    inside: &str,
+    outside: &str,
+    queue: u32,
+    zc: ZeroCopy,
+    sizes: RingSizes,
+) -> Result<QueueSockets, DataplaneError> {
+    let bad =
+        |what: &str, v: u32| DataplaneError::Config(format!("{what} = {v} is not a power of two"));
     let ring = QueueSize::new(sizes.ring).map_err(|_| bad("ring size", sizes.ring))?;
-    let frame_count = std::num::NonZeroU32::new(sizes.frames).ok_or_else(|| bad("frames", sizes.frames))?;
+    let frame_count =
+        std::num::NonZeroU32::new(sizes.frames).ok_or_else(|| bad("frames", sizes.frames))?;
     let umem_cfg = UmemConfig::builder()
         .frame_size(FrameSize::new(FRAME_SIZE).map_err(|_| bad("frame size", FRAME_SIZE))?)
         .fill_queue_size(ring)
@@ -138,7 +171,10 @@ pub fn open_queue(inside: &str, outside: &str, queue: u32, zc: ZeroCopy, sizes: 
     let (umem, frames) = Umem::new(umem_cfg, frame_count, false).map_err(|e| {
         let s = e.to_string();
         if s.contains("Cannot allocate memory") || s.contains("Operation not permitted") {
-            DataplaneError::Memlock(format!("creating a {} MiB UMEM: {s}", sizes.frames as u64 * FRAME_SIZE as u64 >> 20))
+            DataplaneError::Memlock(format!(
+                "creating a {} MiB UMEM: {s}",
+                (sizes.frames as u64 * FRAME_SIZE as u64) >> 20
+            ))
         } else {
             DataplaneError::Socket {
                 ifname: inside.to_string(),
@@ -150,5 +186,10 @@ pub fn open_queue(inside: &str, outside: &str, queue: u32, zc: ZeroCopy, sizes: 
     })?;
     let inside = bind(&umem, inside, queue, zc, ring)?;
     let outside = bind(&umem, outside, queue, zc, ring)?;
-    Ok(QueueSockets { umem, frames, inside, outside })
+    Ok(QueueSockets {
+        umem,
+        frames,
+        inside,
+        outside,
+    })
 }

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# xnat demo: build, bring the lab up, run the gateway, drive real traffic
+# through it (ping, a 10 MB HTTP download, iperf3), show live stats, clean up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PFX=${XNAT_DEMO_PREFIX:-xnatdemo}
+MODE=${XNAT_DEMO_MODE:-forward}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  bench/lab.sh down "$PFX"
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+scripts/deps.sh
+cargo build --release --locked
+bin=target/release/xnat
+
+bench/lab.sh up "$PFX" 1
+head -c $((10 * 1024 * 1024)) /dev/urandom > "$work/10mb.bin"
+ip netns exec "$PFX-srv" python3 -m http.server 8080 --bind 198.19.0.2 --directory "$work" >/dev/null 2>&1 &
+pids+=($!)
+ip netns exec "$PFX-srv" iperf3 -s -B 198.19.0.2 -1 >/dev/null 2>&1 &
+pids+=($!)
+
+echo "== starting xnat ($MODE mode) in $PFX-gw"
+ip netns exec "$PFX-gw" "$bin" run --inside in0 --outside out0 --mode "$MODE" \
+   --stats-interval 1 --stats-file "$work/stats.json" 2>&1 | sed 's/^/[xnat] /' &
+pids+=($!)
+sleep 2
+
+echo "== ping 198.19.0.2 from the client"
+ip netns exec "$PFX-cli" ping -c 5 -i 0.2 198.19.0.2
+echo "== 10 MB HTTP download through the gateway"
+ip netns exec "$PFX-cli" curl -sS -o "$work/got.bin" -w "   %{size_download} bytes at %{speed_download} B/s\n" http://198.19.0.2:8080/10mb.bin
+cmp -s "$work/10mb.bin" "$work/got.bin" && echo "   body intact"
+echo "== iperf3 TCP, 5 s"
+ip netns exec "$PFX-cli" iperf3 -c 198.19.0.2 -t 5 -f m | tail -4
+sleep 1.5
+echo "== final statistics (JSON)"
+cat "$work/stats.json"

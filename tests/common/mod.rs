@@ -1,0 +1,242 @@
+//! Test lab: throw-away network namespaces joined by veth pairs (see bench/lab.sh),
+//! and a gateway process running in the middle one. Everything is removed on drop,
+//! also when a test fails.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Path of the xnat binary under test.
+pub fn xnat_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_xnat")
+}
+
+/// Repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fails the test clearly when not root (the lab needs namespaces and XDP).
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(
+        uid, 0,
+        "lab tests need root (network namespaces, XDP, AF_XDP)"
+    );
+}
+
+/// A lab of three namespaces: PFX-cli, PFX-gw, PFX-srv.
+pub struct Lab {
+    pub prefix: String,
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    /// Creates the lab with `queues` queues per veth.
+    pub fn up(tag: &str, queues: u32) -> Lab {
+        require_root();
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("xt{}{}-{}", std::process::id() % 100000, n, tag);
+        let dir = std::env::temp_dir().join(format!("xnat-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let lab = Lab { prefix, dir };
+        let out = Command::new(root().join("bench/lab.sh"))
+            .args(["up", &lab.prefix, &queues.to_string()])
+            .output()
+            .expect("run bench/lab.sh");
+        assert!(
+            out.status.success(),
+            "lab up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{}", self.prefix, role)
+    }
+
+    /// Runs a command in a namespace and returns its output.
+    pub fn exec(&self, role: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(role)])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Runs a shell command in a namespace.
+    pub fn sh(&self, role: &str, script: &str) -> Output {
+        self.exec(role, &["sh", "-c", script])
+    }
+
+    /// Spawns a long-running command in a namespace.
+    pub fn spawn(&self, role: &str, args: &[&str], log: &str) -> Child {
+        let f = std::fs::File::create(self.dir.join(log)).expect("log file");
+        let f2 = f.try_clone().expect("log file");
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(role)])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f)
+            .stderr(f2)
+            .spawn()
+            .expect("spawn")
+    }
+
+    /// Whether an XDP program is attached to `ifname` in the gateway namespace.
+    pub fn xdp_attached(&self, ifname: &str) -> bool {
+        let out = self.exec("gw", &["ip", "-d", "link", "show", "dev", ifname]);
+        let s = String::from_utf8_lossy(&out.stdout);
+        s.contains("prog/xdp") || s.contains(" xdp ") || s.contains("xdpgeneric")
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap_or_default()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("bench/lab.sh"))
+            .args(["down", &self.prefix])
+            .output();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("lab files kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// A gateway process in the lab's gw namespace.
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub stats: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Gateway {
+    /// Starts `xnat run --inside in0 --outside out0 <extra>` and waits until it reports stats.
+    pub fn start(lab: &Lab, extra: &[&str]) -> Gateway {
+        let stats = lab.dir.join("stats.json");
+        let _ = std::fs::remove_file(&stats);
+        let stats_s = stats.to_string_lossy().to_string();
+        let mut args = vec![
+            xnat_bin(),
+            "run",
+            "--inside",
+            "in0",
+            "--outside",
+            "out0",
+            "--stats-interval",
+            "0.2",
+            "--stats-file",
+            &stats_s,
+        ];
+        args.extend_from_slice(extra);
+        let child = lab.spawn("gw", &args, "xnat.log");
+        let mut gw = Gateway {
+            child: Some(child),
+            stats,
+            log: lab.dir.join("xnat.log"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !gw.stats.exists() {
+            if let Some(c) = gw.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!(
+                        "xnat exited early ({st}): {}",
+                        std::fs::read_to_string(&gw.log).unwrap_or_default()
+                    );
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "xnat did not start: {}",
+                std::fs::read_to_string(&gw.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gw
+    }
+
+    /// The last statistics written.
+    pub fn stats(&self) -> serde_json::Value {
+        let s = std::fs::read_to_string(&self.stats).expect("stats file");
+        serde_json::from_str(&s).expect("stats json")
+    }
+
+    /// Waits for the next stats file write.
+    pub fn fresh_stats(&self) -> serde_json::Value {
+        std::thread::sleep(Duration::from_millis(450));
+        self.stats()
+    }
+
+    /// Sends a signal and waits for exit; returns the exit status code (None if killed).
+    pub fn stop(&mut self, sig: i32) -> Option<i32> {
+        let mut c = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, sig) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "xnat did not exit after signal {sig}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Number at a JSON pointer (0 if absent).
+pub fn num(v: &serde_json::Value, ptr: &str) -> u64 {
+    v.pointer(ptr).and_then(|x| x.as_u64()).unwrap_or(0)
+}
+
+/// Waits until `f` is true or the timeout passes.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// sha256 of a file via coreutils.
+pub fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
