@@ -9,15 +9,21 @@
 # traffic between in0 and out0. Checksum offload is off on every veth so that
 # frames carry complete checksums (AF_XDP transmits what is in the frame).
 #
-# Usage: bench/lab.sh up|down|status [PREFIX] [QUEUES]
+# With EXTRA=router a fourth namespace sits behind the server, which then
+# routes (for probes whose TTL expires beyond the gateway):
+#   PFX-srv eth1 198.19.1.1/24 ---------- eth0 198.19.1.2/24 PFX-far
+#
+# Usage: bench/lab.sh up|down|status [PREFIX] [QUEUES] [EXTRA]
 #   PREFIX  namespace prefix (default: xnat), lets tests run side by side
 #   QUEUES  RX/TX queues per veth (default: 1)
+#   EXTRA   "router" adds PFX-far behind the server
 set -euo pipefail
 
 cmd=${1:-}
 pfx=${2:-${XNAT_LAB_PREFIX:-xnat}}
 queues=${3:-${XNAT_LAB_QUEUES:-1}}
-cli="$pfx-cli" gw="$pfx-gw" srv="$pfx-srv"
+extra=${4:-}
+cli="$pfx-cli" gw="$pfx-gw" srv="$pfx-srv" far="$pfx-far"
 
 case "$pfx" in
   *[!A-Za-z0-9_-]*|"") echo "lab.sh: bad prefix '$pfx' (letters, digits, - and _ only)" >&2; exit 2 ;;
@@ -25,9 +31,13 @@ esac
 case "$queues" in
   ''|*[!0-9]*) echo "lab.sh: bad queue count '$queues'" >&2; exit 2 ;;
 esac
+case "$extra" in
+  ''|router) ;;
+  *) echo "lab.sh: unknown extra '$extra' (router)" >&2; exit 2 ;;
+esac
 
 down() {
-  for ns in "$cli" "$gw" "$srv"; do
+  for ns in "$cli" "$gw" "$srv" "$far"; do
     ip netns del "$ns" 2>/dev/null || true
   done
 }
@@ -54,12 +64,25 @@ up() {
   # The server routes the client range back through the gateway (used by forward
   # mode; with NAT the server only ever sees the NAT address).
   ip -n "$srv" route add 198.18.0.0/15 via 198.19.0.1
+  # The server side is the gateway's upstream: its default route points there.
+  ip -n "$gw" route add default via 198.19.0.2
 
   ip netns exec "$gw" sysctl -qw net.ipv4.ip_forward=0
   for pair in "$cli eth0" "$gw in0" "$gw out0" "$srv eth0"; do
     set -- $pair
     ip netns exec "$1" ethtool -K "$2" tx off rx off gso off tso off gro off >/dev/null 2>&1 || true
   done
+  if [ "$extra" = router ]; then
+    ip netns add "$far"
+    ip -n "$srv" link add eth1 type veth peer name eth0 netns "$far"
+    ip -n "$srv" addr add 198.19.1.1/24 dev eth1
+    ip -n "$far" addr add 198.19.1.2/24 dev eth0
+    ip -n "$srv" link set eth1 up
+    ip -n "$far" link set lo up
+    ip -n "$far" link set eth0 up
+    ip -n "$far" route add default via 198.19.1.1
+    ip netns exec "$srv" sysctl -qw net.ipv4.ip_forward=1
+  fi
   trap - ERR
   echo "lab $pfx up: $cli(198.18.0.2) -- in0 [$gw] out0 -- $srv(198.19.0.2), $queues queue(s), ip_forward=0"
 }
@@ -68,8 +91,8 @@ case "$cmd" in
   up) up ;;
   down) down ;;
   status)
-    for ns in "$cli" "$gw" "$srv"; do
+    for ns in "$cli" "$gw" "$srv" "$far"; do
       echo "== $ns"; ip -n "$ns" -br addr 2>/dev/null || echo "(absent)"
     done ;;
-  *) echo "usage: $0 up|down|status [PREFIX] [QUEUES]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status [PREFIX] [QUEUES] [router]" >&2; exit 2 ;;
 esac

@@ -15,8 +15,9 @@
  *   3. the interface has no role                           -> PASS
  *   4. destination is a NAT address (SNAT pool or DNAT):
  *        TCP/UDP whose destination port is inside the address's port range,
- *        or matches a port-forward rule, and any ICMP        -> REDIRECT
- *        otherwise (the gateway's own services)              -> PASS
+ *        or matches a port-forward rule; ICMP echo replies whose identifier
+ *        is inside the range; ICMP errors                    -> REDIRECT
+ *        otherwise (echo requests, the gateway's own services) -> PASS
  *   5. destination is one of the gateway's own addresses   -> PASS
  *   6. inside role, or outside role with route_all set     -> REDIRECT
  *   7. otherwise                                           -> PASS
@@ -140,16 +141,29 @@ int xnat_steer(struct xdp_md *ctx)
 		__u16 dport;
 		__u8 *l4;
 
-		if (ip->protocol == IPPROTO_ICMP)
-			return redirect(ctx, ifc);
-		if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP &&
+		    ip->protocol != IPPROTO_ICMP)
 			return pass();
 		/* Fragments without a port header go to userspace, which counts them. */
 		if (ip->frag_off & bpf_htons(0x1fff))
 			return redirect(ctx, ifc);
 		l4 = (__u8 *)ip + ((__u32)(ip->ihl & 0xf) << 2);
-		if ((void *)(l4 + 4) > data_end)
+		if ((void *)(l4 + 8) > data_end)
 			return redirect(ctx, ifc);
+		if (ip->protocol == IPPROTO_ICMP) {
+			/* Echo requests are for the gateway's own kernel; echo replies belong
+			 * to xnat when their identifier is in the NAT range; errors (3, 11, 12)
+			 * may quote a translated packet. */
+			if (l4[0] == 0) {
+				dport = ((__u16)l4[4] << 8) | l4[5];
+				if (dport >= nat->port_lo && dport <= nat->port_hi)
+					return redirect(ctx, ifc);
+				return pass();
+			}
+			if (l4[0] == 3 || l4[0] == 11 || l4[0] == 12)
+				return redirect(ctx, ifc);
+			return pass();
+		}
 		dport = ((__u16)l4[2] << 8) | l4[3];
 		if (dport >= nat->port_lo && dport <= nat->port_hi)
 			return redirect(ctx, ifc);

@@ -22,7 +22,7 @@ bin=target/release/xnat
 
 bench/lab.sh up "$PFX" 1
 head -c $((10 * 1024 * 1024)) /dev/urandom > "$work/10mb.bin"
-ip netns exec "$PFX-srv" python3 -m http.server 8080 --bind 198.19.0.2 --directory "$work" >/dev/null 2>&1 &
+ip netns exec "$PFX-srv" python3 tests/tools/http_server.py 198.19.0.2 8080 "$work" >/dev/null 2>&1 &
 pids+=($!)
 ip netns exec "$PFX-srv" iperf3 -s -B 198.19.0.2 -1 >/dev/null 2>&1 &
 pids+=($!)

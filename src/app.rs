@@ -5,9 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cli::{Cli, Command, Mode, RunArgs};
+use crate::config::{nat_config, FileConfig, NatConfig, NatFlags};
 use crate::dataplane::forward::Forwarder;
-use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneError, RingSizes};
+use crate::dataplane::{
+    iface, Dataplane, DataplaneConfig, DataplaneError, PollMode, RingSizes, XdpMode, ZeroCopy,
+};
+use crate::nat::{make_table, Engine, NatHandler, Rules};
 use crate::stats::Snapshot;
+use crate::table::Table;
 
 /// Exit code for bad input (configuration, flags, environment).
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -19,6 +24,7 @@ pub fn main(cli: Cli) -> i32 {
     init_logging(&cli.log_level);
     match cli.command {
         Command::Run(args) => run(&args),
+        Command::CheckConfig { file } => check_config(&file),
     }
 }
 
@@ -37,42 +43,141 @@ fn init_logging(level: &str) {
 fn secs(name: &str, v: f64) -> Result<Duration, String> {
     if !v.is_finite() || v < 0.0 {
         return Err(format!(
-            "--{name} = {v}: must be a non-negative number of seconds"
+            "invalid --{name} = {v}: must be a non-negative number of seconds"
         ));
     }
     Ok(Duration::from_secs_f64(v))
 }
 
-fn dataplane_config(a: &RunArgs) -> Result<DataplaneConfig, String> {
-    for (name, v) in [("frames", a.frames), ("ring-size", a.ring_size)] {
+fn enum_value<T: clap::ValueEnum>(key: &str, s: &str) -> Result<T, String> {
+    T::from_str(s, true).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        format!(
+            "invalid {key} = {s:?}: expected one of {}",
+            names.join(", ")
+        )
+    })
+}
+
+/// Everything `run` needs, merged from the file and the flags and validated.
+pub struct Settings {
+    /// Gateway mode.
+    pub mode: Mode,
+    /// Dataplane settings.
+    pub dataplane: DataplaneConfig,
+    /// NAT settings (NAT mode only).
+    pub nat: Option<NatConfig>,
+    /// Seconds between stats lines.
+    pub stats_interval: Duration,
+}
+
+/// Merges the configuration file (if any) with the flags; flags win.
+pub fn settings(a: &RunArgs) -> Result<Settings, String> {
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p).map_err(|e| e.to_string())?,
+        None => FileConfig::default(),
+    };
+    let d = &file.dataplane;
+    let pick =
+        |flag: &Option<String>, key: &str, fileval: &Option<String>| -> Result<String, String> {
+            flag.clone().or_else(|| fileval.clone()).ok_or_else(|| {
+                format!("missing --{key} (or interfaces.{key} in the configuration file)")
+            })
+        };
+    let inside = pick(&a.inside, "inside", &file.interfaces.inside)?;
+    let outside = pick(&a.outside, "outside", &file.interfaces.outside)?;
+    let mode = match (a.mode, &d.mode) {
+        (Some(m), _) => m,
+        (None, Some(s)) => enum_value("dataplane.mode", s)?,
+        (None, None) => Mode::Nat,
+    };
+    let xdp_mode = match (a.xdp_mode, &d.xdp_mode) {
+        (Some(m), _) => m,
+        (None, Some(s)) => enum_value("dataplane.xdp_mode", s)?,
+        (None, None) => XdpMode::Auto,
+    };
+    let zero_copy = match (a.zero_copy, &d.zero_copy) {
+        (Some(m), _) => m,
+        (None, Some(s)) => enum_value("dataplane.zero_copy", s)?,
+        (None, None) => ZeroCopy::Auto,
+    };
+    let poll = match (a.poll, &d.poll) {
+        (Some(m), _) => m,
+        (None, Some(s)) => enum_value("dataplane.poll", s)?,
+        (None, None) => PollMode::Adaptive,
+    };
+    let frames = a.frames.or(d.frames).unwrap_or(8192);
+    let ring = a.ring_size.or(d.ring_size).unwrap_or(2048);
+    for (name, v) in [("frames", frames), ("ring-size", ring)] {
         if !v.is_power_of_two() || v < 64 {
             return Err(format!(
-                "--{name} = {v}: must be a power of two and at least 64"
+                "invalid --{name} = {v}: must be a power of two and at least 64"
             ));
         }
     }
-    if a.frames < 2 * a.ring_size {
+    if frames < 2 * ring {
         return Err(format!(
-            "--frames = {}: must be at least twice --ring-size ({}) so both fill rings can be stocked",
-            a.frames, a.ring_size
+            "invalid --frames = {frames}: must be at least twice --ring-size ({ring}) so both fill rings can be stocked"
         ));
     }
-    Ok(DataplaneConfig {
-        inside: a.inside.clone(),
-        outside: a.outside.clone(),
-        queues: (0..a.queues).collect(),
-        cores: a.cores.clone(),
-        xdp_mode: a.xdp_mode,
-        zero_copy: a.zero_copy,
-        sizes: RingSizes {
-            frames: a.frames,
-            ring: a.ring_size,
+    let queues = a.queues.or(d.queues).unwrap_or(1);
+    if !(1..=128).contains(&queues) {
+        return Err(format!(
+            "invalid dataplane.queues = {queues}: must be 1..128"
+        ));
+    }
+    let batch = a.batch.or(d.batch).unwrap_or(64);
+    if !(1..=1024).contains(&batch) {
+        return Err(format!(
+            "invalid dataplane.batch = {batch}: must be 1..1024"
+        ));
+    }
+    let cores = if a.cores.is_empty() {
+        d.cores.clone().unwrap_or_default()
+    } else {
+        a.cores.clone()
+    };
+    let nat = match mode {
+        Mode::Nat => {
+            let flags = NatFlags {
+                masquerade: a.masquerade,
+                snat: a.snat.clone(),
+                ports: a.ports.clone(),
+                dnat: a.dnat.clone(),
+                table_size: a.table_size,
+            };
+            Some(nat_config(&file, &flags).map_err(|e| e.to_string())?)
+        }
+        Mode::Forward => None,
+    };
+    let stats_interval = match (a.stats_interval, file.control.stats_interval) {
+        (Some(v), _) => secs("stats-interval", v)?,
+        (None, Some(v)) => {
+            secs("control.stats_interval", v).map_err(|e| e.replace("--control.", "control."))?
+        }
+        (None, None) => Duration::from_secs(1),
+    };
+    Ok(Settings {
+        mode,
+        dataplane: DataplaneConfig {
+            inside,
+            outside,
+            queues: (0..queues).collect(),
+            cores,
+            xdp_mode,
+            zero_copy,
+            sizes: RingSizes { frames, ring },
+            batch: batch as usize,
+            poll,
+            outside_route_all: a.route_all || mode == Mode::Forward,
+            neighbour_refresh: secs("neighbour-refresh", a.neighbour_refresh)?
+                .max(Duration::from_millis(100)),
         },
-        batch: a.batch as usize,
-        poll: a.poll,
-        outside_route_all: a.route_all || a.mode == Mode::Forward,
-        neighbour_refresh: secs("neighbour-refresh", a.neighbour_refresh)?
-            .max(Duration::from_millis(100)),
+        nat,
+        stats_interval,
     })
 }
 
@@ -91,42 +196,136 @@ fn write_stats(path: &std::path::Path, s: &Snapshot) {
     }
 }
 
+fn check_config(path: &std::path::Path) -> i32 {
+    let args = RunArgs {
+        config: Some(path.to_path_buf()),
+        ..RunArgs::empty()
+    };
+    match settings(&args) {
+        Ok(s) => {
+            println!(
+                "{}: ok (mode {:?}, inside {}, outside {}, {} queue(s){})",
+                path.display(),
+                s.mode,
+                s.dataplane.inside,
+                s.dataplane.outside,
+                s.dataplane.queues.len(),
+                s.nat
+                    .as_ref()
+                    .map(|n| format!(
+                        ", {} SNAT pool(s){}, {} port forward(s), table {} connections",
+                        n.pools.len(),
+                        if n.masquerade { " + masquerade" } else { "" },
+                        n.dnat.len(),
+                        n.table_size
+                    ))
+                    .unwrap_or_default()
+            );
+            0
+        }
+        Err(msg) => {
+            eprintln!("xnat: {msg}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+fn exit_code(e: &DataplaneError) -> i32 {
+    match e {
+        DataplaneError::Bpf(_) | DataplaneError::Socket { .. } => EXIT_FAILURE,
+        _ => EXIT_BAD_INPUT,
+    }
+}
+
+/// A started dataplane and, in NAT mode, its table; or a message and an exit code.
+type Started = Result<(Dataplane, Option<Arc<Table>>), (String, i32)>;
+
+fn start(s: &Settings) -> Started {
+    let dp_err = |e: DataplaneError| (e.to_string(), exit_code(&e));
+    match &s.nat {
+        None => Dataplane::start(
+            &s.dataplane,
+            |_| Ok(()),
+            |_q, nh, ports| Forwarder::new(nh, ports.ifindex, ports.mac),
+        )
+        .map(|dp| (dp, None))
+        .map_err(dp_err),
+        Some(nat) => {
+            // Interfaces are checked first so that a missing one is reported as such.
+            crate::dataplane::validate(&s.dataplane).map_err(dp_err)?;
+            let outside: Vec<u32> = iface::ipv4_addrs(&s.dataplane.outside)
+                .into_iter()
+                .map(u32::from)
+                .collect();
+            let inside = iface::ipv4_addrs(&s.dataplane.inside)
+                .first()
+                .map(|a| u32::from(*a));
+            let rules =
+                Arc::new(Rules::new(nat, &outside, inside).map_err(|m| (m, EXIT_BAD_INPUT))?);
+            let table = Arc::new(make_table(nat).map_err(|m| (m, EXIT_BAD_INPUT))?);
+            tracing::info!(
+                connections = table.capacity(),
+                bytes_per_connection = table.bytes_per_connection(),
+                mib = table.memory_bytes() >> 20,
+                "translation table allocated"
+            );
+            let r2 = Arc::clone(&rules);
+            let steer = move |st: &mut crate::dataplane::Steering| -> Result<(), DataplaneError> {
+                for (addr, lo, hi) in r2.nat_addresses() {
+                    st.add_nat_addr(addr, lo, hi)?;
+                }
+                for (addr, port, proto) in r2.forwards() {
+                    st.add_forward_addr(addr)?;
+                    st.add_forward_rule(addr, port, proto)?;
+                }
+                Ok(())
+            };
+            let t2 = Arc::clone(&table);
+            let dp = Dataplane::start(&s.dataplane, steer, |q, nh, ports| {
+                let seed =
+                    0x9E37_79B9_7F4A_7C15u64 ^ (u64::from(q) << 32) ^ u64::from(std::process::id());
+                NatHandler::new(
+                    Engine::new(Arc::clone(&t2), Arc::clone(&rules), seed),
+                    nh,
+                    ports.ifindex,
+                    ports.mac,
+                )
+            })
+            .map_err(dp_err)?;
+            Ok((dp, Some(table)))
+        }
+    }
+}
+
 fn run(a: &RunArgs) -> i32 {
-    let cfg = match dataplane_config(a) {
-        Ok(c) => c,
+    let s = match settings(a) {
+        Ok(s) => s,
         Err(msg) => {
             eprintln!("xnat: {msg}");
             return EXIT_BAD_INPUT;
         }
     };
-    let (interval, duration) = match (
-        secs("stats-interval", a.stats_interval),
-        secs("duration", a.duration),
-    ) {
-        (Ok(i), Ok(d)) => (i, d),
-        (Err(m), _) | (_, Err(m)) => {
+    let duration = match secs("duration", a.duration) {
+        Ok(d) => d,
+        Err(m) => {
             eprintln!("xnat: {m}");
             return EXIT_BAD_INPUT;
         }
     };
-    let mode = match a.mode {
+    let interval = s.stats_interval;
+    let mode = match s.mode {
         Mode::Forward => "forward",
+        Mode::Nat => "nat",
     };
     let started = Instant::now();
-    let dp = match Dataplane::start(
-        &cfg,
-        |_| Ok(()),
-        |_q, nh, ports| Forwarder::new(nh, ports.ifindex, ports.mac),
-    ) {
-        Ok(dp) => dp,
-        Err(e) => {
-            eprintln!("xnat: {e}");
-            return match e {
-                DataplaneError::Bpf(_) | DataplaneError::Socket { .. } => EXIT_FAILURE,
-                _ => EXIT_BAD_INPUT,
-            };
+    let (dp, table) = match start(&s) {
+        Ok(x) => x,
+        Err((msg, code)) => {
+            eprintln!("xnat: {msg}");
+            return code;
         }
     };
+    let table = table.as_deref();
     let i = &dp.info;
     tracing::info!(
         mode,
@@ -152,15 +351,15 @@ fn run(a: &RunArgs) -> i32 {
         std::thread::sleep(Duration::from_millis(50));
         if !interval.is_zero() && Instant::now() >= next_report {
             next_report += interval;
-            let s = Snapshot::take(&dp, mode, started);
-            tracing::info!("{}", s.line(prev.as_ref()));
+            let snap = Snapshot::take(&dp, mode, started, table);
+            tracing::info!("{}", snap.line(prev.as_ref()));
             if let Some(p) = &a.stats_file {
-                write_stats(p, &s);
+                write_stats(p, &snap);
             }
-            prev = Some(s);
+            prev = Some(snap);
         }
     }
-    let fin = Snapshot::take(&dp, mode, started);
+    let fin = Snapshot::take(&dp, mode, started, table);
     dp.shutdown();
     if let Some(p) = &a.stats_file {
         write_stats(p, &fin);

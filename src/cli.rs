@@ -22,65 +22,132 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway on an inside and an outside interface.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Validate a configuration file without touching any interface.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 /// Gateway mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Source/destination NAT for TCP, UDP and ICMP.
+    Nat,
     /// Plain two-port IPv4 router (TTL, checksum, MACs): the baseline.
     Forward,
 }
 
-/// Arguments of `xnat run`.
+/// Arguments of `xnat run`. Flags override the configuration file.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// TOML configuration file (see deploy/xnat.toml); flags given here win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Inside (private) interface.
     #[arg(long, value_name = "IFACE")]
-    pub inside: String,
+    pub inside: Option<String>,
     /// Outside (public) interface.
     #[arg(long, value_name = "IFACE")]
-    pub outside: String,
-    /// Gateway mode.
-    #[arg(long, value_enum, default_value = "forward")]
-    pub mode: Mode,
-    /// Number of queues to serve (queues 0..N of both interfaces), one worker each.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=128))]
-    pub queues: u32,
+    pub outside: Option<String>,
+    /// Gateway mode [default: nat].
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+
+    /// Source-NAT to the outside interface's own IPv4 address(es).
+    #[arg(long, help_heading = "NAT")]
+    pub masquerade: bool,
+    /// SNAT pool: ADDR or ADDR-ADDR, optionally :LO-HI for its own ports (repeatable).
+    #[arg(long, value_name = "POOL", help_heading = "NAT")]
+    pub snat: Vec<String>,
+    /// NAT port range LO-HI [default: 1024-65535 for --snat pools; 1024-32767 with
+    /// --masquerade, clear of the kernel's own ephemeral ports on that shared address].
+    #[arg(long, value_name = "LO-HI", help_heading = "NAT")]
+    pub ports: Option<String>,
+    /// Port forward PROTO:EXT_ADDR:PORT=INT_ADDR:PORT, with ",snat" to also source-NAT to the
+    /// gateway's inside address (repeatable).
+    #[arg(long, value_name = "RULE", help_heading = "NAT")]
+    pub dnat: Vec<String>,
+    /// Translation table capacity in connections [default: 1048576].
+    #[arg(long, value_name = "N", help_heading = "NAT")]
+    pub table_size: Option<u64>,
+
+    /// Number of queues to serve (queues 0..N of both interfaces), one worker each [default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=128), help_heading = "Dataplane")]
+    pub queues: Option<u32>,
     /// Cores to pin the workers to, comma-separated (worker i gets the i-th, cycling). Default: no pinning.
-    #[arg(long, value_delimiter = ',', value_name = "CORE,...")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "CORE,...",
+        help_heading = "Dataplane"
+    )]
     pub cores: Vec<usize>,
-    /// XDP attach mode: auto prefers native (driver) mode and falls back to generic.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub xdp_mode: XdpMode,
-    /// AF_XDP zero-copy: auto uses it where the driver supports it (veth does not).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub zero_copy: ZeroCopy,
-    /// UMEM frames per queue (4 KiB each; a power of two).
-    #[arg(long, default_value_t = 8192)]
-    pub frames: u32,
-    /// Descriptors per RX/TX/fill/completion ring (a power of two).
-    #[arg(long, default_value_t = 2048)]
-    pub ring_size: u32,
-    /// Frames handled per batch.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub batch: u32,
-    /// Idle behaviour of the workers.
-    #[arg(long, value_enum, default_value = "adaptive")]
-    pub poll: PollMode,
-    /// Steer every IPv4 frame arriving on the outside interface to the workers, not only NAT traffic.
-    #[arg(long)]
+    /// XDP attach mode: auto prefers native (driver) mode and falls back to generic [default: auto].
+    #[arg(long, value_enum, help_heading = "Dataplane")]
+    pub xdp_mode: Option<XdpMode>,
+    /// AF_XDP zero-copy: auto uses it where the driver supports it (veth does not) [default: auto].
+    #[arg(long, value_enum, help_heading = "Dataplane")]
+    pub zero_copy: Option<ZeroCopy>,
+    /// UMEM frames per queue (4 KiB each; a power of two) [default: 8192].
+    #[arg(long, help_heading = "Dataplane")]
+    pub frames: Option<u32>,
+    /// Descriptors per RX/TX/fill/completion ring (a power of two) [default: 2048].
+    #[arg(long, help_heading = "Dataplane")]
+    pub ring_size: Option<u32>,
+    /// Frames handled per batch [default: 64].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = "Dataplane")]
+    pub batch: Option<u32>,
+    /// Idle behaviour of the workers [default: adaptive].
+    #[arg(long, value_enum, help_heading = "Dataplane")]
+    pub poll: Option<PollMode>,
+    /// Steer every IPv4 frame arriving on the outside interface to the workers, not only NAT
+    /// traffic (always on in forward mode).
+    #[arg(long, help_heading = "Dataplane")]
     pub route_all: bool,
-    /// Seconds between statistics lines in the log (0: none).
-    #[arg(long, default_value_t = 1.0)]
-    pub stats_interval: f64,
+    /// Seconds between re-reads of the kernel's routes and neighbours.
+    #[arg(long, default_value_t = 1.0, help_heading = "Dataplane")]
+    pub neighbour_refresh: f64,
+
+    /// Seconds between statistics lines in the log (0: none) [default: 1].
+    #[arg(long)]
+    pub stats_interval: Option<f64>,
     /// Also write the statistics as JSON to this file at every interval and at exit.
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,
     /// Stop after this many seconds (0: run until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0.0)]
     pub duration: f64,
-    /// Seconds between re-reads of the kernel's routes and neighbours.
-    #[arg(long, default_value_t = 1.0)]
-    pub neighbour_refresh: f64,
+}
+
+impl RunArgs {
+    /// Arguments with nothing given (every setting from the file or its default).
+    pub fn empty() -> RunArgs {
+        RunArgs {
+            config: None,
+            inside: None,
+            outside: None,
+            mode: None,
+            masquerade: false,
+            snat: Vec::new(),
+            ports: None,
+            dnat: Vec::new(),
+            table_size: None,
+            queues: None,
+            cores: Vec::new(),
+            xdp_mode: None,
+            zero_copy: None,
+            frames: None,
+            ring_size: None,
+            batch: None,
+            poll: None,
+            route_all: false,
+            neighbour_refresh: 1.0,
+            stats_interval: None,
+            stats_file: None,
+            duration: 0.0,
+        }
+    }
 }

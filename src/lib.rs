@@ -1,6 +1,9 @@
 //! xnat: a NAT gateway on AF_XDP.
 //!
 //! - [`dataplane`]: XDP steering, AF_XDP sockets, per-queue workers, next hops.
+//! - [`table`]: the paired lock-free LRU translation table (no I/O).
+//! - [`packet`]: zero-copy frame parsing and in-place rewrites with incremental checksums.
+//! - [`nat`]: SNAT/DNAT rules, port allocation, translation; [`config`]: file + flags.
 //! - [`stats`]: point-in-time counters for logs and the CLI.
 //! - [`cli`]: command-line types; [`app`]: what each command does.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -8,5 +11,9 @@
 
 pub mod app;
 pub mod cli;
+pub mod config;
 pub mod dataplane;
+pub mod nat;
+pub mod packet;
 pub mod stats;
+pub mod table;

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::dataplane::bpf::SteerCounters;
 use crate::dataplane::{Dataplane, RunInfo, WorkerStats};
+use crate::table::Table;
 
 /// Counters of one worker (or the sum of all).
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -100,11 +101,63 @@ pub struct Snapshot {
     pub xdp: SteerCounters,
     /// Resolved neighbours in the current next-hop snapshot.
     pub neighbours: usize,
+    /// Translation table (NAT mode).
+    pub table: Option<TableSnapshot>,
+}
+
+/// Occupancy and counters of the translation table.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableSnapshot {
+    /// Live connections.
+    pub connections: usize,
+    /// Capacity in connections.
+    pub capacity: usize,
+    /// Memory per connection (both halves).
+    pub bytes_per_connection: usize,
+    /// Lookups that found a half.
+    pub hit: u64,
+    /// Lookups that found nothing.
+    pub miss: u64,
+    /// Pairs inserted.
+    pub insert: u64,
+    /// Pairs evicted to make room.
+    pub evict: u64,
+    /// Pairs expired by idle timeout.
+    pub expire: u64,
+    /// Missing halves recreated from their partner.
+    pub restore: u64,
+    /// Inserts refused: no room.
+    pub full: u64,
+    /// Inserts that lost a race to a concurrent insert of the same connection.
+    pub race_lost: u64,
+    /// Insert attempts whose reply tuple was taken (the allocator tried another port).
+    pub rev_taken: u64,
+}
+
+impl TableSnapshot {
+    /// Reads the table's counters.
+    pub fn take(t: &Table) -> Self {
+        let s = t.stats();
+        TableSnapshot {
+            connections: t.len(),
+            capacity: t.capacity(),
+            bytes_per_connection: t.bytes_per_connection(),
+            hit: s.hit,
+            miss: s.miss,
+            insert: s.insert,
+            evict: s.evict,
+            expire: s.expire,
+            restore: s.restore,
+            full: s.full,
+            race_lost: s.race_lost,
+            rev_taken: s.rev_taken,
+        }
+    }
 }
 
 impl Snapshot {
     /// Reads every counter of `dp`.
-    pub fn take(dp: &Dataplane, mode: &str, started: Instant) -> Self {
+    pub fn take(dp: &Dataplane, mode: &str, started: Instant, table: Option<&Table>) -> Self {
         let workers: Vec<WorkerSnapshot> = dp
             .stats
             .iter()
@@ -128,6 +181,7 @@ impl Snapshot {
             workers,
             xdp: dp.steer_counters(),
             neighbours: dp.next_hops.snapshot().neighbours(),
+            table: table.map(TableSnapshot::take),
         }
     }
 
@@ -144,8 +198,18 @@ impl Snapshot {
         let rx = rate(&|s| s.total.rx_packets[0] + s.total.rx_packets[1]);
         let tx = rate(&|s| s.total.tx_packets[0] + s.total.tx_packets[1]);
         let bits = rate(&|s| s.total.tx_bytes[0] + s.total.tx_bytes[1]) * 8.0;
+        let table = self
+            .table
+            .as_ref()
+            .map(|t| {
+                format!(
+                    " | sessions {} restored {} evicted {}",
+                    t.connections, t.restore, t.evict
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "rx {:>10.0} pps  tx {:>10.0} pps  {:>8.1} Mbit/s  | in→out {} out→in {} pkts | dropped {} | xdp redirected {} passed {}",
+            "rx {:>10.0} pps  tx {:>10.0} pps  {:>8.1} Mbit/s  | in→out {} out→in {} pkts | dropped {} | xdp redirected {} passed {}{table}",
             rx,
             tx,
             bits / 1e6,

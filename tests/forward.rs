@@ -10,18 +10,13 @@ use common::*;
 
 fn http_server(lab: &Lab) -> std::process::Child {
     let dir = lab.dir.to_string_lossy().to_string();
+    let server = root()
+        .join("tests/tools/http_server.py")
+        .to_string_lossy()
+        .to_string();
     let child = lab.spawn(
         "srv",
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "198.19.0.2",
-            "--directory",
-            &dir,
-        ],
+        &["python3", &server, "198.19.0.2", "8080", &dir],
         "http.log",
     );
     let up = wait_for(Duration::from_secs(10), || {
@@ -125,7 +120,7 @@ fn ping_and_10mb_tcp_cross_the_gateway_and_are_counted() {
 #[test]
 fn sigkill_leaves_nothing_attached_and_restart_works() {
     let lab = Lab::up("kill", 1);
-    let mut gw = Gateway::start(&lab, &[]);
+    let mut gw = Gateway::start(&lab, &["--mode", "forward"]);
     assert!(
         lab.xdp_attached("in0") && lab.xdp_attached("out0"),
         "XDP not attached while running"
@@ -136,7 +131,7 @@ fn sigkill_leaves_nothing_attached_and_restart_works() {
     });
     assert!(gone, "XDP still attached after SIGKILL");
     // Immediate restart on the same interfaces.
-    let _gw2 = Gateway::start(&lab, &[]);
+    let _gw2 = Gateway::start(&lab, &["--mode", "forward"]);
     let ping = lab.exec(
         "cli",
         &["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.19.0.2"],
@@ -147,7 +142,10 @@ fn sigkill_leaves_nothing_attached_and_restart_works() {
 #[test]
 fn two_queues_two_workers() {
     let lab = Lab::up("mq", 2);
-    let gw = Gateway::start(&lab, &["--queues", "2", "--cores", "0,1"]);
+    let gw = Gateway::start(
+        &lab,
+        &["--mode", "forward", "--queues", "2", "--cores", "0,1"],
+    );
     let ping = lab.exec(
         "cli",
         &["ping", "-c", "4", "-i", "0.2", "-W", "2", "198.19.0.2"],
@@ -164,7 +162,7 @@ fn two_queues_two_workers() {
 
 /// Runs xnat in the gateway namespace, expecting failure; returns (code, stderr).
 fn run_bad(lab: &Lab, args: &[&str]) -> (Option<i32>, String) {
-    let mut v = vec![xnat_bin(), "run"];
+    let mut v = vec![xnat_bin(), "run", "--mode", "forward"];
     v.extend_from_slice(args);
     let out = lab.exec("gw", &v);
     (
@@ -248,7 +246,7 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_attached() {
     let bin = xnat_bin();
     let out = lab.sh(
         "gw",
-        &format!("setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all {bin} run --inside in0 --outside out0"),
+        &format!("setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all {bin} run --mode forward --inside in0 --outside out0"),
     );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -260,7 +258,7 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_attached() {
     // Locked-memory limit too low without CAP_IPC_LOCK.
     let out = lab.sh(
         "gw",
-        &format!("ulimit -l 64 && capsh --drop=cap_ipc_lock -- -c '{bin} run --inside in0 --outside out0'"),
+        &format!("ulimit -l 64 && capsh --drop=cap_ipc_lock -- -c '{bin} run --mode forward --inside in0 --outside out0'"),
     );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -270,7 +268,7 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_attached() {
     );
 
     // Another XDP program already attached: a first gateway holds the interfaces.
-    let _first = Gateway::start(&lab, &[]);
+    let _first = Gateway::start(&lab, &["--mode", "forward"]);
     let (code, err) = run_bad(&lab, &["--inside", "in0", "--outside", "out0"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(

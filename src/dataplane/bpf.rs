@@ -232,6 +232,24 @@ impl Steering {
         )
     }
 
+    /// Makes sure `addr` (host order) is looked at by the NAT branch of the steering
+    /// program, so its port-forward rules apply; an address already known keeps its range.
+    pub fn add_forward_addr(&mut self, addr: u32) -> Result<(), DataplaneError> {
+        let empty = [1u8, 0, 0, 0]; // port_lo 1 > port_hi 0: no NAT ports of its own
+        match self
+            .skel
+            .maps
+            .nat_addrs
+            .update(&addr.to_be_bytes(), &empty, MapFlags::NO_EXIST)
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(DataplaneError::Bpf(format!(
+                "updating BPF map nat_addrs: {e}"
+            ))),
+        }
+    }
+
     /// Steers `proto` traffic to `addr:port` (host order) to the workers (port forwarding).
     pub fn add_forward_rule(
         &mut self,

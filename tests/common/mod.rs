@@ -39,6 +39,11 @@ pub struct Lab {
 impl Lab {
     /// Creates the lab with `queues` queues per veth.
     pub fn up(tag: &str, queues: u32) -> Lab {
+        Self::up_with(tag, queues, "")
+    }
+
+    /// Creates the lab; `extra` is passed to bench/lab.sh ("router" adds PFX-far).
+    pub fn up_with(tag: &str, queues: u32, extra: &str) -> Lab {
         require_root();
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("xt{}{}-{}", std::process::id() % 100000, n, tag);
@@ -47,7 +52,7 @@ impl Lab {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let lab = Lab { prefix, dir };
         let out = Command::new(root().join("bench/lab.sh"))
-            .args(["up", &lab.prefix, &queues.to_string()])
+            .args(["up", &lab.prefix, &queues.to_string(), extra])
             .output()
             .expect("run bench/lab.sh");
         assert!(

@@ -1,0 +1,662 @@
+//! Configuration: the TOML file and the command-line flags, merged (flags win) and
+//! validated into a [`NatConfig`]. Every error names the key or flag and the value.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// A configuration error: which key, which value, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {key} = {value:?}: {reason}")]
+pub struct ConfigError {
+    /// TOML key (`nat.ports`) or flag (`--ports`).
+    pub key: String,
+    /// The offending value as written.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn err(key: &str, value: impl ToString, reason: impl ToString) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Protocols a port-forward rule can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+}
+
+/// An inclusive port range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PortRange {
+    /// First port.
+    pub lo: u16,
+    /// Last port.
+    pub hi: u16,
+}
+
+impl PortRange {
+    /// Whether `p` is in the range.
+    pub fn contains(&self, p: u16) -> bool {
+        (self.lo..=self.hi).contains(&p)
+    }
+    /// Number of ports.
+    pub fn len(&self) -> u32 {
+        u32::from(self.hi) - u32::from(self.lo) + 1
+    }
+    /// Never empty once validated.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+    fn overlaps(&self, o: &PortRange) -> bool {
+        self.lo <= o.hi && o.lo <= self.hi
+    }
+}
+
+/// Parses `LO-HI` (or a single port) for `key`.
+pub fn parse_port_range(key: &str, s: &str) -> Result<PortRange, ConfigError> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let p = |x: &str| -> Result<u16, ConfigError> {
+        x.trim()
+            .parse::<u16>()
+            .map_err(|_| err(key, s, "expected LO-HI with ports 1..65535"))
+    };
+    let (lo, hi) = (p(a)?, p(b)?);
+    if lo == 0 {
+        return Err(err(key, s, "port 0 cannot be used"));
+    }
+    if lo > hi {
+        return Err(err(key, s, "empty range: the first port is above the last"));
+    }
+    Ok(PortRange { lo, hi })
+}
+
+fn parse_addr(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
+    s.trim()
+        .parse()
+        .map_err(|_| err(key, s, "not an IPv4 address"))
+}
+
+/// Parses `ADDR` or `ADDR-ADDR` into the list of addresses.
+pub fn parse_addr_range(key: &str, s: &str) -> Result<Vec<Ipv4Addr>, ConfigError> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let (a, b) = (
+        u32::from(parse_addr(key, a)?),
+        u32::from(parse_addr(key, b)?),
+    );
+    if a > b {
+        return Err(err(
+            key,
+            s,
+            "empty range: the first address is above the last",
+        ));
+    }
+    if b - a >= 1024 {
+        return Err(err(key, s, "more than 1024 addresses in one pool"));
+    }
+    Ok((a..=b).map(Ipv4Addr::from).collect())
+}
+
+/// A port-forward rule: traffic to `external` is sent to `internal`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DnatRule {
+    /// Protocol.
+    pub proto: Proto,
+    /// Address and port on the outside.
+    pub external: SocketAddrV4,
+    /// Address and port on the inside.
+    pub internal: SocketAddrV4,
+    /// Also source-NAT the forwarded traffic to the gateway's inside address, so the
+    /// backend replies through the gateway whatever its routes (the NodePort case).
+    pub snat: bool,
+}
+
+/// Parses `PROTO:EXT_ADDR:EXT_PORT=INT_ADDR:INT_PORT[,snat]`.
+pub fn parse_dnat(key: &str, s: &str) -> Result<DnatRule, ConfigError> {
+    let (body, snat) = match s.strip_suffix(",snat") {
+        Some(b) => (b, true),
+        None => (s, false),
+    };
+    let (proto, rest) = body.split_once(':').ok_or_else(|| {
+        err(
+            key,
+            s,
+            "expected tcp|udp:EXT_ADDR:PORT=INT_ADDR:PORT[,snat]",
+        )
+    })?;
+    let proto = match proto {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        _ => {
+            return Err(err(
+                key,
+                s,
+                format!("unknown protocol '{proto}' (tcp or udp)"),
+            ))
+        }
+    };
+    let (ext, int) = rest
+        .split_once('=')
+        .ok_or_else(|| err(key, s, "expected EXT_ADDR:PORT=INT_ADDR:PORT"))?;
+    let sock = |x: &str| -> Result<SocketAddrV4, ConfigError> {
+        let a: SocketAddrV4 = x
+            .parse()
+            .map_err(|_| err(key, s, format!("'{x}' is not ADDR:PORT")))?;
+        if a.port() == 0 {
+            return Err(err(key, s, "port 0 cannot be used"));
+        }
+        Ok(a)
+    };
+    Ok(DnatRule {
+        proto,
+        external: sock(ext)?,
+        internal: sock(int)?,
+        snat,
+    })
+}
+
+/// Idle timeouts in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP before the handshake completes.
+    pub tcp_syn: u32,
+    /// TCP established.
+    pub tcp_established: u32,
+    /// TCP after FIN or RST.
+    pub tcp_closing: u32,
+    /// UDP.
+    pub udp: u32,
+    /// ICMP echo.
+    pub icmp: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_syn: 60,
+            tcp_established: 7440,
+            tcp_closing: 120,
+            udp: 60,
+            icmp: 30,
+        }
+    }
+}
+
+/// The `[nat]` section as written in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatFile {
+    /// Translate to the outside interface's own address(es).
+    pub masquerade: Option<bool>,
+    /// SNAT pools: `ADDR` or `ADDR-ADDR`, optionally `:LO-HI`.
+    pub snat: Option<Vec<String>>,
+    /// Default NAT port range.
+    pub ports: Option<String>,
+    /// Table capacity in connections.
+    pub table_size: Option<u64>,
+    /// Port forwards.
+    #[serde(default)]
+    pub dnat: Vec<String>,
+}
+
+/// The `[interfaces]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfacesFile {
+    /// Inside interface.
+    pub inside: Option<String>,
+    /// Outside interface.
+    pub outside: Option<String>,
+}
+
+/// The `[dataplane]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneFile {
+    /// `nat` or `forward`.
+    pub mode: Option<String>,
+    /// Queues to serve.
+    pub queues: Option<u32>,
+    /// Cores to pin workers to.
+    pub cores: Option<Vec<usize>>,
+    /// `auto`, `native`, `generic`.
+    pub xdp_mode: Option<String>,
+    /// `auto`, `on`, `off`.
+    pub zero_copy: Option<String>,
+    /// UMEM frames per queue.
+    pub frames: Option<u32>,
+    /// Ring size.
+    pub ring_size: Option<u32>,
+    /// Batch size.
+    pub batch: Option<u32>,
+    /// `busy` or `adaptive`.
+    pub poll: Option<String>,
+}
+
+/// The `[control]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlFile {
+    /// Unix socket path.
+    pub socket: Option<String>,
+    /// Prometheus listen address.
+    pub metrics_listen: Option<String>,
+    /// Seconds between stats log lines.
+    pub stats_interval: Option<f64>,
+}
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Interfaces.
+    #[serde(default)]
+    pub interfaces: InterfacesFile,
+    /// Dataplane.
+    #[serde(default)]
+    pub dataplane: DataplaneFile,
+    /// NAT.
+    #[serde(default)]
+    pub nat: NatFile,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Option<Timeouts>,
+    /// Control plane.
+    #[serde(default)]
+    pub control: ControlFile,
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file; syntax errors and unknown keys name the place.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("--config", path.display(), format!("cannot read: {e}")))?;
+        Self::parse(&text).map_err(|mut e| {
+            e.key = format!("{} ({})", e.key, path.display());
+            e
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let span = e.span().and_then(|s| text.get(s)).unwrap_or("").to_string();
+            err("config", span, e.message().trim())
+        })
+    }
+}
+
+/// A SNAT pool after validation.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Pool {
+    /// Addresses.
+    pub addrs: Vec<Ipv4Addr>,
+    /// Ports used on each address.
+    pub ports: PortRange,
+}
+
+/// Validated NAT settings.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NatConfig {
+    /// Use the outside interface's addresses (resolved at start).
+    pub masquerade: bool,
+    /// Explicit SNAT pools.
+    pub pools: Vec<Pool>,
+    /// Default port range.
+    pub ports: PortRange,
+    /// Port forwards.
+    pub dnat: Vec<DnatRule>,
+    /// Capacity in connections.
+    pub table_size: usize,
+    /// Idle timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// NAT-related flags (already parsed by clap, still unvalidated).
+#[derive(Clone, Debug, Default)]
+pub struct NatFlags {
+    /// `--masquerade`.
+    pub masquerade: bool,
+    /// `--snat` (repeatable).
+    pub snat: Vec<String>,
+    /// `--ports`.
+    pub ports: Option<String>,
+    /// `--dnat` (repeatable).
+    pub dnat: Vec<String>,
+    /// `--table-size`.
+    pub table_size: Option<u64>,
+}
+
+/// The default NAT port range. A masqueraded address is shared with the gateway's own
+/// kernel, whose outgoing connections use the ephemeral range 32768-60999: xnat then keeps
+/// below it so that replies to the host's own connections still reach the host.
+pub fn default_ports(masquerade: bool) -> &'static str {
+    if masquerade {
+        "1024-32767"
+    } else {
+        "1024-65535"
+    }
+}
+
+/// Merges file and flags (flags win; repeatable rules from both are combined) and validates.
+pub fn nat_config(file: &FileConfig, flags: &NatFlags) -> Result<NatConfig, ConfigError> {
+    let (snat_key, snat): (&str, Vec<String>) = if !flags.snat.is_empty() {
+        ("--snat", flags.snat.clone())
+    } else {
+        ("nat.snat", file.nat.snat.clone().unwrap_or_default())
+    };
+    let masquerade = flags.masquerade || file.nat.masquerade.unwrap_or(false);
+    let (ports_key, ports_s) = match (&flags.ports, &file.nat.ports) {
+        (Some(p), _) => ("--ports", p.clone()),
+        (None, Some(p)) => ("nat.ports", p.clone()),
+        (None, None) => ("--ports", default_ports(masquerade).to_string()),
+    };
+    let ports = parse_port_range(ports_key, &ports_s)?;
+    if masquerade && !snat.is_empty() {
+        return Err(err(
+            snat_key,
+            snat.join(","),
+            "masquerade and explicit SNAT pools exclude each other",
+        ));
+    }
+    let mut pools = Vec::new();
+    for s in &snat {
+        let (addrs, prange) = match s.split_once(':') {
+            Some((a, p)) => (a, parse_port_range(snat_key, p)?),
+            None => (s.as_str(), ports),
+        };
+        pools.push(Pool {
+            addrs: parse_addr_range(snat_key, addrs)?,
+            ports: prange,
+        });
+    }
+    // The same address in two pools with overlapping ports would hand out a port twice.
+    let mut seen: HashMap<Ipv4Addr, PortRange> = HashMap::new();
+    for (p, s) in pools.iter().zip(&snat) {
+        for a in &p.addrs {
+            if let Some(prev) = seen.get(a) {
+                if prev.overlaps(&p.ports) {
+                    return Err(err(
+                        snat_key,
+                        s,
+                        format!(
+                            "{a} ports {}-{} overlap another pool",
+                            p.ports.lo, p.ports.hi
+                        ),
+                    ));
+                }
+            }
+            seen.insert(*a, p.ports);
+        }
+    }
+
+    let mut dnat = Vec::new();
+    for (key, list) in [("nat.dnat", &file.nat.dnat), ("--dnat", &flags.dnat)] {
+        for s in list {
+            let r = parse_dnat(key, s)?;
+            if let Some(prev) = dnat
+                .iter()
+                .find(|d: &&DnatRule| d.proto == r.proto && d.external == r.external)
+            {
+                if *prev == r {
+                    return Err(err(key, s, "duplicate port-forward rule"));
+                }
+                return Err(err(
+                    key,
+                    s,
+                    format!(
+                        "{:?} {} is already forwarded to {}",
+                        r.proto, r.external, prev.internal
+                    ),
+                ));
+            }
+            if let Some(range) = seen.get(r.external.ip()) {
+                if range.contains(r.external.port()) {
+                    return Err(err(
+                        key,
+                        s,
+                        format!(
+                            "port {} is inside the SNAT port range {}-{} of {}",
+                            r.external.port(),
+                            range.lo,
+                            range.hi,
+                            r.external.ip()
+                        ),
+                    ));
+                }
+            }
+            dnat.push(r);
+        }
+    }
+    if !masquerade && pools.is_empty() && dnat.is_empty() {
+        return Err(err(
+            "--snat",
+            "",
+            "NAT mode needs --masquerade, --snat ADDR or at least one --dnat rule",
+        ));
+    }
+
+    let (tkey, table_size) = match (flags.table_size, file.nat.table_size) {
+        (Some(t), _) => ("--table-size", t),
+        (None, Some(t)) => ("nat.table_size", t),
+        (None, None) => ("--table-size", 1 << 20),
+    };
+    if !(16..=(1u64 << 28)).contains(&table_size) {
+        return Err(err(
+            tkey,
+            table_size,
+            "must be between 16 and 268435456 connections",
+        ));
+    }
+    let timeouts = file.timeouts.unwrap_or_default();
+    for (k, v) in [
+        ("timeouts.tcp_syn", timeouts.tcp_syn),
+        ("timeouts.tcp_established", timeouts.tcp_established),
+        ("timeouts.tcp_closing", timeouts.tcp_closing),
+        ("timeouts.udp", timeouts.udp),
+        ("timeouts.icmp", timeouts.icmp),
+    ] {
+        if v == 0 || v > 7 * 24 * 3600 {
+            return Err(err(k, v, "must be between 1 and 604800 seconds"));
+        }
+    }
+    Ok(NatConfig {
+        masquerade,
+        pools,
+        ports,
+        dnat,
+        table_size: table_size as usize,
+        timeouts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags() -> NatFlags {
+        NatFlags {
+            masquerade: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_with_masquerade() {
+        let c = nat_config(&FileConfig::default(), &flags()).unwrap();
+        assert_eq!(
+            c.ports,
+            PortRange {
+                lo: 1024,
+                hi: 32767
+            }
+        );
+        assert!(c.masquerade);
+        let f = NatFlags {
+            snat: vec!["198.19.0.9".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            nat_config(&FileConfig::default(), &f).unwrap().ports.hi,
+            65535
+        );
+        assert_eq!(c.table_size, 1 << 20);
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(
+            parse_port_range("--ports", "2000-3000").unwrap().len(),
+            1001
+        );
+        assert_eq!(
+            parse_port_range("--ports", "80").unwrap(),
+            PortRange { lo: 80, hi: 80 }
+        );
+        for bad in ["3000-2000", "0-10", "1-70000", "a-b", "", "-"] {
+            let e = parse_port_range("--ports", bad).unwrap_err();
+            assert_eq!(e.key, "--ports");
+            assert_eq!(e.value, bad);
+        }
+        let e = parse_port_range("--ports", "3000-2000").unwrap_err();
+        assert!(e.to_string().contains("empty range"), "{e}");
+    }
+
+    #[test]
+    fn snat_pools_and_overlap() {
+        let f = NatFlags {
+            snat: vec![
+                "198.19.0.1-198.19.0.3".into(),
+                "198.19.0.3:2000-2100".into(),
+            ],
+            ..Default::default()
+        };
+        let e = nat_config(&FileConfig::default(), &f).unwrap_err();
+        assert_eq!(e.key, "--snat");
+        assert!(e.to_string().contains("overlap"), "{e}");
+        let f = NatFlags {
+            snat: vec![
+                "198.19.0.1-198.19.0.3:1024-1999".into(),
+                "198.19.0.3:2000-2100".into(),
+            ],
+            ..Default::default()
+        };
+        let c = nat_config(&FileConfig::default(), &f).unwrap();
+        assert_eq!(c.pools[0].addrs.len(), 3);
+        for bad in [
+            "198.19.0.300",
+            "198.19.0.5-198.19.0.1",
+            "198.19.0.1-198.20.0.1",
+        ] {
+            let f = NatFlags {
+                snat: vec![bad.into()],
+                ..Default::default()
+            };
+            let e = nat_config(&FileConfig::default(), &f).unwrap_err();
+            assert_eq!((e.key.as_str(), e.value.as_str()), ("--snat", bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn dnat_rules() {
+        let r = parse_dnat("--dnat", "tcp:198.19.0.1:8080=198.18.0.2:80").unwrap();
+        assert_eq!(r.proto, Proto::Tcp);
+        assert_eq!(r.internal.port(), 80);
+        assert!(!r.snat);
+        assert!(
+            parse_dnat("--dnat", "udp:198.19.0.1:53=198.18.0.2:53,snat")
+                .unwrap()
+                .snat
+        );
+        for bad in [
+            "sctp:198.19.0.1:1=198.18.0.2:1",
+            "tcp:198.19.0.1:8080",
+            "tcp:198.19.0.1=198.18.0.2:80",
+            "tcp:198.19.0.1:0=198.18.0.2:80",
+            "tcp198.19.0.1:1=198.18.0.2:1",
+        ] {
+            let e = parse_dnat("--dnat", bad).unwrap_err();
+            assert_eq!(e.value, bad);
+        }
+    }
+
+    #[test]
+    fn dnat_inside_snat_range_and_duplicates_are_refused() {
+        let f = NatFlags {
+            snat: vec!["198.19.0.1".into()],
+            dnat: vec!["tcp:198.19.0.1:8080=198.18.0.2:80".into()],
+            ..Default::default()
+        };
+        let e = nat_config(&FileConfig::default(), &f).unwrap_err();
+        assert!(e.to_string().contains("inside the SNAT port range"), "{e}");
+        let f = NatFlags {
+            snat: vec!["198.19.0.1".into()],
+            ports: Some("10000-20000".into()),
+            dnat: vec![
+                "tcp:198.19.0.1:8080=198.18.0.2:80".into(),
+                "tcp:198.19.0.1:8080=198.18.0.2:80".into(),
+            ],
+            ..Default::default()
+        };
+        let e = nat_config(&FileConfig::default(), &f).unwrap_err();
+        assert!(e.to_string().contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn file_parsing_names_unknown_keys_and_bad_values() {
+        let e = FileConfig::parse("[nat]\nmasquerad = true\n").unwrap_err();
+        assert!(e.to_string().contains("masquerad"), "{e}");
+        let e = FileConfig::parse("[nat]\nports = 5\n").unwrap_err();
+        assert!(
+            e.to_string().contains("ports") || e.value.contains('5'),
+            "{e}"
+        );
+        let f =
+            FileConfig::parse("[nat]\nsnat = [\"198.19.0.1\"]\nports = \"9000-8000\"\n").unwrap();
+        let e = nat_config(&f, &NatFlags::default()).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.value.as_str()),
+            ("nat.ports", "9000-8000")
+        );
+        // Flags win over the file.
+        let c = nat_config(
+            &f,
+            &NatFlags {
+                ports: Some("2000-3000".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.ports.lo, 2000);
+        let e = FileConfig::parse("[timeouts]\nudp = 0\n").map(|f| nat_config(&f, &flags()));
+        assert!(matches!(e, Ok(Err(ConfigError { ref key, .. })) if key == "timeouts.udp"));
+    }
+
+    #[test]
+    fn nat_needs_something_to_do() {
+        let e = nat_config(&FileConfig::default(), &NatFlags::default()).unwrap_err();
+        assert!(e.to_string().contains("--masquerade"), "{e}");
+    }
+}

@@ -1,0 +1,122 @@
+//! The NAT packet handler a dataplane worker runs: translate, then route (TTL, MACs).
+
+use crate::dataplane::forward::set_next_hop;
+use crate::dataplane::nexthop::{Miss, NextHopView};
+use crate::dataplane::{Action, Handler, Port};
+use crate::packet::{self, ipv4};
+
+use super::{Engine, NatDrop, Refused};
+
+const PKT: usize = packet::Drop::COUNT;
+const NAT: usize = NatDrop::COUNT;
+const NO_ROUTE: usize = PKT + NAT;
+const UNRESOLVED: usize = PKT + NAT + 1;
+const REASONS: usize = PKT + NAT + 2;
+
+const fn reason_names() -> [&'static str; REASONS] {
+    let mut a = [""; REASONS];
+    let mut i = 0;
+    while i < PKT {
+        a[i] = packet::Drop::ALL[i].name();
+        i += 1;
+    }
+    let mut j = 0;
+    while j < NAT {
+        a[PKT + j] = NatDrop::NAMES[j];
+        j += 1;
+    }
+    a[NO_ROUTE] = "no_route";
+    a[UNRESOLVED] = "neighbour_unresolved";
+    a
+}
+
+// Every reason must fit the worker's counter array.
+const _: () = assert!(REASONS <= crate::dataplane::worker::MAX_DROP_REASONS);
+
+/// Names of every drop reason of NAT mode, indexed by [`Action::Drop`].
+pub static DROP_REASONS: [&str; REASONS] = reason_names();
+
+/// Reads the coarse monotonic clock in whole seconds.
+#[inline]
+pub fn coarse_now() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u32
+}
+
+/// NAT mode's per-worker handler.
+pub struct NatHandler {
+    engine: Engine,
+    nh: NextHopView,
+    ifindex: [u32; 2],
+    mac: [[u8; 6]; 2],
+}
+
+impl NatHandler {
+    /// A handler translating with `engine` and routing with `nh`.
+    pub fn new(engine: Engine, nh: NextHopView, ifindex: [u32; 2], mac: [[u8; 6]; 2]) -> Self {
+        NatHandler {
+            engine,
+            nh,
+            ifindex,
+            mac,
+        }
+    }
+}
+
+impl Handler for NatHandler {
+    fn begin_batch(&mut self) {
+        self.nh.refresh();
+        self.engine.now = coarse_now();
+    }
+
+    #[inline]
+    fn handle(&mut self, frame: &mut [u8], ingress: Port) -> Action {
+        let p = match self.engine.translate(frame, ingress == Port::Inside) {
+            Ok(p) => p,
+            Err(Refused::Packet(d)) => return Action::Drop(d.index() as u16),
+            Err(Refused::Nat(n)) => return Action::Drop((PKT + n as usize) as u16),
+        };
+        let egress = ingress.other();
+        // The destination after translation, read back from the rewritten header.
+        let dst_off = p.l3() + ipv4::IPV4_DST;
+        let Some(d) = frame.get(dst_off..dst_off + 4) else {
+            return Action::Drop(packet::Drop::TooShortIp.index() as u16);
+        };
+        let dst = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+        packet::forward_hop(frame, &p);
+        match set_next_hop(
+            frame,
+            &self.nh,
+            dst,
+            self.ifindex[egress as usize],
+            self.mac[egress as usize],
+        ) {
+            Ok(()) => Action::Transmit(egress),
+            Err(Miss::NoRoute) => Action::Drop(NO_ROUTE as u16),
+            Err(Miss::Unresolved(_)) => Action::Drop(UNRESOLVED as u16),
+        }
+    }
+
+    fn drop_reasons(&self) -> &'static [&'static str] {
+        &DROP_REASONS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_names_are_complete_and_unique() {
+        let mut v: Vec<&str> = DROP_REASONS.to_vec();
+        assert!(v.iter().all(|s| !s.is_empty()));
+        v.sort();
+        v.dedup();
+        assert_eq!(v.len(), REASONS);
+    }
+}

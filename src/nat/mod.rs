@@ -1,0 +1,479 @@
+//! NAT policy and translation: SNAT/masquerade pools, port forwards (DNAT, optionally
+//! with SNAT), the port allocator, and [`Engine::translate`], which rewrites one frame in
+//! place using the shared paired table.
+//!
+//! This module knows packets (through [`crate::packet`]) and the table (through
+//! [`crate::table`]) but nothing of sockets: the dataplane calls [`NatHandler`], which
+//! adds the next hop and hands the frame back.
+
+mod handler;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use handler::NatHandler;
+
+use crate::config::{NatConfig, Proto};
+use crate::packet::{self, L4Kind, Parsed};
+use crate::table::{ConnState, Dir, InsertError, Table, TableConfig, Tuple};
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// Why the engine refused a frame (beyond malformed input, see [`packet::Drop`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NatDrop {
+    /// Inbound traffic to a NAT address with no session and no port-forward rule.
+    NoMapping = 0,
+    /// A TCP segment other than a SYN with no session (not creating state for it).
+    TcpNoSession,
+    /// No free port on the chosen NAT address for this destination.
+    PortsExhausted,
+    /// The table refused a new pair (full under the eviction policy) or stayed contended.
+    TableFull,
+    /// An ICMP error quoting a packet of no known session.
+    IcmpNoSession,
+    /// Outbound traffic with no SNAT pool configured (DNAT-only gateway).
+    NoSnatRule,
+    /// An ICMP query other than echo arriving from outside, or an echo request to a NAT
+    /// address (the gateway's own kernel answers those; they are never steered here).
+    UnexpectedIcmp,
+}
+
+impl NatDrop {
+    /// Number of reasons.
+    pub const COUNT: usize = 7;
+    /// Names, indexed by discriminant.
+    pub const NAMES: [&'static str; NatDrop::COUNT] = [
+        "no_mapping",
+        "tcp_no_session",
+        "ports_exhausted",
+        "table_full",
+        "icmp_no_session",
+        "no_snat_rule",
+        "unexpected_icmp",
+    ];
+}
+
+/// Why a frame was not translated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Malformed or not NAT-able.
+    Packet(packet::Drop),
+    /// Policy.
+    Nat(NatDrop),
+}
+
+/// A SNAT pool at run time.
+#[derive(Clone, Debug)]
+struct PoolRt {
+    addrs: Vec<u32>,
+    lo: u16,
+    hi: u16,
+}
+
+/// A port forward at run time.
+#[derive(Clone, Copy, Debug)]
+struct DnatRt {
+    int_addr: u32,
+    int_port: u16,
+    /// Source address to use towards the backend (the gateway's inside address).
+    snat_src: Option<u32>,
+}
+
+/// The immutable rule set shared by all workers.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    pools: Vec<PoolRt>,
+    dnat: HashMap<(u8, u32, u16), DnatRt>,
+    /// Port range for SNAT of port-forwarded traffic (on the inside address).
+    dnat_snat_ports: (u16, u16),
+    /// The inside address, when port forwards with SNAT use it.
+    dnat_snat_addr: Option<u32>,
+}
+
+/// Source ports used on the gateway's inside address for port forwards with SNAT. That
+/// address is shared with the gateway's own kernel, so xnat stays below the kernel's
+/// ephemeral range (32768-60999).
+pub const DNAT_SNAT_PORTS: (u16, u16) = (1024, 32767);
+
+impl Rules {
+    /// Builds the rules. `masquerade_addrs` are the outside interface's addresses (used when
+    /// `cfg.masquerade`), `inside_addr` the gateway's inside address (for DNAT with SNAT).
+    pub fn new(
+        cfg: &NatConfig,
+        masquerade_addrs: &[u32],
+        inside_addr: Option<u32>,
+    ) -> Result<Rules, String> {
+        let mut pools: Vec<PoolRt> = cfg
+            .pools
+            .iter()
+            .map(|p| PoolRt {
+                addrs: p.addrs.iter().map(|a| u32::from(*a)).collect(),
+                lo: p.ports.lo,
+                hi: p.ports.hi,
+            })
+            .collect();
+        if cfg.masquerade {
+            if masquerade_addrs.is_empty() {
+                return Err("--masquerade: the outside interface has no IPv4 address".into());
+            }
+            pools.push(PoolRt {
+                addrs: masquerade_addrs.to_vec(),
+                lo: cfg.ports.lo,
+                hi: cfg.ports.hi,
+            });
+        }
+        let mut dnat = HashMap::new();
+        for r in &cfg.dnat {
+            let ext = u32::from(*r.external.ip());
+            for p in &pools {
+                if p.addrs.contains(&ext) && (p.lo..=p.hi).contains(&r.external.port()) {
+                    return Err(format!(
+                        "invalid --dnat = \"{}:{}\": port {} is inside the NAT port range {}-{} of {}",
+                        proto_name(r.proto.number()),
+                        r.external,
+                        r.external.port(),
+                        p.lo,
+                        p.hi,
+                        r.external.ip()
+                    ));
+                }
+            }
+            let snat_src = if r.snat {
+                Some(
+                    inside_addr
+                        .ok_or("--dnat ...,snat: the inside interface has no IPv4 address")?,
+                )
+            } else {
+                None
+            };
+            dnat.insert(
+                (r.proto.number(), ext, r.external.port()),
+                DnatRt {
+                    int_addr: u32::from(*r.internal.ip()),
+                    int_port: r.internal.port(),
+                    snat_src,
+                },
+            );
+        }
+        let dnat_snat_addr = dnat.values().find_map(|d: &DnatRt| d.snat_src);
+        Ok(Rules {
+            pools,
+            dnat,
+            dnat_snat_ports: DNAT_SNAT_PORTS,
+            dnat_snat_addr,
+        })
+    }
+
+    /// `(address, first port, last port)` of every NAT address, for the steering program.
+    pub fn nat_addresses(&self) -> Vec<(u32, u16, u16)> {
+        let (lo, hi) = self.dnat_snat_ports;
+        self.pools
+            .iter()
+            .flat_map(|p| p.addrs.iter().map(move |&a| (a, p.lo, p.hi)))
+            .chain(self.dnat_snat_addr.map(|a| (a, lo, hi)))
+            .collect()
+    }
+
+    /// `(address, port, protocol)` of every port forward.
+    pub fn forwards(&self) -> Vec<(u32, u16, u8)> {
+        self.dnat
+            .keys()
+            .map(|&(proto, a, p)| (a, p, proto))
+            .collect()
+    }
+}
+
+/// Builds the shared table from the NAT configuration.
+pub fn make_table(cfg: &NatConfig) -> Result<Table, String> {
+    let t = cfg.timeouts;
+    let mut tc = TableConfig::new(cfg.table_size);
+    tc.timeouts = crate::table::Timeouts {
+        tcp_syn: t.tcp_syn,
+        tcp_established: t.tcp_established,
+        tcp_closing: t.tcp_closing,
+        udp: t.udp,
+        icmp: t.icmp,
+        other: t.udp,
+    };
+    Table::new(tc).map_err(|e| format!("--table-size {}: {e}", cfg.table_size))
+}
+
+/// Per-worker translation engine over the shared table and rules.
+pub struct Engine {
+    table: Arc<Table>,
+    rules: Arc<Rules>,
+    rng: u64,
+    /// Coarse clock in seconds, set by the caller once per batch.
+    pub now: u32,
+}
+
+#[inline]
+fn state_for(proto: u8, flags: u8) -> ConnState {
+    match proto {
+        6 if flags & (TCP_FIN | TCP_RST) != 0 => ConnState::TcpClosing,
+        6 => ConnState::TcpSyn,
+        17 => ConnState::Udp,
+        1 => ConnState::Icmp,
+        _ => ConnState::Other,
+    }
+}
+
+impl Engine {
+    /// An engine for one worker; `seed` decorrelates the workers' port choices.
+    pub fn new(table: Arc<Table>, rules: Arc<Rules>, seed: u64) -> Engine {
+        Engine {
+            table,
+            rules,
+            rng: seed | 1,
+            now: 0,
+        }
+    }
+
+    /// The shared table.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    #[inline]
+    fn rand(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Translates the frame in place. `from_inside` tells which side it arrived on.
+    /// On success the frame's addresses, ports and checksums are rewritten (TTL and MACs
+    /// are the caller's) and the parse result is returned for the caller's next-hop step.
+    #[inline]
+    pub fn translate(&mut self, frame: &mut [u8], from_inside: bool) -> Result<Parsed, Refused> {
+        let p = packet::parse(frame).map_err(Refused::Packet)?;
+        if p.kind() == L4Kind::IcmpError {
+            self.translate_icmp_error(frame, &p)?;
+            return Ok(p);
+        }
+        let t = key(&p.tuple());
+        let hit = match self.table.lookup(&t, self.now) {
+            Some(h) => h,
+            None => self.create(&p, from_inside)?,
+        };
+        if hit.xlate.src != t.src || hit.xlate.sport != t.sport {
+            packet::set_src(frame, &p, hit.xlate.src, hit.xlate.sport);
+        }
+        if hit.xlate.dst != t.dst || hit.xlate.dport != t.dport {
+            packet::set_dst(frame, &p, hit.xlate.dst, hit.xlate.dport);
+        }
+        if t.proto == 6 {
+            self.track_tcp(&hit, p.tcp_flags());
+        }
+        Ok(p)
+    }
+
+    #[inline]
+    fn track_tcp(&self, hit: &crate::table::Hit, flags: u8) {
+        let next = match hit.state {
+            _ if flags & (TCP_FIN | TCP_RST) != 0 => ConnState::TcpClosing,
+            ConnState::TcpSyn if hit.dir == Dir::Rev && flags & TCP_ACK != 0 => {
+                ConnState::TcpEstablished
+            }
+            ConnState::TcpClosing if flags & (TCP_SYN | TCP_ACK) == TCP_SYN => ConnState::TcpSyn,
+            s => s,
+        };
+        if next != hit.state {
+            self.table.set_state_hit(hit, next);
+        }
+    }
+
+    /// A miss: create the pair if policy allows.
+    fn create(&mut self, p: &Parsed, from_inside: bool) -> Result<crate::table::Hit, Refused> {
+        let t = key(&p.tuple());
+        if t.proto == 6 && p.tcp_flags() & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
+            return Err(Refused::Nat(if from_inside {
+                NatDrop::TcpNoSession
+            } else {
+                NatDrop::NoMapping
+            }));
+        }
+        if from_inside {
+            if t.proto == 1 && p.kind() != L4Kind::IcmpEchoRequest {
+                return Err(Refused::Nat(NatDrop::UnexpectedIcmp));
+            }
+            return self.create_snat(&t, p);
+        }
+        // From outside: only port forwards create state.
+        if t.proto == 1 {
+            return Err(Refused::Nat(NatDrop::NoMapping));
+        }
+        let Some(rule) = self.rules.dnat.get(&(t.proto, t.dst, t.dport)).copied() else {
+            return Err(Refused::Nat(NatDrop::NoMapping));
+        };
+        let state = state_for(t.proto, p.tcp_flags());
+        match rule.snat_src {
+            None => {
+                let x = Tuple {
+                    dst: rule.int_addr,
+                    dport: rule.int_port,
+                    ..t
+                };
+                self.insert(&t, &x, state)
+            }
+            Some(src) => {
+                let (lo, hi) = self.rules.dnat_snat_ports;
+                let base = Tuple {
+                    src,
+                    dst: rule.int_addr,
+                    sport: 0,
+                    dport: rule.int_port,
+                    proto: t.proto,
+                };
+                self.allocate(&t, base, lo, hi, state)
+            }
+        }
+    }
+
+    fn create_snat(&mut self, t: &Tuple, p: &Parsed) -> Result<crate::table::Hit, Refused> {
+        let rules = Arc::clone(&self.rules);
+        let Some(pool) = rules.pools.first() else {
+            return Err(Refused::Nat(NatDrop::NoSnatRule));
+        };
+        // Paired pooling: an inside host always gets the same public address.
+        let h = t.src.wrapping_mul(0x9E37_79B1) >> 7;
+        let addr = pool.addrs[(h as usize) % pool.addrs.len()];
+        let base = Tuple {
+            src: addr,
+            dst: t.dst,
+            sport: 0,
+            dport: t.dport,
+            proto: t.proto,
+        };
+        self.allocate(t, base, pool.lo, pool.hi, state_for(t.proto, p.tcp_flags()))
+    }
+
+    /// Picks a source port in `lo..=hi` whose reply tuple is free and inserts the pair.
+    /// Keeps the original port when it is free (port preservation), else tries random
+    /// ports a bounded number of times, then scans a window.
+    fn allocate(
+        &mut self,
+        t: &Tuple,
+        base: Tuple,
+        lo: u16,
+        hi: u16,
+        state: ConnState,
+    ) -> Result<crate::table::Hit, Refused> {
+        let span = u32::from(hi) - u32::from(lo) + 1;
+        let icmp = t.proto == 1;
+        let make = |port: u16| Tuple {
+            sport: port,
+            dport: if icmp { port } else { base.dport },
+            ..base
+        };
+        let mut tries = 0u32;
+        let mut candidate = if (lo..=hi).contains(&t.sport) {
+            t.sport
+        } else {
+            lo + (self.rand() % u64::from(span)) as u16
+        };
+        const RANDOM_TRIES: u32 = 32;
+        let scan_start = lo + (self.rand() % u64::from(span)) as u16;
+        loop {
+            let x = make(candidate);
+            match self.table.insert_pair(t, &x, state, self.now) {
+                Ok(h) => return Ok(h),
+                Err(InsertError::Exists(h)) => return Ok(h),
+                Err(InsertError::RevTaken) | Err(InsertError::Invalid) => {}
+                Err(InsertError::Full) | Err(InsertError::Busy) => {
+                    return Err(Refused::Nat(NatDrop::TableFull))
+                }
+            }
+            tries += 1;
+            if tries >= RANDOM_TRIES + span.min(1024) || tries >= span + RANDOM_TRIES {
+                return Err(Refused::Nat(NatDrop::PortsExhausted));
+            }
+            candidate = if tries < RANDOM_TRIES {
+                lo + (self.rand() % u64::from(span)) as u16
+            } else {
+                // Deterministic scan so a nearly full range is still found.
+                let off = (u32::from(scan_start - lo) + tries - RANDOM_TRIES) % span;
+                lo + off as u16
+            };
+        }
+    }
+
+    fn insert(
+        &mut self,
+        org: &Tuple,
+        x: &Tuple,
+        state: ConnState,
+    ) -> Result<crate::table::Hit, Refused> {
+        match self.table.insert_pair(org, x, state, self.now) {
+            Ok(h) | Err(InsertError::Exists(h)) => Ok(h),
+            Err(InsertError::RevTaken) | Err(InsertError::Invalid) => {
+                Err(Refused::Nat(NatDrop::PortsExhausted))
+            }
+            Err(InsertError::Full) | Err(InsertError::Busy) => {
+                Err(Refused::Nat(NatDrop::TableFull))
+            }
+        }
+    }
+
+    /// Translates an ICMP error about a known session: the quoted packet travelled the
+    /// other way, so its reversed tuple is the key; the quoted packet is restored to what
+    /// that side knows and the outer header is addressed to the original sender.
+    fn translate_icmp_error(&mut self, frame: &mut [u8], p: &Parsed) -> Result<(), Refused> {
+        let Some(e) = p.embedded() else {
+            return Err(Refused::Packet(packet::Drop::IcmpBadInner));
+        };
+        let quoted = key(&e.tuple());
+        let Some(hit) = self.table.lookup(&quoted.reversed(), self.now) else {
+            return Err(Refused::Nat(NatDrop::IcmpNoSession));
+        };
+        // What the quoted packet looked like on this side of the gateway.
+        let orig = hit.xlate.reversed();
+        let outer = key(&p.tuple());
+        if outer.src == quoted.dst {
+            packet::set_src(frame, p, orig.dst, 0);
+        }
+        packet::set_dst(frame, p, orig.src, 0);
+        if orig.src != quoted.src || orig.sport != quoted.sport {
+            packet::set_inner_src(frame, p, orig.src, orig.sport);
+        }
+        if orig.dst != quoted.dst || orig.dport != quoted.dport {
+            packet::set_inner_dst(frame, p, orig.dst, orig.dport);
+        }
+        Ok(())
+    }
+}
+
+/// The table's view of a parsed tuple.
+#[inline(always)]
+fn key(t: &packet::Tuple) -> Tuple {
+    Tuple {
+        src: t.src,
+        dst: t.dst,
+        sport: t.sport,
+        dport: t.dport,
+        proto: t.proto,
+    }
+}
+
+/// Protocol name for display.
+pub fn proto_name(p: u8) -> &'static str {
+    match p {
+        6 => "tcp",
+        17 => "udp",
+        1 => "icmp",
+        _ => "other",
+    }
+}
+
+impl From<Proto> for u8 {
+    fn from(p: Proto) -> u8 {
+        p.number()
+    }
+}

@@ -1,0 +1,411 @@
+//! The paired lock-free LRU NAT table.
+//!
+//! # What this module owns
+//!
+//! All translation state of xnat: a fixed-size, preallocated, concurrently shared table in which
+//! every connection owns two *halves* — the **ORG** half, keyed by the 5-tuple of the first
+//! packet as received, and the **REV** half, keyed by the reply tuple after translation
+//! (`xlate.reversed()`). It knows nothing of packets, sockets or NAT rules: callers hand it
+//! [`Tuple`]s and a coarse clock in seconds, and get back the tuple to rewrite *to*.
+//!
+//! The module owns: the memory layout ([`Table::new`] allocates everything; nothing allocates
+//! afterwards), the concurrency protocol below, the eviction/expiry policy, pair restoration and
+//! the outcome counters ([`TableStats`]).
+//!
+//! # Why pairs are first-class (the Cilium lesson)
+//!
+//! Cilium keeps the two directions of a SNAT connection as two unrelated entries of a kernel LRU
+//! hash. The LRU may evict one half; the next packet then allocates a new port or is dropped and
+//! a live connection dies (cilium#29305, #34833, #36572). xnat therefore:
+//!
+//! * refreshes **both** halves on a hit in either direction,
+//! * evicts, expires and removes a **pair**, never one half (both slots are claimed before
+//!   either is freed, so no reader ever observes "one half gone, the other still live" as a
+//!   result of an eviction),
+//! * restores a half found alone (only [`Table::remove_half`] can produce one), tolerating a
+//!   concurrent restore or insert of the same key (cilium#40971) and never resurrecting an expired
+//!   or removed connection (cilium#47425): a lone half is only restored while it is itself within
+//!   its timeout, and its partner key must still be free — if another connection owns it, the
+//!   lone half is an orphan and is dropped instead.
+//!
+//! # Layout
+//!
+//! The table is an array of *buckets*; a bucket is 6 cache lines (384 B): one line of 8 control
+//! words (one per way) followed by 8 data slots of 5 words (40 B). One half = 8 B control + 40 B
+//! data = 48 B, so a connection costs **96 B** (see [`Table::bytes_per_connection`]). Every key
+//! has two candidate buckets (two-choice hashing, a keyed folded-multiply hash seeded at start);
+//! a lookup reads the control line of the first bucket, and only on a fingerprint mismatch the
+//! second one, then the one data slot whose 32-bit fingerprint matched.
+//!
+//! ```text
+//! ctrl word  = fingerprint:32 | seq:32           FREE: fp = 0, seq even
+//!                                                BUSY: seq odd (being written / removed)
+//!                                                LIVE: fp != 0, seq even
+//! data[0]    = key.src | key.dst << 32
+//! data[1]    = key.sport | key.dport << 16 | proto << 32 | dir << 40
+//! data[2]    = xlate.src | xlate.dst << 32
+//! data[3]    = xlate.sport | xlate.dport << 16 | partner slot << 32   (partner = hint)
+//! data[4]    = last_seen:32 | state:8 << 32 | flags:8 << 40 | refreshes:8 << 48  (meta)
+//! ```
+//!
+//! # Concurrency protocol (why it is correct)
+//!
+//! Every field is an atomic word, so there is no undefined behaviour, only the question of which
+//! combinations of words a reader can observe. No operation ever blocks waiting for another
+//! thread; contended operations retry a bounded number of times and then report a counted
+//! failure (`busy`/`race_lost`).
+//!
+//! * **Per-slot seqlock.** A writer *claims* a slot by a `SeqCst` CAS of its control word from an
+//!   even value it observed (FREE or LIVE) to the next odd value, issues a release fence, writes
+//!   the data words, and *publishes* with a release store of the next even value. A reader loads
+//!   the control word (acquire), loads the data words, issues an acquire fence and reloads the
+//!   control word; the snapshot is used only if both loads are equal and even. This is the
+//!   standard fence-based seqlock (Boehm, "Can seqlocks get along with programming language
+//!   memory models?", 2012): if the reader saw any word written after a claim, the fences make
+//!   the claim visible to its second load, so a torn key/xlate is never accepted. A claim whose
+//!   CAS fails is simply abandoned, so a claim can never be "waited on"; a stalled writer only
+//!   hides its own slot. The 32-bit sequence wraps only after 2^31 rewrites of one slot between
+//!   a reader's two loads of it, which cannot happen on any realistic schedule.
+//! * **Words outside the seqlock.** `meta` (last-seen, state, flags) and the partner hint in
+//!   `data[3]` are single words updated by CAS without a sequence bump. They can never be torn;
+//!   a reader may see them one refresh late, which is harmless: the partner index is only ever a
+//!   *hint* and is validated by content (the partner must be LIVE, its key must be our
+//!   `xlate.reversed()` and its xlate our `key.reversed()`).
+//! * **Uniqueness of keys (insert / restore).** Claims carry the fingerprint of the key being
+//!   written. After claiming, an inserter re-scans both candidate buckets of every key it is
+//!   writing with `SeqCst` loads (Dekker style): of two concurrent inserters of the same key, at
+//!   least the later one sees the other's claim (both claims and both scans are in the single
+//!   `SeqCst` order). On any conflict (a BUSY slot with the same fingerprint, or a LIVE slot with
+//!   the same key) the inserter aborts *its own* claims and either reports the live winner
+//!   ([`InsertError::Exists`] / [`InsertError::RevTaken`]) or retries after a backoff. Hence two
+//!   LIVE slots never hold the same key, and in particular two live connections never share a
+//!   REV tuple.
+//! * **Pairs.** `insert_pair` publishes both halves after both are written, so no half is ever
+//!   visible with a half-written partner. Removal/eviction of a pair claims both slots (in slot
+//!   index order, CAS from the exact LIVE value that was validated, aborting on any failure),
+//!   and only then frees them. A reader that finds a half alone therefore knows the partner is
+//!   really gone (or BUSY, in which case it does nothing). A restore first claims the lone half
+//!   itself (CAS from the validated value), so it cannot race with that half's removal: if the
+//!   pair was removed meanwhile, the claim fails and nothing is resurrected.
+//!
+//! # Eviction and expiry policy
+//!
+//! Halves expire when `now - last_seen > timeout(state)` ([`Timeouts`]). Expired pairs are
+//! reclaimed lazily: by a lookup that hits them, by an insert whose key or candidate buckets
+//! hold them, or by [`Table::flush`]. When an insert finds both candidate buckets (16 ways)
+//! without a free slot, it evicts the pair of the best victim among them, by class (a
+//! segmented LRU over 16 ways):
+//!
+//! 1. expired pairs (longest past their timeout first),
+//! 2. pairs never *assured* (no packet seen in the reply direction — SYN floods, scans,
+//!    unanswered UDP), longest idle first — Linux conntrack's `early_drop` rule,
+//! 3. TCP pairs in [`ConnState::TcpClosing`] (FIN/RST seen: lingering only for stray
+//!    retransmissions), longest idle first,
+//! 4. *probationary* pairs: assured, not TCP-established, and refreshed in fewer than two
+//!    distinct seconds (one-shot DNS-style exchanges), longest idle first,
+//! 5. *protected* pairs (TCP established, or flows that proved themselves by traffic in
+//!    several seconds), largest `idle / timeout` first.
+//!
+//! Class 5 is evicted only if [`TableConfig::evict_protected`] is set (default, LRU
+//! behaviour: a new connection always gets in); otherwise the insert fails with
+//! [`InsertError::Full`], as conntrack and VPP do when nothing expendable is left. Victims are
+//! sought only among the 16 ways of the new key's two buckets, so a protected pair can be
+//! evicted while other buckets still hold expendable entries; the chance falls steeply with
+//! head-room (`bench/results/tablesim.md` measures it).
+//!
+//! Refreshes are written at most once per second per half (the clock is in seconds), which also
+//! bounds write traffic on hot flows. The partner is visited (and verified, restored if missing)
+//! on those refreshes, so a lost half is noticed by the first hit in a new second.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod engine;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+pub use engine::{Sessions, Table};
+pub use stats::TableStats;
+
+use std::fmt;
+
+/// A 5-tuple as seen on the wire, addresses as host-order u32.
+///
+/// For ICMP query messages put the identifier in both `sport` and `dport`, so that
+/// [`Tuple::reversed`] maps a request to its reply.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, PartialOrd, Ord)]
+pub struct Tuple {
+    /// Source address (host order).
+    pub src: u32,
+    /// Destination address (host order).
+    pub dst: u32,
+    /// Source port (or ICMP identifier).
+    pub sport: u16,
+    /// Destination port (or ICMP identifier).
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+}
+
+impl Tuple {
+    /// Builds a tuple.
+    pub const fn new(src: u32, sport: u16, dst: u32, dport: u16, proto: u8) -> Tuple {
+        Tuple {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+        }
+    }
+
+    /// The tuple of a packet travelling the other way.
+    pub const fn reversed(&self) -> Tuple {
+        Tuple {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+        }
+    }
+}
+
+/// Which half of a pair a key hit.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Dir {
+    /// The original direction (key = tuple of the connection's first packet).
+    Org,
+    /// The reply direction (key = reply tuple after translation).
+    Rev,
+}
+
+impl Dir {
+    /// The other half's direction.
+    pub const fn flip(self) -> Dir {
+        match self {
+            Dir::Org => Dir::Rev,
+            Dir::Rev => Dir::Org,
+        }
+    }
+}
+
+/// Coarse connection state, drives idle timeouts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ConnState {
+    /// TCP, handshake not complete.
+    TcpSyn,
+    /// TCP, established.
+    TcpEstablished,
+    /// TCP, FIN or RST seen.
+    TcpClosing,
+    /// UDP.
+    Udp,
+    /// ICMP query (echo, timestamp…).
+    Icmp,
+    /// Any other protocol.
+    Other,
+}
+
+impl ConnState {
+    pub(crate) const fn code(self) -> u8 {
+        match self {
+            ConnState::TcpSyn => 0,
+            ConnState::TcpEstablished => 1,
+            ConnState::TcpClosing => 2,
+            ConnState::Udp => 3,
+            ConnState::Icmp => 4,
+            ConnState::Other => 5,
+        }
+    }
+
+    pub(crate) const fn from_code(c: u8) -> ConnState {
+        match c {
+            0 => ConnState::TcpSyn,
+            1 => ConnState::TcpEstablished,
+            2 => ConnState::TcpClosing,
+            3 => ConnState::Udp,
+            4 => ConnState::Icmp,
+            _ => ConnState::Other,
+        }
+    }
+}
+
+/// Idle timeouts in seconds, per [`ConnState`].
+///
+/// The defaults are the minimums the IETF BEHAVE requirements set for NATs, so that a
+/// conforming application never sees xnat forget a connection it still uses:
+/// TCP established 7440 s (2 h 4 min, RFC 5382 REQ-5), TCP transitory — handshake or closing —
+/// 240 s (RFC 5382 REQ-5), UDP 300 s (RFC 4787 REQ-5 recommends 5 min), ICMP query 60 s
+/// (RFC 5508 REQ-1), other protocols 600 s (conntrack's generic timeout).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Timeouts {
+    /// TCP before the handshake completes.
+    pub tcp_syn: u32,
+    /// TCP established.
+    pub tcp_established: u32,
+    /// TCP after FIN/RST.
+    pub tcp_closing: u32,
+    /// UDP.
+    pub udp: u32,
+    /// ICMP queries.
+    pub icmp: u32,
+    /// Anything else.
+    pub other: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_syn: 240,
+            tcp_established: 7440,
+            tcp_closing: 240,
+            udp: 300,
+            icmp: 60,
+            other: 600,
+        }
+    }
+}
+
+impl Timeouts {
+    /// The timeout that applies to `state`.
+    pub const fn for_state(&self, state: ConnState) -> u32 {
+        match state {
+            ConnState::TcpSyn => self.tcp_syn,
+            ConnState::TcpEstablished => self.tcp_established,
+            ConnState::TcpClosing => self.tcp_closing,
+            ConnState::Udp => self.udp,
+            ConnState::Icmp => self.icmp,
+            ConnState::Other => self.other,
+        }
+    }
+}
+
+/// Table configuration, fixed for the table's life.
+#[derive(Clone, Debug)]
+pub struct TableConfig {
+    /// Connections (pairs) the table must hold; rounded up to a whole number of buckets
+    /// (4 connections per bucket). See [`Table::capacity`].
+    pub connections: usize,
+    /// Idle timeouts.
+    pub timeouts: Timeouts,
+    /// When an insert finds no free, expired, never-assured, closing or probationary victim,
+    /// evict the *protected* pair closest to its timeout (`true`, default: LRU behaviour, a
+    /// new connection always gets in) or refuse the insert with [`InsertError::Full`]
+    /// (`false`: conntrack/VPP behaviour, never breaks an open, proven flow).
+    pub evict_protected: bool,
+    /// Hash key. `None` (default) draws a random one, which an outside attacker cannot predict;
+    /// set it only for reproducible tests and simulations.
+    pub seed: Option<u64>,
+}
+
+impl TableConfig {
+    /// A configuration with default timeouts and policy for `connections` connections.
+    pub fn new(connections: usize) -> TableConfig {
+        TableConfig {
+            connections,
+            timeouts: Timeouts::default(),
+            evict_protected: true,
+            seed: None,
+        }
+    }
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        TableConfig::new(1 << 18)
+    }
+}
+
+/// Result of a hit: the tuple the packet must be rewritten TO.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Hit {
+    /// Which half matched.
+    pub dir: Dir,
+    /// The tuple the packet becomes.
+    pub xlate: Tuple,
+    /// Connection state when hit.
+    pub state: ConnState,
+    /// Opaque handle of the half that matched (for [`Table::set_state`]).
+    pub slot: u32,
+    /// The partner half was missing and this lookup recreated it.
+    pub restored: bool,
+}
+
+/// Why [`Table::insert_pair`] did not insert.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum InsertError {
+    /// The ORG key is already live (or a concurrent insert of it won): use the winner.
+    Exists(Hit),
+    /// The REV tuple is owned by another live pair: the allocator must pick another port.
+    RevTaken,
+    /// No slot could be obtained in the candidate buckets under the eviction policy.
+    Full,
+    /// Contention on the same keys did not settle within the retry budget; retry later.
+    Busy,
+    /// The request is malformed: `xlate.proto != org.proto`, or the REV key equals the ORG key.
+    Invalid,
+}
+
+impl fmt::Display for InsertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InsertError::Exists(h) => write!(f, "connection already exists (-> {:?})", h.xlate),
+            InsertError::RevTaken => f.write_str("reply tuple is owned by another connection"),
+            InsertError::Full => f.write_str("table full"),
+            InsertError::Busy => f.write_str("contended, retry"),
+            InsertError::Invalid => {
+                f.write_str("invalid pair: protocol changes or reply key equals original key")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InsertError {}
+
+/// Why a table could not be created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableError {
+    /// `connections` was 0.
+    ZeroCapacity,
+    /// `connections` exceeds what 32-bit slot handles can address.
+    TooLarge {
+        /// The requested number.
+        connections: usize,
+    },
+    /// The allocator refused the memory.
+    OutOfMemory {
+        /// Bytes requested.
+        bytes: usize,
+    },
+}
+
+impl fmt::Display for TableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TableError::ZeroCapacity => f.write_str("table size (connections) must be at least 1"),
+            TableError::TooLarge { connections } => write!(
+                f,
+                "table size {connections} connections is too large (max {})",
+                engine::MAX_CONNECTIONS
+            ),
+            TableError::OutOfMemory { bytes } => {
+                write!(f, "cannot allocate {bytes} bytes for the NAT table")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TableError {}
+
+/// One connection as listed by [`Table::sessions`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Session {
+    /// Tuple of the first packet as received.
+    pub org: Tuple,
+    /// What it becomes after NAT.
+    pub xlate: Tuple,
+    /// Connection state.
+    pub state: ConnState,
+    /// Seconds since the last packet in either direction.
+    pub idle_secs: u32,
+}

@@ -1,0 +1,180 @@
+//! Outcome counters, striped per thread so that counting never becomes a contention point.
+//!
+//! Each thread is assigned one of [`STRIPES`] cache-line-padded stripes the first time it counts;
+//! increments are relaxed `fetch_add`s on that stripe only (uncontended unless more than
+//! `STRIPES` threads share a table). [`TableStats`] sums the stripes; the sum is not a consistent
+//! snapshot across counters, which is fine for monitoring.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Number of counter stripes (power of two).
+pub(crate) const STRIPES: usize = 16;
+
+/// Counter indices.
+#[derive(Clone, Copy, Debug)]
+#[repr(usize)]
+pub(crate) enum Ctr {
+    Hit,
+    Miss,
+    Insert,
+    Refresh,
+    Evict,
+    Expire,
+    Restore,
+    Full,
+    RaceLost,
+    RevTaken,
+    Exists,
+    Orphan,
+    Remove,
+    Busy,
+    Relocate,
+    /// Signed delta of live halves (wrapping add of two's complement).
+    Halves,
+}
+
+pub(crate) const NCTR: usize = 16;
+
+/// One stripe: 16 counters, 128 bytes, aligned to 128 (two lines: adjacent-line prefetch).
+#[repr(C, align(128))]
+pub(crate) struct Stripe([AtomicU64; NCTR]);
+
+impl Stripe {
+    fn new() -> Stripe {
+        Stripe(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+/// A local tally, flushed once per public operation (one batch = one flush).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Tally([u64; NCTR]);
+
+impl Tally {
+    #[inline(always)]
+    pub(crate) fn inc(&mut self, c: Ctr) {
+        self.0[c as usize] = self.0[c as usize].wrapping_add(1);
+    }
+
+    #[inline(always)]
+    pub(crate) fn add_halves(&mut self, delta: i64) {
+        let i = Ctr::Halves as usize;
+        self.0[i] = self.0[i].wrapping_add(delta as u64);
+    }
+}
+
+/// The striped counters of a table.
+pub(crate) struct Counters {
+    stripes: Box<[Stripe]>,
+}
+
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static MY_STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+#[inline(always)]
+fn my_stripe() -> usize {
+    MY_STRIPE.with(|s| {
+        let v = s.get();
+        if v != usize::MAX {
+            v
+        } else {
+            let n = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            s.set(n);
+            n
+        }
+    })
+}
+
+impl Counters {
+    pub(crate) fn new() -> Counters {
+        Counters {
+            stripes: (0..STRIPES).map(|_| Stripe::new()).collect(),
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        std::mem::size_of::<Stripe>() * self.stripes.len()
+    }
+
+    #[inline]
+    pub(crate) fn flush(&self, t: &Tally) {
+        let s = &self.stripes[my_stripe()];
+        for (i, v) in t.0.iter().enumerate() {
+            if *v != 0 {
+                s.0[i].fetch_add(*v, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn sum(&self, c: Ctr) -> u64 {
+        self.stripes.iter().fold(0u64, |a, s| {
+            a.wrapping_add(s.0[c as usize].load(Ordering::Relaxed))
+        })
+    }
+
+    pub(crate) fn live_halves(&self) -> u64 {
+        let v = self.sum(Ctr::Halves) as i64;
+        v.max(0) as u64
+    }
+
+    pub(crate) fn snapshot(&self) -> TableStats {
+        TableStats {
+            hit: self.sum(Ctr::Hit),
+            miss: self.sum(Ctr::Miss),
+            insert: self.sum(Ctr::Insert),
+            refresh: self.sum(Ctr::Refresh),
+            evict: self.sum(Ctr::Evict),
+            expire: self.sum(Ctr::Expire),
+            restore: self.sum(Ctr::Restore),
+            full: self.sum(Ctr::Full),
+            race_lost: self.sum(Ctr::RaceLost),
+            rev_taken: self.sum(Ctr::RevTaken),
+            exists: self.sum(Ctr::Exists),
+            orphan: self.sum(Ctr::Orphan),
+            remove: self.sum(Ctr::Remove),
+            busy: self.sum(Ctr::Busy),
+            relocate: self.sum(Ctr::Relocate),
+            live_halves: self.live_halves(),
+        }
+    }
+}
+
+/// Totals of every table outcome since creation (monotonic, except `live_halves`).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct TableStats {
+    /// Lookups that returned a translation.
+    pub hit: u64,
+    /// Lookups that found nothing usable (absent, expired, orphaned or contended).
+    pub miss: u64,
+    /// Pairs inserted.
+    pub insert: u64,
+    /// Pair refreshes (both halves' last-seen advanced; at most one per half per second).
+    pub refresh: u64,
+    /// Live pairs evicted to make room.
+    pub evict: u64,
+    /// Expired pairs reclaimed (on lookup, insert, or as eviction victims).
+    pub expire: u64,
+    /// Missing halves recreated from their surviving partner.
+    pub restore: u64,
+    /// Inserts (or restores) that found no slot under the eviction policy.
+    pub full: u64,
+    /// Inserts/restores that aborted because a concurrent writer claimed the same key.
+    pub race_lost: u64,
+    /// Inserts refused because the REV tuple belongs to another live pair.
+    pub rev_taken: u64,
+    /// Inserts refused because the ORG key is already live.
+    pub exists: u64,
+    /// Lone halves dropped because their partner key now belongs to another connection.
+    pub orphan: u64,
+    /// Pairs (or halves) removed by `remove`, `remove_half` or `flush`.
+    pub remove: u64,
+    /// Operations that gave up after their retry budget on a BUSY slot.
+    pub busy: u64,
+    /// Halves moved to their alternate bucket to make room without evicting a protected pair.
+    pub relocate: u64,
+    /// Live halves right now (approximate under concurrent updates).
+    pub live_halves: u64,
+}

@@ -1,0 +1,596 @@
+//! Unit tests and a model-based property test of the table.
+
+use super::*;
+use proptest::prelude::*;
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+fn cfg(connections: usize) -> TableConfig {
+    TableConfig {
+        seed: Some(7),
+        ..TableConfig::new(connections)
+    }
+}
+
+fn org(i: u32) -> Tuple {
+    Tuple::new(
+        0x0A00_0000 | i,
+        40000 + (i % 20000) as u16,
+        0xC633_6401,
+        443,
+        TCP,
+    )
+}
+
+fn xl(i: u32) -> Tuple {
+    Tuple::new(0xCB00_7100 | (i >> 16), i as u16, 0xC633_6401, 443, TCP)
+}
+
+#[test]
+fn insert_then_hit_both_directions() {
+    let t = Table::new(cfg(1024)).unwrap();
+    let (o, x) = (org(1), xl(1));
+    let h = t.insert_pair(&o, &x, ConnState::TcpSyn, 10).unwrap();
+    assert_eq!((h.dir, h.xlate), (Dir::Org, x));
+    let h = t.lookup(&o, 10).unwrap();
+    assert_eq!((h.dir, h.xlate, h.restored), (Dir::Org, x, false));
+    let h = t.lookup(&x.reversed(), 10).unwrap();
+    assert_eq!((h.dir, h.xlate), (Dir::Rev, o.reversed()));
+    assert_eq!(t.len(), 1);
+    assert!(t.lookup(&org(2), 10).is_none());
+    let s = t.stats();
+    assert_eq!((s.insert, s.hit, s.miss), (1, 2, 1));
+}
+
+#[test]
+fn exists_rev_taken_invalid() {
+    let t = Table::new(cfg(1024)).unwrap();
+    t.insert_pair(&org(1), &xl(1), ConnState::Udp, 0).unwrap();
+    match t.insert_pair(&org(1), &xl(9), ConnState::Udp, 0) {
+        Err(InsertError::Exists(h)) => assert_eq!(h.xlate, xl(1)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        t.insert_pair(&org(2), &xl(1), ConnState::Udp, 0),
+        Err(InsertError::RevTaken)
+    );
+    assert!(t.is_rev_taken(&xl(1).reversed(), 0));
+    assert!(!t.is_rev_taken(&xl(2).reversed(), 0));
+    let mut bad = xl(3);
+    bad.proto = UDP;
+    assert_eq!(
+        t.insert_pair(&org(3), &bad, ConnState::Udp, 0),
+        Err(InsertError::Invalid)
+    );
+    assert_eq!(
+        t.insert_pair(&org(3), &org(3).reversed(), ConnState::Udp, 0),
+        Err(InsertError::Invalid)
+    );
+    let s = t.stats();
+    assert_eq!((s.exists, s.rev_taken), (1, 1));
+}
+
+#[test]
+fn hit_on_either_half_refreshes_both() {
+    let t = Table::new(cfg(64)).unwrap();
+    t.insert_pair(&org(1), &xl(1), ConnState::Udp, 0).unwrap(); // udp timeout 300
+    for now in (250..2000).step_by(250) {
+        // Alternate directions: each half is only hit every 500 s, beyond its timeout, yet
+        // the pair stays alive because a hit on one half refreshes the other.
+        let key = if now % 500 == 0 {
+            xl(1).reversed()
+        } else {
+            org(1)
+        };
+        assert!(t.lookup(&key, now).is_some(), "lost at {now}");
+    }
+    assert!(t.lookup(&org(1), 1750 + 301).is_none());
+    assert_eq!(t.stats().expire, 1);
+    assert_eq!(t.len(), 0);
+}
+
+#[test]
+fn protocol_aware_expiry_and_set_state() {
+    let tm = Timeouts::default();
+    let t = Table::new(cfg(64)).unwrap();
+    let h = t
+        .insert_pair(&org(1), &xl(1), ConnState::TcpSyn, 0)
+        .unwrap();
+    assert!(t.lookup(&org(1), tm.tcp_syn).is_some());
+    t.set_state(h.slot, ConnState::TcpEstablished);
+    let h = t.lookup(&xl(1).reversed(), tm.tcp_syn + 1000).unwrap();
+    assert_eq!(h.state, ConnState::TcpEstablished);
+    assert!(t.set_state_hit(&h, ConnState::TcpClosing));
+    let base = tm.tcp_syn + 1000;
+    assert!(t.lookup(&org(1), base + tm.tcp_closing).is_some());
+    assert!(t.lookup(&org(1), base + 2 * tm.tcp_closing + 1).is_none());
+    assert!(t
+        .lookup(&xl(1).reversed(), base + 2 * tm.tcp_closing + 1)
+        .is_none());
+    assert!(t.is_empty());
+}
+
+#[test]
+fn remove_removes_the_pair() {
+    let t = Table::new(cfg(64)).unwrap();
+    t.insert_pair(&org(1), &xl(1), ConnState::Udp, 0).unwrap();
+    assert!(t.remove(&xl(1).reversed()));
+    assert!(t.lookup(&org(1), 0).is_none());
+    assert!(!t.remove(&org(1)));
+    assert!(t.is_empty());
+    // Port is free again.
+    t.insert_pair(&org(2), &xl(1), ConnState::Udp, 0).unwrap();
+}
+
+#[test]
+fn lone_half_is_restored_on_next_refresh() {
+    for lose_rev in [true, false] {
+        let t = Table::new(cfg(64)).unwrap();
+        t.insert_pair(&org(1), &xl(1), ConnState::Udp, 0).unwrap();
+        let (lost, kept) = if lose_rev {
+            (xl(1).reversed(), org(1))
+        } else {
+            (org(1), xl(1).reversed())
+        };
+        assert!(t.remove_half(&lost));
+        assert!(t.lookup(&lost, 1).is_none());
+        let h = t.lookup(&kept, 1).unwrap();
+        assert!(h.restored);
+        let h2 = t.lookup(&lost, 1).unwrap();
+        assert!(!h2.restored);
+        assert_eq!(t.stats().restore, 1);
+        assert_eq!(t.stats().live_halves, 2);
+    }
+}
+
+#[test]
+fn lone_half_not_resurrected_when_expired_or_port_reused() {
+    let t = Table::new(cfg(64)).unwrap();
+    t.insert_pair(&org(1), &xl(1), ConnState::Udp, 0).unwrap();
+    t.remove_half(&xl(1).reversed());
+    assert!(
+        t.lookup(&org(1), 301).is_none(),
+        "expired lone half must die"
+    );
+    assert_eq!(t.stats().restore, 0);
+    assert!(t.is_empty());
+
+    // Port reused by another connection while the REV half was missing: ORG is an orphan.
+    t.insert_pair(&org(1), &xl(1), ConnState::Udp, 400).unwrap();
+    t.remove_half(&xl(1).reversed());
+    t.insert_pair(&org(2), &xl(1), ConnState::Udp, 400).unwrap();
+    assert!(t.lookup(&org(1), 401).is_none());
+    assert_eq!(t.stats().orphan, 1);
+    assert_eq!(
+        t.lookup(&xl(1).reversed(), 401).unwrap().xlate,
+        org(2).reversed()
+    );
+}
+
+#[test]
+fn eviction_is_pairwise_and_prefers_expired_then_unassured() {
+    // 4 connections -> 2 buckets of 8 ways = exactly 8 connections.
+    let t = Table::new(cfg(4)).unwrap();
+    assert_eq!(t.capacity(), 8);
+    for i in 0..8 {
+        let st = if i < 4 {
+            ConnState::TcpEstablished
+        } else {
+            ConnState::TcpSyn
+        };
+        t.insert_pair(&org(i), &xl(i), st, 0).unwrap();
+    }
+    assert_eq!(t.len(), 8);
+    // Full: the next insert evicts a never-assured (SYN) pair, not an established one.
+    t.insert_pair(&org(100), &xl(100), ConnState::TcpEstablished, 1)
+        .unwrap();
+    assert_eq!(t.stats().evict, 1);
+    for i in 0..4 {
+        assert!(t.lookup(&org(i), 1).is_some());
+    }
+    // No lone halves, ever.
+    assert_eq!(t.stats().live_halves, 16);
+    for s in t.sessions(1) {
+        let h = t.lookup(&s.xlate.reversed(), 1).unwrap();
+        assert_eq!(h.xlate, s.org.reversed());
+    }
+    // Expired SYN pairs go first (tcp_syn = 240 s).
+    t.insert_pair(&org(101), &xl(101), ConnState::TcpSyn, 300)
+        .unwrap();
+    assert_eq!(t.stats().expire, 1);
+}
+
+#[test]
+fn eviction_classes_in_order() {
+    // One victim per class in a full 16-way neighbourhood; each insert takes the next class.
+    let tm = Timeouts::default();
+    let t = Table::new(cfg(4)).unwrap();
+    let now = 1000;
+    let mk = |i: u32, st: ConnState, at: u32| {
+        t.insert_pair(&org(i), &xl(i), st, at).unwrap();
+    };
+    mk(0, ConnState::Udp, now - tm.udp - 5); // expired
+    mk(1, ConnState::Udp, now - 10); // never assured
+    mk(2, ConnState::TcpClosing, now - 10);
+    t.lookup(&xl(2).reversed(), now - 10).unwrap(); // assure it
+    mk(3, ConnState::Udp, now - 10); // probationary: one exchange
+    t.lookup(&xl(3).reversed(), now - 10).unwrap();
+    for i in 4..8 {
+        mk(i, ConnState::TcpEstablished, now - 5 + i); // protected
+    }
+    assert_eq!(t.len(), 8);
+    let order = [0, 1, 2, 3, 4];
+    for (n, victim) in order.into_iter().enumerate() {
+        t.insert_pair(
+            &org(100 + n as u32),
+            &xl(100 + n as u32),
+            ConnState::TcpEstablished,
+            now,
+        )
+        .unwrap();
+        assert!(
+            !t.is_rev_taken(&xl(victim).reversed(), now),
+            "step {n}: expected pair {victim} evicted"
+        );
+        for survivor in victim + 1..8 {
+            assert!(
+                t.is_rev_taken(&xl(survivor).reversed(), now),
+                "step {n}: {survivor}"
+            );
+        }
+    }
+    let s = t.stats();
+    assert_eq!((s.expire, s.evict), (1, 4));
+}
+
+#[test]
+fn cuckoo_step_makes_room_without_evicting() {
+    for evict_protected in [true, false] {
+        let t = Table::new(TableConfig {
+            evict_protected,
+            ..cfg(1024)
+        })
+        .unwrap();
+        // Fill with protected pairs until the first eviction or refusal.
+        let mut n = 0;
+        while t.stats().evict == 0 && t.stats().full == 0 {
+            let _ = t.insert_pair(&org(n), &xl(n), ConnState::TcpEstablished, 1);
+            n += 1;
+        }
+        let s = t.stats();
+        // Without cuckoo steps the first collision of 16 full ways comes far earlier.
+        assert!(s.relocate > 0, "{s:?}");
+        assert!(
+            t.len() * 100 >= t.capacity() * 90,
+            "{} of {}",
+            t.len(),
+            t.capacity()
+        );
+        let alive = (0..n)
+            .filter(|&i| match t.lookup(&org(i), 2) {
+                Some(h) => {
+                    assert_eq!(h.xlate, xl(i));
+                    let r = t.lookup(&xl(i).reversed(), 2).unwrap();
+                    assert_eq!(r.xlate, org(i).reversed());
+                    true
+                }
+                None => false,
+            })
+            .count();
+        assert_eq!(alive as u64, n as u64 - s.evict - s.full);
+        assert_eq!(t.stats().restore, 0);
+    }
+}
+
+#[test]
+fn refuse_instead_of_evicting_protected() {
+    let t = Table::new(TableConfig {
+        evict_protected: false,
+        ..cfg(4)
+    })
+    .unwrap();
+    for i in 0..8 {
+        t.insert_pair(&org(i), &xl(i), ConnState::TcpEstablished, 0)
+            .unwrap();
+    }
+    assert_eq!(
+        t.insert_pair(&org(100), &xl(100), ConnState::TcpSyn, 1),
+        Err(InsertError::Full)
+    );
+    assert_eq!(t.stats().full, 1);
+    assert_eq!(t.len(), 8);
+}
+
+#[test]
+fn sessions_and_flush() {
+    let t = Table::new(cfg(1024)).unwrap();
+    for i in 0..10 {
+        t.insert_pair(&org(i), &xl(i), ConnState::Udp, i).unwrap();
+    }
+    let mut v: Vec<Session> = t.sessions(20).collect();
+    v.sort_by_key(|s| s.org);
+    assert_eq!(v.len(), 10);
+    assert_eq!(v[3].xlate, xl(3));
+    assert_eq!(v[3].idle_secs, 17);
+    let n = t.flush(|s| s.org.src & 1 == 0);
+    assert_eq!(n, 5);
+    assert_eq!(t.len(), 5);
+    assert!(t.lookup(&xl(2).reversed(), 20).is_none());
+    assert!(t.lookup(&xl(3).reversed(), 20).is_some());
+}
+
+#[test]
+fn memory_is_fixed_and_small() {
+    let t = Table::new(TableConfig::new(1 << 20)).unwrap();
+    assert!(t.capacity() >= 1 << 20);
+    assert_eq!(t.bytes_per_connection(), 96);
+    assert!(matches!(
+        Table::new(TableConfig::new(0)),
+        Err(TableError::ZeroCapacity)
+    ));
+}
+
+#[test]
+fn batch_matches_scalar() {
+    let t = Table::new(cfg(4096)).unwrap();
+    for i in 0..1000 {
+        t.insert_pair(&org(i), &xl(i), ConnState::Udp, 0).unwrap();
+    }
+    let keys: Vec<Tuple> = (0..1500)
+        .map(|i| if i % 2 == 0 { org(i) } else { xl(i).reversed() })
+        .collect();
+    let mut out = vec![None; keys.len()];
+    t.lookup_batch(&keys, 0, &mut out);
+    for (k, o) in keys.iter().zip(&out) {
+        assert_eq!(*o, t.lookup(k, 0), "{k:?}");
+    }
+}
+
+#[test]
+fn table_is_send_sync() {
+    fn f<T: Send + Sync>() {}
+    f::<Table>();
+}
+
+// ---- model-based property test ----------------------------------------------------------
+
+#[derive(Clone, Debug)]
+struct MPair {
+    org: Tuple,
+    xlate: Tuple,
+    has_org: bool,
+    has_rev: bool,
+    last: u32,
+    state: ConnState,
+    assured: bool,
+}
+
+#[derive(Default)]
+struct Model {
+    pairs: Vec<MPair>,
+    tm: Option<Timeouts>,
+}
+
+impl Model {
+    fn tm(&self) -> Timeouts {
+        self.tm.unwrap()
+    }
+    fn find(&self, key: &Tuple) -> Option<(usize, Dir)> {
+        self.pairs.iter().enumerate().find_map(|(i, p)| {
+            if p.has_org && p.org == *key {
+                Some((i, Dir::Org))
+            } else if p.has_rev && p.xlate.reversed() == *key {
+                Some((i, Dir::Rev))
+            } else {
+                None
+            }
+        })
+    }
+    fn expired(&self, i: usize, now: u32) -> bool {
+        let p = &self.pairs[i];
+        now.saturating_sub(p.last) > self.tm().for_state(p.state)
+    }
+    fn gc(&mut self) {
+        self.pairs.retain(|p| p.has_org || p.has_rev);
+    }
+    fn halves(&self) -> u64 {
+        self.pairs
+            .iter()
+            .map(|p| p.has_org as u64 + p.has_rev as u64)
+            .sum()
+    }
+    fn lookup(&mut self, key: &Tuple, now: u32) -> Option<Hit> {
+        let (i, dir) = self.find(key)?;
+        if self.expired(i, now) {
+            self.pairs.remove(i);
+            return None;
+        }
+        let assure = dir == Dir::Rev && !self.pairs[i].assured;
+        let mut restored = false;
+        if self.pairs[i].last < now || assure {
+            let p = &mut self.pairs[i];
+            p.last = p.last.max(now);
+            p.assured |= assure;
+            let partner_there = match dir {
+                Dir::Org => p.has_rev,
+                Dir::Rev => p.has_org,
+            };
+            if !partner_there {
+                let pk = match dir {
+                    Dir::Org => self.pairs[i].xlate.reversed(),
+                    Dir::Rev => self.pairs[i].org,
+                };
+                if self.find(&pk).is_some() {
+                    // Partner key owned by another connection: orphan, dropped.
+                    self.pairs.remove(i);
+                    return None;
+                }
+                let p = &mut self.pairs[i];
+                p.has_org = true;
+                p.has_rev = true;
+                restored = true;
+            }
+        }
+        let p = &self.pairs[i];
+        Some(Hit {
+            dir,
+            xlate: match dir {
+                Dir::Org => p.xlate,
+                Dir::Rev => p.org.reversed(),
+            },
+            state: p.state,
+            slot: 0,
+            restored,
+        })
+    }
+    fn insert(
+        &mut self,
+        o: &Tuple,
+        x: &Tuple,
+        st: ConnState,
+        now: u32,
+    ) -> Result<Hit, InsertError> {
+        if self.find(o).is_some() {
+            if let Some(h) = self.lookup(o, now) {
+                return Err(InsertError::Exists(h));
+            }
+        }
+        if let Some((i, dir)) = self.find(&x.reversed()) {
+            if self.expired(i, now) {
+                self.pairs.remove(i);
+            } else if dir == Dir::Rev && self.pairs[i].org == *o && self.pairs[i].xlate == *x {
+                // Lone REV half of this very connection: restored, then reported as existing.
+                let p = &mut self.pairs[i];
+                p.has_org = true;
+                p.last = p.last.max(now);
+                return Err(InsertError::Exists(self.lookup(o, now).unwrap()));
+            } else {
+                return Err(InsertError::RevTaken);
+            }
+        }
+        self.pairs.push(MPair {
+            org: *o,
+            xlate: *x,
+            has_org: true,
+            has_rev: true,
+            last: now,
+            state: st,
+            assured: st == ConnState::TcpEstablished,
+        });
+        Ok(Hit {
+            dir: Dir::Org,
+            xlate: *x,
+            state: st,
+            slot: 0,
+            restored: false,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Insert(u8, u8, u8),
+    Lookup(u8),
+    Remove(u8),
+    RemoveHalf(u8),
+    RevTaken(u8),
+    Advance(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..9u8, 0..4u8, 0..3u8).prop_map(|(a, b, c)| Op::Insert(a, b, c)),
+        5 => (0..13u8).prop_map(Op::Lookup),
+        1 => (0..13u8).prop_map(Op::Remove),
+        2 => (0..13u8).prop_map(Op::RemoveHalf),
+        1 => (0..4u8).prop_map(Op::RevTaken),
+        2 => (0..6u8).prop_map(Op::Advance),
+    ]
+}
+
+fn m_org(i: u8) -> Tuple {
+    Tuple::new(
+        0x0A00_0001 + (i / 3) as u32,
+        1000 + (i % 3) as u16,
+        0x0808_0808,
+        53,
+        UDP,
+    )
+}
+fn m_xl(i: u8, o: &Tuple) -> Tuple {
+    Tuple::new(0xCB00_7101, 2000 + i as u16, o.dst, o.dport, UDP)
+}
+fn m_rev(i: u8) -> Tuple {
+    // Reply tuples as a peer would send them (dst 8.8.8.8:53 fixed, so orgs differ only in src).
+    m_xl(i, &m_org(0)).reversed()
+}
+fn m_key(i: u8) -> Tuple {
+    if i < 9 {
+        m_org(i)
+    } else {
+        m_rev(i - 9)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #[test]
+    fn matches_reference_model(ops in proptest::collection::vec(op(), 1..80)) {
+        let tm = Timeouts { tcp_syn: 20, tcp_established: 500, tcp_closing: 20, udp: 60, icmp: 60, other: 60 };
+        let t = Table::new(TableConfig { timeouts: tm, seed: Some(1), ..TableConfig::new(4096) }).unwrap();
+        let mut m = Model { tm: Some(tm), ..Model::default() };
+        let states = [ConnState::TcpSyn, ConnState::TcpEstablished, ConnState::Udp];
+        let mut now = 100u32;
+        for o in ops {
+            match o {
+                Op::Insert(a, b, c) => {
+                    let org = m_org(a);
+                    let x = m_xl(b, &org);
+                    let got = t.insert_pair(&org, &x, states[c as usize], now)
+                        .map(|h| (h.dir, h.xlate, h.state, h.restored))
+                        .map_err(|e| match e { InsertError::Exists(h) => Some((h.dir, h.xlate, h.state, h.restored)), _ => None });
+                    let want = m.insert(&org, &x, states[c as usize], now)
+                        .map(|h| (h.dir, h.xlate, h.state, h.restored))
+                        .map_err(|e| match e { InsertError::Exists(h) => Some((h.dir, h.xlate, h.state, h.restored)), _ => None });
+                    prop_assert_eq!(got, want, "insert {:?}", o);
+                }
+                Op::Lookup(k) => {
+                    let key = m_key(k);
+                    let got = t.lookup(&key, now).map(|h| (h.dir, h.xlate, h.state, h.restored));
+                    let want = m.lookup(&key, now).map(|h| (h.dir, h.xlate, h.state, h.restored));
+                    prop_assert_eq!(got, want, "lookup {:?} at {}", key, now);
+                }
+                Op::Remove(k) => {
+                    let key = m_key(k);
+                    let want = match m.find(&key) { Some((i, _)) => { m.pairs.remove(i); true } None => false };
+                    prop_assert_eq!(t.remove(&key), want);
+                }
+                Op::RemoveHalf(k) => {
+                    let key = m_key(k);
+                    let want = match m.find(&key) {
+                        Some((i, Dir::Org)) => { m.pairs[i].has_org = false; true }
+                        Some((i, Dir::Rev)) => { m.pairs[i].has_rev = false; true }
+                        None => false,
+                    };
+                    m.gc();
+                    prop_assert_eq!(t.remove_half(&key), want);
+                }
+                Op::RevTaken(k) => {
+                    let key = m_rev(k);
+                    let want = match m.find(&key) { Some((i, _)) => !m.expired(i, now), None => false };
+                    prop_assert_eq!(t.is_rev_taken(&key, now), want);
+                }
+                Op::Advance(s) => now += [0, 1, 2, 15, 40, 200][s as usize],
+            }
+            m.gc();
+            prop_assert_eq!(t.stats().live_halves, m.halves());
+        }
+        let mut got: Vec<_> = t.sessions(now).map(|s| (s.org, s.xlate, s.state, s.idle_secs)).collect();
+        let mut want: Vec<_> = m.pairs.iter().filter(|p| p.has_org)
+            .map(|p| (p.org, p.xlate, p.state, now - p.last)).collect();
+        got.sort_by_key(|v| v.0);
+        want.sort_by_key(|v| v.0);
+        prop_assert_eq!(got, want);
+    }
+}

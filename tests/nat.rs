@@ -1,0 +1,291 @@
+//! NAT mode in the lab with kernel forwarding off: real clients (curl, iperf3, ping,
+//! Python sockets) through SNAT and port forwards, ICMP error translation, and
+//! unsolicited inbound traffic.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn tool(name: &str) -> String {
+    root()
+        .join("tests/tools")
+        .join(name)
+        .to_string_lossy()
+        .to_string()
+}
+
+/// An HTTP server in `role` on `addr:port` serving the lab directory; its log shows peers.
+fn http_server(lab: &Lab, role: &str, addr: &str, port: u16, log: &str) -> std::process::Child {
+    let dir = lab.dir.to_string_lossy().to_string();
+    let p = port.to_string();
+    let server = root()
+        .join("tests/tools/http_server.py")
+        .to_string_lossy()
+        .to_string();
+    let child = lab.spawn(role, &["python3", &server, addr, &p, &dir], log);
+    let pat = format!("{addr}:{port}");
+    let up = wait_for(Duration::from_secs(10), || {
+        lab.sh(role, &format!("ss -ltn | grep -q {pat}"))
+            .status
+            .success()
+    });
+    assert!(up, "http server on {pat} did not start");
+    child
+}
+
+fn kill(mut c: std::process::Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+#[test]
+fn curl_ping_and_iperf3_through_snat() {
+    let lab = Lab::up("snat", 1);
+    std::fs::write(lab.dir.join("hello.txt"), "hello through xnat\n").unwrap();
+    let srv = http_server(&lab, "srv", "198.19.0.2", 8080, "http.log");
+    let gw = Gateway::start(&lab, &["--masquerade"]);
+
+    let out = lab.exec(
+        "cli",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "http://198.19.0.2:8080/hello.txt",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello through xnat\n",
+        "{}",
+        gw.log()
+    );
+    let log = lab.read("http.log");
+    assert!(
+        log.contains("198.19.0.1 - -"),
+        "server did not see the NAT address: {log}"
+    );
+    assert!(
+        !log.contains("198.18.0.2"),
+        "server saw the private address: {log}"
+    );
+
+    let ping = lab.exec(
+        "cli",
+        &["ping", "-c", "5", "-i", "0.2", "-W", "2", "198.19.0.2"],
+    );
+    let ping_out = String::from_utf8_lossy(&ping.stdout).to_string();
+    assert!(
+        ping_out.contains(" 5 received") || ping_out.contains(" 4 received"),
+        "{ping_out}"
+    );
+    // The gateway's own kernel still answers pings to its addresses on both sides.
+    assert!(lab
+        .exec("srv", &["ping", "-c", "1", "-W", "2", "198.19.0.1"])
+        .status
+        .success());
+    assert!(lab
+        .exec("cli", &["ping", "-c", "1", "-W", "2", "198.18.0.1"])
+        .status
+        .success());
+
+    let iperf_srv = lab.spawn(
+        "srv",
+        &["iperf3", "-s", "-B", "198.19.0.2", "-p", "5201"],
+        "iperf.log",
+    );
+    let ready = wait_for(Duration::from_secs(10), || {
+        lab.sh("srv", "ss -ltn | grep -q 5201").status.success()
+    });
+    assert!(ready, "iperf3 server did not start");
+    for udp in [false, true] {
+        let mut args = vec!["iperf3", "-c", "198.19.0.2", "-p", "5201", "-t", "3", "-J"];
+        if udp {
+            args.extend_from_slice(&["-u", "-b", "50M"]);
+        }
+        let out = lab.exec("cli", &args);
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let end = &j["end"];
+        let bytes = if udp {
+            end["sum"]["bytes"].as_u64().unwrap_or(0)
+        } else {
+            end["sum_received"]["bytes"].as_u64().unwrap_or(0)
+        };
+        assert!(
+            bytes > 1_000_000,
+            "iperf3 udp={udp} moved only {bytes} bytes: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            gw.log()
+        );
+        if udp {
+            let lost = end["sum"]["lost_percent"].as_f64().unwrap_or(100.0);
+            assert!(lost < 20.0, "UDP loss {lost}%");
+        }
+    }
+    kill(iperf_srv);
+    let s = gw.fresh_stats();
+    assert_eq!(s["mode"], "nat");
+    assert!(num(&s, "/table/insert") >= 4, "{s}");
+    assert!(num(&s, "/table/hit") > 1000, "{s}");
+    kill(srv);
+}
+
+#[test]
+fn thousand_parallel_connections_get_distinct_ports() {
+    let lab = Lab::up("many", 1);
+    let conns = tool("conns.py");
+    let srv = lab.spawn(
+        "srv",
+        &["python3", &conns, "server", "198.19.0.2", "9000", "60"],
+        "conns-srv.log",
+    );
+    let up = wait_for(Duration::from_secs(10), || {
+        lab.sh("srv", "ss -ltn | grep -q 9000").status.success()
+    });
+    assert!(up);
+    // A small port range forces reuse of NAT ports across destinations to be exercised
+    // while 1000 connections to one destination still each need their own.
+    let gw = Gateway::start(&lab, &["--snat", "198.19.0.1", "--ports", "20000-21999"]);
+    let out = lab.sh(
+        "cli",
+        &format!("ulimit -n 8192; python3 {conns} client 198.19.0.2 9000 1000"),
+    );
+    let j: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}\n{}", gw.log()));
+    assert_eq!(j["ok"], 1000, "{}\n{}", j["failed"], gw.log());
+    let peers: Vec<&str> = j["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    let mut ports: Vec<u16> = peers
+        .iter()
+        .map(|p| {
+            let (ip, port) = p.split_once(':').unwrap();
+            assert_eq!(ip, "198.19.0.1", "server saw {p}");
+            port.parse().unwrap()
+        })
+        .collect();
+    assert!(
+        ports.iter().all(|p| (20000..=21999).contains(p)),
+        "port outside the range"
+    );
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(
+        ports.len(),
+        1000,
+        "two live connections shared a NAT port towards one destination"
+    );
+    let s = gw.fresh_stats();
+    assert!(num(&s, "/table/insert") >= 1000, "{s}");
+    kill(srv);
+}
+
+#[test]
+fn port_forward_with_and_without_snat() {
+    let lab = Lab::up("dnat", 1);
+    std::fs::write(lab.dir.join("inside.txt"), "served from inside\n").unwrap();
+    let web = http_server(&lab, "cli", "198.18.0.2", 80, "inside-http.log");
+    let gw = Gateway::start(
+        &lab,
+        &[
+            "--masquerade",
+            "--dnat",
+            "tcp:198.19.0.1:40080=198.18.0.2:80",
+            "--dnat",
+            "tcp:198.19.0.1:40081=198.18.0.2:80,snat",
+        ],
+    );
+    let get = |port: u16| {
+        let out = lab.exec(
+            "srv",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+                &format!("http://198.19.0.1:{port}/inside.txt"),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(get(40080), "served from inside\n", "{}", gw.log());
+    let log = lab.read("inside-http.log");
+    assert!(
+        log.contains("198.19.0.2 - -"),
+        "plain DNAT keeps the client address: {log}"
+    );
+    assert_eq!(get(40081), "served from inside\n", "{}", gw.log());
+    let log = lab.read("inside-http.log");
+    assert!(
+        log.contains("198.18.0.1 - -"),
+        "DNAT+SNAT shows the gateway's inside address: {log}"
+    );
+    // A port that is neither forwarded nor in the NAT range reaches the gateway's kernel,
+    // which has nothing listening: the connection is refused (RST), not silently dropped.
+    let out = lab.exec(
+        "srv",
+        &["curl", "-sS", "--max-time", "5", "http://198.19.0.1:40000/"],
+    );
+    // curl exit 7: could not connect (refused); a silent drop would be 28 (timeout).
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    kill(web);
+}
+
+#[test]
+fn icmp_errors_are_translated_back_to_the_client() {
+    let lab = Lab::up_with("icmp", 1, "router");
+    let gw = Gateway::start(&lab, &["--masquerade"]);
+    let probe = tool("icmp_probe.py");
+    // UDP to a closed port: the server answers port unreachable to the NAT address.
+    let out = lab.exec("cli", &["python3", &probe, "198.19.0.2", "9999", "64"]);
+    let j: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    assert_eq!(j["icmp_type"], 3, "{j}\n{}", gw.log());
+    assert_eq!(j["icmp_code"], 3, "{j}");
+    assert_eq!(j["errno"], 111, "the socket saw ECONNREFUSED: {j}");
+    // TTL 2: the gateway is hop 1, the server (now a router) hop 2, where it expires on
+    // the way to the far namespace.
+    let out = lab.exec("cli", &["python3", &probe, "198.19.1.2", "33434", "2"]);
+    let j: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    assert_eq!(j["icmp_type"], 11, "{j}\n{}", gw.log());
+    assert_eq!(j["offender"], "198.19.0.2", "{j}");
+    let s = gw.fresh_stats();
+    assert_eq!(num(&s, "/total/drops/icmp_no_session"), 0, "{s}");
+}
+
+#[test]
+fn unsolicited_inbound_syns_are_dropped_without_state() {
+    let lab = Lab::up("unsol", 1);
+    let gw = Gateway::start(&lab, &["--snat", "198.19.0.1", "--ports", "20000-29999"]);
+    let before = gw.fresh_stats();
+    // SYNs to a NAT port with no session: dropped by xnat, so curl times out (no RST).
+    for port in [20001, 25000, 29999] {
+        let out = lab.exec(
+            "srv",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "2",
+                &format!("http://198.19.0.1:{port}/"),
+            ],
+        );
+        // curl exit 28: timed out, nothing answered (not even a RST from the kernel).
+        assert_eq!(out.status.code(), Some(28), "port {port}: {out:?}");
+    }
+    let after = gw.fresh_stats();
+    assert!(num(&after, "/total/drops/no_mapping") >= 3, "{after}");
+    assert_eq!(
+        num(&after, "/table/insert"),
+        num(&before, "/table/insert"),
+        "an unsolicited SYN created state"
+    );
+    assert_eq!(num(&after, "/table/connections"), 0, "{after}");
+}
