@@ -302,6 +302,7 @@ struct Outcome {
     broken_short: u64,
     broken_burst: u64,
     refused: u64,
+    refused_long: u64,
     realloc: u64,
     restored: u64,
     evicted: u64,
@@ -351,6 +352,9 @@ impl Sim<'_> {
             Verdict::Refused => {
                 if self.conns[c].mapped.is_none() {
                     self.out.refused += 1;
+                    if self.conns[c].kind == Kind::Long {
+                        self.out.refused_long += 1;
+                    }
                     self.conns[c].dead = true;
                 } else {
                     self.broken(c);
@@ -605,7 +609,9 @@ fn main() {
     };
     // Live set: long-lived connections + short TCP connections in flight (mean 3 s each).
     let live_set = p.live + (p.live as f64 / 200.0 * 3.0) as usize;
-    let cmd: Vec<String> = std::env::args().collect();
+    let cmd: Vec<String> = std::iter::once("xnat-tablesim".to_string())
+        .chain(std::env::args().skip(1))
+        .collect();
     let mut md = String::new();
     let _ = writeln!(md, "# xnat-tablesim results\n");
     let _ = writeln!(md, "Command: `{}`\n", cmd.join(" "));
@@ -626,7 +632,7 @@ fn main() {
     let _ = writeln!(
         md,
         "| ratio | entries | model | broken long-lived | broken short | burst flows broken | \
-         refused new | port reallocations | restorations | evicted entries | expired entries |"
+         refused new (long-lived) | port reallocations | restorations | evicted entries | expired entries |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
     for &ratio in &ratios {
@@ -671,12 +677,13 @@ fn main() {
             let o = run(&p, m.as_mut());
             let _ = writeln!(
                 md,
-                "| {ratio} | {entries} | {name} | {} / {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {ratio} | {entries} | {name} | {} / {} | {} | {} | {} ({}) | {} | {} | {} | {} |",
                 o.broken_long,
                 p.live,
                 o.broken_short,
                 o.broken_burst,
                 o.refused,
+                o.refused_long,
                 o.realloc,
                 o.restored,
                 o.evicted,
@@ -685,6 +692,22 @@ fn main() {
             eprintln!("ratio {ratio} {name} done");
         }
     }
+    let _ = writeln!(
+        md,
+        "\nHow to read it: *broken* = a packet of a live connection (long-lived: always live, \
+         every idle gap is far inside the 7440 s TCP timeout; short: until its FIN) got no \
+         translation or another port. *Burst flows broken* = an unanswered UDP flow whose \
+         retransmission one second later found its entry gone: xnat deliberately sacrifices \
+         never-assured flows first (conntrack's early-drop rule), the LRUs sacrifice idle \
+         long-lived connections instead. *Refused new* = connections that could not be \
+         created at all (xnat-refuse never evicts a protected pair). Models 1/2 use an exact \
+         LRU, kinder than the kernel's approximate one: touching both halves together keeps \
+         them adjacent in LRU order, so they are evicted together and the restore fix of \
+         model 2 almost never finds a lone half; what breaks them here is whole pairs of idle \
+         connections evicted by the churn of stale entries (turnover time = entries / \
+         insertion rate, a few minutes), which only timeouts and state-aware eviction avoid. \
+         xnat evictions and expirations are counted in entries (2 per pair)."
+    );
     print!("{md}");
     if out_path != "-" {
         if let Err(e) = std::fs::write(&out_path, &md) {

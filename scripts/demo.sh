@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PFX=${XNAT_DEMO_PREFIX:-xnatdemo}
-MODE=${XNAT_DEMO_MODE:-forward}
+MODE=${XNAT_DEMO_MODE:-nat}
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -22,14 +22,18 @@ bin=target/release/xnat
 
 bench/lab.sh up "$PFX" 1
 head -c $((10 * 1024 * 1024)) /dev/urandom > "$work/10mb.bin"
-ip netns exec "$PFX-srv" python3 tests/tools/http_server.py 198.19.0.2 8080 "$work" >/dev/null 2>&1 &
+ip netns exec "$PFX-srv" python3 tests/tools/http_server.py 198.19.0.2 8080 "$work" >"$work/srv-http.log" 2>&1 &
+pids+=($!)
+ip netns exec "$PFX-cli" python3 tests/tools/http_server.py 198.18.0.2 8080 "$work" >"$work/cli-http.log" 2>&1 &
 pids+=($!)
 ip netns exec "$PFX-srv" iperf3 -s -B 198.19.0.2 -1 >/dev/null 2>&1 &
 pids+=($!)
 
-echo "== starting xnat ($MODE mode) in $PFX-gw"
-ip netns exec "$PFX-gw" "$bin" run --inside in0 --outside out0 --mode "$MODE" \
-   --stats-interval 1 --stats-file "$work/stats.json" 2>&1 | sed 's/^/[xnat] /' &
+nat_args=()
+[ "$MODE" = nat ] && nat_args=(--masquerade --dnat tcp:198.19.0.1:40080=198.18.0.2:8080)
+echo "== starting xnat ($MODE mode) in $PFX-gw: ${nat_args[*]}"
+ip netns exec "$PFX-gw" "$bin" run --inside in0 --outside out0 --mode "$MODE" "${nat_args[@]}" \
+   --stats-interval 1 --control "$work/xnat.sock" 2>&1 | sed 's/^/[xnat] /' &
 pids+=($!)
 sleep 2
 
@@ -38,8 +42,17 @@ ip netns exec "$PFX-cli" ping -c 5 -i 0.2 198.19.0.2
 echo "== 10 MB HTTP download through the gateway"
 ip netns exec "$PFX-cli" curl -sS -o "$work/got.bin" -w "   %{size_download} bytes at %{speed_download} B/s\n" http://198.19.0.2:8080/10mb.bin
 cmp -s "$work/10mb.bin" "$work/got.bin" && echo "   body intact"
+sleep 0.5
+echo "== the server saw these peers (the NAT address, never 198.18.0.2):"
+grep -o '^[0-9.]* - -' "$work/srv-http.log" | sort | uniq -c
+if [ "$MODE" = nat ]; then
+  echo "== port forward: the server side fetches from the client side via 198.19.0.1:40080"
+  ip netns exec "$PFX-srv" curl -sS -o /dev/null -w "   HTTP %{http_code}, %{size_download} bytes\n" http://198.19.0.1:40080/10mb.bin
+fi
 echo "== iperf3 TCP, 5 s"
 ip netns exec "$PFX-cli" iperf3 -c 198.19.0.2 -t 5 -f m | tail -4
 sleep 1.5
-echo "== final statistics (JSON)"
-cat "$work/stats.json"
+echo "== xnat sessions"
+"$bin" sessions --control "$work/xnat.sock" --limit 10
+echo "== xnat stats (live view: xnat stats --watch)"
+"$bin" stats --control "$work/xnat.sock"

@@ -1,17 +1,20 @@
 //! What each command does: turns parsed arguments into a running gateway.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cli::{Cli, Command, Mode, RunArgs};
+use crate::cli::{DebugCommand, FilterArgs};
 use crate::config::{nat_config, FileConfig, NatConfig, NatFlags};
+use crate::control::{request, Filter, Request, SessionJson, TupleJson};
 use crate::dataplane::forward::Forwarder;
 use crate::dataplane::{
     iface, Dataplane, DataplaneConfig, DataplaneError, PollMode, RingSizes, XdpMode, ZeroCopy,
 };
 use crate::nat::{make_table, Engine, NatHandler, Rules};
-use crate::stats::Snapshot;
+use crate::stats::{Snapshot, StatsSource};
 use crate::table::Table;
 
 /// Exit code for bad input (configuration, flags, environment).
@@ -25,6 +28,23 @@ pub fn main(cli: Cli) -> i32 {
     match cli.command {
         Command::Run(args) => run(&args),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Stats {
+            control,
+            json,
+            watch,
+        } => cmd_stats(&control, json, watch),
+        Command::Sessions {
+            control,
+            filter,
+            limit,
+            json,
+        } => cmd_sessions(&control, &filter, limit, json),
+        Command::Flush {
+            control,
+            filter,
+            all,
+        } => cmd_flush(&control, &filter, all),
+        Command::Debug { control, what } => cmd_debug(&control, what),
     }
 }
 
@@ -72,6 +92,8 @@ pub struct Settings {
     pub nat: Option<NatConfig>,
     /// Seconds between stats lines.
     pub stats_interval: Duration,
+    /// Control socket path.
+    pub control: PathBuf,
 }
 
 /// Merges the configuration file (if any) with the flags; flags win.
@@ -160,7 +182,19 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
         }
         (None, None) => Duration::from_secs(1),
     };
+    let control = a
+        .control
+        .clone()
+        .or_else(|| file.control.socket.as_ref().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(crate::control::DEFAULT_SOCKET));
+    if file.control.metrics_listen.is_some() {
+        return Err(
+            "invalid control.metrics_listen: the metrics endpoint is not available in this version"
+                .into(),
+        );
+    }
     Ok(Settings {
+        control,
         mode,
         dataplane: DataplaneConfig {
             inside,
@@ -325,7 +359,34 @@ fn run(a: &RunArgs) -> i32 {
             return code;
         }
     };
-    let table = table.as_deref();
+    let nat_addrs: Vec<(u32, u32)> = s
+        .nat
+        .as_ref()
+        .map(|n| {
+            let outside: Vec<u32> = iface::ipv4_addrs(&s.dataplane.outside)
+                .into_iter()
+                .map(u32::from)
+                .collect();
+            let mut v: Vec<(u32, u32)> = n
+                .pools
+                .iter()
+                .flat_map(|p| p.addrs.iter().map(move |a| (u32::from(*a), p.ports.len())))
+                .collect();
+            if n.masquerade {
+                v.extend(outside.iter().map(|&a| (a, n.ports.len())));
+            }
+            v
+        })
+        .unwrap_or_default();
+    let source = StatsSource::new(&dp, mode, table, started).with_nat_addrs(nat_addrs);
+    let control = match crate::control::Server::start(&s.control, source.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xnat: {e}");
+            dp.shutdown();
+            return EXIT_BAD_INPUT;
+        }
+    };
     let i = &dp.info;
     tracing::info!(
         mode,
@@ -335,7 +396,8 @@ fn run(a: &RunArgs) -> i32 {
         cores = ?i.cores,
         xdp_inside = %i.xdp_mode[0],
         xdp_outside = %i.xdp_mode[1],
-        xsk = i.xsk_mode,
+        xsk = %i.xsk_mode,
+        control = %s.control.display(),
         "xnat running"
     );
 
@@ -351,7 +413,7 @@ fn run(a: &RunArgs) -> i32 {
         std::thread::sleep(Duration::from_millis(50));
         if !interval.is_zero() && Instant::now() >= next_report {
             next_report += interval;
-            let snap = Snapshot::take(&dp, mode, started, table);
+            let snap = source.snapshot();
             tracing::info!("{}", snap.line(prev.as_ref()));
             if let Some(p) = &a.stats_file {
                 write_stats(p, &snap);
@@ -359,7 +421,8 @@ fn run(a: &RunArgs) -> i32 {
             prev = Some(snap);
         }
     }
-    let fin = Snapshot::take(&dp, mode, started, table);
+    let fin = source.snapshot();
+    drop(control);
     dp.shutdown();
     if let Some(p) = &a.stats_file {
         write_stats(p, &fin);
@@ -371,4 +434,141 @@ fn run(a: &RunArgs) -> i32 {
         "xnat stopped, XDP detached"
     );
     0
+}
+
+fn fail(e: impl std::fmt::Display) -> i32 {
+    eprintln!("xnat: {e}");
+    EXIT_FAILURE
+}
+
+fn filter(f: &FilterArgs) -> Filter {
+    Filter {
+        proto: f.proto.clone(),
+        addr: f.addr,
+        port: f.port,
+    }
+}
+
+fn cmd_stats(control: &Path, json: bool, watch: Option<f64>) -> i32 {
+    let get = || -> Result<Snapshot, String> {
+        let v = request(control, &Request::Stats {}).map_err(|e| e.to_string())?;
+        serde_json::from_value(v).map_err(|e| format!("unexpected stats document: {e}"))
+    };
+    if json {
+        return match request(control, &Request::Stats {}) {
+            Ok(v) => {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                0
+            }
+            Err(e) => fail(e),
+        };
+    }
+    let Some(every) = watch else {
+        return match get() {
+            Ok(s) => {
+                print!("{}", s.render(None));
+                0
+            }
+            Err(e) => fail(e),
+        };
+    };
+    let period = match secs("watch", every) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            eprintln!("xnat: invalid --watch = {every}: must be a positive number of seconds");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, Arc::clone(&term));
+    }
+    let mut prev: Option<Snapshot> = None;
+    while !term.load(Ordering::Relaxed) {
+        match get() {
+            Ok(s) => {
+                // Clear the screen and home the cursor, like top.
+                print!("\x1b[2J\x1b[H{}", s.render(prev.as_ref()));
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                prev = Some(s);
+            }
+            Err(e) => return fail(e),
+        }
+        let until = Instant::now() + period;
+        while Instant::now() < until && !term.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    0
+}
+
+fn cmd_sessions(control: &Path, f: &FilterArgs, limit: Option<usize>, json: bool) -> i32 {
+    let req = Request::Sessions {
+        filter: filter(f),
+        limit,
+    };
+    let v = match request(control, &req) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return 0;
+    }
+    let list: Vec<SessionJson> = match serde_json::from_value(v) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("unexpected sessions document: {e}")),
+    };
+    println!(
+        "{:<5} {:<45} {:<45} {:<12} {:>6}",
+        "proto", "original", "translated", "state", "idle"
+    );
+    for s in &list {
+        println!(
+            "{:<5} {:<45} {:<45} {:<12} {:>5}s",
+            s.proto, s.original, s.translated, s.state, s.idle_secs
+        );
+    }
+    println!("{} session(s)", list.len());
+    0
+}
+
+fn cmd_flush(control: &Path, f: &FilterArgs, all: bool) -> i32 {
+    let fl = filter(f);
+    if fl == Filter::default() && !all {
+        eprintln!("xnat: flush needs a filter (--proto, --addr, --port) or --all");
+        return EXIT_BAD_INPUT;
+    }
+    match request(control, &Request::Flush { filter: fl }) {
+        Ok(v) => {
+            println!("removed {} session(s)", v["removed"].as_u64().unwrap_or(0));
+            0
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn cmd_debug(control: &Path, what: DebugCommand) -> i32 {
+    match what {
+        DebugCommand::RemoveHalf { proto, src, dst } => {
+            let key = TupleJson {
+                proto,
+                src: *src.ip(),
+                sport: src.port(),
+                dst: *dst.ip(),
+                dport: dst.port(),
+            };
+            match request(control, &Request::RemoveHalf { key }) {
+                Ok(v) if v["removed"].as_bool() == Some(true) => {
+                    println!("removed one half; the next packet of either direction restores it");
+                    0
+                }
+                Ok(_) => {
+                    eprintln!("xnat: no live half with that key");
+                    EXIT_FAILURE
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
 }

@@ -28,6 +28,84 @@ pub enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Show counters of a running gateway: totals, per worker, drops, table, XDP.
+    Stats {
+        /// Control socket of the gateway.
+        #[arg(long, value_name = "PATH", default_value = crate::control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        /// One machine-readable JSON document.
+        #[arg(long, conflicts_with = "watch")]
+        json: bool,
+        /// Refresh every SECS seconds (default 1) with rates, like top; Ctrl-C to quit.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1")]
+        watch: Option<f64>,
+    },
+    /// List translations (NAT mode).
+    Sessions {
+        /// Control socket of the gateway.
+        #[arg(long, value_name = "PATH", default_value = crate::control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        /// Session filters.
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove translations (both halves): those matching the filter, or all with --all.
+    Flush {
+        /// Control socket of the gateway.
+        #[arg(long, value_name = "PATH", default_value = crate::control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        /// Session filters.
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Remove every session.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Debugging aids.
+    Debug {
+        /// Control socket of the gateway.
+        #[arg(long, value_name = "PATH", default_value = crate::control::DEFAULT_SOCKET, global = true)]
+        control: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        what: DebugCommand,
+    },
+}
+
+/// Session filters.
+#[derive(Debug, Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Only this protocol.
+    #[arg(long, value_parser = ["tcp", "udp", "icmp"])]
+    pub proto: Option<String>,
+    /// Only sessions with this address at either end (inside, NAT or remote).
+    #[arg(long)]
+    pub addr: Option<std::net::Ipv4Addr>,
+    /// Only sessions with this port at either end.
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+/// `xnat debug ...`.
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Remove one half of a connection's pair, keyed as a packet of that direction
+    /// carries it, to watch the gateway restore it from the other half.
+    RemoveHalf {
+        /// tcp, udp or icmp.
+        #[arg(value_parser = ["tcp", "udp", "icmp"])]
+        proto: String,
+        /// Source ADDR:PORT of the key.
+        src: std::net::SocketAddrV4,
+        /// Destination ADDR:PORT of the key.
+        dst: std::net::SocketAddrV4,
+    },
 }
 
 /// Gateway mode.
@@ -120,6 +198,9 @@ pub struct RunArgs {
     /// Stop after this many seconds (0: run until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0.0)]
     pub duration: f64,
+    /// Control socket path (mode 0600) for `xnat stats|sessions|flush` [default: /run/xnat/xnat.sock].
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -148,6 +229,7 @@ impl RunArgs {
             stats_interval: None,
             stats_file: None,
             duration: 0.0,
+            control: None,
         }
     }
 }

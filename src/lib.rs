@@ -4,7 +4,7 @@
 //! - [`table`]: the paired lock-free LRU translation table (no I/O).
 //! - [`packet`]: zero-copy frame parsing and in-place rewrites with incremental checksums.
 //! - [`nat`]: SNAT/DNAT rules, port allocation, translation; [`config`]: file + flags.
-//! - [`stats`]: point-in-time counters for logs and the CLI.
+//! - [`stats`]: point-in-time counters for logs and the CLI; [`control`]: the control socket.
 //! - [`cli`]: command-line types; [`app`]: what each command does.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -12,6 +12,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod nat;
 pub mod packet;

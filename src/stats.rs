@@ -4,14 +4,17 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::dataplane::bpf::SteerCounters;
+use std::sync::Arc;
+
+use crate::dataplane::bpf::{CounterReader, SteerCounters};
+use crate::dataplane::nexthop::NextHops;
 use crate::dataplane::{Dataplane, RunInfo, WorkerStats};
 use crate::table::Table;
 
 /// Counters of one worker (or the sum of all).
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Counters {
     /// Packets received on inside / outside.
     pub rx_packets: [u64; 2],
@@ -73,7 +76,7 @@ impl Counters {
 }
 
 /// Per-worker counters.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkerSnapshot {
     /// Queue served.
     pub queue: u32,
@@ -85,7 +88,7 @@ pub struct WorkerSnapshot {
 }
 
 /// Everything `stats` shows.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Seconds since the gateway started.
     pub uptime_secs: f64,
@@ -103,10 +106,24 @@ pub struct Snapshot {
     pub neighbours: usize,
     /// Translation table (NAT mode).
     pub table: Option<TableSnapshot>,
+    /// NAT ports in use per NAT address (NAT mode).
+    #[serde(default)]
+    pub ports: Vec<PortUsage>,
+}
+
+/// How many ports of a NAT address live sessions use.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PortUsage {
+    /// The NAT address.
+    pub addr: std::net::Ipv4Addr,
+    /// Distinct (port, remote) uses by live sessions.
+    pub used: u64,
+    /// Ports in its range.
+    pub size: u32,
 }
 
 /// Occupancy and counters of the translation table.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TableSnapshot {
     /// Live connections.
     pub connections: usize,
@@ -155,18 +172,89 @@ impl TableSnapshot {
     }
 }
 
-impl Snapshot {
-    /// Reads every counter of `dp`.
-    pub fn take(dp: &Dataplane, mode: &str, started: Instant, table: Option<&Table>) -> Self {
-        let workers: Vec<WorkerSnapshot> = dp
-            .stats
+/// Everything needed to take a [`Snapshot`], shareable with other threads (the control
+/// socket): reading counters never touches the packet path beyond relaxed loads.
+#[derive(Clone)]
+pub struct StatsSource {
+    workers: Vec<Arc<WorkerStats>>,
+    drop_reasons: &'static [&'static str],
+    info: RunInfo,
+    xdp: Arc<CounterReader>,
+    next_hops: Arc<NextHops>,
+    table: Option<Arc<Table>>,
+    mode: &'static str,
+    started: Instant,
+    nat_addrs: Vec<(u32, u32)>,
+}
+
+impl StatsSource {
+    /// Declares the NAT addresses and their port-range sizes, for port usage figures.
+    pub fn with_nat_addrs(mut self, addrs: Vec<(u32, u32)>) -> Self {
+        self.nat_addrs = addrs;
+        self
+    }
+
+    /// A snapshot plus port usage per NAT address (walks the table: for on-demand views).
+    pub fn snapshot_with_ports(&self) -> Snapshot {
+        let mut s = self.snapshot();
+        if let Some(t) = self.table() {
+            let now = crate::nat::coarse_now();
+            let mut used: std::collections::HashMap<u32, u64> =
+                self.nat_addrs.iter().map(|&(a, _)| (a, 0)).collect();
+            for sess in t.sessions(now) {
+                if let Some(n) = used.get_mut(&sess.xlate.src) {
+                    *n += 1;
+                }
+            }
+            s.ports = self
+                .nat_addrs
+                .iter()
+                .map(|&(a, size)| PortUsage {
+                    addr: std::net::Ipv4Addr::from(a),
+                    used: used.get(&a).copied().unwrap_or(0),
+                    size,
+                })
+                .collect();
+        }
+        s
+    }
+
+    /// Collects the handles of a running dataplane.
+    pub fn new(
+        dp: &Dataplane,
+        mode: &'static str,
+        table: Option<Arc<Table>>,
+        started: Instant,
+    ) -> Self {
+        StatsSource {
+            workers: dp.stats.clone(),
+            drop_reasons: dp.drop_reasons,
+            info: dp.info.clone(),
+            xdp: Arc::clone(&dp.xdp_counters),
+            next_hops: Arc::clone(&dp.next_hops),
+            table,
+            mode,
+            started,
+            nat_addrs: Vec::new(),
+        }
+    }
+
+    /// The translation table (NAT mode).
+    pub fn table(&self) -> Option<&Table> {
+        self.table.as_deref()
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> Snapshot {
+        let workers: Vec<WorkerSnapshot> = self
+            .workers
             .iter()
-            .zip(&dp.info.queues)
-            .zip(&dp.info.cores)
+            .zip(&self.info.queues)
+            .zip(&self.info.cores)
             .map(|((s, &queue), &core)| WorkerSnapshot {
                 queue,
                 core,
-                counters: Counters::read(s, dp.drop_reasons),
+                counters: Counters::read(s, self.drop_reasons),
             })
             .collect();
         let mut total = Counters::default();
@@ -174,15 +262,148 @@ impl Snapshot {
             total.add(&w.counters);
         }
         Snapshot {
-            uptime_secs: started.elapsed().as_secs_f64(),
-            mode: mode.to_string(),
-            info: dp.info.clone(),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            mode: self.mode.to_string(),
+            info: self.info.clone(),
             total,
             workers,
-            xdp: dp.steer_counters(),
-            neighbours: dp.next_hops.snapshot().neighbours(),
-            table: table.map(TableSnapshot::take),
+            xdp: self.xdp.read(),
+            neighbours: self.next_hops.snapshot().neighbours(),
+            table: self.table().map(TableSnapshot::take),
+            ports: Vec::new(),
         }
+    }
+}
+
+impl Snapshot {
+    /// A multi-line view with rates relative to `prev` (for `xnat stats [--watch]`).
+    pub fn render(&self, prev: Option<&Snapshot>) -> String {
+        use std::fmt::Write;
+        let dt = prev
+            .map(|p| self.uptime_secs - p.uptime_secs)
+            .unwrap_or(0.0);
+        let rate = |now: u64, before: Option<u64>| -> String {
+            match before {
+                Some(b) if dt > 0.0 => format!("{:.0}", now.saturating_sub(b) as f64 / dt),
+                _ => "-".into(),
+            }
+        };
+        let mbit = |now: u64, before: Option<u64>| -> String {
+            match before {
+                Some(b) if dt > 0.0 => {
+                    format!("{:.1}", now.saturating_sub(b) as f64 * 8.0 / dt / 1e6)
+                }
+                _ => "-".into(),
+            }
+        };
+        let i = &self.info;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "xnat {} mode | up {:.0} s | {} <-> {} | XDP {}/{} | AF_XDP {} | {} worker(s)",
+            self.mode,
+            self.uptime_secs,
+            i.inside,
+            i.outside,
+            i.xdp_mode[0],
+            i.xdp_mode[1],
+            i.xsk_mode,
+            self.workers.len()
+        );
+        let _ = writeln!(
+            o,
+            "{:<14} {:>14} {:>16} {:>12} {:>10}",
+            "", "packets", "bytes", "pkt/s", "Mbit/s"
+        );
+        let t = &self.total;
+        let pt = prev.map(|p| &p.total);
+        for (idx, name) in [(0usize, &i.inside), (1, &i.outside)] {
+            for (dir, pk, by, ppk, pby) in [
+                (
+                    "rx",
+                    t.rx_packets[idx],
+                    t.rx_bytes[idx],
+                    pt.map(|p| p.rx_packets[idx]),
+                    pt.map(|p| p.rx_bytes[idx]),
+                ),
+                (
+                    "tx",
+                    t.tx_packets[idx],
+                    t.tx_bytes[idx],
+                    pt.map(|p| p.tx_packets[idx]),
+                    pt.map(|p| p.tx_bytes[idx]),
+                ),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "{:<14} {:>14} {:>16} {:>12} {:>10}",
+                    format!("{name} {dir}"),
+                    pk,
+                    by,
+                    rate(pk, ppk),
+                    mbit(by, pby)
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "{:<8} {:>5} {:>5} {:>14} {:>14} {:>10} {:>10}",
+            "worker", "queue", "core", "rx", "tx", "dropped", "rx pkt/s"
+        );
+        for (n, w) in self.workers.iter().enumerate() {
+            let c = &w.counters;
+            let rx = c.rx_packets[0] + c.rx_packets[1];
+            let prx = prev
+                .and_then(|p| p.workers.get(n))
+                .map(|p| p.counters.rx_packets[0] + p.counters.rx_packets[1]);
+            let _ = writeln!(
+                o,
+                "{:<8} {:>5} {:>5} {:>14} {:>14} {:>10} {:>10}",
+                n,
+                w.queue,
+                w.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                rx,
+                c.tx_packets[0] + c.tx_packets[1],
+                c.dropped(),
+                rate(rx, prx)
+            );
+        }
+        let drops: Vec<String> = t.drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            o,
+            "drops: {}{}",
+            if drops.is_empty() {
+                "none".to_string()
+            } else {
+                drops.join(", ")
+            },
+            if t.tx_ring_full > 0 {
+                format!(", tx_ring_full {}", t.tx_ring_full)
+            } else {
+                String::new()
+            }
+        );
+        if let Some(tb) = &self.table {
+            let _ = writeln!(
+                o,
+                "table: {} / {} connections ({} B each) | hit {} miss {} insert {} evict {} expire {} restore {} full {} race_lost {}",
+                tb.connections, tb.capacity, tb.bytes_per_connection, tb.hit, tb.miss, tb.insert, tb.evict, tb.expire, tb.restore, tb.full, tb.race_lost
+            );
+        }
+        if !self.ports.is_empty() {
+            let ports: Vec<String> = self
+                .ports
+                .iter()
+                .map(|p| format!("{} {}/{}", p.addr, p.used, p.size))
+                .collect();
+            let _ = writeln!(o, "ports in use: {}", ports.join(", "));
+        }
+        let _ = writeln!(
+            o,
+            "xdp: redirected {} passed {} redirect_failed {} | neighbours {}",
+            self.xdp.redirected, self.xdp.passed, self.xdp.redirect_failed, self.neighbours
+        );
+        o
     }
 
     /// One log line with rates relative to `prev`.

@@ -289,3 +289,72 @@ fn unsolicited_inbound_syns_are_dropped_without_state() {
     );
     assert_eq!(num(&after, "/table/connections"), 0, "{after}");
 }
+
+#[test]
+fn long_lived_tcp_survives_the_loss_of_either_half() {
+    let lab = Lab::up("restore", 1);
+    let gw = Gateway::start(&lab, &["--masquerade"]);
+    let chat = tool("chat.py");
+    let srv = lab.spawn(
+        "srv",
+        &["python3", &chat, "server", "198.19.0.2", "7000", "10"],
+        "chat-srv.log",
+    );
+    let up = wait_for(Duration::from_secs(10), || {
+        lab.sh("srv", "ss -ltn | grep -q 7000").status.success()
+    });
+    assert!(up, "chat server did not start");
+    let mut cli = lab.spawn(
+        "cli",
+        &["python3", &chat, "client", "198.19.0.2", "7000", "10"],
+        "chat-cli.log",
+    );
+
+    // Find the connection's NAT port.
+    let mut session = None;
+    let found = wait_for(Duration::from_secs(5), || {
+        let v = gw.ctl_json(&["sessions", "--proto", "tcp", "--port", "7000"]);
+        session = v.as_array().and_then(|a| a.first()).cloned();
+        session.is_some()
+    });
+    assert!(found, "no session listed: {}", gw.log());
+    let s = session.unwrap();
+    let original = s["original"].as_str().unwrap().to_string(); // 198.18.0.2:P -> 198.19.0.2:7000
+    let translated = s["translated"].as_str().unwrap().to_string(); // 198.19.0.1:Q -> 198.19.0.2:7000
+    let (osrc, odst) = original.split_once(" -> ").unwrap();
+    let (tsrc, tdst) = translated.split_once(" -> ").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Remove the reply half (key: server -> NAT address), then the original half.
+    let out = gw.ctl(&["debug", "remove-half", "tcp", tdst, tsrc]);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let mid = gw.ctl_json(&["stats"]);
+    assert!(
+        num(&mid, "/table/restore") >= 1,
+        "reply half not restored: {mid}"
+    );
+    let out = gw.ctl(&["debug", "remove-half", "tcp", osrc, odst]);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_secs(2));
+
+    let ok = wait_for(Duration::from_secs(15), || {
+        matches!(cli.try_wait(), Ok(Some(_)))
+    });
+    assert!(ok, "chat client hung");
+    let j: serde_json::Value =
+        serde_json::from_str(lab.read("chat-cli.log").trim()).unwrap_or_default();
+    assert!(j["error"].is_null(), "the connection broke: {j}");
+    // About 10 lines per second for 10 seconds came from the server.
+    assert!(j["received"].as_u64().unwrap_or(0) >= 80, "{j}");
+    let after = gw.ctl_json(&["stats"]);
+    assert!(
+        num(&after, "/table/restore") >= 2,
+        "original half not restored: {after}"
+    );
+    // The same NAT port all along: the server saw one connection, not a new one.
+    let v = gw.ctl_json(&["sessions", "--proto", "tcp", "--port", "7000"]);
+    assert_eq!(v.as_array().map(|a| a.len()), Some(1), "{v}");
+    assert_eq!(v[0]["translated"].as_str(), Some(translated.as_str()));
+    kill(srv);
+}

@@ -185,7 +185,11 @@ fn concurrent_restore_races() {
                 if tid == 0 && r.next().is_multiple_of(16) {
                     // Even pairs only ever lose their ORG half, odd ones their REV half, so no
                     // pair can lose both: every pair must survive.
-                    let k = if i.is_multiple_of(2) { org(i) } else { xl(i).reversed() };
+                    let k = if i.is_multiple_of(2) {
+                        org(i)
+                    } else {
+                        xl(i).reversed()
+                    };
                     t.remove_half(&k);
                 } else {
                     let k = if r.next().is_multiple_of(2) {

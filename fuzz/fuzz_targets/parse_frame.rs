@@ -6,8 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use xnat::packet::{
-    checksum, forward_hop, parse, set_dst, set_inner_dst, set_inner_src, set_macs, set_src,
-    L4Kind, Parsed,
+    checksum, forward_hop, parse, set_dst, set_inner_dst, set_inner_src, set_macs, set_src, L4Kind,
+    Parsed,
 };
 
 /// Whether the transport checksum of the (outer) packet verifies; `None` if it cannot be
@@ -74,7 +74,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(l4_ok(&f, &q), Some(true), "transport checksum broken");
     }
     if inner_before == Some(true) {
-        assert_eq!(inner_ip_ok(&f, &q), Some(true), "quoted IPv4 checksum broken");
+        assert_eq!(
+            inner_ip_ok(&f, &q),
+            Some(true),
+            "quoted IPv4 checksum broken"
+        );
     }
     // Padding after the IP packet is never touched.
     assert_eq!(f[p.end()..], data[p.end()..]);

@@ -43,7 +43,7 @@ pub enum XdpMode {
 }
 
 /// The mode an attachment ended up in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachedMode {
     /// XDP in the driver.
@@ -62,7 +62,7 @@ impl std::fmt::Display for AttachedMode {
 }
 
 /// Counters of the steering program, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct SteerCounters {
     /// Frames redirected into an AF_XDP socket.
     pub redirected: u64,
@@ -81,6 +81,37 @@ const XDP_ATTACHED_SKB: u8 = 2;
 pub struct Steering {
     skel: SteerSkel<'static>,
     links: Vec<(u32, OwnedFd)>,
+    counters: std::sync::Arc<CounterReader>,
+}
+
+/// Reads the steering program's per-CPU counters from any thread.
+#[derive(Debug)]
+pub struct CounterReader {
+    map: libbpf_rs::MapHandle,
+}
+
+impl CounterReader {
+    /// Reads the counters and sums them over CPUs.
+    pub fn read(&self) -> SteerCounters {
+        let read = |idx: u32| -> u64 {
+            match self.map.lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY) {
+                Ok(Some(per_cpu)) => per_cpu
+                    .iter()
+                    .filter_map(|v| {
+                        v.get(..8)
+                            .and_then(|b| b.try_into().ok())
+                            .map(u64::from_ne_bytes)
+                    })
+                    .sum(),
+                _ => 0,
+            }
+        };
+        SteerCounters {
+            redirected: read(0),
+            passed: read(1),
+            redirect_failed: read(2),
+        }
+    }
 }
 
 /// Returns the id of the XDP program attached to `ifindex`, if any.
@@ -136,9 +167,12 @@ impl Steering {
                 DataplaneError::Bpf(format!("loading the steering program: {msg}"))
             }
         })?;
+        let map = libbpf_rs::MapHandle::try_from(&skel.maps.counters)
+            .map_err(|e| DataplaneError::Bpf(format!("duplicating the counters map: {e}")))?;
         Ok(Steering {
             skel,
             links: Vec::new(),
+            counters: std::sync::Arc::new(CounterReader { map }),
         })
     }
 
@@ -284,31 +318,9 @@ impl Steering {
         )
     }
 
-    /// Reads the per-CPU counters and sums them.
-    pub fn counters(&self) -> SteerCounters {
-        let read = |idx: u32| -> u64 {
-            match self
-                .skel
-                .maps
-                .counters
-                .lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY)
-            {
-                Ok(Some(per_cpu)) => per_cpu
-                    .iter()
-                    .filter_map(|v| {
-                        v.get(..8)
-                            .and_then(|b| b.try_into().ok())
-                            .map(u64::from_ne_bytes)
-                    })
-                    .sum(),
-                _ => 0,
-            }
-        };
-        SteerCounters {
-            redirected: read(0),
-            passed: read(1),
-            redirect_failed: read(2),
-        }
+    /// A reader of the program's counters that can be sent to other threads.
+    pub fn counters(&self) -> std::sync::Arc<CounterReader> {
+        std::sync::Arc::clone(&self.counters)
     }
 
     /// Detaches the program from every interface now (also happens on drop and on exit).

@@ -132,7 +132,7 @@ pub struct Ports {
 }
 
 /// Static facts of a running dataplane, for logs and stats.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct RunInfo {
     /// Inside interface.
     pub inside: String,
@@ -147,7 +147,7 @@ pub struct RunInfo {
     /// Whether every socket is zero-copy.
     pub zero_copy: bool,
     /// "zero-copy" or "copy".
-    pub xsk_mode: &'static str,
+    pub xsk_mode: String,
 }
 
 /// Checks everything that can be checked before touching the kernel.
@@ -250,6 +250,8 @@ pub struct Dataplane {
     pub info: RunInfo,
     /// Shared next-hop table.
     pub next_hops: Arc<nexthop::NextHops>,
+    /// The steering program's counters.
+    pub xdp_counters: Arc<bpf::CounterReader>,
 }
 
 impl Dataplane {
@@ -348,10 +350,9 @@ impl Dataplane {
             cores,
             xdp_mode: [xdp_in, xdp_out],
             zero_copy,
-            xsk_mode: if zero_copy { "zero-copy" } else { "copy" },
+            xsk_mode: if zero_copy { "zero-copy" } else { "copy" }.to_string(),
         };
         Ok(Dataplane {
-            steering,
             workers,
             resolver: Some(resolver),
             stop,
@@ -359,12 +360,9 @@ impl Dataplane {
             drop_reasons,
             info,
             next_hops,
+            xdp_counters: steering.counters(),
+            steering,
         })
-    }
-
-    /// The steering program's counters.
-    pub fn steer_counters(&self) -> bpf::SteerCounters {
-        self.steering.counters()
     }
 
     /// The stop flag shared with the workers.

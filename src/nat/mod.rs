@@ -11,7 +11,7 @@ mod handler;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use handler::NatHandler;
+pub use handler::{coarse_now, NatHandler};
 
 use crate::config::{NatConfig, Proto};
 use crate::packet::{self, L4Kind, Parsed};
@@ -258,7 +258,7 @@ impl Engine {
             self.translate_icmp_error(frame, &p)?;
             return Ok(p);
         }
-        let t = key(&p.tuple());
+        let t = p.tuple();
         let hit = match self.table.lookup(&t, self.now) {
             Some(h) => h,
             None => self.create(&p, from_inside)?,
@@ -292,7 +292,7 @@ impl Engine {
 
     /// A miss: create the pair if policy allows.
     fn create(&mut self, p: &Parsed, from_inside: bool) -> Result<crate::table::Hit, Refused> {
-        let t = key(&p.tuple());
+        let t = p.tuple();
         if t.proto == 6 && p.tcp_flags() & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
             return Err(Refused::Nat(if from_inside {
                 NatDrop::TcpNoSession
@@ -429,13 +429,13 @@ impl Engine {
         let Some(e) = p.embedded() else {
             return Err(Refused::Packet(packet::Drop::IcmpBadInner));
         };
-        let quoted = key(&e.tuple());
+        let quoted = e.tuple();
         let Some(hit) = self.table.lookup(&quoted.reversed(), self.now) else {
             return Err(Refused::Nat(NatDrop::IcmpNoSession));
         };
         // What the quoted packet looked like on this side of the gateway.
         let orig = hit.xlate.reversed();
-        let outer = key(&p.tuple());
+        let outer = p.tuple();
         if outer.src == quoted.dst {
             packet::set_src(frame, p, orig.dst, 0);
         }
@@ -447,18 +447,6 @@ impl Engine {
             packet::set_inner_dst(frame, p, orig.dst, orig.dport);
         }
         Ok(())
-    }
-}
-
-/// The table's view of a parsed tuple.
-#[inline(always)]
-fn key(t: &packet::Tuple) -> Tuple {
-    Tuple {
-        src: t.src,
-        dst: t.dst,
-        sport: t.sport,
-        dport: t.dport,
-        proto: t.proto,
     }
 }
 

@@ -7,9 +7,9 @@ pub const TCP_SPORT: usize = 0;
 /// Offset of the TCP destination port.
 pub const TCP_DPORT: usize = 2;
 /// Offset of the TCP sequence number.
-pub const TCP_SEQ: usize = 4;
+pub const TCP_SEQ_NUM: usize = 4;
 /// Offset of the TCP acknowledgment number.
-pub const TCP_ACK: usize = 8;
+pub const TCP_ACK_NUM: usize = 8;
 /// Offset of the TCP data offset (high nibble, in 32-bit words).
 pub const TCP_DATA_OFFSET: usize = 12;
 /// Offset of the TCP flags byte.
@@ -28,7 +28,7 @@ pub const TCP_RST: u8 = 0x04;
 /// TCP flag PSH: push function.
 pub const TCP_PSH: u8 = 0x08;
 /// TCP flag ACK: the acknowledgment field is significant.
-pub const TCP_ACK_FLAG: u8 = 0x10;
+pub const TCP_ACK: u8 = 0x10;
 /// TCP flag URG: the urgent pointer is significant.
 pub const TCP_URG: u8 = 0x20;
 /// TCP flag ECE: ECN echo.

@@ -154,40 +154,12 @@ impl Drop {
     }
 }
 
-/// An IPv4 flow 5-tuple; addresses are host-order `u32` (`0xC0A8_0001` is 192.168.0.1).
-///
-/// For ICMP echo request and reply, `sport` and `dport` are both the echo identifier, so
-/// that the identifier plays the role of a port in both directions and
-/// [`reversed`](Tuple::reversed) of a request's tuple is its reply's tuple. For an ICMP error
-/// both ports are 0 (see [`Parsed::embedded`] for the tuple it refers to).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tuple {
-    /// Source address.
-    pub src: u32,
-    /// Destination address.
-    pub dst: u32,
-    /// Source port (echo identifier for ICMP echo).
-    pub sport: u16,
-    /// Destination port (echo identifier for ICMP echo).
-    pub dport: u16,
-    /// IP protocol number ([`PROTO_TCP`], [`PROTO_UDP`] or [`PROTO_ICMP`]).
-    pub proto: u8,
-}
-
-impl Tuple {
-    /// The tuple of the opposite direction (source and destination swapped).
-    #[inline]
-    #[must_use]
-    pub const fn reversed(self) -> Tuple {
-        Tuple {
-            src: self.dst,
-            dst: self.src,
-            sport: self.dport,
-            dport: self.sport,
-            proto: self.proto,
-        }
-    }
-}
+/// The flow 5-tuple, shared with the translation table ([`crate::table::Tuple`]):
+/// addresses are host-order `u32`. For ICMP echo request and reply, `sport` and `dport` are
+/// both the echo identifier, so that [`reversed`](Tuple::reversed) of a request's tuple is
+/// its reply's tuple. For an ICMP error both ports are 0 (see [`Parsed::embedded`] for the
+/// tuple it refers to).
+pub use crate::table::Tuple;
 
 /// What the transport layer of a parsed packet is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -8,7 +8,7 @@ use super::icmp::{
     ICMP_CODE_FRAG_NEEDED, ICMP_DEST_UNREACH, ICMP_PARAM_PROBLEM, ICMP_TIME_EXCEEDED,
 };
 use super::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-use super::l4::{TCP_ACK_FLAG, TCP_SYN};
+use super::l4::{TCP_ACK, TCP_SYN};
 use super::*;
 use etherparse::{
     Icmpv4Header, Icmpv4Type, IpHeaders, IpNumber, Ipv4Header, Ipv4Options, PacketBuilder,
@@ -56,7 +56,7 @@ fn ep_packet(eth: bool, t: Tuple, gen: Gen, ttl: u8, opts: &[u8], payload: &[u8]
         Gen::Tcp { flags, mss } => {
             let mut h = TcpHeader::new(t.sport, t.dport, 0x1234_5678, 4096);
             h.syn = flags & TCP_SYN != 0;
-            h.ack = flags & TCP_ACK_FLAG != 0;
+            h.ack = flags & TCP_ACK != 0;
             if h.ack {
                 h.acknowledgment_number = 0x0bad_cafe;
             }
@@ -336,7 +336,7 @@ fn parse_udp_tcp_echo() {
         true,
         t,
         Gen::Tcp {
-            flags: TCP_SYN | TCP_ACK_FLAG,
+            flags: TCP_SYN | TCP_ACK,
             mss: true,
         },
         9,
@@ -345,7 +345,7 @@ fn parse_udp_tcp_echo() {
     );
     let p = parse(&f).unwrap();
     assert_eq!(p.tuple(), t);
-    assert_eq!(p.tcp_flags(), TCP_SYN | TCP_ACK_FLAG);
+    assert_eq!(p.tcp_flags(), TCP_SYN | TCP_ACK);
     assert_eq!(p.kind(), L4Kind::Tcp);
 
     let t = tuple(PROTO_ICMP, HOST, REMOTE, 77, 77);
@@ -612,7 +612,7 @@ fn parse_accepts_first_fragment_quoted_in_error() {
 fn set_src_and_dst_compose() {
     for gen in [
         Gen::Tcp {
-            flags: TCP_ACK_FLAG,
+            flags: TCP_ACK,
             mss: true,
         },
         Gen::Udp { zero_csum: false },
@@ -732,7 +732,7 @@ fn icmp_error_snat_reply_path() {
             mss: false,
         },
         Gen::Tcp {
-            flags: TCP_ACK_FLAG,
+            flags: TCP_ACK,
             mss: true,
         },
         Gen::EchoRequest { seq: 1 },
@@ -770,7 +770,7 @@ fn icmp_error_dnat_forward_path() {
     for gen in [
         Gen::Udp { zero_csum: false },
         Gen::Tcp {
-            flags: TCP_ACK_FLAG,
+            flags: TCP_ACK,
             mss: false,
         },
         Gen::EchoReply { seq: 4 },

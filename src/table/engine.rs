@@ -747,6 +747,8 @@ impl Table {
             if round > 0 {
                 backoff(round);
             }
+            // The less loaded bucket, ties to the first (balanced allocation: keeps buckets
+            // from filling up long before the table does; at low load most keys sit in b1).
             let order = if self.free_ways(loc.b2) > self.free_ways(loc.b1) {
                 [loc.b2, loc.b1]
             } else {
@@ -1278,8 +1280,8 @@ impl Table {
     }
 
     /// Sets the state of the half `slot` and of its partner (TCP transitions). A stale handle
-    /// (slot freed meanwhile) is ignored; use [`Table::set_state_hit`] to guard against the
-    /// slot having been reused by another connection.
+    /// (slot freed meanwhile) is ignored, but a slot reused by another connection (after an
+    /// eviction or a cuckoo move) would get the state: prefer [`Table::set_state_hit`].
     pub fn set_state(&self, slot: u32, state: ConnState) {
         if slot >= self.nslots {
             return;

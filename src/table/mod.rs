@@ -33,9 +33,11 @@
 //! The table is an array of *buckets*; a bucket is 6 cache lines (384 B): one line of 8 control
 //! words (one per way) followed by 8 data slots of 5 words (40 B). One half = 8 B control + 40 B
 //! data = 48 B, so a connection costs **96 B** (see [`Table::bytes_per_connection`]). Every key
-//! has two candidate buckets (two-choice hashing, a keyed folded-multiply hash seeded at start);
-//! a lookup reads the control line of the first bucket, and only on a fingerprint mismatch the
-//! second one, then the one data slot whose 32-bit fingerprint matched.
+//! has two candidate buckets (a keyed folded-multiply hash seeded at start). Inserts go to the
+//! less loaded of the two (ties to the first; when both are full, a cuckoo step or an
+//! eviction), so a hit reads one or two control lines and one data slot (the one whose 32-bit
+//! fingerprint matched); a miss reads both control lines. [`Table::lookup_batch`] prefetches the control
+//! lines of 16 keys, then their candidate data slots, before reading any of them.
 //!
 //! ```text
 //! ctrl word  = fingerprint:32 | seq:32           FREE: fp = 0, seq even
@@ -106,12 +108,21 @@
 //! 5. *protected* pairs (TCP established, or flows that proved themselves by traffic in
 //!    several seconds), largest `idle / timeout` first.
 //!
+//! Before evicting a protected pair (or refusing), the insert tries one *cuckoo step*: it moves
+//! one half out of the two full buckets into that half's own alternate bucket, if that one has
+//! a free way or an expendable victim ([`TableStats::relocate`]). The moved half stays BUSY
+//! (same fingerprint) for the whole move, so its key is never LIVE twice.
+//!
 //! Class 5 is evicted only if [`TableConfig::evict_protected`] is set (default, LRU
 //! behaviour: a new connection always gets in); otherwise the insert fails with
 //! [`InsertError::Full`], as conntrack and VPP do when nothing expendable is left. Victims are
 //! sought only among the 16 ways of the new key's two buckets, so a protected pair can be
 //! evicted while other buckets still hold expendable entries; the chance falls steeply with
 //! head-room (`bench/results/tablesim.md` measures it).
+//!
+//! Expiry is lazy: there is no background sweeper, so an idle table keeps expired pairs (and
+//! their ports, as far as [`Table::is_rev_taken`] is concerned they are free) until a lookup,
+//! insert or [`Table::flush`] touches them.
 //!
 //! Refreshes are written at most once per second per half (the clock is in seconds), which also
 //! bounds write traffic on hot flows. The partner is visited (and verified, restored if missing)

@@ -46,20 +46,26 @@ impl Stripe {
     }
 }
 
-/// A local tally, flushed once per public operation (one batch = one flush).
+/// A local tally, flushed once per public operation (one batch = one flush); `mask` marks
+/// the counters touched, so a flush costs one atomic add per counter actually used.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct Tally([u64; NCTR]);
+pub(crate) struct Tally {
+    v: [u64; NCTR],
+    mask: u32,
+}
 
 impl Tally {
     #[inline(always)]
     pub(crate) fn inc(&mut self, c: Ctr) {
-        self.0[c as usize] = self.0[c as usize].wrapping_add(1);
+        self.v[c as usize] = self.v[c as usize].wrapping_add(1);
+        self.mask |= 1 << c as u32;
     }
 
     #[inline(always)]
     pub(crate) fn add_halves(&mut self, delta: i64) {
         let i = Ctr::Halves as usize;
-        self.0[i] = self.0[i].wrapping_add(delta as u64);
+        self.v[i] = self.v[i].wrapping_add(delta as u64);
+        self.mask |= 1 << i;
     }
 }
 
@@ -101,11 +107,15 @@ impl Counters {
 
     #[inline]
     pub(crate) fn flush(&self, t: &Tally) {
+        let mut m = t.mask;
+        if m == 0 {
+            return;
+        }
         let s = &self.stripes[my_stripe()];
-        for (i, v) in t.0.iter().enumerate() {
-            if *v != 0 {
-                s.0[i].fetch_add(*v, Ordering::Relaxed);
-            }
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            s.0[i].fetch_add(t.v[i], Ordering::Relaxed);
+            m &= m - 1;
         }
     }
 

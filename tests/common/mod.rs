@@ -125,6 +125,7 @@ pub struct Gateway {
     pub child: Option<Child>,
     pub stats: PathBuf,
     pub log: PathBuf,
+    pub control: PathBuf,
 }
 
 impl Gateway {
@@ -133,6 +134,8 @@ impl Gateway {
         let stats = lab.dir.join("stats.json");
         let _ = std::fs::remove_file(&stats);
         let stats_s = stats.to_string_lossy().to_string();
+        let control = lab.dir.join("xnat.sock");
+        let control_s = control.to_string_lossy().to_string();
         let mut args = vec![
             xnat_bin(),
             "run",
@@ -144,6 +147,8 @@ impl Gateway {
             "0.2",
             "--stats-file",
             &stats_s,
+            "--control",
+            &control_s,
         ];
         args.extend_from_slice(extra);
         let child = lab.spawn("gw", &args, "xnat.log");
@@ -151,6 +156,7 @@ impl Gateway {
             child: Some(child),
             stats,
             log: lab.dir.join("xnat.log"),
+            control,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !gw.stats.exists() {
@@ -200,6 +206,30 @@ impl Gateway {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Runs an `xnat` client command against this gateway's control socket.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.push("--control".into());
+        v.push(self.control.to_string_lossy().to_string());
+        Command::new(xnat_bin())
+            .args(&v)
+            .output()
+            .expect("xnat client")
+    }
+
+    /// `xnat <args> --json` parsed.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.ctl(&a);
+        assert!(
+            out.status.success(),
+            "xnat {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,225 @@
+//! Operator interface: CLI parsing and messages, and the control socket against a
+//! gateway running in the lab with real traffic.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn xnat(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(xnat_bin()).args(args).output().expect("xnat");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn cli_messages_and_exit_codes() {
+    let (code, out, _) = xnat(&["--help"]);
+    assert_eq!(code, Some(0));
+    for cmd in ["run", "stats", "sessions", "flush", "check-config"] {
+        assert!(out.contains(cmd), "--help lacks {cmd}: {out}");
+    }
+    let (code, out, _) = xnat(&["run", "--help"]);
+    assert_eq!(code, Some(0));
+    for flag in [
+        "--masquerade",
+        "--snat",
+        "--dnat",
+        "--ports",
+        "--table-size",
+        "--queues",
+        "--cores",
+        "--xdp-mode",
+        "--zero-copy",
+        "--control",
+        "--config",
+    ] {
+        assert!(out.contains(flag), "run --help lacks {flag}");
+    }
+    let (code, _, err) = xnat(&["stats", "--control", "/nonexistent/xnat.sock"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("xnat is not running") && err.contains("/nonexistent/xnat.sock"),
+        "{err}"
+    );
+    let (code, _, err) = xnat(&["flush", "--control", "/nonexistent/xnat.sock"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--all"), "{err}");
+    let (code, _, err) = xnat(&["run", "--outside", "out0", "--masquerade"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("missing --inside"), "{err}");
+    let (code, _, err) = xnat(&[
+        "run",
+        "--inside",
+        "a",
+        "--outside",
+        "b",
+        "--snat",
+        "198.19.0.1",
+        "--ports",
+        "9000-8000",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--ports") && err.contains("9000-8000"),
+        "{err}"
+    );
+    let (code, _, err) = xnat(&["sessions", "--proto", "gre"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("gre"), "{err}");
+}
+
+#[test]
+fn check_config_accepts_the_sample_and_names_bad_keys() {
+    let sample = root().join("deploy/xnat.toml");
+    let (code, out, err) = xnat(&["check-config", sample.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("ok"), "{out}");
+    let dir = std::env::temp_dir().join(format!("xnat-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("[interfaces]\ninside='a'\noutside='b'\n[nat]\nmasquerad = true\n", "masquerad"),
+        ("[interfaces]\ninside='a'\noutside='b'\n[nat]\nsnat=['198.19.0.1']\nports='70000-80000'\n", "nat.ports"),
+        ("[interfaces]\ninside='a'\noutside='b'\n[nat]\nsnat=['198.19.0.999']\n", "198.19.0.999"),
+        (
+            "[interfaces]\ninside='a'\noutside='b'\n[nat]\nsnat=['198.19.0.1']\ndnat=['tcp:198.19.0.1:2000=198.18.0.2:80']\n",
+            "inside the SNAT port range",
+        ),
+        (
+            "[interfaces]\ninside='a'\noutside='b'\n[nat]\nmasquerade=true\ndnat=['tcp:198.19.0.1:40000=198.18.0.2:80','tcp:198.19.0.1:40000=198.18.0.2:80']\n",
+            "duplicate",
+        ),
+        ("[interfaces]\ninside='a'\noutside='b'\n[dataplane]\nxdp_mode='turbo'\n[nat]\nmasquerade=true\n", "dataplane.xdp_mode"),
+        ("[interfaces]\ninside='a'\n[nat]\nmasquerade=true\n", "outside"),
+        ("this is not toml", "config"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let f = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&f, text).unwrap();
+        let (code, _, err) = xnat(&["check-config", f.to_str().unwrap()]);
+        assert_eq!(code, Some(2), "case {i}: {err}");
+        assert!(
+            err.contains(needle),
+            "case {i}: message lacks '{needle}': {err}"
+        );
+    }
+    let (code, _, err) = xnat(&["check-config", "/nonexistent.toml"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("/nonexistent.toml"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn raw(sock: &std::path::Path, line: &[u8]) -> serde_json::Value {
+    let mut s = UnixStream::connect(sock).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(line).unwrap();
+    let mut resp = String::new();
+    BufReader::new(&s).read_line(&mut resp).unwrap();
+    serde_json::from_str(&resp).unwrap_or_else(|_| panic!("not JSON: {resp:?}"))
+}
+
+#[test]
+fn stats_sessions_flush_and_garbage_against_a_live_gateway() {
+    let lab = Lab::up("ctl", 1);
+    let gw = Gateway::start(&lab, &["--masquerade"]);
+    let mode = std::fs::metadata(&gw.control).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode {mode:o}");
+
+    let before = gw.ctl_json(&["stats"]);
+    let ping = lab.exec(
+        "cli",
+        &["ping", "-c", "10", "-i", "0.1", "-W", "2", "198.19.0.2"],
+    );
+    assert!(ping.status.success(), "{ping:?}");
+    let after = gw.ctl_json(&["stats"]);
+    // Ten echo requests in, ten replies back (the first may have waited for ARP).
+    let rx_in = num(&after, "/total/rx_packets/0") - num(&before, "/total/rx_packets/0");
+    let tx_in = num(&after, "/total/tx_packets/0") - num(&before, "/total/tx_packets/0");
+    assert!(
+        (10..=12).contains(&rx_in),
+        "inside rx grew by {rx_in}: {after}"
+    );
+    assert!(
+        (9..=10).contains(&tx_in),
+        "inside tx grew by {tx_in}: {after}"
+    );
+    assert_eq!(after["ports"][0]["addr"], "198.19.0.1", "{after}");
+    assert!(num(&after, "/ports/0/used") >= 1, "{after}");
+    let text = gw.ctl(&["stats"]);
+    let t = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        t.contains("in0 rx") && t.contains("table:") && t.contains("AF_XDP copy"),
+        "{t}"
+    );
+
+    let sessions = gw.ctl_json(&["sessions", "--proto", "icmp"]);
+    let list = sessions.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{sessions}");
+    assert!(
+        list[0]["original"]
+            .as_str()
+            .unwrap()
+            .starts_with("198.18.0.2:"),
+        "{sessions}"
+    );
+    assert!(
+        list[0]["translated"]
+            .as_str()
+            .unwrap()
+            .starts_with("198.19.0.1:"),
+        "{sessions}"
+    );
+
+    // Garbage, wrong version, unknown command and an oversized request all get errors...
+    for (line, needle) in [
+        (b"hello\n".to_vec(), "malformed"),
+        (
+            b"{\"version\":9,\"request\":{\"cmd\":\"stats\"}}\n".to_vec(),
+            "version",
+        ),
+        (
+            b"{\"version\":1,\"request\":{\"cmd\":\"reboot\"}}\n".to_vec(),
+            "bad request",
+        ),
+        (
+            [vec![b'x'; 70 * 1024], b"\n".to_vec()].concat(),
+            "larger than",
+        ),
+    ] {
+        let r = raw(&gw.control, &line);
+        assert_eq!(r["ok"], false, "{r}");
+        assert!(r["error"].as_str().unwrap_or("").contains(needle), "{r}");
+    }
+    // ...while traffic keeps flowing.
+    let ping = lab.exec(
+        "cli",
+        &["ping", "-c", "3", "-i", "0.1", "-W", "2", "198.19.0.2"],
+    );
+    assert!(
+        ping.status.success(),
+        "traffic stopped after bad requests: {ping:?}"
+    );
+
+    // Each ping run used its own identifier: two ICMP sessions now.
+    let n = gw
+        .ctl_json(&["sessions", "--proto", "icmp"])
+        .as_array()
+        .map(|a| a.len())
+        .unwrap_or(0);
+    assert_eq!(n, 2);
+    let out = gw.ctl(&["flush", "--proto", "icmp"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed 2 session"),
+        "{out:?}"
+    );
+    let sessions = gw.ctl_json(&["sessions", "--proto", "icmp"]);
+    assert_eq!(sessions.as_array().map(|a| a.len()), Some(0), "{sessions}");
+}
