@@ -10,7 +10,7 @@
 //! 2. `cilium-post`: as 1, plus the fixes cilium#35304/#37747: a hit in either direction looks
 //!    up the other entry, refreshes it, and recreates it if it is missing.
 //! 3. `xnat`: `xnat::table::Table` (paired entries, protocol timeouts, class-based eviction),
-//!    default policy (`evict_protected = true`), and `xnat-refuse` with `evict_protected = false`.
+//!    default policy (`evict_protected = false`: refuse rather than evict an established pair), and `xnat-evict` with `evict_protected = true` (`--evict-established`).
 //!
 //! Workload (all in simulated seconds, deterministic for a seed):
 //! * `live` long-lived TCP connections opened in the first minute, with Zipf-like popularity:
@@ -658,7 +658,7 @@ fn main() {
                 }),
             ),
         ];
-        for (name, evict) in [("xnat (3)", true), ("xnat-refuse (3b)", false)] {
+        for (name, evict) in [("xnat (3)", false), ("xnat-evict (3b)", true)] {
             // Exactly `entries` slots: capacity is a whole number of 8-way buckets.
             let t = Table::new(TableConfig {
                 evict_protected: evict,
@@ -700,7 +700,7 @@ fn main() {
          retransmission one second later found its entry gone: xnat deliberately sacrifices \
          never-assured flows first (conntrack's early-drop rule), the LRUs sacrifice idle \
          long-lived connections instead. *Refused new* = connections that could not be \
-         created at all (xnat-refuse never evicts a protected pair). Models 1/2 use an exact \
+         created at all (xnat, by default, never evicts a protected pair: it refuses the new connection, as conntrack does; xnat-evict is the --evict-established policy). Models 1/2 use an exact \
          LRU, kinder than the kernel's approximate one: touching both halves together keeps \
          them adjacent in LRU order, so they are evicted together and the restore fix of \
          model 2 almost never finds a lone half; what breaks them here is whole pairs of idle \

@@ -8,3 +8,4 @@ scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets -- --test-threads=2
+scripts/check-deploy.sh

@@ -170,6 +170,7 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
                 ports: a.ports.clone(),
                 dnat: a.dnat.clone(),
                 table_size: a.table_size,
+                evict_established: a.evict_established,
             };
             Some(nat_config(&file, &flags).map_err(|e| e.to_string())?)
         }

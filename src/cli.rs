@@ -151,6 +151,10 @@ pub struct RunArgs {
     /// Translation table capacity in connections [default: 1048576].
     #[arg(long, value_name = "N", help_heading = "NAT")]
     pub table_size: Option<u64>,
+    /// When the table is full, evict established connections (oldest idle first) instead of
+    /// refusing new connections (the default, as conntrack and VPP do).
+    #[arg(long, help_heading = "NAT")]
+    pub evict_established: bool,
 
     /// Number of queues to serve (queues 0..N of both interfaces), one worker each [default: 1].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=128), help_heading = "Dataplane")]
@@ -216,6 +220,7 @@ impl RunArgs {
             ports: None,
             dnat: Vec::new(),
             table_size: None,
+            evict_established: false,
             queues: None,
             cores: Vec::new(),
             xdp_mode: None,

@@ -219,6 +219,9 @@ pub struct NatFile {
     /// Port forwards.
     #[serde(default)]
     pub dnat: Vec<String>,
+    /// When the table is full: also evict established connections (`true`, LRU-like) or
+    /// refuse new connections instead (`false`, default, like conntrack and VPP).
+    pub evict_established: Option<bool>,
 }
 
 /// The `[interfaces]` section.
@@ -332,6 +335,8 @@ pub struct NatConfig {
     pub table_size: usize,
     /// Idle timeouts.
     pub timeouts: Timeouts,
+    /// Evict established connections when the table is full (else refuse new ones).
+    pub evict_established: bool,
 }
 
 /// NAT-related flags (already parsed by clap, still unvalidated).
@@ -347,6 +352,8 @@ pub struct NatFlags {
     pub dnat: Vec<String>,
     /// `--table-size`.
     pub table_size: Option<u64>,
+    /// `--evict-established`.
+    pub evict_established: bool,
 }
 
 /// The default NAT port range. A masqueraded address is shared with the gateway's own
@@ -489,6 +496,7 @@ pub fn nat_config(file: &FileConfig, flags: &NatFlags) -> Result<NatConfig, Conf
         dnat,
         table_size: table_size as usize,
         timeouts,
+        evict_established: flags.evict_established || file.nat.evict_established.unwrap_or(false),
     })
 }
 

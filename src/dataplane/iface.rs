@@ -111,6 +111,8 @@ pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_NET_RAW: u32 = 13;
 /// CAP_BPF.
 pub const CAP_BPF: u32 = 39;
+/// CAP_PERFMON (the verifier allows pointer arithmetic in the program only with it).
+pub const CAP_PERFMON: u32 = 38;
 
 /// Whether capability `cap` is in the effective set.
 pub fn has_cap(cap: u32) -> bool {

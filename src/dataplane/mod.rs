@@ -42,15 +42,15 @@ pub enum DataplaneError {
         available: u32,
     },
     /// A core this machine does not have.
-    #[error("core {core} is out of range: this machine has cores 0..{available}; choose --cores from that range")]
+    #[error("core {core} is out of range: this process may run on cores {available}; choose --cores from those")]
     CoreOutOfRange {
         /// Requested core.
         core: usize,
-        /// Cores available.
-        available: usize,
+        /// Cores available to this process.
+        available: String,
     },
     /// Not allowed to load BPF / create AF_XDP sockets.
-    #[error("insufficient privileges: {0}; run as root or grant CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_IPC_LOCK")]
+    #[error("insufficient privileges: {0}; run as root or grant CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON and CAP_IPC_LOCK")]
     Privileges(String),
     /// The locked-memory limit is too low for the UMEM.
     #[error("locked-memory limit too low: {0}; raise it with `ulimit -l unlimited` (or LimitMEMLOCK=infinity in systemd), or use fewer --frames")]
@@ -184,19 +184,30 @@ pub fn validate(cfg: &DataplaneConfig) -> Result<Ports, DataplaneError> {
     if cfg.queues.is_empty() {
         return Err(DataplaneError::Config("no queues to serve".into()));
     }
-    let ncores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(0);
-    if let Some(&core) = cfg.cores.iter().find(|&&c| c >= ncores) {
+    // The cores this process may run on (its affinity mask: taskset, systemd CPUAffinity,
+    // a container's cpuset), not merely how many the machine has.
+    let allowed: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    if let Some(&core) = cfg.cores.iter().find(|c| !allowed.contains(c)) {
         return Err(DataplaneError::CoreOutOfRange {
             core,
-            available: ncores,
+            available: allowed
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         });
     }
     let caps_ok = iface::has_cap(iface::CAP_NET_ADMIN)
         && iface::has_cap(iface::CAP_NET_RAW)
-        && (iface::has_cap(iface::CAP_BPF) || iface::has_cap(iface::CAP_SYS_ADMIN));
+        && ((iface::has_cap(iface::CAP_BPF) && iface::has_cap(iface::CAP_PERFMON))
+            || iface::has_cap(iface::CAP_SYS_ADMIN));
     if !caps_ok {
         return Err(DataplaneError::Privileges(
-            "loading XDP programs and creating AF_XDP sockets needs CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF".into(),
+            "loading XDP programs and creating AF_XDP sockets needs CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_PERFMON".into(),
         ));
     }
     if !iface::has_cap(iface::CAP_IPC_LOCK) {

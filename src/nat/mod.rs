@@ -87,7 +87,8 @@ struct DnatRt {
 /// The immutable rule set shared by all workers.
 #[derive(Clone, Debug)]
 pub struct Rules {
-    pools: Vec<PoolRt>,
+    /// Every SNAT address of every pool with its port range, for address selection.
+    snat_addrs: Vec<(u32, u16, u16)>,
     dnat: HashMap<(u8, u32, u16), DnatRt>,
     /// Port range for SNAT of port-forwarded traffic (on the inside address).
     dnat_snat_ports: (u16, u16),
@@ -161,8 +162,12 @@ impl Rules {
             );
         }
         let dnat_snat_addr = dnat.values().find_map(|d: &DnatRt| d.snat_src);
+        let snat_addrs = pools
+            .iter()
+            .flat_map(|p| p.addrs.iter().map(move |&a| (a, p.lo, p.hi)))
+            .collect();
         Ok(Rules {
-            pools,
+            snat_addrs,
             dnat,
             dnat_snat_ports: DNAT_SNAT_PORTS,
             dnat_snat_addr,
@@ -172,9 +177,9 @@ impl Rules {
     /// `(address, first port, last port)` of every NAT address, for the steering program.
     pub fn nat_addresses(&self) -> Vec<(u32, u16, u16)> {
         let (lo, hi) = self.dnat_snat_ports;
-        self.pools
+        self.snat_addrs
             .iter()
-            .flat_map(|p| p.addrs.iter().map(move |&a| (a, p.lo, p.hi)))
+            .copied()
             .chain(self.dnat_snat_addr.map(|a| (a, lo, hi)))
             .collect()
     }
@@ -192,6 +197,7 @@ impl Rules {
 pub fn make_table(cfg: &NatConfig) -> Result<Table, String> {
     let t = cfg.timeouts;
     let mut tc = TableConfig::new(cfg.table_size);
+    tc.evict_protected = cfg.evict_established;
     tc.timeouts = crate::table::Timeouts {
         tcp_syn: t.tcp_syn,
         tcp_established: t.tcp_established,
@@ -339,12 +345,12 @@ impl Engine {
 
     fn create_snat(&mut self, t: &Tuple, p: &Parsed) -> Result<crate::table::Hit, Refused> {
         let rules = Arc::clone(&self.rules);
-        let Some(pool) = rules.pools.first() else {
+        if rules.snat_addrs.is_empty() {
             return Err(Refused::Nat(NatDrop::NoSnatRule));
-        };
+        }
         // Paired pooling: an inside host always gets the same public address.
         let h = t.src.wrapping_mul(0x9E37_79B1) >> 7;
-        let addr = pool.addrs[(h as usize) % pool.addrs.len()];
+        let (addr, lo, hi) = rules.snat_addrs[(h as usize) % rules.snat_addrs.len()];
         let base = Tuple {
             src: addr,
             dst: t.dst,
@@ -352,7 +358,7 @@ impl Engine {
             dport: t.dport,
             proto: t.proto,
         };
-        self.allocate(t, base, pool.lo, pool.hi, state_for(t.proto, p.tcp_flags()))
+        self.allocate(t, base, lo, hi, state_for(t.proto, p.tcp_flags()))
     }
 
     /// Picks a source port in `lo..=hi` whose reply tuple is free and inserts the pair.

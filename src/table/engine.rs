@@ -1,6 +1,7 @@
 //! The table proper: layout, seqlock slots, pair protocol, eviction. See the module docs in
 //! `mod.rs` for the protocol and its correctness argument.
 
+use super::region::Region;
 use super::stats::{Counters, Ctr, Tally};
 use super::{
     ConnState, Dir, Hit, InsertError, Session, TableConfig, TableError, TableStats, Timeouts, Tuple,
@@ -51,7 +52,18 @@ struct Bucket {
 
 const _: () = assert!(std::mem::size_of::<Bucket>() == 384);
 
+#[cfg(test)]
+#[test]
+fn an_empty_bucket_is_all_zero() {
+    let b = Bucket::new();
+    // SAFETY: Bucket is repr(C) and made of AtomicU64s: reading it as bytes is fine.
+    let bytes: &[u8; 384] = unsafe { &*(&b as *const Bucket).cast() };
+    assert!(bytes.iter().all(|&x| x == 0));
+}
+
 impl Bucket {
+    /// An empty bucket: all zero, which is what [`Region::zeroed`] provides.
+    #[cfg(test)]
     fn new() -> Bucket {
         Bucket {
             ctrl: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -282,7 +294,7 @@ enum Victim {
 
 /// The paired lock-free LRU NAT table. Share it between workers with `Arc<Table>`.
 pub struct Table {
-    buckets: Box<[Bucket]>,
+    buckets: Region<Bucket>,
     nb: u64,
     nslots: u32,
     seed: [u64; 3],
@@ -318,10 +330,9 @@ impl Table {
         }
         let nb = (cfg.connections * 2).div_ceil(WAYS).max(2);
         let bytes = nb * std::mem::size_of::<Bucket>();
-        let mut v: Vec<Bucket> = Vec::new();
-        v.try_reserve_exact(nb)
-            .map_err(|_| TableError::OutOfMemory { bytes })?;
-        v.extend((0..nb).map(|_| Bucket::new()));
+        // All-zero buckets are empty (see `Bucket::new`), so fresh zeroed pages need no
+        // initialisation.
+        let buckets = Region::<Bucket>::zeroed(nb).ok_or(TableError::OutOfMemory { bytes })?;
         let mut s = cfg.seed.unwrap_or_else(random_seed);
         let seed = [splitmix(&mut s), splitmix(&mut s), splitmix(&mut s)];
         let t = cfg.timeouts;
@@ -337,7 +348,7 @@ impl Table {
             tmo[st.code() as usize] = t.for_state(st);
         }
         Ok(Table {
-            buckets: v.into_boxed_slice(),
+            buckets,
             nb: nb as u64,
             nslots: (nb * WAYS) as u32,
             seed,

@@ -130,6 +130,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod engine;
+mod region;
 mod stats;
 #[cfg(test)]
 mod tests;
