@@ -5,6 +5,9 @@
 #   eth0 198.18.0.2/24 --- in0 198.18.0.1/24
 #                          out0 198.19.0.1/24 ---------- eth0 198.19.0.2/24
 #
+# The server routes 198.18.0.0/16 (forward mode) and 198.19.2.0/24 (a dedicated SNAT
+# pool, `--snat 198.19.2.1`) to the gateway.
+#
 # Kernel IP forwarding is OFF in the gateway namespace: only xnat carries
 # traffic between in0 and out0. Checksum offload is off on every veth so that
 # frames carry complete checksums (AF_XDP transmits what is in the frame).
@@ -63,7 +66,10 @@ up() {
   ip -n "$cli" route add default via 198.18.0.1
   # The server routes the client range back through the gateway (used by forward
   # mode; with NAT the server only ever sees the NAT address).
-  ip -n "$srv" route add 198.18.0.0/15 via 198.19.0.1
+  ip -n "$srv" route add 198.18.0.0/16 via 198.19.0.1
+  # A routed SNAT pool: the upstream sends 198.19.2.0/24 to the gateway, whose kernel
+  # does not own those addresses (for dedicated pools, as CGNAT deployments use).
+  ip -n "$srv" route add 198.19.2.0/24 via 198.19.0.1
   # The server side is the gateway's upstream: its default route points there.
   ip -n "$gw" route add default via 198.19.0.2
 

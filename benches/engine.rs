@@ -33,7 +33,7 @@ fn engine(capacity: u64) -> Engine {
     };
     let cfg = nat_config(&FileConfig::default(), &flags).expect("bench config");
     let rules = Arc::new(Rules::new(&cfg, &[], None).expect("rules"));
-    let table = Arc::new(make_table(&cfg).expect("table"));
+    let table = Arc::new(make_table(&cfg).expect("table").0);
     let mut e = Engine::new(table, rules, 0x1234_5678);
     e.now = 100;
     e

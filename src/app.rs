@@ -171,6 +171,7 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
                 dnat: a.dnat.clone(),
                 table_size: a.table_size,
                 evict_established: a.evict_established,
+                state_file: a.state_file.clone(),
             };
             Some(nat_config(&file, &flags).map_err(|e| e.to_string())?)
         }
@@ -297,13 +298,21 @@ fn start(s: &Settings) -> Started {
                 .map(|a| u32::from(*a));
             let rules =
                 Arc::new(Rules::new(nat, &outside, inside).map_err(|m| (m, EXIT_BAD_INPUT))?);
-            let table = Arc::new(make_table(nat).map_err(|m| (m, EXIT_BAD_INPUT))?);
+            let (table, resumed) = make_table(nat).map_err(|m| (m, EXIT_BAD_INPUT))?;
+            let table = Arc::new(table);
             tracing::info!(
                 connections = table.capacity(),
                 bytes_per_connection = table.bytes_per_connection(),
                 mib = table.memory_bytes() >> 20,
+                state_file = ?nat.state_file,
                 "translation table allocated"
             );
+            if resumed {
+                tracing::info!(
+                    live = table.len(),
+                    "took over the live connections of the previous process"
+                );
+            }
             let r2 = Arc::clone(&rules);
             let steer = move |st: &mut crate::dataplane::Steering| -> Result<(), DataplaneError> {
                 for (addr, lo, hi) in r2.nat_addresses() {

@@ -155,6 +155,11 @@ pub struct RunArgs {
     /// refusing new connections (the default, as conntrack and VPP do).
     #[arg(long, help_heading = "NAT")]
     pub evict_established: bool,
+    /// Keep the translation table in this file (put it on a tmpfs, e.g. /run/xnat/table):
+    /// a gateway restarted with the same file and table size takes over every live
+    /// connection.
+    #[arg(long, value_name = "PATH", help_heading = "NAT")]
+    pub state_file: Option<PathBuf>,
 
     /// Number of queues to serve (queues 0..N of both interfaces), one worker each [default: 1].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=128), help_heading = "Dataplane")]
@@ -221,6 +226,7 @@ impl RunArgs {
             dnat: Vec::new(),
             table_size: None,
             evict_established: false,
+            state_file: None,
             queues: None,
             cores: Vec::new(),
             xdp_mode: None,

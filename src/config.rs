@@ -222,6 +222,8 @@ pub struct NatFile {
     /// When the table is full: also evict established connections (`true`, LRU-like) or
     /// refuse new connections instead (`false`, default, like conntrack and VPP).
     pub evict_established: Option<bool>,
+    /// Keep the table in this file (on a tmpfs) so a restarted gateway takes over.
+    pub state_file: Option<String>,
 }
 
 /// The `[interfaces]` section.
@@ -337,6 +339,8 @@ pub struct NatConfig {
     pub timeouts: Timeouts,
     /// Evict established connections when the table is full (else refuse new ones).
     pub evict_established: bool,
+    /// Table state file (restarts keep the translations).
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// NAT-related flags (already parsed by clap, still unvalidated).
@@ -354,6 +358,8 @@ pub struct NatFlags {
     pub table_size: Option<u64>,
     /// `--evict-established`.
     pub evict_established: bool,
+    /// `--state-file`.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// The default NAT port range. A masqueraded address is shared with the gateway's own
@@ -497,6 +503,10 @@ pub fn nat_config(file: &FileConfig, flags: &NatFlags) -> Result<NatConfig, Conf
         table_size: table_size as usize,
         timeouts,
         evict_established: flags.evict_established || file.nat.evict_established.unwrap_or(false),
+        state_file: flags
+            .state_file
+            .clone()
+            .or_else(|| file.nat.state_file.as_ref().map(std::path::PathBuf::from)),
     })
 }
 

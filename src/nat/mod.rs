@@ -193,8 +193,9 @@ impl Rules {
     }
 }
 
-/// Builds the shared table from the NAT configuration.
-pub fn make_table(cfg: &NatConfig) -> Result<Table, String> {
+/// Builds the shared table from the NAT configuration: in memory, or in the state file
+/// (then also says whether the previous process's connections were taken over).
+pub fn make_table(cfg: &NatConfig) -> Result<(Table, bool), String> {
     let t = cfg.timeouts;
     let mut tc = TableConfig::new(cfg.table_size);
     tc.evict_protected = cfg.evict_established;
@@ -206,7 +207,11 @@ pub fn make_table(cfg: &NatConfig) -> Result<Table, String> {
         icmp: t.icmp,
         other: t.udp,
     };
-    Table::new(tc).map_err(|e| format!("--table-size {}: {e}", cfg.table_size))
+    match &cfg.state_file {
+        None => Table::new(tc).map(|t| (t, false)),
+        Some(p) => Table::with_state_file(tc, p),
+    }
+    .map_err(|e| format!("--table-size {}: {e}", cfg.table_size))
 }
 
 /// Per-worker translation engine over the shared table and rules.

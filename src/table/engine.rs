@@ -320,6 +320,77 @@ impl std::fmt::Debug for Table {
 impl Table {
     /// Allocates the whole table. Nothing is allocated afterwards.
     pub fn new(cfg: TableConfig) -> Result<Table, TableError> {
+        let nb = Self::buckets_for(&cfg)?;
+        let bytes = nb * std::mem::size_of::<Bucket>();
+        // All-zero buckets are empty (see `Bucket::new`), so fresh zeroed pages need no
+        // initialisation.
+        let buckets = Region::<Bucket>::zeroed(nb).ok_or(TableError::OutOfMemory { bytes })?;
+        let mut s = cfg.seed.unwrap_or_else(random_seed);
+        let seed = [splitmix(&mut s), splitmix(&mut s), splitmix(&mut s)];
+        Ok(Self::assemble(cfg, buckets, nb, seed))
+    }
+
+    /// Like [`Table::new`], but the table lives in the state file at `path` (put it on a
+    /// tmpfs such as /run or /dev/shm). If the file holds a table of the same size made
+    /// since the last boot, its connections are taken over (`true` is returned with the
+    /// table): a gateway restarted with the same file keeps every live translation.
+    /// Otherwise the file is reset to an empty table.
+    ///
+    /// Only one process may use a state file at a time; the gateway guarantees this by
+    /// owning the interfaces' XDP attachment before it opens the file.
+    pub fn with_state_file(
+        cfg: TableConfig,
+        path: &std::path::Path,
+    ) -> Result<(Table, bool), TableError> {
+        let nb = Self::buckets_for(&cfg)?;
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        // The hash seed is derived from the header so that a table re-opened with the same
+        // header finds its entries in the same buckets.
+        let mut header = Vec::with_capacity(128);
+        header.extend_from_slice(b"XNATTBL1");
+        header.extend_from_slice(&(nb as u64).to_le_bytes());
+        header.extend_from_slice(&(std::mem::size_of::<Bucket>() as u64).to_le_bytes());
+        header.extend_from_slice(&(WAYS as u64).to_le_bytes());
+        let mut b = [0u8; 36];
+        let bl = boot.trim().len().min(36);
+        b[..bl].copy_from_slice(&boot.trim().as_bytes()[..bl]);
+        header.extend_from_slice(&b);
+        let fresh_seed = cfg.seed.unwrap_or_else(random_seed);
+        // The seed itself is part of the header only when the file is (re)created: read it
+        // back from an existing file with a matching prefix.
+        let prefix_len = header.len();
+        let existing = std::fs::read(path).ok().and_then(|h| {
+            (h.len() >= prefix_len + 8 && h[..prefix_len] == header[..]).then(|| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&h[prefix_len..prefix_len + 8]);
+                u64::from_le_bytes(w)
+            })
+        });
+        let seed_word = existing.unwrap_or(fresh_seed);
+        header.extend_from_slice(&seed_word.to_le_bytes());
+        let (buckets, resumed) =
+            Region::<Bucket>::state_file(path, nb, &header).map_err(|reason| {
+                TableError::StateFile {
+                    path: path.display().to_string(),
+                    reason,
+                }
+            })?;
+        let mut s = seed_word;
+        let seed = [splitmix(&mut s), splitmix(&mut s), splitmix(&mut s)];
+        let t = Self::assemble(cfg, buckets, nb, seed);
+        if resumed {
+            // The occupancy counter starts at zero: count the halves taken over.
+            let live = (0..t.nslots)
+                .filter(|&slot| matches!(t.read_slot(slot), View::Live(_)))
+                .count();
+            let mut tally = Tally::default();
+            tally.add_halves(live as i64);
+            t.ctr.flush(&tally);
+        }
+        Ok((t, resumed))
+    }
+
+    fn buckets_for(cfg: &TableConfig) -> Result<usize, TableError> {
         if cfg.connections == 0 {
             return Err(TableError::ZeroCapacity);
         }
@@ -328,13 +399,10 @@ impl Table {
                 connections: cfg.connections,
             });
         }
-        let nb = (cfg.connections * 2).div_ceil(WAYS).max(2);
-        let bytes = nb * std::mem::size_of::<Bucket>();
-        // All-zero buckets are empty (see `Bucket::new`), so fresh zeroed pages need no
-        // initialisation.
-        let buckets = Region::<Bucket>::zeroed(nb).ok_or(TableError::OutOfMemory { bytes })?;
-        let mut s = cfg.seed.unwrap_or_else(random_seed);
-        let seed = [splitmix(&mut s), splitmix(&mut s), splitmix(&mut s)];
+        Ok((cfg.connections * 2).div_ceil(WAYS).max(2))
+    }
+
+    fn assemble(cfg: TableConfig, buckets: Region<Bucket>, nb: usize, seed: [u64; 3]) -> Table {
         let t = cfg.timeouts;
         let mut tmo = [t.other; 8];
         for st in [
@@ -347,7 +415,7 @@ impl Table {
         ] {
             tmo[st.code() as usize] = t.for_state(st);
         }
-        Ok(Table {
+        Table {
             buckets,
             nb: nb as u64,
             nslots: (nb * WAYS) as u32,
@@ -357,7 +425,7 @@ impl Table {
             evict_protected: cfg.evict_protected,
             clock: AtomicU32::new(0),
             ctr: Counters::new(),
-        })
+        }
     }
 
     // ---- addressing ---------------------------------------------------------------------

@@ -389,6 +389,13 @@ pub enum TableError {
         /// Bytes requested.
         bytes: usize,
     },
+    /// The state file could not be opened, sized or mapped.
+    StateFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl fmt::Display for TableError {
@@ -402,6 +409,9 @@ impl fmt::Display for TableError {
             ),
             TableError::OutOfMemory { bytes } => {
                 write!(f, "cannot allocate {bytes} bytes for the NAT table")
+            }
+            TableError::StateFile { path, reason } => {
+                write!(f, "table state file {path}: {reason}")
             }
         }
     }

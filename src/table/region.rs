@@ -1,16 +1,28 @@
-//! The memory behind the table: one anonymous mapping, asked for transparent huge pages
-//! before it is first touched, so that a large table costs few TLB entries.
+//! The memory behind the table: one mapping, either anonymous (asked for transparent huge
+//! pages before it is first touched, so that a large table costs few TLB entries) or a
+//! shared mapping of a state file, so that a restarted gateway can take over the live
+//! translations of the previous process.
 //!
-//! The kernel hands out zeroed pages, and an all-zero bucket is an empty bucket, so the
-//! mapping needs no initialisation pass (which would also fault every page in as 4 KiB).
+//! The kernel hands out zeroed pages and a new file reads as zeros, and an all-zero bucket
+//! is an empty bucket, so a fresh mapping needs no initialisation pass (which would also
+//! fault every page in as 4 KiB).
 
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::ptr::NonNull;
 
-/// An owned, zero-initialised, page-aligned array of `T` in its own mapping.
+/// Size of the state file's header; the array starts after it.
+pub(super) const HEADER: usize = 4096;
+
+/// An owned, zero-initialised array of `T` in its own mapping.
 pub(super) struct Region<T> {
-    ptr: NonNull<T>,
+    base: NonNull<u8>,
+    map_bytes: usize,
+    offset: usize,
     len: usize,
-    bytes: usize,
+    _t: std::marker::PhantomData<T>,
 }
 
 // SAFETY: a Region is an owned allocation like a Box<[T]>; it is Send/Sync exactly when T is.
@@ -18,31 +30,108 @@ unsafe impl<T: Send> Send for Region<T> {}
 // SAFETY: as above; shared access only hands out `&[T]`.
 unsafe impl<T: Sync> Sync for Region<T> {}
 
+fn map(bytes: usize, flags: libc::c_int, fd: libc::c_int) -> Option<NonNull<u8>> {
+    // SAFETY: a fresh mapping of `bytes` bytes (of `fd` from offset 0, or anonymous);
+    // the result is checked before use.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    NonNull::new(p.cast())
+}
+
 impl<T> Region<T> {
     /// Maps `len` zeroed elements. `T` must be valid when all-zero (the caller's contract,
     /// checked by [`super::engine`] for its bucket type) and its alignment at most a page.
     pub(super) fn zeroed(len: usize) -> Option<Region<T>> {
         assert!(std::mem::align_of::<T>() <= 4096);
         let bytes = len.checked_mul(std::mem::size_of::<T>())?.max(1);
-        // SAFETY: an anonymous private mapping of `bytes` bytes; the result is checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return None;
-        }
+        let base = map(
+            bytes,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+        )?;
         // Huge pages if the system allows them on request; a refusal is harmless.
-        // SAFETY: `p..p+bytes` is the mapping just created.
-        unsafe { libc::madvise(p, bytes, libc::MADV_HUGEPAGE) };
-        let ptr = NonNull::new(p.cast::<T>())?;
-        Some(Region { ptr, len, bytes })
+        // SAFETY: `base..base+bytes` is the mapping just created.
+        unsafe { libc::madvise(base.as_ptr().cast(), bytes, libc::MADV_HUGEPAGE) };
+        Some(Region {
+            base,
+            map_bytes: bytes,
+            offset: 0,
+            len,
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// Maps `len` elements from the state file at `path`, after a [`HEADER`]-byte header.
+    ///
+    /// If the file exists and its header equals `header`, its contents are kept (the
+    /// previous process's table) and `Ok((region, true))` is returned. Otherwise the file
+    /// is created or truncated to zeros with `header` written, and `Ok((region, false))`.
+    pub(super) fn state_file(
+        path: &Path,
+        len: usize,
+        header: &[u8],
+    ) -> Result<(Region<T>, bool), String> {
+        assert!(std::mem::align_of::<T>() <= 4096 && header.len() <= HEADER);
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .and_then(|b| b.checked_add(HEADER))
+            .ok_or("table too large")?;
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            }
+        }
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let mut old = vec![0u8; header.len()];
+        let same_len = f
+            .metadata()
+            .map(|m| m.len() == bytes as u64)
+            .unwrap_or(false);
+        let resumed = same_len && f.read_exact(&mut old).is_ok() && old == header;
+        if !resumed {
+            // A different table (or none): start from zeros with our header.
+            f.set_len(0)
+                .and_then(|_| f.set_len(bytes as u64))
+                .map_err(|e| format!("sizing {}: {e}", path.display()))?;
+            std::io::Seek::rewind(&mut f).map_err(|e| format!("{}: {e}", path.display()))?;
+            f.write_all(header)
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        let base = map(bytes, libc::MAP_SHARED, f.as_raw_fd()).ok_or_else(|| {
+            format!(
+                "mapping {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            )
+        })?;
+        Ok((
+            Region {
+                base,
+                map_bytes: bytes,
+                offset: HEADER,
+                len,
+                _t: std::marker::PhantomData,
+            },
+            resumed,
+        ))
     }
 }
 
@@ -50,16 +139,20 @@ impl<T> std::ops::Deref for Region<T> {
     type Target = [T];
     #[inline(always)]
     fn deref(&self) -> &[T] {
-        // SAFETY: the mapping holds `len` elements, zero-initialised (valid for T by the
-        // contract of `zeroed`) and lives as long as `self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: the mapping holds `len` elements after `offset` (a multiple of the page
+        // size, so aligned for T), zero-initialised or written by a previous table of the
+        // same layout (valid for T by the contract of the constructors), and lives as long
+        // as `self`.
+        unsafe {
+            std::slice::from_raw_parts(self.base.as_ptr().add(self.offset).cast::<T>(), self.len)
+        }
     }
 }
 
 impl<T> Drop for Region<T> {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping created in `zeroed`; no reference into it
+        // SAFETY: unmaps exactly the mapping created by a constructor; no reference into it
         // outlives `self` (deref borrows `self`).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.map_bytes) };
     }
 }

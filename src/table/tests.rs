@@ -594,3 +594,42 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+#[test]
+fn a_state_file_carries_live_pairs_to_the_next_table() {
+    let dir = std::env::temp_dir().join(format!("xnat-state-{}", std::process::id()));
+    let path = dir.join("table");
+    let cfg = || TableConfig::new(1000);
+    let org = Tuple::new(0xC612_0002, 40000, 0xC613_0002, 80, 6);
+    let xlate = Tuple::new(0xC613_0001, 1025, 0xC613_0002, 80, 6);
+    {
+        let (t, resumed) = Table::with_state_file(cfg(), &path).unwrap();
+        assert!(!resumed);
+        t.insert_pair(&org, &xlate, ConnState::TcpEstablished, 10)
+            .unwrap();
+        assert_eq!(t.len(), 1);
+    }
+    // The next process (same size, same boot) takes the connection over.
+    let (t, resumed) = Table::with_state_file(cfg(), &path).unwrap();
+    assert!(resumed);
+    assert_eq!(t.len(), 1);
+    let hit = t
+        .lookup(&xlate.reversed(), 11)
+        .expect("reply half survives");
+    assert_eq!(hit.xlate, org.reversed());
+    assert_eq!(t.lookup(&org, 11).map(|h| h.xlate), Some(xlate));
+    assert!(
+        t.is_rev_taken(&xlate.reversed(), 11),
+        "the allocator still sees the port as used"
+    );
+    drop(t);
+    // A table of another size starts empty.
+    let (t, resumed) = Table::with_state_file(TableConfig::new(5000), &path).unwrap();
+    assert!(!resumed);
+    assert_eq!(t.len(), 0);
+    assert!(t.lookup(&org, 12).is_none());
+    drop(t);
+    let e = Table::with_state_file(cfg(), std::path::Path::new("/proc/xnat-cannot-be-here/t"));
+    assert!(matches!(e, Err(TableError::StateFile { .. })));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,8 +2,8 @@
 """Many parallel TCP connections through the gateway.
 
 server HOST PORT SECONDS   accept connections for SECONDS, answer each with the peer's "ip:port\\n"
-client HOST PORT N         open N connections at once, print one JSON line:
-                           {"ok": n_ok, "failed": n_failed, "peers": [...]}
+client HOST PORT N [SECS]  open N connections at once (give up after SECS, default 30),
+                           print one JSON line: {"ok": n_ok, "failed": n_failed, "peers": [...]}
 """
 import json
 import selectors
@@ -30,7 +30,7 @@ def server(host, port, seconds):
             c.close()
 
 
-def client(host, port, n):
+def client(host, port, n, seconds=30.0):
     sel = selectors.DefaultSelector()
     socks = []
     for _ in range(n):
@@ -41,7 +41,7 @@ def client(host, port, n):
         socks.append(s)
     peers, failed = [], 0
     pending = n
-    deadline = time.time() + 30
+    deadline = time.time() + seconds
     while pending and time.time() < deadline:
         for key, _ in sel.select(timeout=1):
             s, buf = key.fileobj, key.data
@@ -71,4 +71,4 @@ if __name__ == "__main__":
     if mode == "server":
         server(host, port, arg)
     else:
-        client(host, port, arg)
+        client(host, port, arg, float(sys.argv[5]) if len(sys.argv) > 5 else 30.0)
