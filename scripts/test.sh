@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked --all-targets -- --test-threads=2
+RUST_TEST_THREADS=2 cargo test --locked --all-targets
 scripts/check-deploy.sh

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod fuzzing;
 pub mod nat;
 pub mod packet;
 pub mod stats;

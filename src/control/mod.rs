@@ -203,6 +203,19 @@ pub fn tuple_from_json(t: &TupleJson) -> Result<Tuple, String> {
     })
 }
 
+/// Parses one request line into a request, checking the protocol version.
+pub fn parse_envelope(line: &str) -> Result<Request, String> {
+    let env: Envelope =
+        serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
+    if env.version != PROTOCOL_VERSION {
+        return Err(format!(
+            "unsupported protocol version {} (this gateway speaks {PROTOCOL_VERSION})",
+            env.version
+        ));
+    }
+    serde_json::from_value(env.request).map_err(|e| format!("bad request: {e}"))
+}
+
 /// Answers one request line.
 pub fn handle_line(line: &str, src: &StatsSource) -> Response {
     let fail = |e: String| Response {
@@ -211,19 +224,9 @@ pub fn handle_line(line: &str, src: &StatsSource) -> Response {
         result: None,
         error: Some(e),
     };
-    let env: Envelope = match serde_json::from_str(line) {
-        Ok(e) => e,
-        Err(e) => return fail(format!("malformed request: {e}")),
-    };
-    if env.version != PROTOCOL_VERSION {
-        return fail(format!(
-            "unsupported protocol version {} (this gateway speaks {PROTOCOL_VERSION})",
-            env.version
-        ));
-    }
-    let req: Request = match serde_json::from_value(env.request) {
+    let req = match parse_envelope(line) {
         Ok(r) => r,
-        Err(e) => return fail(format!("bad request: {e}")),
+        Err(e) => return fail(e),
     };
     match execute(&req, src) {
         Ok(v) => Response {
