@@ -41,6 +41,8 @@ esac
 
 down() {
   for ns in "$cli" "$gw" "$srv" "$far"; do
+    # Processes still running in the namespace (servers, clients, a gateway) go with it.
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
   done
 }

@@ -13,7 +13,7 @@ use crate::dataplane::forward::Forwarder;
 use crate::dataplane::{
     iface, Dataplane, DataplaneConfig, DataplaneError, PollMode, RingSizes, XdpMode, ZeroCopy,
 };
-use crate::nat::{make_table, Engine, NatHandler, Rules};
+use crate::nat::{make_table, Engine, NatHandler, Quota, Rules};
 use crate::stats::{Snapshot, StatsSource};
 use crate::table::Table;
 
@@ -94,6 +94,8 @@ pub struct Settings {
     pub stats_interval: Duration,
     /// Control socket path.
     pub control: PathBuf,
+    /// Prometheus endpoint.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Merges the configuration file (if any) with the flags; flags win.
@@ -172,6 +174,7 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
                 table_size: a.table_size,
                 evict_established: a.evict_established,
                 state_file: a.state_file.clone(),
+                max_sessions_per_source: a.max_sessions_per_source,
             };
             Some(nat_config(&file, &flags).map_err(|e| e.to_string())?)
         }
@@ -189,13 +192,16 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
         .clone()
         .or_else(|| file.control.socket.as_ref().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(crate::control::DEFAULT_SOCKET));
-    if file.control.metrics_listen.is_some() {
-        return Err(
-            "invalid control.metrics_listen: the metrics endpoint is not available in this version"
-                .into(),
-        );
-    }
+    let metrics_listen =
+        match (a.metrics_listen, &file.control.metrics_listen) {
+            (Some(m), _) => Some(m),
+            (None, Some(s)) => Some(s.parse::<std::net::SocketAddr>().map_err(|_| {
+                format!("invalid control.metrics_listen = {s:?}: expected ADDR:PORT")
+            })?),
+            (None, None) => None,
+        };
     Ok(Settings {
+        metrics_listen,
         control,
         mode,
         dataplane: DataplaneConfig {
@@ -325,17 +331,31 @@ fn start(s: &Settings) -> Started {
                 Ok(())
             };
             let t2 = Arc::clone(&table);
+            let quota = Arc::new(Quota::new(nat.max_sessions_per_source));
+            let q2 = Arc::clone(&quota);
             let dp = Dataplane::start(&s.dataplane, steer, |q, nh, ports| {
                 let seed =
                     0x9E37_79B9_7F4A_7C15u64 ^ (u64::from(q) << 32) ^ u64::from(std::process::id());
-                NatHandler::new(
-                    Engine::new(Arc::clone(&t2), Arc::clone(&rules), seed),
-                    nh,
-                    ports.ifindex,
-                    ports.mac,
-                )
+                let engine =
+                    Engine::with_quota(Arc::clone(&t2), Arc::clone(&rules), Arc::clone(&q2), seed);
+                NatHandler::new(engine, nh, ports.ifindex, ports.mac)
             })
             .map_err(dp_err)?;
+            if nat.max_sessions_per_source > 0 {
+                let (t3, stop) = (Arc::clone(&table), dp.stop_flag());
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("xnat-quota".into())
+                        .spawn(move || {
+                            while !stop.load(Ordering::Relaxed) {
+                                quota.recount(&t3, crate::nat::coarse_now());
+                                std::thread::sleep(Duration::from_secs(1));
+                            }
+                        });
+                if spawned.is_err() {
+                    return Err(("could not start the quota thread".into(), EXIT_FAILURE));
+                }
+            }
             Ok((dp, Some(table)))
         }
     }
@@ -397,6 +417,21 @@ fn run(a: &RunArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
+    let metrics = match s.metrics_listen {
+        None => None,
+        Some(addr) => match crate::control::metrics::MetricsServer::start(addr, source.clone()) {
+            Ok(m) => {
+                tracing::info!(addr = %m.addr, "metrics at http://{}/metrics", m.addr);
+                Some(m)
+            }
+            Err(e) => {
+                eprintln!("xnat: {e}");
+                drop(control);
+                dp.shutdown();
+                return EXIT_BAD_INPUT;
+            }
+        },
+    };
     let i = &dp.info;
     tracing::info!(
         mode,
@@ -432,6 +467,7 @@ fn run(a: &RunArgs) -> i32 {
         }
     }
     let fin = source.snapshot();
+    drop(metrics);
     drop(control);
     dp.shutdown();
     if let Some(p) = &a.stats_file {

@@ -160,6 +160,10 @@ pub struct RunArgs {
     /// connection.
     #[arg(long, value_name = "PATH", help_heading = "NAT")]
     pub state_file: Option<PathBuf>,
+    /// Most live outbound sessions one inside address may hold; further new connections
+    /// from it are dropped and counted (quota_exceeded) [default: 0 = unlimited].
+    #[arg(long, value_name = "N", help_heading = "NAT")]
+    pub max_sessions_per_source: Option<u32>,
 
     /// Number of queues to serve (queues 0..N of both interfaces), one worker each [default: 1].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=128), help_heading = "Dataplane")]
@@ -210,6 +214,9 @@ pub struct RunArgs {
     /// Control socket path (mode 0600) for `xnat stats|sessions|flush` [default: /run/xnat/xnat.sock].
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9469). Default: off.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl RunArgs {
@@ -227,6 +234,7 @@ impl RunArgs {
             table_size: None,
             evict_established: false,
             state_file: None,
+            max_sessions_per_source: None,
             queues: None,
             cores: Vec::new(),
             xdp_mode: None,
@@ -241,6 +249,7 @@ impl RunArgs {
             stats_file: None,
             duration: 0.0,
             control: None,
+            metrics_listen: None,
         }
     }
 }

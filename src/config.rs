@@ -224,6 +224,8 @@ pub struct NatFile {
     pub evict_established: Option<bool>,
     /// Keep the table in this file (on a tmpfs) so a restarted gateway takes over.
     pub state_file: Option<String>,
+    /// Most live outbound sessions one inside address may hold (0: unlimited).
+    pub max_sessions_per_source: Option<u32>,
 }
 
 /// The `[interfaces]` section.
@@ -341,6 +343,8 @@ pub struct NatConfig {
     pub evict_established: bool,
     /// Table state file (restarts keep the translations).
     pub state_file: Option<std::path::PathBuf>,
+    /// Per-source session limit (0: none).
+    pub max_sessions_per_source: u32,
 }
 
 /// NAT-related flags (already parsed by clap, still unvalidated).
@@ -360,6 +364,8 @@ pub struct NatFlags {
     pub evict_established: bool,
     /// `--state-file`.
     pub state_file: Option<std::path::PathBuf>,
+    /// `--max-sessions-per-source`.
+    pub max_sessions_per_source: Option<u32>,
 }
 
 /// The default NAT port range. A masqueraded address is shared with the gateway's own
@@ -503,6 +509,10 @@ pub fn nat_config(file: &FileConfig, flags: &NatFlags) -> Result<NatConfig, Conf
         table_size: table_size as usize,
         timeouts,
         evict_established: flags.evict_established || file.nat.evict_established.unwrap_or(false),
+        max_sessions_per_source: flags
+            .max_sessions_per_source
+            .or(file.nat.max_sessions_per_source)
+            .unwrap_or(0),
         state_file: flags
             .state_file
             .clone()

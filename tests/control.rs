@@ -223,3 +223,66 @@ fn stats_sessions_flush_and_garbage_against_a_live_gateway() {
     let sessions = gw.ctl_json(&["sessions", "--proto", "icmp"]);
     assert_eq!(sessions.as_array().map(|a| a.len()), Some(0), "{sessions}");
 }
+
+#[test]
+fn metrics_endpoint_serves_the_expected_series() {
+    let lab = Lab::up("metrics", 1);
+    // Loopback of the gateway namespace: reachable only from inside it.
+    let gw = Gateway::start(
+        &lab,
+        &["--masquerade", "--metrics-listen", "127.0.0.1:9469"],
+    );
+    let ping = lab.exec(
+        "cli",
+        &["ping", "-c", "3", "-i", "0.1", "-W", "2", "198.19.0.2"],
+    );
+    assert!(ping.status.success(), "{ping:?}");
+    let out = lab.exec(
+        "gw",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:9469/metrics",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}\n{}", gw.log());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for series in [
+        "xnat_packets_total{worker=\"0\",interface=\"in0\",direction=\"rx\"}",
+        "xnat_bytes_total{",
+        "xnat_drops_total{reason=",
+        "xnat_xdp_packets_total{action=\"redirected\"}",
+        "xnat_table_events_total{event=\"insert\"}",
+        "xnat_table_entries ",
+        "xnat_table_capacity ",
+        "xnat_nat_ports_used{addr=\"198.19.0.1\"}",
+        "xnat_info{mode=\"nat\"",
+        "# EOF",
+    ] {
+        assert!(text.contains(series), "missing {series}:\n{text}");
+    }
+    let rx: u64 = text
+        .lines()
+        .find(|l| {
+            l.starts_with("xnat_packets_total{worker=\"0\",interface=\"in0\",direction=\"rx\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(rx >= 3, "{text}");
+    let out = lab.exec(
+        "gw",
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://127.0.0.1:9469/other",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+}

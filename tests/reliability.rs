@@ -191,3 +191,94 @@ fn a_full_table_keeps_established_connections() {
     let _ = chat_srv.kill();
     let _ = chat_srv.wait();
 }
+
+#[test]
+fn one_source_cannot_exceed_its_session_quota() {
+    let lab = Lab::up("quota", 1);
+    let gw = Gateway::start(
+        &lab,
+        &["--snat", "198.19.0.1", "--max-sessions-per-source", "5"],
+    );
+    let conns = tool("conns.py");
+    let srv = lab.spawn(
+        "srv",
+        &["python3", &conns, "server", "198.19.0.2", "9000", "30"],
+        "conns-srv.log",
+    );
+    assert!(wait_for(Duration::from_secs(10), || lab
+        .sh("srv", "ss -ltn | grep -q ':9000 '")
+        .status
+        .success()));
+    let out = lab.exec(
+        "cli",
+        &["python3", &conns, "client", "198.19.0.2", "9000", "20", "4"],
+    );
+    let j: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    assert_eq!(j["ok"], 5, "{j}\n{}", gw.log());
+    let s = gw.ctl_json(&["stats"]);
+    assert!(num(&s, "/total/drops/quota_exceeded") >= 15, "{s}");
+    // Another inside host is not affected.
+    assert!(lab
+        .exec(
+            "cli",
+            &["ip", "addr", "add", "198.18.0.3/24", "dev", "eth0"]
+        )
+        .status
+        .success());
+    let out = lab.exec("cli", &["python3", "-c", "import socket; s=socket.create_connection(('198.19.0.2',9000),timeout=5,source_address=('198.18.0.3',0)); print(s.recv(100).decode().strip())"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("198.19.0.1:"),
+        "{out:?}"
+    );
+    drop(srv);
+}
+
+#[test]
+fn malformed_frames_are_counted_by_reason_while_good_traffic_flows() {
+    let lab = Lab::up("malformed", 1);
+    let gw = Gateway::start(&lab, &["--masquerade"]);
+    let out = lab.exec("gw", &["cat", "/sys/class/net/in0/address"]);
+    let mac = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(mac.len(), 17, "{out:?}");
+    // Good traffic before, during and after.
+    let mut ping = lab.spawn(
+        "cli",
+        &["ping", "-c", "30", "-i", "0.1", "-W", "2", "198.19.0.2"],
+        "ping.log",
+    );
+    let before = gw.ctl_json(&["stats"]);
+    // Debian's python3 (with scapy), not whatever python3 comes first in PATH.
+    let out = lab.exec(
+        "cli",
+        &["/usr/bin/python3", &tool("malformed.py"), "eth0", &mac, "3"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let sent = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(wait_for(Duration::from_secs(10), || matches!(
+        ping.try_wait(),
+        Ok(Some(_))
+    )));
+    let log = lab.read("ping.log");
+    assert!(
+        log.contains(" 0% packet loss") || log.contains(" 29 received"),
+        "good traffic suffered: {log}"
+    );
+    let after = gw.ctl_json(&["stats"]);
+    for case in sent.lines().filter(|c| *c != "vlan_passed") {
+        let n = num(&after, &format!("/total/drops/{case}"))
+            - num(&before, &format!("/total/drops/{case}"));
+        assert_eq!(n, 3, "{case}: counted {n} times\n{after}");
+    }
+    // The VLAN frames went to the kernel, not to xnat.
+    assert!(
+        num(&after, "/xdp/passed") >= num(&before, "/xdp/passed") + 3,
+        "{after}"
+    );
+    // Nothing malformed was translated.
+    assert_eq!(
+        num(&after, "/table/connections"),
+        1,
+        "only the ping's session: {after}"
+    );
+}

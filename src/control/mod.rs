@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod metrics;
+
 use crate::nat::proto_name;
 use crate::stats::StatsSource;
 use crate::table::{ConnState, Session, Tuple};

@@ -41,11 +41,13 @@ pub enum NatDrop {
     /// An ICMP query other than echo arriving from outside, or an echo request to a NAT
     /// address (the gateway's own kernel answers those; they are never steered here).
     UnexpectedIcmp,
+    /// The inside source already has `--max-sessions-per-source` live sessions.
+    QuotaExceeded,
 }
 
 impl NatDrop {
     /// Number of reasons.
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     /// Names, indexed by discriminant.
     pub const NAMES: [&'static str; NatDrop::COUNT] = [
         "no_mapping",
@@ -55,6 +57,7 @@ impl NatDrop {
         "icmp_no_session",
         "no_snat_rule",
         "unexpected_icmp",
+        "quota_exceeded",
     ];
 }
 
@@ -214,10 +217,71 @@ pub fn make_table(cfg: &NatConfig) -> Result<(Table, bool), String> {
     .map_err(|e| format!("--table-size {}: {e}", cfg.table_size))
 }
 
+/// Per-source session quota: live outbound sessions counted per inside source address
+/// (hashed into a fixed array, so two sources may rarely share a count). Inserts add to the
+/// count at once; [`Quota::recount`], run about once a second, rebuilds it from the table
+/// so that ended sessions give their share back.
+pub struct Quota {
+    limit: u32,
+    counts: Box<[std::sync::atomic::AtomicU32]>,
+}
+
+const QUOTA_SLOTS: usize = 1 << 16;
+
+impl Quota {
+    /// A quota of `limit` sessions per source (0: unlimited).
+    pub fn new(limit: u32) -> Quota {
+        let n = if limit == 0 { 1 } else { QUOTA_SLOTS };
+        Quota {
+            limit,
+            counts: (0..n)
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
+        }
+    }
+
+    #[inline]
+    fn slot(&self, src: u32) -> &std::sync::atomic::AtomicU32 {
+        let i = (src.wrapping_mul(0x9E37_79B1) >> 16) as usize & (self.counts.len() - 1);
+        &self.counts[i]
+    }
+
+    #[inline]
+    fn allows(&self, src: u32) -> bool {
+        self.limit == 0 || self.slot(src).load(std::sync::atomic::Ordering::Relaxed) < self.limit
+    }
+
+    #[inline]
+    fn charge(&self, src: u32) {
+        if self.limit != 0 {
+            self.slot(src)
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Rebuilds the counts from the live outbound (source-NAT) sessions of `table`.
+    pub fn recount(&self, table: &Table, now: u32) {
+        if self.limit == 0 {
+            return;
+        }
+        let mut fresh = vec![0u32; self.counts.len()];
+        for s in table.sessions(now) {
+            if s.xlate.src != s.org.src && s.xlate.dst == s.org.dst {
+                let i = (s.org.src.wrapping_mul(0x9E37_79B1) >> 16) as usize & (fresh.len() - 1);
+                fresh[i] = fresh[i].saturating_add(1);
+            }
+        }
+        for (c, f) in self.counts.iter().zip(fresh) {
+            c.store(f, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// Per-worker translation engine over the shared table and rules.
 pub struct Engine {
     table: Arc<Table>,
     rules: Arc<Rules>,
+    quota: Arc<Quota>,
     rng: u64,
     /// Coarse clock in seconds, set by the caller once per batch.
     pub now: u32,
@@ -237,9 +301,20 @@ fn state_for(proto: u8, flags: u8) -> ConnState {
 impl Engine {
     /// An engine for one worker; `seed` decorrelates the workers' port choices.
     pub fn new(table: Arc<Table>, rules: Arc<Rules>, seed: u64) -> Engine {
+        Self::with_quota(table, rules, Arc::new(Quota::new(0)), seed)
+    }
+
+    /// An engine enforcing a per-source session quota.
+    pub fn with_quota(
+        table: Arc<Table>,
+        rules: Arc<Rules>,
+        quota: Arc<Quota>,
+        seed: u64,
+    ) -> Engine {
         Engine {
             table,
             rules,
+            quota,
             rng: seed | 1,
             now: 0,
         }
@@ -353,6 +428,9 @@ impl Engine {
         if rules.snat_addrs.is_empty() {
             return Err(Refused::Nat(NatDrop::NoSnatRule));
         }
+        if !self.quota.allows(t.src) {
+            return Err(Refused::Nat(NatDrop::QuotaExceeded));
+        }
         // Paired pooling: an inside host always gets the same public address.
         let h = t.src.wrapping_mul(0x9E37_79B1) >> 7;
         let (addr, lo, hi) = rules.snat_addrs[(h as usize) % rules.snat_addrs.len()];
@@ -363,7 +441,9 @@ impl Engine {
             dport: t.dport,
             proto: t.proto,
         };
-        self.allocate(t, base, lo, hi, state_for(t.proto, p.tcp_flags()))
+        let hit = self.allocate(t, base, lo, hi, state_for(t.proto, p.tcp_flags()))?;
+        self.quota.charge(t.src);
+        Ok(hit)
     }
 
     /// Picks a source port in `lo..=hi` whose reply tuple is free and inserts the pair.
