@@ -280,3 +280,46 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_attached() {
         "the refused start detached the running gateway"
     );
 }
+
+#[test]
+fn generic_xdp_mode_and_zero_copy_requests_are_honoured() {
+    let lab = Lab::up("modes", 1);
+    {
+        let gw = Gateway::start(
+            &lab,
+            &[
+                "--mode",
+                "forward",
+                "--xdp-mode",
+                "generic",
+                "--zero-copy",
+                "off",
+            ],
+        );
+        let ping = lab.exec(
+            "cli",
+            &["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.19.0.2"],
+        );
+        assert!(
+            String::from_utf8_lossy(&ping.stdout).contains("ttl=63"),
+            "{}",
+            gw.log()
+        );
+        let s = gw.fresh_stats();
+        assert_eq!(
+            s["info"]["xdp_mode"],
+            serde_json::json!(["generic", "generic"]),
+            "{s}"
+        );
+        assert_eq!(s["info"]["xsk_mode"], "copy");
+        assert!(gw.log().contains("xdp_inside=generic"), "{}", gw.log());
+    }
+    // veth has no zero-copy AF_XDP: asking for it must fail clearly and leave nothing behind.
+    let (code, err) = run_bad(
+        &lab,
+        &["--inside", "in0", "--outside", "out0", "--zero-copy", "on"],
+    );
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("zero-copy") && err.contains("in0"), "{err}");
+    assert!(!lab.xdp_attached("in0") && !lab.xdp_attached("out0"));
+}

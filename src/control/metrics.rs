@@ -97,11 +97,7 @@ pub fn render(s: &Snapshot) -> String {
                 ("rx", c.rx_packets[i], c.rx_bytes[i]),
                 ("tx", c.tx_packets[i], c.tx_bytes[i]),
             ] {
-                let labels = l(&[
-                    ("worker", &worker),
-                    ("interface", name),
-                    ("direction", dir),
-                ]);
+                let labels = l(&[("worker", &worker), ("interface", name), ("direction", dir)]);
                 packets.get_or_create(&labels).inc_by(p);
                 bytes.get_or_create(&labels).inc_by(b);
             }
