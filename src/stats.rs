@@ -28,6 +28,16 @@ pub struct Counters {
     pub tx_ring_full: u64,
     /// Drops by reason name (only non-zero reasons).
     pub drops: BTreeMap<String, u64>,
+    /// The kernel's AF_XDP socket counters, inside / outside: frames lost before xnat saw
+    /// them because the RX ring was full or for other reasons, and fill-ring starvation.
+    #[serde(default)]
+    pub xsk_rx_ring_full: [u64; 2],
+    /// See `xsk_rx_ring_full`.
+    #[serde(default)]
+    pub xsk_rx_dropped: [u64; 2],
+    /// See `xsk_rx_ring_full`.
+    #[serde(default)]
+    pub xsk_fill_ring_empty: [u64; 2],
 }
 
 impl Counters {
@@ -53,6 +63,7 @@ impl Counters {
             tx_bytes: l(&w.tx_bytes),
             tx_ring_full: w.tx_ring_full.load(Ordering::Relaxed),
             drops,
+            ..Default::default()
         }
     }
 
@@ -64,14 +75,22 @@ impl Counters {
             self.tx_bytes[i] += o.tx_bytes[i];
         }
         self.tx_ring_full += o.tx_ring_full;
+        for i in 0..2 {
+            self.xsk_rx_ring_full[i] += o.xsk_rx_ring_full[i];
+            self.xsk_rx_dropped[i] += o.xsk_rx_dropped[i];
+            self.xsk_fill_ring_empty[i] += o.xsk_fill_ring_empty[i];
+        }
         for (k, v) in &o.drops {
             *self.drops.entry(k.clone()).or_default() += v;
         }
     }
 
-    /// Total drops of every reason, TX ring full included.
+    /// Total drops of every reason, TX ring full and AF_XDP socket losses included.
     pub fn dropped(&self) -> u64 {
-        self.drops.values().sum::<u64>() + self.tx_ring_full
+        self.drops.values().sum::<u64>()
+            + self.tx_ring_full
+            + self.xsk_rx_ring_full.iter().sum::<u64>()
+            + self.xsk_rx_dropped.iter().sum::<u64>()
     }
 }
 
@@ -180,6 +199,7 @@ pub struct StatsSource {
     drop_reasons: &'static [&'static str],
     info: RunInfo,
     xdp: Arc<CounterReader>,
+    xsk_fds: Vec<[i32; 2]>,
     next_hops: Arc<NextHops>,
     table: Option<Arc<Table>>,
     mode: &'static str,
@@ -231,6 +251,7 @@ impl StatsSource {
             drop_reasons: dp.drop_reasons,
             info: dp.info.clone(),
             xdp: Arc::clone(&dp.xdp_counters),
+            xsk_fds: dp.xsk_fds.clone(),
             next_hops: Arc::clone(&dp.next_hops),
             table,
             mode,
@@ -251,10 +272,21 @@ impl StatsSource {
             .iter()
             .zip(&self.info.queues)
             .zip(&self.info.cores)
-            .map(|((s, &queue), &core)| WorkerSnapshot {
-                queue,
-                core,
-                counters: Counters::read(s, self.drop_reasons),
+            .zip(&self.xsk_fds)
+            .map(|(((s, &queue), &core), fds)| {
+                let mut counters = Counters::read(s, self.drop_reasons);
+                for (i, fd) in fds.iter().enumerate() {
+                    if let Some(x) = crate::dataplane::xsk::socket_stats(*fd) {
+                        counters.xsk_rx_ring_full[i] = x.rx_ring_full;
+                        counters.xsk_rx_dropped[i] = x.rx_dropped;
+                        counters.xsk_fill_ring_empty[i] = x.rx_fill_ring_empty;
+                    }
+                }
+                WorkerSnapshot {
+                    queue,
+                    core,
+                    counters,
+                }
             })
             .collect();
         let mut total = Counters::default();

@@ -263,6 +263,9 @@ pub struct Dataplane {
     pub next_hops: Arc<nexthop::NextHops>,
     /// The steering program's counters.
     pub xdp_counters: Arc<bpf::CounterReader>,
+    /// AF_XDP socket descriptors of each worker (inside, outside), for the kernel's socket
+    /// statistics. Valid while the dataplane runs.
+    pub xsk_fds: Vec<[i32; 2]>,
 }
 
 impl Dataplane {
@@ -308,6 +311,13 @@ impl Dataplane {
         let zero_copy = sockets
             .iter()
             .all(|s| s.inside.zero_copy && s.outside.zero_copy);
+        let xsk_fds: Vec<[i32; 2]> = {
+            use std::os::fd::AsRawFd;
+            sockets
+                .iter()
+                .map(|s| [s.inside.rx.fd().as_raw_fd(), s.outside.rx.fd().as_raw_fd()])
+                .collect()
+        };
         let xdp_in = steering.attach(&cfg.inside, ports.ifindex[0], cfg.xdp_mode)?;
         let xdp_out = steering.attach(&cfg.outside, ports.ifindex[1], cfg.xdp_mode)?;
 
@@ -372,6 +382,7 @@ impl Dataplane {
             info,
             next_hops,
             xdp_counters: steering.counters(),
+            xsk_fds,
             steering,
         })
     }

@@ -102,6 +102,25 @@ fn bump(c: &AtomicU64, by: u64) {
     }
 }
 
+/// Asks the kernel to transmit what waits in the TX ring. In zero-copy mode only when the
+/// driver asks for it. In copy mode the kernel sends synchronously, at most 32 frames per
+/// call (its TX_BATCH_SIZE): call again while descriptors remain in the ring (bounded, so a
+/// busy device cannot hold the worker).
+#[inline]
+fn kick(rings: &mut Rings) {
+    if rings.zero_copy {
+        if rings.tx.needs_wakeup() {
+            let _ = rings.tx.wakeup();
+        }
+        return;
+    }
+    for _ in 0..16 {
+        if rings.tx.wakeup().is_err() || rings.tx.nb_free(rings.ring_size) >= rings.ring_size {
+            break;
+        }
+    }
+}
+
 /// How a worker waits when there is nothing to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PollMode {
@@ -263,41 +282,43 @@ impl<H: Handler> Worker<H> {
 
     /// Submits the collected frames to the TX ring of `p`.
     fn transmit(&mut self, p: Port) {
-        if self.tx_batch[p as usize].is_empty() {
-            // In copy mode the kernel sends at most a few dozen frames per wakeup:
-            // keep kicking while frames are still waiting in the TX ring.
-            let pending = self.in_flight[p as usize] > 0;
-            let rings = self.rings(p);
-            if pending && (!rings.zero_copy || rings.tx.needs_wakeup()) {
-                let _ = rings.tx.wakeup();
+        let pi = p as usize;
+        if self.tx_batch[pi].is_empty() {
+            // Frames may still wait in the TX ring: keep the kernel sending them.
+            if self.in_flight[pi] > 0 {
+                kick(self.rings(p));
             }
             return;
         }
-        let mut batch = std::mem::take(&mut self.tx_batch[p as usize]);
-        let rings = self.rings(p);
-        let room = rings.tx.nb_free(batch.len() as u32) as usize;
-        let n = room.min(batch.len());
-        // SAFETY: these frames were received into this UMEM and are in no other ring.
-        let sent = if n > 0 {
-            unsafe { rings.tx.produce(&batch[..n]) }
-        } else {
-            0
-        };
-        if sent > 0 && (!rings.zero_copy || rings.tx.needs_wakeup()) {
-            let _ = rings.tx.wakeup();
+        let mut batch = std::mem::take(&mut self.tx_batch[pi]);
+        let mut sent = 0;
+        // Two tries: if the ring is full, kick the kernel to drain it, then try again.
+        for _ in 0..2 {
+            let rest = &batch[sent..];
+            let rings = self.rings(p);
+            let room = rings.tx.nb_free(rest.len() as u32) as usize;
+            let n = room.min(rest.len());
+            if n > 0 {
+                // SAFETY: these frames were received into this UMEM and are in no other ring.
+                sent += unsafe { rings.tx.produce(&rest[..n]) };
+            }
+            kick(self.rings(p));
+            if sent == batch.len() {
+                break;
+            }
         }
         let bytes: u64 = batch[..sent]
             .iter()
             .map(|d| d.lengths().data() as u64)
             .sum();
-        let s = Arc::clone(&self.stats);
-        bump(&s.tx_packets[p as usize], sent as u64);
-        bump(&s.tx_bytes[p as usize], bytes);
+        let s = &self.stats;
+        bump(&s.tx_packets[pi], sent as u64);
+        bump(&s.tx_bytes[pi], bytes);
         bump(&s.tx_ring_full, (batch.len() - sent) as u64);
-        self.in_flight[p as usize] += sent;
+        self.in_flight[pi] += sent;
         self.free.extend_from_slice(&batch[sent..]);
         batch.clear();
-        self.tx_batch[p as usize] = batch;
+        self.tx_batch[pi] = batch;
     }
 
     fn wait(&mut self) {

@@ -59,6 +59,8 @@ pub struct Rings {
     pub cq: CompQueue,
     /// Whether the socket is bound in zero-copy mode.
     pub zero_copy: bool,
+    /// Descriptors in each of its rings.
+    pub ring_size: u32,
 }
 
 /// Both sockets of one queue and their shared UMEM.
@@ -76,6 +78,36 @@ pub struct QueueSockets {
 const SOL_XDP: libc::c_int = 283;
 const XDP_OPTIONS: libc::c_int = 8;
 const XDP_OPTIONS_ZEROCOPY: u32 = 1;
+
+const XDP_STATISTICS: libc::c_int = 7;
+
+/// The kernel's counters of one AF_XDP socket (`XDP_STATISTICS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XskStats {
+    /// Frames dropped for other reasons (e.g. larger than a UMEM frame).
+    pub rx_dropped: u64,
+    /// Frames dropped because the RX ring was full (the worker did not keep up).
+    pub rx_ring_full: u64,
+    /// Times the fill ring was empty when a frame arrived (no buffer to receive into).
+    pub rx_fill_ring_empty: u64,
+}
+
+/// Reads the kernel's statistics of AF_XDP socket `fd`.
+pub fn socket_stats(fd: i32) -> Option<XskStats> {
+    let mut v = [0u64; 6];
+    let mut len = std::mem::size_of_val(&v) as libc::socklen_t;
+    // SAFETY: `v`/`len` are valid for writes of the given size; the kernel writes at most
+    // `len` bytes of struct xdp_statistics (six u64) and updates `len`.
+    let rc =
+        unsafe { libc::getsockopt(fd, SOL_XDP, XDP_STATISTICS, v.as_mut_ptr().cast(), &mut len) };
+    // Layout: rx_dropped, rx_invalid_descs, tx_invalid_descs, rx_ring_full,
+    // rx_fill_ring_empty_descs, tx_ring_empty_descs.
+    (rc == 0).then_some(XskStats {
+        rx_dropped: v[0],
+        rx_ring_full: v[3],
+        rx_fill_ring_empty: v[4],
+    })
+}
 
 /// Reads XDP_OPTIONS of a bound AF_XDP socket and reports whether it is zero-copy.
 pub fn is_zero_copy(fd: i32) -> bool {
@@ -146,6 +178,7 @@ fn bind(
         fq,
         cq,
         zero_copy,
+        ring_size: ring.get(),
     })
 }
 
