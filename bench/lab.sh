@@ -77,8 +77,8 @@ up() {
 
   ip netns exec "$gw" sysctl -qw net.ipv4.ip_forward=0
   for pair in "$cli eth0" "$gw in0" "$gw out0" "$srv eth0"; do
-    set -- $pair
-    ip netns exec "$1" ethtool -K "$2" tx off rx off gso off tso off gro off >/dev/null 2>&1 || true
+    read -r ns dev <<< "$pair"
+    ip netns exec "$ns" ethtool -K "$dev" tx off rx off gso off tso off gro off >/dev/null 2>&1 || true
   done
   if [ "$extra" = router ]; then
     ip netns add "$far"

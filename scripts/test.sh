@@ -9,3 +9,4 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 RUST_TEST_THREADS=2 cargo test --locked --all-targets
 scripts/check-deploy.sh
+scripts/check-bench.sh

@@ -8,14 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn tool(name: &str) -> String {
-    root()
-        .join("tests/tools")
-        .join(name)
-        .to_string_lossy()
-        .to_string()
-}
-
 /// An HTTP server in `role` on `addr:port` serving the lab directory; its log shows peers.
 fn http_server(lab: &Lab, role: &str, addr: &str, port: u16, log: &str) -> std::process::Child {
     let dir = lab.dir.to_string_lossy().to_string();

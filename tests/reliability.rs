@@ -7,14 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn tool(name: &str) -> String {
-    root()
-        .join("tests/tools")
-        .join(name)
-        .to_string_lossy()
-        .to_string()
-}
-
 /// Starts a two-way chat (server in srv, client in cli) for `secs` seconds.
 fn chat(lab: &Lab, port: u16, secs: u32) -> (std::process::Child, std::process::Child) {
     let chat = tool("chat.py");

@@ -10,6 +10,7 @@ use xsk_rs::config::{
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::ZeroCopy;
+use xnat::dataplane::xsk::is_zero_copy;
 
 /// UMEM frame size: holds a 1514-byte frame after the 256-byte XDP headroom.
 pub const FRAME_SIZE: u32 = 2048;
@@ -30,26 +31,6 @@ pub struct Xsk {
     pub cq: CompQueue,
     /// Bound in zero-copy mode.
     pub zero_copy: bool,
-}
-
-const SOL_XDP: libc::c_int = 283;
-const XDP_OPTIONS: libc::c_int = 8;
-const XDP_OPTIONS_ZEROCOPY: u32 = 1;
-
-fn is_zero_copy(fd: i32) -> bool {
-    let mut opts: u32 = 0;
-    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
-    // SAFETY: `opts`/`len` are valid for writes of the sizes given; `fd` is an AF_XDP socket.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            SOL_XDP,
-            XDP_OPTIONS,
-            (&mut opts as *mut u32).cast(),
-            &mut len,
-        )
-    };
-    rc == 0 && opts & XDP_OPTIONS_ZEROCOPY != 0
 }
 
 fn qsize(what: &str, n: u32) -> anyhow::Result<QueueSize> {

@@ -20,6 +20,15 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Path of a helper script in tests/tools.
+pub fn tool(name: &str) -> String {
+    root()
+        .join("tests/tools")
+        .join(name)
+        .to_string_lossy()
+        .to_string()
+}
+
 /// Fails the test clearly when not root (the lab needs namespaces and XDP).
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

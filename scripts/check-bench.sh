@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Checks the benchmark helpers that cannot run on this machine (no TRex, no pktgen, no NICs):
+#  (a) python3 -m py_compile on bench/trex/*.py (compile only: the TRex library is not
+#      installed, so the profiles are never imported), bench/plot.py and tests/tools/*.py;
+#  (b) shellcheck (all severities) on bench/pktgen/*.sh and this script; the other shell
+#      scripts (bench/*.sh, scripts/*.sh) are shellchecked for information only, without
+#      failing: bench/lab.sh splits `set -- $pair` on purpose (SC2086);
+#  (c) bench/pktgen/pktgen_udp_multiflow.sh in dry-run mode (-N): the pktgen commands it
+#      would write, without root or the pktgen module;
+#  (d) bench/plot.py on two small sample result files (bench/run.sh's format and the plain
+#      row list): one well-formed SVG per group, with the values on the bars.
+# Installs shellcheck if missing (apt-get, root). Exits non-zero if anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! dpkg-query -W -f='${Status}' shellcheck 2>/dev/null | grep -q "install ok installed" \
+    && ! command -v shellcheck >/dev/null; then
+  [ "$(id -u)" = 0 ] || { echo "check-bench: shellcheck is missing (apt-get install shellcheck, as root)" >&2; exit 2; }
+  echo "check-bench: installing shellcheck"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
+fi
+command -v python3 >/dev/null || { echo "check-bench: python3 is missing" >&2; exit 2; }
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# Byte code goes to the temporary directory, not into __pycache__ directories of the tree.
+export PYTHONPYCACHEPREFIX="$tmp/pycache"
+fails=0
+ok() { echo "  ok    $*"; }
+bad() { echo "  FAIL  $*"; fails=$((fails + 1)); }
+
+# ---- (a) Python compiles ------------------------------------------------------------------
+echo "== py_compile"
+shopt -s nullglob
+py_files=(bench/trex/*.py bench/plot.py tests/tools/*.py)
+[ "${#py_files[@]}" -gt 0 ] || bad "no Python files found"
+for f in "${py_files[@]}"; do
+  if out=$(python3 -m py_compile "$f" 2>&1); then ok "$f"; else bad "$f"; printf '%s\n' "$out" | sed 's/^/        /'; fi
+done
+
+# ---- (b) shellcheck -----------------------------------------------------------------------
+echo "== shellcheck ($(shellcheck --version | sed -n 's/^version: //p'))"
+strict=(bench/pktgen/*.sh scripts/check-bench.sh)
+for f in "${strict[@]}"; do
+  if out=$(shellcheck -f gcc "$f" 2>&1); then ok "$f"; else bad "$f"; printf '%s\n' "$out" | sed 's/^/        /'; fi
+done
+for f in bench/*.sh scripts/*.sh; do
+  case " ${strict[*]} " in *" $f "*) continue ;; esac
+  if out=$(shellcheck -f gcc "$f" 2>&1); then
+    echo "  info  $f: clean"
+  else
+    echo "  info  $f: $(printf '%s\n' "$out" | grep -c .) finding(s), not enforced here:"
+    printf '%s\n' "$out" | sed 's/^/        /'
+  fi
+done
+
+# ---- (c) pktgen script, dry run -----------------------------------------------------------
+echo "== pktgen_udp_multiflow.sh -N"
+pg=bench/pktgen/pktgen_udp_multiflow.sh
+if out=$("$pg" -N -i lo -m 02:00:00:00:00:01 -c 0-1 -s 198.18.16.0-198.18.31.255 -p 1024-1279 \
+           -l 64 -r 1000000 -b 4 -t 5 2>"$tmp/pg.err"); then
+  missing=()
+  for want in "echo 'reset' > /proc/net/pktgen/pgctrl" \
+              "echo 'add_device lo@0' > /proc/net/pktgen/kpktgend_0" \
+              "echo 'add_device lo@1' > /proc/net/pktgen/kpktgend_1" \
+              "echo 'flag QUEUE_MAP_CPU' > /proc/net/pktgen/lo@1" \
+              "echo 'pkt_size 60' > /proc/net/pktgen/lo@0" \
+              "echo 'dst_mac 02:00:00:00:00:01' > /proc/net/pktgen/lo@0" \
+              "echo 'src_max 198.18.32.0' > /proc/net/pktgen/lo@0" \
+              "echo 'flag IPSRC_RND' > /proc/net/pktgen/lo@0" \
+              "echo 'udp_src_max 1280' > /proc/net/pktgen/lo@0" \
+              "echo 'flag UDPSRC_RND' > /proc/net/pktgen/lo@1" \
+              "echo 'delay 8000' > /proc/net/pktgen/lo@1" \
+              "echo 'start' > /proc/net/pktgen/pgctrl"; do
+    grep -qxF "$want" <<<"$out" || missing+=("$want")
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then ok "dry run: 2 threads, ranges, rate"; else
+    bad "dry run lacks: ${missing[*]}"; fi
+else
+  bad "dry run failed: $(cat "$tmp/pg.err")"
+fi
+if "$pg" -N -i lo -m 02:00:00:00:00:01 -p 2000-1000 >/dev/null 2>&1; then
+  bad "a reversed port range was accepted"
+else
+  ok "a reversed port range is refused"
+fi
+
+# ---- (d) plot.py on sample results ----------------------------------------------------------
+echo "== plot.py"
+cat >"$tmp/lab-sample.json" <<'EOF'
+{"machine": {"nproc": 2, "cpu": "Sample CPU", "kernel": "6.1", "xnat_rev": "abc1234"},
+ "command": "bench/run.sh", "cells": [
+  {"queues": 1, "size": 64, "flows": 1000, "mode": "kernel-route", "rx_mpps": 0.19, "rx_gbps": 0.097, "loss_pct": 0.0, "offered_mpps": 0.19},
+  {"queues": 1, "size": 64, "flows": 1000, "mode": "xnat-nat", "rx_mpps": 0.25, "rx_gbps": 0.128, "loss_pct": 20.0, "offered_mpps": 0.31},
+  {"queues": 1, "size": 64, "flows": 1000, "mode": "xnat-nat", "rx_mpps": 0.27, "rx_gbps": 0.138, "loss_pct": 18.0, "offered_mpps": 0.33},
+  {"queues": 2, "size": 512, "flows": 1000000, "mode": "kernel-nat", "rx_mpps": 0.05, "rx_gbps": 0.2, "loss_pct": 1.0, "offered_mpps": 0.05}
+ ]}
+EOF
+cat >"$tmp/rows.json" <<'EOF'
+[{"setup": "nftables-masq", "size": 64, "flows": 1000000, "queues": 4, "mpps": 3.2, "gbps": 1.64, "loss": 0.1},
+ {"setup": "xnat-nat", "size": 64, "flows": 1000000, "queues": 4, "mpps": 12.75, "gbps": 6.53, "loss": 0.0}]
+EOF
+if python3 bench/plot.py "$tmp/lab-sample.json" -o "$tmp/svg" >"$tmp/plot1.out" 2>&1 \
+   && python3 bench/plot.py "$tmp/rows.json" -o "$tmp/svg" >"$tmp/plot2.out" 2>&1; then
+  n=$(cat "$tmp/plot1.out" "$tmp/plot2.out" | grep -c '\.svg$' || true)
+  if [ "$n" -eq 3 ] && python3 - "$tmp/svg" <<'EOF'
+import os, sys, xml.etree.ElementTree as ET
+d = sys.argv[1]
+texts = {}
+for name in sorted(os.listdir(d)):
+    root = ET.parse(os.path.join(d, name)).getroot()
+    texts[name] = " | ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
+want = {
+    "lab-sample-q1-64B-1kflows.svg": ["0.190", "0.260", "mean of 2", "kernel-route", "xnat-nat",
+                                      "Sample CPU", "bench/run.sh", "1k flows"],
+    "lab-sample-q2-512B-1Mflows.svg": ["0.050", "kernel-nat", "512 B"],
+    "rows-q4-64B-1Mflows.svg": ["3.200", "12.75", "nftables-masq", "4 queues"],
+}
+bad = [(n, w) for n, ws in want.items() for w in ws if w not in texts.get(n, "")]
+if set(texts) != set(want) or bad:
+    print("files:", sorted(texts), "missing:", bad)
+    sys.exit(1)
+EOF
+  then ok "3 SVGs, values, titles and footers"; else bad "unexpected plot output: $(cat "$tmp/plot1.out" "$tmp/plot2.out")"; fi
+else
+  bad "plot.py failed: $(cat "$tmp/plot1.out" "$tmp/plot2.out" 2>/dev/null)"
+fi
+if python3 bench/plot.py "$tmp/rows.json.missing" -o "$tmp/svg" >/dev/null 2>&1; then
+  bad "plot.py accepted a missing input"
+else
+  ok "plot.py refuses a missing input"
+fi
+
+if [ "$fails" -gt 0 ]; then
+  echo "check-bench: $fails check(s) failed"
+  exit 1
+fi
+echo "check-bench: all checks passed"
