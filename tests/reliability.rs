@@ -42,6 +42,35 @@ fn chat_result(lab: &Lab, mut cli: std::process::Child, port: u16) -> serde_json
     serde_json::from_str(text.trim()).unwrap_or_else(|_| panic!("chat client said: {text}"))
 }
 
+/// Opens `n` TCP connections at once from the client to a server on 198.19.0.2:9000 (given
+/// 4 s to complete); returns the server process and the client's JSON report.
+fn parallel_connections(lab: &Lab, n: u32) -> (std::process::Child, serde_json::Value) {
+    let conns = tool("conns.py");
+    let srv = lab.spawn(
+        "srv",
+        &["python3", &conns, "server", "198.19.0.2", "9000", "30"],
+        "conns-srv.log",
+    );
+    let up = wait_for(Duration::from_secs(10), || {
+        lab.sh("srv", "ss -ltn | grep -q ':9000 '").status.success()
+    });
+    assert!(up, "connection server did not start");
+    let out = lab.exec(
+        "cli",
+        &[
+            "python3",
+            &conns,
+            "client",
+            "198.19.0.2",
+            "9000",
+            &n.to_string(),
+            "4",
+        ],
+    );
+    let j = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    (srv, j)
+}
+
 fn translated(gw: &Gateway, port: u16) -> Option<String> {
     let v = gw.ctl_json(&["sessions", "--proto", "tcp", "--port", &port.to_string()]);
     v.as_array()?.first()?["translated"]
@@ -113,22 +142,7 @@ fn port_exhaustion_refuses_new_connections_and_keeps_existing_ones() {
     let (mut chat_srv, chat_cli) = chat(&lab, 7000, 10);
     assert!(wait_for(Duration::from_secs(5), || translated(&gw, 7000).is_some()));
 
-    let conns = tool("conns.py");
-    let srv = lab.spawn(
-        "srv",
-        &["python3", &conns, "server", "198.19.0.2", "9000", "30"],
-        "conns-srv.log",
-    );
-    assert!(wait_for(Duration::from_secs(10), || lab
-        .sh("srv", "ss -ltn | grep -q ':9000 '")
-        .status
-        .success()));
-    let out = lab.exec(
-        "cli",
-        &["python3", &conns, "client", "198.19.0.2", "9000", "30", "4"],
-    );
-    let j: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    let (srv, j) = parallel_connections(&lab, 30);
     // Nine ports are left for this destination's connections (the chat holds one, but
     // towards another port: endpoint-dependent mapping lets that one be reused too).
     let ok = j["ok"].as_u64().unwrap_or(0);
@@ -191,22 +205,7 @@ fn one_source_cannot_exceed_its_session_quota() {
         &lab,
         &["--snat", "198.19.0.1", "--max-sessions-per-source", "5"],
     );
-    let conns = tool("conns.py");
-    let srv = lab.spawn(
-        "srv",
-        &["python3", &conns, "server", "198.19.0.2", "9000", "30"],
-        "conns-srv.log",
-    );
-    assert!(wait_for(Duration::from_secs(10), || lab
-        .sh("srv", "ss -ltn | grep -q ':9000 '")
-        .status
-        .success()));
-    let out = lab.exec(
-        "cli",
-        &["python3", &conns, "client", "198.19.0.2", "9000", "20", "4"],
-    );
-    let j: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    let (srv, j) = parallel_connections(&lab, 20);
     assert_eq!(j["ok"], 5, "{j}\n{}", gw.log());
     let s = gw.ctl_json(&["stats"]);
     assert!(num(&s, "/total/drops/quota_exceeded") >= 15, "{s}");

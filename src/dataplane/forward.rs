@@ -62,6 +62,10 @@ pub fn miss_reason(m: Miss) -> u16 {
 }
 
 /// Decrements the TTL of the IPv4 header at offset 14 and patches its checksum (RFC 1624).
+///
+/// Forward mode is a plain router: it forwards every IPv4 packet, fragments and any
+/// protocol included, so it does not go through [`crate::packet::parse`] (which refuses
+/// what NAT cannot translate) and only touches the fixed IPv4 header.
 #[inline]
 fn decrement_ttl(frame: &mut [u8]) {
     let Some(ip) = frame.get_mut(14..34) else {
@@ -71,11 +75,8 @@ fn decrement_ttl(frame: &mut [u8]) {
     ip[8] = ip[8].wrapping_sub(1);
     let new = u16::from_be_bytes([ip[8], ip[9]]);
     let sum = u16::from_be_bytes([ip[10], ip[11]]);
-    // HC' = ~(~HC + ~m + m')
-    let mut acc = u32::from(!sum) + u32::from(!old) + u32::from(new);
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc = (acc & 0xffff) + (acc >> 16);
-    ip[10..12].copy_from_slice(&(!(acc as u16)).to_be_bytes());
+    let sum = crate::packet::checksum::csum_replace2(sum, old, new);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
 }
 
 impl Handler for Forwarder {

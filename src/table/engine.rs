@@ -1394,31 +1394,25 @@ impl Table {
 
     /// Removes the connection `key` belongs to (both halves). `false` if absent.
     pub fn remove(&self, key: &Tuple) -> bool {
-        let (k0, k1) = pack(key);
-        let loc = self.locate(k0, k1);
-        let mut t = Tally::default();
-        let mut done = false;
-        for round in 0..REMOVE_ATTEMPTS {
-            match self.find(&loc, k0, k1) {
-                Find::Found(slot, s) => {
-                    if self.remove_pair_snap(slot, &s, &mut t) {
-                        t.inc(Ctr::Remove);
-                        done = true;
-                        break;
-                    }
-                }
-                Find::Absent => break,
-                Find::Busy => {}
-            }
-            backoff(round);
-        }
-        self.ctr.flush(&t);
-        done
+        self.remove_by(key, |t, slot, s, tally| t.remove_pair_snap(slot, s, tally))
     }
 
     /// Removes ONLY the half keyed by `key`, leaving its partner alone (for tests and demos of
     /// restoration; the packet path never does this). `false` if absent.
     pub fn remove_half(&self, key: &Tuple) -> bool {
+        self.remove_by(key, |t, slot, s, tally| {
+            if !t.try_claim(slot, s.ctrl, c_fp(s.ctrl)) {
+                return false;
+            }
+            t.free(slot, c_next(s.ctrl, c_fp(s.ctrl)));
+            tally.add_halves(-1);
+            true
+        })
+    }
+
+    /// Finds the half keyed by `key` and applies `op` to it, retrying (with backoff) while
+    /// the slot is busy or `op` loses a race; counts a successful removal.
+    fn remove_by(&self, key: &Tuple, op: impl Fn(&Self, u32, &Snap, &mut Tally) -> bool) -> bool {
         let (k0, k1) = pack(key);
         let loc = self.locate(k0, k1);
         let mut t = Tally::default();
@@ -1426,9 +1420,7 @@ impl Table {
         for round in 0..REMOVE_ATTEMPTS {
             match self.find(&loc, k0, k1) {
                 Find::Found(slot, s) => {
-                    if self.try_claim(slot, s.ctrl, c_fp(s.ctrl)) {
-                        self.free(slot, c_next(s.ctrl, c_fp(s.ctrl)));
-                        t.add_halves(-1);
+                    if op(self, slot, &s, &mut t) {
                         t.inc(Ctr::Remove);
                         done = true;
                         break;
