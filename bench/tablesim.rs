@@ -93,7 +93,10 @@ fn allocate(org: &Tuple, nonce: &mut u64, mut taken: impl FnMut(&Tuple) -> bool)
     None
 }
 
-/// Exact LRU over a slab with an intrusive doubly linked list.
+/// LRU over a slab with an intrusive doubly linked list: exact, or approximate (evict the
+/// least recently used of a few randomly sampled entries, as sampled/per-CPU LRUs such as
+/// the kernel's BPF LRU map effectively do). With the approximate policy the two entries of
+/// a connection age independently and one can go while the other stays.
 struct Lru {
     map: HashMap<Tuple, u32>,
     nodes: Vec<(Tuple, Tuple, u32, u32)>, // key, value, prev, next
@@ -102,7 +105,16 @@ struct Lru {
     free: Vec<u32>,
     cap: usize,
     evicted: u64,
+    /// `Some(rng)`: approximate eviction by sampling.
+    sample: Option<Rng>,
+    /// Last use of each node (for sampling), and the use counter.
+    used: Vec<u64>,
+    live: Vec<bool>,
+    clock: u64,
 }
+
+/// Entries sampled per approximate eviction.
+const LRU_SAMPLES: usize = 5;
 
 const NIL: u32 = u32::MAX;
 
@@ -116,6 +128,47 @@ impl Lru {
             free: Vec::new(),
             cap,
             evicted: 0,
+            sample: None,
+            used: Vec::with_capacity(cap),
+            live: Vec::with_capacity(cap),
+            clock: 0,
+        }
+    }
+    fn approximate(cap: usize, seed: u64) -> Lru {
+        Lru {
+            sample: Some(Rng(seed | 1)),
+            ..Lru::new(cap)
+        }
+    }
+    fn touch(&mut self, i: u32) {
+        self.clock += 1;
+        self.used[i as usize] = self.clock;
+    }
+    /// The node to evict: the tail (exact), or the oldest of a few random live nodes.
+    fn victim(&mut self) -> u32 {
+        let Some(rng) = self.sample.as_mut() else {
+            return self.tail;
+        };
+        let n = self.nodes.len() as u64;
+        let mut best = NIL;
+        let mut tries = 0;
+        while tries < LRU_SAMPLES * 8 {
+            tries += 1;
+            let i = rng.below(n) as u32;
+            if !self.live[i as usize] {
+                continue;
+            }
+            if best == NIL || self.used[i as usize] < self.used[best as usize] {
+                best = i;
+            }
+            if tries >= LRU_SAMPLES && best != NIL {
+                break;
+            }
+        }
+        if best == NIL {
+            self.tail
+        } else {
+            best
         }
     }
     fn unlink(&mut self, i: u32) {
@@ -146,6 +199,7 @@ impl Lru {
         let i = *self.map.get(k)?;
         self.unlink(i);
         self.push_front(i);
+        self.touch(i);
         Some(self.nodes[i as usize].1)
     }
     fn contains(&self, k: &Tuple) -> bool {
@@ -156,13 +210,15 @@ impl Lru {
             self.nodes[i as usize].1 = v;
             self.unlink(i);
             self.push_front(i);
+            self.touch(i);
             return;
         }
         if self.map.len() >= self.cap {
-            let t = self.tail;
+            let t = self.victim();
             self.unlink(t);
             let old = self.nodes[t as usize].0;
             self.map.remove(&old);
+            self.live[t as usize] = false;
             self.free.push(t);
             self.evicted += 1;
         }
@@ -173,11 +229,15 @@ impl Lru {
             }
             None => {
                 self.nodes.push((k, v, NIL, NIL));
+                self.used.push(0);
+                self.live.push(false);
                 (self.nodes.len() - 1) as u32
             }
         };
         self.map.insert(k, i);
+        self.live[i as usize] = true;
         self.push_front(i);
+        self.touch(i);
     }
 }
 
@@ -657,6 +717,24 @@ fn main() {
                     restored: 0,
                 }),
             ),
+            (
+                "cilium-pre, sampled LRU (1s)".into(),
+                Box::new(Cilium {
+                    lru: Lru::approximate(entries, p.seed),
+                    nonce: 0,
+                    restore_fix: false,
+                    restored: 0,
+                }),
+            ),
+            (
+                "cilium-post, sampled LRU (2s)".into(),
+                Box::new(Cilium {
+                    lru: Lru::approximate(entries, p.seed),
+                    nonce: 0,
+                    restore_fix: true,
+                    restored: 0,
+                }),
+            ),
         ];
         for (name, evict) in [("xnat (3)", false), ("xnat-evict (3b)", true)] {
             // Exactly `entries` slots: capacity is a whole number of 8-way buckets.
@@ -703,7 +781,10 @@ fn main() {
          created at all (xnat, by default, never evicts a protected pair: it refuses the new connection, as conntrack does; xnat-evict is the --evict-established policy). Models 1/2 use an exact \
          LRU, kinder than the kernel's approximate one: touching both halves together keeps \
          them adjacent in LRU order, so they are evicted together and the restore fix of \
-         model 2 almost never finds a lone half; what breaks them here is whole pairs of idle \
+         model 2 almost never finds a lone half. Models 1s/2s evict the least recently used \
+         of 5 randomly sampled entries instead, so the two halves of a connection age and go \
+         independently, as in an approximate LRU: there the restore fix has lone halves to \
+         repair. What breaks every Cilium model here is mostly whole pairs of idle \
          connections evicted by the churn of stale entries (turnover time = entries / \
          insertion rate, a few minutes), which only timeouts and state-aware eviction avoid. \
          xnat evictions and expirations are counted in entries (2 per pair)."
