@@ -288,7 +288,7 @@ fn start(s: &Settings) -> Started {
         None => Dataplane::start(
             &s.dataplane,
             |_| Ok(()),
-            |_q, nh, ports| Forwarder::new(nh, ports.ifindex, ports.mac),
+            |_q, nh, ports| Forwarder::new(nh, ports),
         )
         .map(|dp| (dp, None))
         .map_err(dp_err),
@@ -338,7 +338,7 @@ fn start(s: &Settings) -> Started {
                     0x9E37_79B9_7F4A_7C15u64 ^ (u64::from(q) << 32) ^ u64::from(std::process::id());
                 let engine =
                     Engine::with_quota(Arc::clone(&t2), Arc::clone(&rules), Arc::clone(&q2), seed);
-                NatHandler::new(engine, nh, ports.ifindex, ports.mac)
+                NatHandler::new(engine, nh, ports)
             })
             .map_err(dp_err)?;
             if nat.max_sessions_per_source > 0 {

@@ -26,6 +26,9 @@ pub struct Counters {
     pub tx_bytes: [u64; 2],
     /// Frames dropped because a TX ring was full.
     pub tx_ring_full: u64,
+    /// ICMP errors (Time Exceeded) originated by the gateway.
+    #[serde(default)]
+    pub icmp_errors_sent: u64,
     /// Drops by reason name (only non-zero reasons).
     pub drops: BTreeMap<String, u64>,
     /// The kernel's AF_XDP socket counters, inside / outside: frames lost before xnat saw
@@ -62,6 +65,7 @@ impl Counters {
             tx_packets: l(&w.tx_packets),
             tx_bytes: l(&w.tx_bytes),
             tx_ring_full: w.tx_ring_full.load(Ordering::Relaxed),
+            icmp_errors_sent: w.icmp_errors_sent.load(Ordering::Relaxed),
             drops,
             ..Default::default()
         }
@@ -75,6 +79,7 @@ impl Counters {
             self.tx_bytes[i] += o.tx_bytes[i];
         }
         self.tx_ring_full += o.tx_ring_full;
+        self.icmp_errors_sent += o.icmp_errors_sent;
         for i in 0..2 {
             self.xsk_rx_ring_full[i] += o.xsk_rx_ring_full[i];
             self.xsk_rx_dropped[i] += o.xsk_rx_dropped[i];

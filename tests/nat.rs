@@ -248,8 +248,15 @@ fn icmp_errors_are_translated_back_to_the_client() {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
     assert_eq!(j["icmp_type"], 11, "{j}\n{}", gw.log());
     assert_eq!(j["offender"], "198.19.0.2", "{j}");
+    // TTL 1: expires at the gateway itself, which answers from its inside address.
+    let out = lab.exec("cli", &["python3", &probe, "198.19.0.2", "33435", "1"]);
+    let j: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    assert_eq!(j["icmp_type"], 11, "{j}\n{}", gw.log());
+    assert_eq!(j["offender"], "198.18.0.1", "{j}");
     let s = gw.fresh_stats();
     assert_eq!(num(&s, "/total/drops/icmp_no_session"), 0, "{s}");
+    assert!(num(&s, "/total/icmp_errors_sent") >= 1, "{s}");
 }
 
 #[test]

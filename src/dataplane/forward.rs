@@ -5,6 +5,7 @@
 //! addresses set from the kernel's neighbour table. It is the baseline NAT mode
 //! and the benchmarks are compared against.
 
+use super::icmp_reply::TimeExceeded;
 use super::nexthop::{Miss, NextHopView};
 use super::worker::{Action, Handler, Port};
 
@@ -25,14 +26,20 @@ const UNRESOLVED: u16 = 4;
 /// The forward-mode packet handler.
 pub struct Forwarder {
     nh: NextHopView,
-    ifindex: [u32; 2],
-    mac: [[u8; 6]; 2],
+    ports: super::Ports,
+    expired: TimeExceeded,
+    now: u32,
 }
 
 impl Forwarder {
     /// A forwarder between the two ports (index 0 inside, 1 outside).
-    pub fn new(nh: NextHopView, ifindex: [u32; 2], mac: [[u8; 6]; 2]) -> Self {
-        Forwarder { nh, ifindex, mac }
+    pub fn new(nh: NextHopView, ports: super::Ports) -> Self {
+        Forwarder {
+            nh,
+            ports,
+            expired: TimeExceeded::default(),
+            now: 0,
+        }
     }
 }
 
@@ -82,6 +89,7 @@ fn decrement_ttl(frame: &mut [u8]) {
 impl Handler for Forwarder {
     fn begin_batch(&mut self) {
         self.nh.refresh();
+        self.now = crate::nat::coarse_now();
     }
 
     #[inline]
@@ -96,11 +104,24 @@ impl Handler for Forwarder {
             return Action::Drop(MALFORMED);
         }
         if hdr[10] <= 1 {
+            let i = ingress as usize;
+            if self
+                .expired
+                .build(frame, self.ports.mac[i], self.ports.addr[i], self.now)
+            {
+                return Action::Reply(ingress);
+            }
             return Action::Drop(TTL_EXPIRED);
         }
         let dst = u32::from_be_bytes([hdr[18], hdr[19], hdr[20], hdr[21]]);
         let egress = ingress.other() as usize;
-        if let Err(m) = set_next_hop(frame, &self.nh, dst, self.ifindex[egress], self.mac[egress]) {
+        if let Err(m) = set_next_hop(
+            frame,
+            &self.nh,
+            dst,
+            self.ports.ifindex[egress],
+            self.ports.mac[egress],
+        ) {
             return Action::Drop(miss_reason(m));
         }
         decrement_ttl(frame);
@@ -109,6 +130,10 @@ impl Handler for Forwarder {
 
     fn drop_reasons(&self) -> &'static [&'static str] {
         DROP_REASONS
+    }
+
+    fn reply(&self) -> &[u8] {
+        self.expired.frame()
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod bpf;
 pub mod forward;
+pub mod icmp_reply;
 pub mod iface;
 pub mod nexthop;
 pub mod worker;
@@ -129,6 +130,8 @@ pub struct Ports {
     pub ifindex: [u32; 2],
     /// MAC addresses (inside, outside).
     pub mac: [[u8; 6]; 2],
+    /// First IPv4 address of each interface (0: none), the source of ICMP errors.
+    pub addr: [u32; 2],
 }
 
 /// Static facts of a running dataplane, for logs and stats.
@@ -224,7 +227,13 @@ pub fn validate(cfg: &DataplaneConfig) -> Result<Ports, DataplaneError> {
             )));
         }
     }
-    Ok(Ports { ifindex, mac })
+    let addr = [&cfg.inside, &cfg.outside].map(|n| {
+        iface::ipv4_addrs(n)
+            .first()
+            .map(|a| u32::from(*a))
+            .unwrap_or(0)
+    });
+    Ok(Ports { ifindex, mac, addr })
 }
 
 /// Raises the soft RLIMIT_MEMLOCK towards the hard limit; returns the resulting soft limit.

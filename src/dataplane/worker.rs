@@ -44,6 +44,9 @@ pub enum Action {
     Transmit(Port),
     /// Drop it, counting the handler's reason index.
     Drop(u16),
+    /// Drop it, and send the handler's [`Handler::reply`] in its place on this port
+    /// (an ICMP error originated by the gateway).
+    Reply(Port),
 }
 
 /// The packet logic a worker runs (plain forwarding, NAT).
@@ -54,6 +57,10 @@ pub trait Handler: Send {
     fn handle(&mut self, frame: &mut [u8], ingress: Port) -> Action;
     /// Names of the drop reasons this handler reports, indexed by `Action::Drop`.
     fn drop_reasons(&self) -> &'static [&'static str];
+    /// The frame to send for [`Action::Reply`].
+    fn reply(&self) -> &[u8] {
+        &[]
+    }
 }
 
 /// Maximum number of distinct drop reasons a worker counts.
@@ -74,6 +81,8 @@ pub struct WorkerStats {
     pub tx_ring_full: AtomicU64,
     /// Batches processed (loop iterations that received at least one frame).
     pub batches: AtomicU64,
+    /// ICMP errors originated by the gateway (Time Exceeded).
+    pub icmp_errors_sent: AtomicU64,
     /// Drops by handler reason.
     pub drops: [AtomicU64; MAX_DROP_REASONS],
 }
@@ -87,6 +96,7 @@ impl Default for WorkerStats {
             tx_bytes: Default::default(),
             tx_ring_full: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            icmp_errors_sent: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -252,6 +262,7 @@ impl<H: Handler> Worker<H> {
         let mut bytes = 0u64;
         let mut drops = [0u64; MAX_DROP_REASONS];
         let mut dropped_any = false;
+        let mut replies = 0u64;
         for i in 0..n {
             let mut desc = self.rx_batch[i];
             bytes += desc.lengths().data() as u64;
@@ -260,6 +271,16 @@ impl<H: Handler> Worker<H> {
             let mut data = unsafe { self.socks.umem.data_mut(&mut desc) };
             match self.handler.handle(data.contents_mut(), p) {
                 Action::Transmit(out) => self.tx_batch[out as usize].push(desc),
+                Action::Reply(out) => {
+                    let mut c = data.cursor();
+                    c.set_pos(0);
+                    if std::io::Write::write_all(&mut c, self.handler.reply()).is_ok() {
+                        replies += 1;
+                        self.tx_batch[out as usize].push(desc);
+                    } else {
+                        self.free.push(desc);
+                    }
+                }
                 Action::Drop(reason) => {
                     if let Some(d) = drops.get_mut(usize::from(reason)) {
                         *d += 1;
@@ -272,6 +293,7 @@ impl<H: Handler> Worker<H> {
         let s = &self.stats;
         bump(&s.rx_packets[p as usize], n as u64);
         bump(&s.rx_bytes[p as usize], bytes);
+        bump(&s.icmp_errors_sent, replies);
         if dropped_any {
             for (c, d) in s.drops.iter().zip(drops.iter()) {
                 bump(c, *d);

@@ -1,8 +1,9 @@
 //! The NAT packet handler a dataplane worker runs: translate, then route (TTL, MACs).
 
 use crate::dataplane::forward::set_next_hop;
+use crate::dataplane::icmp_reply::TimeExceeded;
 use crate::dataplane::nexthop::{Miss, NextHopView};
-use crate::dataplane::{Action, Handler, Port};
+use crate::dataplane::{Action, Handler, Port, Ports};
 use crate::packet::{self, ipv4};
 
 use super::{Engine, NatDrop, Refused};
@@ -52,18 +53,18 @@ pub fn coarse_now() -> u32 {
 pub struct NatHandler {
     engine: Engine,
     nh: NextHopView,
-    ifindex: [u32; 2],
-    mac: [[u8; 6]; 2],
+    ports: Ports,
+    expired: TimeExceeded,
 }
 
 impl NatHandler {
     /// A handler translating with `engine` and routing with `nh`.
-    pub fn new(engine: Engine, nh: NextHopView, ifindex: [u32; 2], mac: [[u8; 6]; 2]) -> Self {
+    pub fn new(engine: Engine, nh: NextHopView, ports: Ports) -> Self {
         NatHandler {
             engine,
             nh,
-            ifindex,
-            mac,
+            ports,
+            expired: TimeExceeded::default(),
         }
     }
 }
@@ -78,6 +79,18 @@ impl Handler for NatHandler {
     fn handle(&mut self, frame: &mut [u8], ingress: Port) -> Action {
         let p = match self.engine.translate(frame, ingress == Port::Inside) {
             Ok(p) => p,
+            Err(Refused::Packet(packet::Drop::TtlExpired)) => {
+                // Expired here: tell the sender (the frame is still as it arrived).
+                let i = ingress as usize;
+                let now = self.engine.now;
+                if self
+                    .expired
+                    .build(frame, self.ports.mac[i], self.ports.addr[i], now)
+                {
+                    return Action::Reply(ingress);
+                }
+                return Action::Drop(packet::Drop::TtlExpired.index() as u16);
+            }
             Err(Refused::Packet(d)) => return Action::Drop(d.index() as u16),
             Err(Refused::Nat(n)) => return Action::Drop((PKT + n as usize) as u16),
         };
@@ -93,8 +106,8 @@ impl Handler for NatHandler {
             frame,
             &self.nh,
             dst,
-            self.ifindex[egress as usize],
-            self.mac[egress as usize],
+            self.ports.ifindex[egress as usize],
+            self.ports.mac[egress as usize],
         ) {
             Ok(()) => Action::Transmit(egress),
             Err(Miss::NoRoute) => Action::Drop(NO_ROUTE as u16),
@@ -104,6 +117,10 @@ impl Handler for NatHandler {
 
     fn drop_reasons(&self) -> &'static [&'static str] {
         &DROP_REASONS
+    }
+
+    fn reply(&self) -> &[u8] {
+        self.expired.frame()
     }
 }
 
