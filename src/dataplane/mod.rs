@@ -334,6 +334,7 @@ impl Dataplane {
         if let Err(e) = next_hops.refresh() {
             tracing::warn!(error = %e, "initial route/neighbour dump failed");
         }
+        next_hops.prime(&ports.ifindex);
         let stop = Arc::new(AtomicBool::new(false));
         let resolver = {
             let nh = Arc::clone(&next_hops);

@@ -142,21 +142,51 @@ impl NextHops {
         Ok(())
     }
 
+    /// Asks the kernel to resolve `nh` on `oif` and publishes the result as soon as the
+    /// neighbour table has it (polled every 2 ms for up to 100 ms).
+    fn resolve_now(&self, nh: u32, oif: u32) {
+        if let Err(e) = request_resolution(nh, oif) {
+            tracing::debug!(next_hop = %Ipv4Addr::from(nh), oif, error = %e, "neighbour resolution request failed");
+        }
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(2));
+            match dump_snapshot() {
+                Ok(snap) => {
+                    let done = snap.neigh.contains_key(&(oif, nh));
+                    self.publish(snap);
+                    if done {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "route/neighbour dump failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Resolves the gateways of the routes leaving through `oifs` (typically the upstream
+    /// router) before traffic needs them.
+    pub fn prime(&self, oifs: &[u32]) {
+        let snap = self.snapshot();
+        for r in snap.routes.iter().filter(|r| oifs.contains(&r.oif)) {
+            if let Some(gw) = r.gateway {
+                if !snap.neigh.contains_key(&(r.oif, gw)) {
+                    let _ = self.requests.try_send((gw, r.oif));
+                }
+            }
+        }
+    }
+
     /// Runs the resolver until `stop` is set.
     pub fn run_resolver(self: Arc<Self>, stop: Arc<AtomicBool>, period: Duration) {
         let mut last = std::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {
             match self.rx.recv_timeout(Duration::from_millis(50)) {
                 Ok((nh, oif)) => {
-                    if let Err(e) = request_resolution(nh, oif) {
-                        tracing::debug!(next_hop = %Ipv4Addr::from(nh), oif, error = %e, "neighbour resolution request failed");
-                    }
-                    // Let the kernel's ARP exchange complete, then pick up the result.
-                    std::thread::sleep(Duration::from_millis(20));
+                    self.resolve_now(nh, oif);
                     while self.rx.try_recv().is_ok() {}
-                    if let Err(e) = self.refresh() {
-                        tracing::warn!(error = %e, "route/neighbour dump failed");
-                    }
                     last = std::time::Instant::now();
                 }
                 Err(_) if last.elapsed() >= period => {
