@@ -420,6 +420,17 @@ impl Snapshot {
                 String::new()
             }
         );
+        let _ = writeln!(
+            o,
+            "af_xdp (in/out): rx_ring_full {}/{} rx_dropped {}/{} fill_ring_empty {}/{} | icmp errors sent {}",
+            t.xsk_rx_ring_full[0],
+            t.xsk_rx_ring_full[1],
+            t.xsk_rx_dropped[0],
+            t.xsk_rx_dropped[1],
+            t.xsk_fill_ring_empty[0],
+            t.xsk_fill_ring_empty[1],
+            t.icmp_errors_sent
+        );
         if let Some(tb) = &self.table {
             let _ = writeln!(
                 o,

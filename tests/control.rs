@@ -156,7 +156,10 @@ fn stats_sessions_flush_and_garbage_against_a_live_gateway() {
     let text = gw.ctl(&["stats"]);
     let t = String::from_utf8_lossy(&text.stdout);
     assert!(
-        t.contains("in0 rx") && t.contains("table:") && t.contains("AF_XDP copy"),
+        t.contains("in0 rx")
+            && t.contains("table:")
+            && t.contains("AF_XDP copy")
+            && t.contains("af_xdp (in/out): rx_ring_full 0/0"),
         "{t}"
     );
 
