@@ -95,6 +95,25 @@ fn bench(c: &mut Criterion) {
             })
         });
 
+        // The same, with the table entries of each 16 frames prefetched first (what a
+        // worker does with a received batch).
+        let mut pos2 = 0usize;
+        g.bench_function(BenchmarkId::new("hit_prefetched", live), |b| {
+            b.iter(|| {
+                let n = hits.len() / FRAME;
+                let start = (pos2 % (n / batch)) * batch * FRAME;
+                pos2 += 1;
+                let mut ok = 0;
+                for chunk in hits[start..start + batch * FRAME].chunks(16 * FRAME) {
+                    for f in chunk.chunks(FRAME) {
+                        e.prefetch(&f[..60]);
+                    }
+                    ok += translate_all(&mut e, chunk, &mut buf);
+                }
+                ok
+            })
+        });
+
         // New connections on top of `live` established ones.
         let mut next = live;
         g.throughput(Throughput::Elements(batch as u64));

@@ -53,6 +53,10 @@ pub enum Action {
 pub trait Handler: Send {
     /// Called once per batch before frames are handled (refresh caches, read the clock).
     fn begin_batch(&mut self) {}
+    /// Called for every frame of a received batch before any is handled, to start loading
+    /// what handling it will need (table entries) into the cache.
+    #[inline]
+    fn prefetch(&self, _frame: &[u8]) {}
     /// Processes one frame in place.
     fn handle(&mut self, frame: &mut [u8], ingress: Port) -> Action;
     /// Names of the drop reasons this handler reports, indexed by `Action::Drop`.
@@ -258,6 +262,12 @@ impl<H: Handler> Worker<H> {
         let n = unsafe { rings.rx.consume(&mut self.rx_batch) };
         if n == 0 {
             return 0;
+        }
+        for desc in &self.rx_batch[..n] {
+            // SAFETY: the descriptor was just consumed from our RX ring: the kernel is done
+            // with the frame and nothing writes it while we read.
+            let data = unsafe { self.socks.umem.data(desc) };
+            self.handler.prefetch(data.contents());
         }
         let mut bytes = 0u64;
         let mut drops = [0u64; MAX_DROP_REASONS];

@@ -76,6 +76,11 @@ impl Handler for NatHandler {
     }
 
     #[inline]
+    fn prefetch(&self, frame: &[u8]) {
+        self.engine.prefetch(frame);
+    }
+
+    #[inline]
     fn handle(&mut self, frame: &mut [u8], ingress: Port) -> Action {
         let p = match self.engine.translate(frame, ingress == Port::Inside) {
             Ok(p) => p,

@@ -334,6 +334,18 @@ impl Engine {
         self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
+    /// Starts loading the table entries `frame` will need (see [`Table::prefetch`]); call
+    /// it for a batch of frames before translating them.
+    #[inline]
+    pub fn prefetch(&self, frame: &[u8]) {
+        if let Ok(p) = packet::parse(frame) {
+            match p.embedded() {
+                Some(e) => self.table.prefetch(&e.tuple().reversed()),
+                None => self.table.prefetch(&p.tuple()),
+            }
+        }
+    }
+
     /// Translates the frame in place. `from_inside` tells which side it arrived on.
     /// On success the frame's addresses, ports and checksums are rewritten (TTL and MACs
     /// are the caller's) and the parse result is returned for the caller's next-hop step.
