@@ -63,9 +63,7 @@ def int_list(profile, name, value, lo, hi):
 class STLS1(object):
     def get_streams(self, direction=0, **kwargs):
         direction, port_id, t = profile_args(PROFILE, DEFAULTS, direction, kwargs)
-        if direction != 0:
-            raise STLError("%s sends inside -> outside from port 0 only (asked for port %s): "
-                           "start it with --port 0" % (PROFILE, port_id))
+        outbound_only(PROFILE, direction, port_id)
         ips = t.pow2("src_ips", 65536)
         src = t.aligned_ip("src_ip", ips)
         sport = t.integer("sport", 1, 65535)

@@ -56,9 +56,7 @@ DEFAULTS = {
 class STLS1(object):
     def get_streams(self, direction=0, **kwargs):
         direction, port_id, t = profile_args(PROFILE, DEFAULTS, direction, kwargs)
-        if direction != 0:
-            raise STLError("%s sends inside -> outside from port 0 only (asked for port %s): "
-                           "start it with --port 0" % (PROFILE, port_id))
+        outbound_only(PROFILE, direction, port_id)
         size = t.integer("size", 64, 9216)
         ips = t.integer("src_ips", 1, 1 << 20)
         src = t.ip("src_ip")

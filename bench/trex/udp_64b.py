@@ -54,10 +54,7 @@ DEFAULTS = {
 class STLS1(object):
     def get_streams(self, direction=0, **kwargs):
         direction, port_id, t = profile_args(PROFILE, DEFAULTS, direction, kwargs)
-        if direction != 0:
-            raise STLError("%s sends inside -> outside from port 0 only (asked for port %s): "
-                           "start it with --port 0, or use bidir.py for both directions"
-                           % (PROFILE, port_id))
+        outbound_only(PROFILE, direction, port_id, ", or use bidir.py for both directions")
         size = t.integer("size", 64, 9216)
         ips = t.pow2("src_ips", 65536)
         src = t.aligned_ip("src_ip", ips)

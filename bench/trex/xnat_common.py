@@ -46,6 +46,14 @@ def _argv_pairs(profile, argv):
     return out
 
 
+def outbound_only(profile, direction, port_id, hint=""):
+    """Refuses to run a one-way (inside -> outside) profile on any port but port 0, so that
+    no unsolicited outside -> inside traffic is sent by accident."""
+    if direction != 0:
+        raise STLError("%s sends inside -> outside from port 0 only (asked for port %s): "
+                       "start it with --port 0%s" % (profile, port_id, hint))
+
+
 def profile_args(profile, defaults, direction, kwargs):
     """(direction, port id, Tunables) from whatever this TRex version passed.
 
