@@ -53,8 +53,13 @@ pub enum Action {
 pub trait Handler: Send {
     /// Called once per batch before frames are handled (refresh caches, read the clock).
     fn begin_batch(&mut self) {}
-    /// Called for every frame of a received batch before any is handled, to start loading
-    /// what handling it will need (table entries) into the cache.
+    /// Whether [`Handler::prefetch`] should be called for the next batch.
+    #[inline]
+    fn prefetching(&self) -> bool {
+        false
+    }
+    /// Called for every frame of a received batch before any is handled (when
+    /// [`Handler::prefetching`]), to start loading what handling it will need into the cache.
     #[inline]
     fn prefetch(&self, _frame: &[u8]) {}
     /// Processes one frame in place.
@@ -263,11 +268,13 @@ impl<H: Handler> Worker<H> {
         if n == 0 {
             return 0;
         }
-        for desc in &self.rx_batch[..n] {
-            // SAFETY: the descriptor was just consumed from our RX ring: the kernel is done
-            // with the frame and nothing writes it while we read.
-            let data = unsafe { self.socks.umem.data(desc) };
-            self.handler.prefetch(data.contents());
+        if self.handler.prefetching() {
+            for desc in &self.rx_batch[..n] {
+                // SAFETY: the descriptor was just consumed from our RX ring: the kernel is done
+                // with the frame and nothing writes it while we read.
+                let data = unsafe { self.socks.umem.data(desc) };
+                self.handler.prefetch(data.contents());
+            }
         }
         let mut bytes = 0u64;
         let mut drops = [0u64; MAX_DROP_REASONS];

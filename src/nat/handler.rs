@@ -90,10 +90,13 @@ impl Handler for NatHandler {
     }
 
     #[inline]
+    fn prefetching(&self) -> bool {
+        self.prefetching
+    }
+
+    #[inline]
     fn prefetch(&self, frame: &[u8]) {
-        if self.prefetching {
-            self.engine.prefetch(frame);
-        }
+        self.engine.prefetch(frame);
     }
 
     #[inline]
