@@ -9,17 +9,21 @@
 # pool, `--snat 198.19.2.1`) to the gateway.
 #
 # Kernel IP forwarding is OFF in the gateway namespace: only xnat carries
-# traffic between in0 and out0. Checksum offload is off on every veth so that
-# frames carry complete checksums (AF_XDP transmits what is in the frame).
+# traffic between in0 and out0. Every veth keeps its default settings, checksum
+# offload on, as containers and pods have: the hosts hand out TCP/UDP frames
+# whose checksum holds only the pseudo-header sum, which xnat must complete.
 #
-# With EXTRA=router a fourth namespace sits behind the server, which then
-# routes (for probes whose TTL expires beyond the gateway):
-#   PFX-srv eth1 198.19.1.1/24 ---------- eth0 198.19.1.2/24 PFX-far
+# EXTRA is a comma-separated list of:
+#   router      a fourth namespace sits behind the server, which then routes (for
+#               probes whose TTL expires beyond the gateway):
+#                 PFX-srv eth1 198.19.1.1/24 ---------- eth0 198.19.1.2/24 PFX-far
+#   nooffload   checksum offload, GSO, TSO and GRO off on every veth (frames then
+#               carry complete checksums)
 #
 # Usage: bench/lab.sh up|down|status [PREFIX] [QUEUES] [EXTRA]
 #   PREFIX  namespace prefix (default: xnat), lets tests run side by side
 #   QUEUES  RX/TX queues per veth (default: 1)
-#   EXTRA   "router" adds PFX-far behind the server
+#   EXTRA   see above
 set -euo pipefail
 
 cmd=${1:-}
@@ -34,10 +38,15 @@ esac
 case "$queues" in
   ''|*[!0-9]*) echo "lab.sh: bad queue count '$queues'" >&2; exit 2 ;;
 esac
-case "$extra" in
-  ''|router) ;;
-  *) echo "lab.sh: unknown extra '$extra' (router)" >&2; exit 2 ;;
-esac
+router=0 nooffload=0
+IFS=, read -ra extras <<< "$extra"
+for e in "${extras[@]}"; do
+  case "$e" in
+    router) router=1 ;;
+    nooffload) nooffload=1 ;;
+    *) echo "lab.sh: unknown extra '$e' (router, nooffload)" >&2; exit 2 ;;
+  esac
+done
 
 down() {
   for ns in "$cli" "$gw" "$srv" "$far"; do
@@ -76,11 +85,13 @@ up() {
   ip -n "$gw" route add default via 198.19.0.2
 
   ip netns exec "$gw" sysctl -qw net.ipv4.ip_forward=0
-  for pair in "$cli eth0" "$gw in0" "$gw out0" "$srv eth0"; do
-    read -r ns dev <<< "$pair"
-    ip netns exec "$ns" ethtool -K "$dev" tx off rx off gso off tso off gro off >/dev/null 2>&1 || true
-  done
-  if [ "$extra" = router ]; then
+  if [ "$nooffload" = 1 ]; then
+    for pair in "$cli eth0" "$gw in0" "$gw out0" "$srv eth0"; do
+      read -r ns dev <<< "$pair"
+      ip netns exec "$ns" ethtool -K "$dev" tx off rx off gso off tso off gro off >/dev/null 2>&1 || true
+    done
+  fi
+  if [ "$router" = 1 ]; then
     ip netns add "$far"
     ip -n "$srv" link add eth1 type veth peer name eth0 netns "$far"
     ip -n "$srv" addr add 198.19.1.1/24 dev eth1
@@ -92,7 +103,7 @@ up() {
     ip netns exec "$srv" sysctl -qw net.ipv4.ip_forward=1
   fi
   trap - ERR
-  echo "lab $pfx up: $cli(198.18.0.2) -- in0 [$gw] out0 -- $srv(198.19.0.2), $queues queue(s), ip_forward=0"
+  echo "lab $pfx up: $cli(198.18.0.2) -- in0 [$gw] out0 -- $srv(198.19.0.2), $queues queue(s), ip_forward=0, offloads $([ "$nooffload" = 1 ] && echo off || echo default)"
 }
 
 case "$cmd" in
@@ -102,5 +113,5 @@ case "$cmd" in
     for ns in "$cli" "$gw" "$srv" "$far"; do
       echo "== $ns"; ip -n "$ns" -br addr 2>/dev/null || echo "(absent)"
     done ;;
-  *) echo "usage: $0 up|down|status [PREFIX] [QUEUES] [router]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status [PREFIX] [QUEUES] [router,nooffload]" >&2; exit 2 ;;
 esac

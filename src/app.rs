@@ -96,6 +96,8 @@ pub struct Settings {
     pub control: PathBuf,
     /// Prometheus endpoint.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Router settings (both modes).
+    pub router: crate::router::RouterConfig,
 }
 
 /// Merges the configuration file (if any) with the flags; flags win.
@@ -200,10 +202,20 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
             })?),
             (None, None) => None,
         };
+    let clamp_mss = match (&a.clamp_mss, &d.clamp_mss) {
+        (Some(v), _) => v
+            .parse()
+            .map_err(|e| format!("invalid --clamp-mss = {v:?}: {e}"))?,
+        (None, Some(v)) => v
+            .parse()
+            .map_err(|e| format!("invalid dataplane.clamp_mss = {v:?}: {e}"))?,
+        (None, None) => crate::router::MssClamp::Off,
+    };
     Ok(Settings {
         metrics_listen,
         control,
         mode,
+        router: crate::router::RouterConfig { clamp_mss },
         dataplane: DataplaneConfig {
             inside,
             outside,
@@ -288,7 +300,7 @@ fn start(s: &Settings) -> Started {
         None => Dataplane::start(
             &s.dataplane,
             |_| Ok(()),
-            |_q, nh, ports| Forwarder::new(nh, ports),
+            |_q, nh, ports| Forwarder::new(nh, ports, s.router),
         )
         .map(|dp| (dp, None))
         .map_err(dp_err),
@@ -338,7 +350,7 @@ fn start(s: &Settings) -> Started {
                     0x9E37_79B9_7F4A_7C15u64 ^ (u64::from(q) << 32) ^ u64::from(std::process::id());
                 let engine =
                     Engine::with_quota(Arc::clone(&t2), Arc::clone(&rules), Arc::clone(&q2), seed);
-                NatHandler::new(engine, nh, ports)
+                NatHandler::new(engine, nh, ports, s.router)
             })
             .map_err(dp_err)?;
             if nat.max_sessions_per_source > 0 {

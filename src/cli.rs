@@ -198,6 +198,10 @@ pub struct RunArgs {
     /// traffic (always on in forward mode).
     #[arg(long, help_heading = "Dataplane")]
     pub route_all: bool,
+    /// Lower the MSS that TCP SYNs announce: auto = the smaller interface MTU minus 40
+    /// (IPv4 + TCP headers), N = at most N bytes, off [default: off].
+    #[arg(long, value_name = "auto|N|off", help_heading = "Router")]
+    pub clamp_mss: Option<String>,
     /// Seconds between re-reads of the kernel's routes and neighbours.
     #[arg(long, default_value_t = 1.0, help_heading = "Dataplane")]
     pub neighbour_refresh: f64,
@@ -244,6 +248,7 @@ impl RunArgs {
             batch: None,
             poll: None,
             route_all: false,
+            clamp_mss: None,
             neighbour_refresh: 1.0,
             stats_interval: None,
             stats_file: None,

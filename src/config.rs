@@ -260,6 +260,8 @@ pub struct DataplaneFile {
     pub batch: Option<u32>,
     /// `busy` or `adaptive`.
     pub poll: Option<String>,
+    /// TCP MSS clamping: `off`, `auto` or a segment size.
+    pub clamp_mss: Option<String>,
 }
 
 /// The `[control]` section.

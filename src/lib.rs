@@ -3,6 +3,8 @@
 //! - [`dataplane`]: XDP steering, AF_XDP sockets, per-queue workers, next hops.
 //! - [`table`]: the paired lock-free LRU translation table (no I/O).
 //! - [`packet`]: zero-copy frame parsing and in-place rewrites with incremental checksums.
+//! - [`router`]: the IPv4 router around the NAT: partial checksums, MTU, fragmentation, ICMP
+//!   origination, MSS clamping.
 //! - [`nat`]: SNAT/DNAT rules, port allocation, translation; [`config`]: file + flags.
 //! - [`stats`]: point-in-time counters for logs and the CLI; [`control`]: the control socket.
 //! - [`cli`]: command-line types; [`app`]: what each command does.
@@ -17,5 +19,6 @@ pub mod dataplane;
 pub mod fuzzing;
 pub mod nat;
 pub mod packet;
+pub mod router;
 pub mod stats;
 pub mod table;

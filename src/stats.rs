@@ -31,6 +31,13 @@ pub struct Counters {
     pub icmp_errors_sent: u64,
     /// Drops by reason name (only non-zero reasons).
     pub drops: BTreeMap<String, u64>,
+    /// Packets that needed fragmenting on egress but were dropped.
+    #[serde(default)]
+    pub frag_dropped: u64,
+    /// Router events by name (only non-zero ones): partial checksums completed, MSS
+    /// clamped, Fragmentation Needed sent, packets fragmented, ICMP errors suppressed.
+    #[serde(default)]
+    pub events: BTreeMap<String, u64>,
     /// The kernel's AF_XDP socket counters, inside / outside: frames lost before xnat saw
     /// them because the RX ring was full or for other reasons, and fill-ring starvation.
     #[serde(default)]
@@ -59,7 +66,16 @@ impl Counters {
                 drops.insert(name, v);
             }
         }
+        let mut events = BTreeMap::new();
+        for (c, name) in w.events.iter().zip(crate::dataplane::worker::EVENT_NAMES) {
+            let v = c.load(Ordering::Relaxed);
+            if v > 0 {
+                events.insert(name.to_string(), v);
+            }
+        }
         Counters {
+            frag_dropped: w.frag_dropped.load(Ordering::Relaxed),
+            events,
             rx_packets: l(&w.rx_packets),
             rx_bytes: l(&w.rx_bytes),
             tx_packets: l(&w.tx_packets),
@@ -80,6 +96,10 @@ impl Counters {
         }
         self.tx_ring_full += o.tx_ring_full;
         self.icmp_errors_sent += o.icmp_errors_sent;
+        self.frag_dropped += o.frag_dropped;
+        for (k, v) in &o.events {
+            *self.events.entry(k.clone()).or_default() += v;
+        }
         for i in 0..2 {
             self.xsk_rx_ring_full[i] += o.xsk_rx_ring_full[i];
             self.xsk_rx_dropped[i] += o.xsk_rx_dropped[i];
@@ -94,6 +114,7 @@ impl Counters {
     pub fn dropped(&self) -> u64 {
         self.drops.values().sum::<u64>()
             + self.tx_ring_full
+            + self.frag_dropped
             + self.xsk_rx_ring_full.iter().sum::<u64>()
             + self.xsk_rx_dropped.iter().sum::<u64>()
     }
@@ -418,6 +439,20 @@ impl Snapshot {
                 format!(", tx_ring_full {}", t.tx_ring_full)
             } else {
                 String::new()
+            } + &if t.frag_dropped > 0 {
+                format!(", frag_dropped {}", t.frag_dropped)
+            } else {
+                String::new()
+            }
+        );
+        let events: Vec<String> = t.events.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            o,
+            "router: {}",
+            if events.is_empty() {
+                "nothing to report".to_string()
+            } else {
+                events.join(", ")
             }
         );
         let _ = writeln!(

@@ -213,6 +213,17 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_attached() {
             ],
             &["turbo"],
         ),
+        (
+            &[
+                "--inside",
+                "in0",
+                "--outside",
+                "out0",
+                "--clamp-mss",
+                "12",
+            ],
+            &["--clamp-mss", "\"12\"", "88 to 65495"],
+        ),
     ];
     for (args, needles) in cases {
         let (code, err) = run_bad(&lab, args);

@@ -51,6 +51,11 @@ pub fn render(s: &Snapshot) -> String {
         "Bytes by worker, interface and direction",
     );
     let drops = counter_family(&mut reg, "drops", "Packets dropped, by reason");
+    let router_events = counter_family(
+        &mut reg,
+        "router_events",
+        "Router work on forwarded packets: partial checksums completed, MSS clamped, Fragmentation Needed sent, packets fragmented and fragments sent, ICMP errors suppressed (RFC 1812) or rate-limited",
+    );
     let xdp = counter_family(
         &mut reg,
         "xdp_packets",
@@ -109,6 +114,15 @@ pub fn render(s: &Snapshot) -> String {
     drops
         .get_or_create(&l(&[("reason", "tx_ring_full")]))
         .inc_by(s.total.tx_ring_full);
+    drops
+        .get_or_create(&l(&[("reason", "frag_dropped")]))
+        .inc_by(s.total.frag_dropped);
+    for name in crate::dataplane::worker::EVENT_NAMES {
+        let v = s.total.events.get(name).copied().unwrap_or(0);
+        router_events
+            .get_or_create(&l(&[("event", name)]))
+            .inc_by(v);
+    }
     for (action, v) in [
         ("redirected", s.xdp.redirected),
         ("passed", s.xdp.passed),

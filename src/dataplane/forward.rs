@@ -5,9 +5,9 @@
 //! addresses set from the kernel's neighbour table. It is the baseline NAT mode
 //! and the benchmarks are compared against.
 
-use super::icmp_reply::TimeExceeded;
-use super::nexthop::{Miss, NextHopView};
-use super::worker::{Action, Handler, Port};
+use super::nexthop::NextHopView;
+use super::worker::{Action, Handler, Port, Tally};
+use crate::router::{Fit, IcmpKind, Routed, Router, RouterConfig, RouterDrops};
 
 /// Drop reasons of the forwarder, indexed by [`Action::Drop`].
 pub const DROP_REASONS: &[&str] = &[
@@ -16,55 +16,39 @@ pub const DROP_REASONS: &[&str] = &[
     "ttl_expired",
     "no_route",
     "neighbour_unresolved",
+    "frag_needed_df",
+    "held_no_frame",
 ];
 const MALFORMED: u16 = 0;
 const NOT_IPV4: u16 = 1;
 const TTL_EXPIRED: u16 = 2;
 const NO_ROUTE: u16 = 3;
 const UNRESOLVED: u16 = 4;
+const TOO_BIG: u16 = 5;
+const HOLD_NO_FRAME: u16 = 6;
 
 /// The forward-mode packet handler.
 pub struct Forwarder {
     nh: NextHopView,
-    ports: super::Ports,
-    expired: TimeExceeded,
-    now: u32,
+    router: Router,
 }
 
 impl Forwarder {
     /// A forwarder between the two ports (index 0 inside, 1 outside).
-    pub fn new(nh: NextHopView, ports: super::Ports) -> Self {
+    pub fn new(nh: NextHopView, ports: super::Ports, router: RouterConfig) -> Self {
         Forwarder {
             nh,
-            ports,
-            expired: TimeExceeded::default(),
-            now: 0,
+            router: Router::new(
+                ports,
+                router,
+                RouterDrops {
+                    unresolved: usize::from(UNRESOLVED),
+                    // Forward mode holds no fragments.
+                    fragment_expired: usize::from(UNRESOLVED),
+                    hold_full: usize::from(HOLD_NO_FRAME),
+                },
+            ),
         }
-    }
-}
-
-/// Resolves the next hop of `dst` out of `egress` and writes both MAC addresses.
-#[inline]
-pub fn set_next_hop(
-    frame: &mut [u8],
-    nh: &NextHopView,
-    dst: u32,
-    oif: u32,
-    src_mac: [u8; 6],
-) -> Result<(), Miss> {
-    let dmac = nh.resolve(dst, oif)?;
-    if let Some(h) = frame.get_mut(0..12) {
-        h[0..6].copy_from_slice(&dmac);
-        h[6..12].copy_from_slice(&src_mac);
-    }
-    Ok(())
-}
-
-/// Maps a next-hop miss to the forwarder's drop reason.
-pub fn miss_reason(m: Miss) -> u16 {
-    match m {
-        Miss::NoRoute => NO_ROUTE,
-        Miss::Unresolved(_) => UNRESOLVED,
     }
 }
 
@@ -88,8 +72,9 @@ fn decrement_ttl(frame: &mut [u8]) {
 
 impl Handler for Forwarder {
     fn begin_batch(&mut self) {
-        self.nh.refresh();
-        self.now = crate::nat::coarse_now();
+        let changed = self.nh.refresh();
+        self.router
+            .begin_batch(&self.nh, crate::nat::coarse_now(), changed);
     }
 
     #[inline]
@@ -104,28 +89,40 @@ impl Handler for Forwarder {
             return Action::Drop(MALFORMED);
         }
         if hdr[10] <= 1 {
-            let i = ingress as usize;
-            if self
-                .expired
-                .build(frame, self.ports.mac[i], self.ports.addr[i], self.now)
-            {
+            if self.router.answer(frame, ingress, IcmpKind::TimeExceeded) {
                 return Action::Reply(ingress);
             }
             return Action::Drop(TTL_EXPIRED);
         }
         let dst = u32::from_be_bytes([hdr[18], hdr[19], hdr[20], hdr[21]]);
-        let egress = ingress.other() as usize;
-        if let Err(m) = set_next_hop(
-            frame,
-            &self.nh,
-            dst,
-            self.ports.ifindex[egress],
-            self.ports.mac[egress],
-        ) {
-            return Action::Drop(miss_reason(m));
+        let ip_len = usize::from(u16::from_be_bytes([hdr[4], hdr[5]]));
+        let egress = ingress.other();
+        let fit = self.router.fit(ip_len, Router::frag_word(frame), egress);
+        if let Fit::TooBig(mtu) = fit {
+            if self
+                .router
+                .answer(frame, ingress, IcmpKind::FragNeeded(mtu))
+            {
+                return Action::Reply(ingress);
+            }
+            return Action::Drop(TOO_BIG);
+        }
+        // Whatever the NAT could parse may carry a partial checksum; the rest (fragments,
+        // other protocols) is forwarded as it is.
+        if let Ok(p) = crate::packet::parse(frame) {
+            self.router.complete_checksum(frame, &p);
+            self.router.clamp_mss(frame, &p);
         }
         decrement_ttl(frame);
-        Action::Transmit(ingress.other())
+        match self.router.route(frame, &self.nh, dst, egress) {
+            Routed::Ready => match fit {
+                Fit::Fragment(mtu) => Action::TransmitFragments(egress, mtu),
+                _ => Action::Transmit(egress),
+            },
+            Routed::Held => Action::Consumed,
+            Routed::Unresolved => Action::Drop(UNRESOLVED),
+            Routed::NoRoute => Action::Drop(NO_ROUTE),
+        }
     }
 
     fn drop_reasons(&self) -> &'static [&'static str] {
@@ -133,7 +130,15 @@ impl Handler for Forwarder {
     }
 
     fn reply(&self) -> &[u8] {
-        self.expired.frame()
+        self.router.reply()
+    }
+
+    fn tally(&mut self) -> Option<&mut Tally> {
+        Some(&mut self.router.tally)
+    }
+
+    fn emit_held(&mut self, send: &mut dyn FnMut(Port, &[u8]) -> bool) {
+        self.router.emit_held(send);
     }
 }
 

@@ -6,7 +6,6 @@
 
 pub mod bpf;
 pub mod forward;
-pub mod icmp_reply;
 pub mod iface;
 pub mod nexthop;
 pub mod worker;

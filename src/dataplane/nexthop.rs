@@ -1,6 +1,7 @@
 //! Next-hop resolution from the kernel's own route and neighbour tables.
 //!
-//! A resolver thread dumps IPv4 routes (main table) and neighbours over rtnetlink
+//! A resolver thread dumps IPv4 routes (main table) and neighbours over rtnetlink, and
+//! reads the MTU of the gateway's ports,
 //! every refresh period and publishes an immutable [`Snapshot`]. Workers keep an
 //! `Arc` of the snapshot and look at a generation counter once per batch, so the
 //! packet path takes no lock. A destination whose neighbour is not known is
@@ -44,6 +45,8 @@ pub struct Route {
 pub struct Snapshot {
     routes: Vec<Route>, // sorted by prefix length, longest first
     neigh: HashMap<(u32, u32), [u8; 6]>,
+    /// Interface MTUs by interface index.
+    mtu: HashMap<u32, u32>,
 }
 
 /// Why no MAC could be found.
@@ -59,7 +62,23 @@ impl Snapshot {
     /// Builds a snapshot (routes in any order).
     pub fn new(mut routes: Vec<Route>, neigh: HashMap<(u32, u32), [u8; 6]>) -> Self {
         routes.sort_by_key(|r| std::cmp::Reverse(r.len));
-        Snapshot { routes, neigh }
+        Snapshot {
+            routes,
+            neigh,
+            mtu: HashMap::new(),
+        }
+    }
+
+    /// The same snapshot with interface MTUs (interface index, MTU).
+    pub fn with_mtus(mut self, mtus: impl IntoIterator<Item = (u32, u32)>) -> Self {
+        self.mtu = mtus.into_iter().collect();
+        self
+    }
+
+    /// The MTU of interface `ifindex`, if known.
+    #[inline]
+    pub fn mtu(&self, ifindex: u32) -> Option<u32> {
+        self.mtu.get(&ifindex).copied()
     }
 
     /// Longest-prefix match of `dst` among routes leaving through `oif`.
@@ -94,6 +113,8 @@ impl Snapshot {
 /// Shared state between the resolver and the workers.
 pub struct NextHops {
     current: Mutex<Arc<Snapshot>>,
+    /// Interfaces whose MTU the snapshots carry (the gateway's ports).
+    watch: Mutex<Vec<u32>>,
     generation: AtomicU64,
     requests: Sender<(u32, u32)>,
     rx: Receiver<(u32, u32)>,
@@ -105,6 +126,7 @@ impl NextHops {
         let (tx, rx) = crossbeam::channel::bounded(1024);
         Arc::new(NextHops {
             current: Mutex::new(Arc::new(Snapshot::default())),
+            watch: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             requests: tx,
             rx,
@@ -137,7 +159,7 @@ impl NextHops {
 
     /// Dumps routes and neighbours once and publishes them.
     pub fn refresh(&self) -> std::io::Result<()> {
-        let snap = dump_snapshot()?;
+        let snap = dump_snapshot(&self.watched())?;
         self.publish(snap);
         Ok(())
     }
@@ -150,7 +172,7 @@ impl NextHops {
         }
         for _ in 0..50 {
             std::thread::sleep(Duration::from_millis(2));
-            match dump_snapshot() {
+            match dump_snapshot(&self.watched()) {
                 Ok(snap) => {
                     let done = snap.neigh.contains_key(&(oif, nh));
                     self.publish(snap);
@@ -166,9 +188,20 @@ impl NextHops {
         }
     }
 
-    /// Resolves the gateways of the routes leaving through `oifs` (typically the upstream
-    /// router) before traffic needs them.
+    fn watched(&self) -> Vec<u32> {
+        self.watch.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Follows the MTU of the interfaces `oifs` from now on (read at once), and resolves
+    /// the gateways of the routes leaving through them (typically the upstream router)
+    /// before traffic needs them.
     pub fn prime(&self, oifs: &[u32]) {
+        if let Ok(mut w) = self.watch.lock() {
+            *w = oifs.to_vec();
+        }
+        if let Err(e) = self.refresh() {
+            tracing::warn!(error = %e, "route/neighbour dump failed");
+        }
         let snap = self.snapshot();
         for r in snap.routes.iter().filter(|r| oifs.contains(&r.oif)) {
             if let Some(gw) = r.gateway {
@@ -209,14 +242,29 @@ pub struct NextHopView {
 }
 
 impl NextHopView {
-    /// Picks up a newer snapshot if one was published (call once per batch).
+    /// Picks up a newer snapshot if one was published (call once per batch); returns
+    /// whether it did.
     #[inline]
-    pub fn refresh(&mut self) {
+    pub fn refresh(&mut self) -> bool {
         let g = self.shared.generation.load(Ordering::Acquire);
         if g != self.generation {
             self.snap = self.shared.snapshot();
             self.generation = g;
+            return true;
         }
+        false
+    }
+
+    /// The MAC address of neighbour `nh` on `oif`, if resolved.
+    #[inline]
+    pub fn neighbour(&self, nh: u32, oif: u32) -> Option<[u8; 6]> {
+        self.snap.neigh.get(&(oif, nh)).copied()
+    }
+
+    /// The MTU of interface `ifindex` in the current snapshot, if known.
+    #[inline]
+    pub fn mtu(&self, ifindex: u32) -> Option<u32> {
+        self.snap.mtu(ifindex)
     }
 
     /// Destination MAC for `dst` out of `oif`; on a miss, asks the resolver.
@@ -286,7 +334,22 @@ fn transact(msg: RouteNetlinkMessage, flags: u16) -> std::io::Result<Vec<RouteNe
     }
 }
 
-fn dump_snapshot() -> std::io::Result<Snapshot> {
+/// The MTU of interface `ifindex`, from sysfs.
+fn link_mtu(ifindex: u32) -> Option<u32> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes if_indextoname may write.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success if_indextoname wrote a NUL-terminated name into `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    let path = format!("/sys/class/net/{}/mtu", name.to_string_lossy());
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Dumps routes and neighbours, and reads the MTUs of the interfaces in `watch`.
+fn dump_snapshot(watch: &[u32]) -> std::io::Result<Snapshot> {
     let mut rmsg = RouteMessage::default();
     rmsg.header.address_family = AddressFamily::Inet;
     let mut routes = Vec::new();
@@ -355,7 +418,8 @@ fn dump_snapshot() -> std::io::Result<Snapshot> {
             neigh.insert((n.header.ifindex, ip), mac);
         }
     }
-    Ok(Snapshot::new(routes, neigh))
+    let mtus = watch.iter().filter_map(|&i| link_mtu(i).map(|m| (i, m)));
+    Ok(Snapshot::new(routes, neigh).with_mtus(mtus))
 }
 
 /// Asks the kernel to resolve `nh` on `oif` (like `ip neigh replace NH dev DEV use`).

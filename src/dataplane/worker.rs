@@ -47,6 +47,79 @@ pub enum Action {
     /// Drop it, and send the handler's [`Handler::reply`] in its place on this port
     /// (an ICMP error originated by the gateway).
     Reply(Port),
+    /// Transmit the (rewritten) frame on this port as IPv4 fragments of at most this MTU
+    /// (it has DF clear and does not fit the link; see [`crate::router::fragment`]).
+    TransmitFragments(Port, u16),
+    /// The handler kept a copy to send later ([`Handler::emit_held`]): recycle the frame,
+    /// counting no drop.
+    Consumed,
+}
+
+/// Work a handler did on frames besides forwarding and dropping them, counted per worker
+/// (indexes into [`Events`] and [`EVENT_NAMES`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Event {
+    /// A TCP/UDP checksum left partial by the sender's checksum offload was completed.
+    ChecksumCompleted = 0,
+    /// A SYN's MSS option was lowered (`--clamp-mss`).
+    MssClamped,
+    /// ICMP Fragmentation Needed sent for a DF packet larger than the egress MTU.
+    FragNeededSent,
+    /// A packet was fragmented on egress.
+    Fragmented,
+    /// Fragments sent by egress fragmentation.
+    FragmentsSent,
+    /// An ICMP error was not sent because RFC 1812 4.3.2.7 forbids it.
+    IcmpSuppressed,
+    /// An ICMP error was not sent because of the per-worker rate limit.
+    IcmpRateLimited,
+    /// A non-first fragment was translated as its datagram's first fragment was.
+    FragmentsTranslated,
+    /// A non-first fragment arrived before its first and was held.
+    FragmentsHeld,
+    /// Held frames sent once what they waited for arrived.
+    HeldSent,
+    /// A packet to a neighbour not yet resolved was held.
+    NeighbourHeld,
+}
+
+/// Number of [`Event`]s.
+pub const EVENT_COUNT: usize = 11;
+/// Names of the events, indexed by [`Event`].
+pub const EVENT_NAMES: [&str; EVENT_COUNT] = [
+    "checksum_completed",
+    "mss_clamped",
+    "frag_needed_sent",
+    "fragmented",
+    "fragments_sent",
+    "icmp_suppressed_rfc1812",
+    "icmp_rate_limited",
+    "fragments_translated",
+    "fragments_held",
+    "held_sent",
+    "neighbour_held",
+];
+
+/// Event counts, indexed by [`Event`].
+pub type Events = [u64; EVENT_COUNT];
+
+/// Counts a handler keeps until the worker adds them to its statistics (once per loop):
+/// events, and drops decided outside [`Handler::handle`] (held frames that expired).
+pub struct Tally {
+    /// Events, indexed by [`Event`].
+    pub events: Events,
+    /// Drops by the handler's reason index.
+    pub drops: [u64; MAX_DROP_REASONS],
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            events: [0; EVENT_COUNT],
+            drops: [0; MAX_DROP_REASONS],
+        }
+    }
 }
 
 /// The packet logic a worker runs (plain forwarding, NAT).
@@ -70,6 +143,15 @@ pub trait Handler: Send {
     fn reply(&self) -> &[u8] {
         &[]
     }
+    /// The handler's counts; the worker adds them to its statistics and zeroes them once
+    /// per loop.
+    fn tally(&mut self) -> Option<&mut Tally> {
+        None
+    }
+    /// Hands the frames the handler held and has now released to `send` (egress port,
+    /// bytes), which copies each into a free frame and queues it; `send` returns `false`
+    /// when no frame is free.
+    fn emit_held(&mut self, _send: &mut dyn FnMut(Port, &[u8]) -> bool) {}
 }
 
 /// Maximum number of distinct drop reasons a worker counts.
@@ -90,10 +172,15 @@ pub struct WorkerStats {
     pub tx_ring_full: AtomicU64,
     /// Batches processed (loop iterations that received at least one frame).
     pub batches: AtomicU64,
-    /// ICMP errors originated by the gateway (Time Exceeded).
+    /// ICMP errors originated by the gateway (Time Exceeded, Fragmentation Needed).
     pub icmp_errors_sent: AtomicU64,
+    /// Packets that needed fragmenting but were dropped: too few free frames were left for
+    /// the fragments, or the packet could not be split.
+    pub frag_dropped: AtomicU64,
     /// Drops by handler reason.
     pub drops: [AtomicU64; MAX_DROP_REASONS],
+    /// Handler events, indexed by [`Event`].
+    pub events: [AtomicU64; EVENT_COUNT],
 }
 
 impl Default for WorkerStats {
@@ -106,7 +193,9 @@ impl Default for WorkerStats {
             tx_ring_full: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             icmp_errors_sent: AtomicU64::new(0),
+            frag_dropped: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            events: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -162,6 +251,10 @@ pub struct Worker<H: Handler> {
     poll: PollMode,
     /// Frames submitted for transmission and not yet completed, per port.
     in_flight: [usize; 2],
+    /// A copy of the frame being fragmented, and the fragment being written (both one UMEM
+    /// frame long, allocated once).
+    frag_src: Vec<u8>,
+    frag_out: Vec<u8>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -187,7 +280,8 @@ impl<H: Handler> Worker<H> {
         Worker {
             queue,
             rx_batch: filler(batch),
-            tx_batch: [Vec::with_capacity(batch * 2), Vec::with_capacity(batch * 2)],
+            // Room for a whole batch from each interface, and for fragments.
+            tx_batch: [Vec::with_capacity(batch * 4), Vec::with_capacity(batch * 4)],
             free: free_list,
             socks,
             handler,
@@ -195,6 +289,8 @@ impl<H: Handler> Worker<H> {
             batch,
             poll,
             in_flight: [0; 2],
+            frag_src: vec![0; super::xsk::FRAME_SIZE as usize],
+            frag_out: vec![0; super::xsk::FRAME_SIZE as usize],
         }
     }
 
@@ -305,8 +401,16 @@ impl<H: Handler> Worker<H> {
                     dropped_any = true;
                     self.free.push(desc);
                 }
+                Action::Consumed => self.free.push(desc),
+                Action::TransmitFragments(out, mtu) => {
+                    let src = data.contents();
+                    let n = src.len().min(self.frag_src.len());
+                    self.frag_src[..n].copy_from_slice(&src[..n]);
+                    self.fragment(desc, n, out, mtu);
+                }
             }
         }
+
         let s = &self.stats;
         bump(&s.rx_packets[p as usize], n as u64);
         bump(&s.rx_bytes[p as usize], bytes);
@@ -317,6 +421,104 @@ impl<H: Handler> Worker<H> {
             }
         }
         n
+    }
+
+    /// Sends what the handler released from its held frames, in free frames.
+    fn emit_held(&mut self) {
+        let Worker {
+            handler,
+            free,
+            socks,
+            tx_batch,
+            ..
+        } = self;
+        handler.emit_held(&mut |port, bytes| {
+            let Some(mut d) = free.pop() else {
+                return false;
+            };
+            // SAFETY: `d` comes from the free list: no ring and no other descriptor refers
+            // to its frame.
+            let mut data = unsafe { socks.umem.data_mut(&mut d) };
+            let mut c = data.cursor();
+            c.set_pos(0);
+            if std::io::Write::write_all(&mut c, bytes).is_ok() {
+                tx_batch[port as usize].push(d);
+                true
+            } else {
+                free.push(d);
+                false
+            }
+        });
+    }
+
+    /// Adds the handler's counts to the statistics.
+    fn flush_tally(&mut self) {
+        let Some(t) = self.handler.tally() else {
+            return;
+        };
+        for (c, v) in self.stats.events.iter().zip(t.events.iter_mut()) {
+            bump(c, *v);
+            *v = 0;
+        }
+        for (c, v) in self.stats.drops.iter().zip(t.drops.iter_mut()) {
+            bump(c, *v);
+            *v = 0;
+        }
+    }
+
+    /// Queues the packet in `frag_src[..len]` (received in `desc`) for `out` as fragments of
+    /// at most `mtu` bytes: the first is written over `desc`, the others into free frames.
+    /// Without enough free frames the packet is dropped and counted.
+    fn fragment(&mut self, desc: FrameDesc, len: usize, out: Port, mtu: u16) {
+        use crate::router::fragment::{FragError, Fragmenter};
+        let mut fr = match Fragmenter::new(
+            self.frag_src.get(..len).unwrap_or_default(),
+            usize::from(mtu),
+        ) {
+            Ok(fr) => fr,
+            Err(FragError::Fits) => {
+                self.tx_batch[out as usize].push(desc);
+                return;
+            }
+            Err(_) => {
+                bump(&self.stats.frag_dropped, 1);
+                self.free.push(desc);
+                return;
+            }
+        };
+        let need = fr.count();
+        if self.free.len() + 1 < need {
+            bump(&self.stats.frag_dropped, 1);
+            self.free.push(desc);
+            return;
+        }
+        let mut next = Some(desc);
+        let mut sent = 0u64;
+        while let Some(n) = fr.next_into(&mut self.frag_out) {
+            let Some(mut d) = next.take().or_else(|| self.free.pop()) else {
+                break;
+            };
+            // SAFETY: `d` is either the frame just received (ours until we queue it) or a
+            // frame from the free list, which no ring and no other descriptor refers to.
+            let mut data = unsafe { self.socks.umem.data_mut(&mut d) };
+            let mut c = data.cursor();
+            c.set_pos(0);
+            let ok = self
+                .frag_out
+                .get(..n)
+                .is_some_and(|f| std::io::Write::write_all(&mut c, f).is_ok());
+            if ok {
+                self.tx_batch[out as usize].push(d);
+                sent += 1;
+            } else {
+                self.free.push(d);
+            }
+        }
+        if let Some(d) = next {
+            self.free.push(d);
+        }
+        bump(&self.stats.events[Event::Fragmented as usize], 1);
+        bump(&self.stats.events[Event::FragmentsSent as usize], sent);
     }
 
     /// Submits the collected frames to the TX ring of `p`.
@@ -391,8 +593,10 @@ impl<H: Handler> Worker<H> {
             }
             self.handler.begin_batch();
             let got = self.receive(Port::Inside) + self.receive(Port::Outside);
+            self.emit_held();
             self.transmit(Port::Inside);
             self.transmit(Port::Outside);
+            self.flush_tally();
             if got > 0 {
                 bump(&self.stats.batches, 1);
                 idle = 0;

@@ -1,18 +1,27 @@
-//! The NAT packet handler a dataplane worker runs: translate, then route (TTL, MACs).
+//! The NAT packet handler a dataplane worker runs: parse, the router's checks (partial
+//! checksums, MTU), translate, then route (TTL, MSS clamping, MACs, fragmentation). Non-first
+//! fragments take the translation of their datagram's first fragment ([`super::fragments`]).
 
-use crate::dataplane::forward::set_next_hop;
-use crate::dataplane::icmp_reply::TimeExceeded;
-use crate::dataplane::nexthop::{Miss, NextHopView};
+use crate::dataplane::nexthop::NextHopView;
+use crate::dataplane::worker::{Event, Tally};
 use crate::dataplane::{Action, Handler, Port, Ports};
+use crate::packet::frag::{self, FragKey};
 use crate::packet::{self, ipv4};
+use crate::router::hold::{Release, Wait};
+use crate::router::{Fit, IcmpKind, Routed, Router, RouterConfig, RouterDrops};
 
+use super::fragments::{self, FragCache, FragXlate};
 use super::{Engine, NatDrop, Refused};
 
 const PKT: usize = packet::Drop::COUNT;
 const NAT: usize = NatDrop::COUNT;
 const NO_ROUTE: usize = PKT + NAT;
 const UNRESOLVED: usize = PKT + NAT + 1;
-const REASONS: usize = PKT + NAT + 2;
+const TOO_BIG: usize = PKT + NAT + 2;
+const FRAG_HOLD_FULL: usize = PKT + NAT + 3;
+const FRAG_EXPIRED: usize = PKT + NAT + 4;
+const HOLD_NO_FRAME: usize = PKT + NAT + 5;
+const REASONS: usize = PKT + NAT + 6;
 
 const fn reason_names() -> [&'static str; REASONS] {
     let mut a = [""; REASONS];
@@ -28,6 +37,10 @@ const fn reason_names() -> [&'static str; REASONS] {
     }
     a[NO_ROUTE] = "no_route";
     a[UNRESOLVED] = "neighbour_unresolved";
+    a[TOO_BIG] = "frag_needed_df";
+    a[FRAG_HOLD_FULL] = "fragment_hold_full";
+    a[FRAG_EXPIRED] = "fragment_expired";
+    a[HOLD_NO_FRAME] = "held_no_frame";
     a
 }
 
@@ -53,8 +66,8 @@ pub fn coarse_now() -> u32 {
 pub struct NatHandler {
     engine: Engine,
     nh: NextHopView,
-    ports: Ports,
-    expired: TimeExceeded,
+    router: Router,
+    frags: FragCache,
     /// Prefetch table entries per batch: worth it only once the table outgrows the caches
     /// (it costs a second parse per packet). Re-decided once a second.
     prefetching: bool,
@@ -65,24 +78,123 @@ pub struct NatHandler {
 /// the CPU caches: about 10 MB at 96 bytes per connection).
 const PREFETCH_ABOVE: usize = 100_000;
 
+#[inline]
+fn drop(reason: usize) -> Action {
+    Action::Drop(reason as u16)
+}
+
 impl NatHandler {
     /// A handler translating with `engine` and routing with `nh`.
-    pub fn new(engine: Engine, nh: NextHopView, ports: Ports) -> Self {
+    pub fn new(engine: Engine, nh: NextHopView, ports: Ports, router: RouterConfig) -> Self {
+        let drops = RouterDrops {
+            unresolved: UNRESOLVED,
+            fragment_expired: FRAG_EXPIRED,
+            hold_full: HOLD_NO_FRAME,
+        };
         NatHandler {
             engine,
             nh,
-            ports,
-            expired: TimeExceeded::default(),
+            router: Router::new(ports, router, drops),
+            frags: FragCache::default(),
             prefetching: false,
             decided_at: u32::MAX,
         }
+    }
+
+    /// Routes a translated frame (TTL already decremented) to `dst` out of `egress`.
+    #[inline]
+    fn send(&mut self, frame: &mut [u8], dst: u32, egress: Port, fit: Fit) -> Action {
+        match self.router.route(frame, &self.nh, dst, egress) {
+            Routed::Ready => match fit {
+                Fit::Fragment(mtu) => Action::TransmitFragments(egress, mtu),
+                _ => Action::Transmit(egress),
+            },
+            Routed::Held => Action::Consumed,
+            Routed::Unresolved => drop(UNRESOLVED),
+            Routed::NoRoute => drop(NO_ROUTE),
+        }
+    }
+
+    /// A first fragment was translated: remember what was done to it for the fragments
+    /// that follow, and release those that came before it.
+    fn first_fragment(&mut self, frame: &[u8], key: FragKey, egress: Port) {
+        let Some(ip) = frame.get(14..34) else {
+            return;
+        };
+        let rd = |o: usize| u32::from_be_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]);
+        let x = FragXlate {
+            src: rd(ipv4::IPV4_SRC),
+            dst: rd(ipv4::IPV4_DST),
+            egress,
+        };
+        self.frags.record(key, x, self.engine.now);
+        let mtu = usize::from(self.router.mtu(egress));
+        let (nh, ports) = (&self.nh, self.router.ports());
+        let oif = ports.ifindex[egress as usize];
+        let (sent, dropped) = self.router.hold.release(
+            |w| *w == Wait::Fragment(key),
+            |f, _| {
+                let len = frag::parse_fragment(f).map_or(usize::MAX, |f| f.ip_len);
+                if len > mtu || !fragments::apply(f, &x) {
+                    return Release::Drop;
+                }
+                match nh.resolve(x.dst, oif) {
+                    Ok(mac) => {
+                        packet::set_macs(f, mac, ports.mac[egress as usize]);
+                        Release::Send(egress)
+                    }
+                    Err(crate::dataplane::nexthop::Miss::Unresolved(hop)) => {
+                        Release::Wait(Wait::Neighbour { nh: hop, oif })
+                    }
+                    Err(_) => Release::Drop,
+                }
+            },
+        );
+        let t = &mut self.router.tally;
+        t.events[Event::FragmentsTranslated as usize] += sent as u64;
+        t.drops[TOO_BIG] += dropped as u64;
+    }
+
+    /// A fragment other than the first: translated as its first fragment was, or held
+    /// until that arrives.
+    fn later_fragment(&mut self, frame: &mut [u8], ingress: Port) -> Action {
+        let f = match frag::parse_fragment(frame) {
+            Ok(f) => f,
+            Err(d) => return drop(d.index()),
+        };
+        if f.ttl <= 1 {
+            // No Time Exceeded about a non-first fragment (RFC 1812 4.3.2.7).
+            return drop(packet::Drop::TtlExpired.index());
+        }
+        let now = self.engine.now;
+        let Some(x) = self.frags.lookup(&f.key, now) else {
+            return match self.router.hold.park(frame, Wait::Fragment(f.key), now) {
+                Ok(()) => {
+                    self.router.tally.events[Event::FragmentsHeld as usize] += 1;
+                    Action::Consumed
+                }
+                Err(_) => drop(FRAG_HOLD_FULL),
+            };
+        };
+        if x.egress == ingress || !fragments::apply(frame, &x) {
+            return drop(packet::Drop::TtlExpired.index());
+        }
+        self.router.tally.events[Event::FragmentsTranslated as usize] += 1;
+        let fit = self
+            .router
+            .fit(f.ip_len, Router::frag_word(frame), x.egress);
+        if let Fit::TooBig(_) = fit {
+            return drop(TOO_BIG);
+        }
+        self.send(frame, x.dst, x.egress, fit)
     }
 }
 
 impl Handler for NatHandler {
     fn begin_batch(&mut self) {
-        self.nh.refresh();
+        let changed = self.nh.refresh();
         self.engine.now = coarse_now();
+        self.router.begin_batch(&self.nh, self.engine.now, changed);
         if self.engine.now != self.decided_at {
             self.decided_at = self.engine.now;
             self.prefetching = self.engine.table().len() > PREFETCH_ABOVE;
@@ -101,42 +213,61 @@ impl Handler for NatHandler {
 
     #[inline]
     fn handle(&mut self, frame: &mut [u8], ingress: Port) -> Action {
-        let p = match self.engine.translate(frame, ingress == Port::Inside) {
+        let p = match packet::parse(frame) {
             Ok(p) => p,
-            Err(Refused::Packet(packet::Drop::TtlExpired)) => {
+            Err(packet::Drop::TtlExpired) => {
                 // Expired here: tell the sender (the frame is still as it arrived).
-                let i = ingress as usize;
-                let now = self.engine.now;
-                if self
-                    .expired
-                    .build(frame, self.ports.mac[i], self.ports.addr[i], now)
-                {
+                if self.router.answer(frame, ingress, IcmpKind::TimeExceeded) {
                     return Action::Reply(ingress);
                 }
-                return Action::Drop(packet::Drop::TtlExpired.index() as u16);
+                return drop(packet::Drop::TtlExpired.index());
             }
-            Err(Refused::Packet(d)) => return Action::Drop(d.index() as u16),
-            Err(Refused::Nat(n)) => return Action::Drop((PKT + n as usize) as u16),
+            Err(packet::Drop::Fragment) => return self.later_fragment(frame, ingress),
+            Err(d) => return drop(d.index()),
         };
+        self.router.complete_checksum(frame, &p);
         let egress = ingress.other();
+        let fit = self
+            .router
+            .fit(p.ip_total_len(), Router::frag_word(frame), egress);
+        if let Fit::TooBig(mtu) = fit {
+            // Answered before translation: the error quotes the packet as its sender sent it.
+            if self
+                .router
+                .answer(frame, ingress, IcmpKind::FragNeeded(mtu))
+            {
+                return Action::Reply(ingress);
+            }
+            return drop(TOO_BIG);
+        }
+        // The datagram as it arrived, for the fragments that follow a first one.
+        let t = p.tuple();
+        let key = FragKey {
+            src: t.src,
+            dst: t.dst,
+            proto: t.proto,
+            id: p.ip_id(),
+        };
+        match self
+            .engine
+            .translate_parsed(frame, &p, ingress == Port::Inside)
+        {
+            Ok(()) => {}
+            Err(Refused::Packet(d)) => return drop(d.index()),
+            Err(Refused::Nat(n)) => return drop(PKT + n as usize),
+        }
+        self.router.clamp_mss(frame, &p);
         // The destination after translation, read back from the rewritten header.
         let dst_off = p.l3() + ipv4::IPV4_DST;
         let Some(d) = frame.get(dst_off..dst_off + 4) else {
-            return Action::Drop(packet::Drop::TooShortIp.index() as u16);
+            return drop(packet::Drop::TooShortIp.index());
         };
         let dst = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
         packet::forward_hop(frame, &p);
-        match set_next_hop(
-            frame,
-            &self.nh,
-            dst,
-            self.ports.ifindex[egress as usize],
-            self.ports.mac[egress as usize],
-        ) {
-            Ok(()) => Action::Transmit(egress),
-            Err(Miss::NoRoute) => Action::Drop(NO_ROUTE as u16),
-            Err(Miss::Unresolved(_)) => Action::Drop(UNRESOLVED as u16),
+        if p.is_first_fragment() {
+            self.first_fragment(frame, key, egress);
         }
+        self.send(frame, dst, egress, fit)
     }
 
     fn drop_reasons(&self) -> &'static [&'static str] {
@@ -144,7 +275,15 @@ impl Handler for NatHandler {
     }
 
     fn reply(&self) -> &[u8] {
-        self.expired.frame()
+        self.router.reply()
+    }
+
+    fn tally(&mut self) -> Option<&mut Tally> {
+        Some(&mut self.router.tally)
+    }
+
+    fn emit_held(&mut self, send: &mut dyn FnMut(Port, &[u8]) -> bool) {
+        self.router.emit_held(send);
     }
 }
 

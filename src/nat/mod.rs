@@ -6,6 +6,7 @@
 //! [`crate::table`]) but nothing of sockets: the dataplane calls [`NatHandler`], which
 //! adds the next hop and hands the frame back.
 
+mod fragments;
 mod handler;
 
 use std::collections::HashMap;
@@ -352,25 +353,37 @@ impl Engine {
     #[inline]
     pub fn translate(&mut self, frame: &mut [u8], from_inside: bool) -> Result<Parsed, Refused> {
         let p = packet::parse(frame).map_err(Refused::Packet)?;
+        self.translate_parsed(frame, &p, from_inside)?;
+        Ok(p)
+    }
+
+    /// [`Engine::translate`] of a frame the caller has parsed already (`p` is what
+    /// [`packet::parse`] returned for `frame`).
+    #[inline]
+    pub fn translate_parsed(
+        &mut self,
+        frame: &mut [u8],
+        p: &Parsed,
+        from_inside: bool,
+    ) -> Result<(), Refused> {
         if p.kind() == L4Kind::IcmpError {
-            self.translate_icmp_error(frame, &p)?;
-            return Ok(p);
+            return self.translate_icmp_error(frame, p);
         }
         let t = p.tuple();
         let hit = match self.table.lookup(&t, self.now) {
             Some(h) => h,
-            None => self.create(&p, from_inside)?,
+            None => self.create(p, from_inside)?,
         };
         if hit.xlate.src != t.src || hit.xlate.sport != t.sport {
-            packet::set_src(frame, &p, hit.xlate.src, hit.xlate.sport);
+            packet::set_src(frame, p, hit.xlate.src, hit.xlate.sport);
         }
         if hit.xlate.dst != t.dst || hit.xlate.dport != t.dport {
-            packet::set_dst(frame, &p, hit.xlate.dst, hit.xlate.dport);
+            packet::set_dst(frame, p, hit.xlate.dst, hit.xlate.dport);
         }
         if t.proto == 6 {
             self.track_tcp(&hit, p.tcp_flags());
         }
-        Ok(p)
+        Ok(())
     }
 
     #[inline]

@@ -38,9 +38,11 @@
 pub mod builder;
 pub mod checksum;
 pub mod ether;
+pub mod frag;
 pub mod icmp;
 pub mod ipv4;
 pub mod l4;
+pub mod offload;
 mod parse;
 mod rewrite;
 

@@ -47,9 +47,11 @@ pub enum Drop {
     /// The IPv4 header checksum does not verify.
     #[error("bad IPv4 header checksum")]
     BadIpChecksum,
-    /// A fragment (MF set or non-zero offset). Fragments carry no usable port tuple beyond
-    /// the first and are not reassembled: they are counted and dropped.
-    #[error("IPv4 fragment")]
+    /// A fragment other than the first (non-zero offset): it carries no transport header.
+    /// The first fragment parses like a whole packet
+    /// ([`Parsed::is_first_fragment`]); the others are read with
+    /// [`parse_fragment`](super::frag::parse_fragment).
+    #[error("IPv4 non-first fragment")]
     Fragment,
     /// TTL is 1 or 0: forwarding would take it to 0, which a router must not do (RFC 1812
     /// 5.3.1). A dataplane may pass these to the kernel instead, so that it answers with
@@ -188,6 +190,8 @@ pub struct Parsed {
     kind: L4Kind,
     tcp_flags: u8,
     ttl: u8,
+    first_fragment: bool,
+    ip_id: u16,
     l3: u16,
     l4: u16,
     ip_len: u16,
@@ -223,6 +227,19 @@ impl Parsed {
     #[inline]
     pub const fn ttl(&self) -> u8 {
         self.ttl
+    }
+
+    /// Whether this is the first fragment of a larger datagram (MF set, offset 0): it holds
+    /// the transport header, the other fragments follow (see `packet::frag`).
+    #[inline]
+    pub const fn is_first_fragment(&self) -> bool {
+        self.first_fragment
+    }
+
+    /// The IPv4 identification field.
+    #[inline]
+    pub const fn ip_id(&self) -> u16 {
+        self.ip_id
     }
 
     /// Frame offset of the IPv4 header.
@@ -274,8 +291,8 @@ fn rd32<const N: usize>(h: &[u8; N], off: usize) -> u32 {
 ///
 /// Checks, in order: Ethernet header, EtherType (IPv4 only; VLAN tags refused), IPv4
 /// version, IHL, total length (the IP packet may be followed by Ethernet padding, which is
-/// ignored), header checksum, fragmentation, TTL, then the transport header of TCP, UDP or
-/// ICMP. IPv4 options are accepted and skipped using the IHL. For ICMP errors (types 3, 11,
+/// ignored), header checksum, fragmentation, the transport header of TCP, UDP or ICMP, then
+/// the TTL. IPv4 options are accepted and skipped using the IHL. For ICMP errors (types 3, 11,
 /// 12) the quoted IPv4 header and first 8 transport bytes are validated and described in
 /// [`Parsed::embedded`]. Transport checksums are not verified: the rewrites update them
 /// incrementally, so a corrupt packet stays detectably corrupt for its receiver.
@@ -322,13 +339,12 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Drop> {
     if !csum_ok {
         return Err(Drop::BadIpChecksum);
     }
-    if rd16(h, IPV4_FRAG) & (super::ipv4::IPV4_FLAG_MF | IPV4_FRAG_OFFSET_MASK) != 0 {
+    let frag = rd16(h, IPV4_FRAG);
+    if frag & IPV4_FRAG_OFFSET_MASK != 0 {
+        // No transport header here: see `packet::frag`.
         return Err(Drop::Fragment);
     }
-    let ttl = h[IPV4_TTL];
-    if ttl <= 1 {
-        return Err(Drop::TtlExpired);
-    }
+    let first_fragment = frag & super::ipv4::IPV4_FLAG_MF != 0;
     let proto = h[IPV4_PROTO];
     let src = rd32(h, IPV4_SRC);
     let dst = rd32(h, IPV4_DST);
@@ -353,7 +369,8 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Drop> {
                 return Err(Drop::TooShortL4);
             };
             let ulen = rd16(u, UDP_LEN) as usize;
-            if ulen < UDP_HEADER_LEN || ulen > l4.len() {
+            // The first fragment of a datagram holds only part of what the length covers.
+            if ulen < UDP_HEADER_LEN || (ulen > l4.len() && !first_fragment) {
                 return Err(Drop::BadUdpLen);
             }
             (L4Kind::Udp, rd16(u, 0), rd16(u, 2))
@@ -380,6 +397,12 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Drop> {
         }
         _ => return Err(Drop::UnsupportedProto),
     };
+    // Last, so that only a packet that is otherwise well-formed is reported as expired (and
+    // may earn its sender a Time Exceeded).
+    let ttl = h[IPV4_TTL];
+    if ttl <= 1 {
+        return Err(Drop::TtlExpired);
+    }
 
     Ok(Parsed {
         tuple: Tuple {
@@ -392,6 +415,8 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Drop> {
         kind,
         tcp_flags,
         ttl,
+        first_fragment,
+        ip_id: rd16(h, super::ipv4::IPV4_ID),
         l3: l3 as u16,
         l4: l4_off as u16,
         ip_len,

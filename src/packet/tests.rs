@@ -477,7 +477,8 @@ fn drop_cases() -> Vec<(&'static str, Vec<u8>, Drop)> {
     let mut f = udp.clone();
     f[20] |= 0x20;
     fix_ip_csum(&mut f);
-    case("more fragments", f, Drop::Fragment);
+    let p = parse(&f).expect("a first fragment parses");
+    assert!(p.is_first_fragment());
     let mut f = udp.clone();
     f[21] = 0x01;
     fix_ip_csum(&mut f);
@@ -999,4 +1000,17 @@ proptest! {
             (o_after.0, o_after.1, after),
         );
     }
+}
+
+#[test]
+fn ttl_expiry_is_reported_only_for_otherwise_valid_packets() {
+    // A TTL of 1 on a packet with a bad UDP length is malformed first: it must not earn its
+    // sender a Time Exceeded (RFC 1812 4.3.2.7 asks for errors only after the checks).
+    let mut spec = FrameSpec::new([2; 6], [4; 6], 0xC612_0002, 0xC613_0002);
+    spec.ttl = 1;
+    let mut b = [0u8; 128];
+    let n = build_udp(&mut b, &spec, 1, 2).unwrap();
+    assert_eq!(parse(&b[..n]), Err(Drop::TtlExpired));
+    b[38..40].copy_from_slice(&3u16.to_be_bytes()); // UDP length 3 < 8
+    assert_eq!(parse(&b[..n]), Err(Drop::BadUdpLen));
 }

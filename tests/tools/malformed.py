@@ -31,8 +31,6 @@ cases = {
     "bad_ihl": Ether(dst=gw_mac, type=0x0800) / raw_ip(IP(src=src, dst=dst) / UDP(sport=5001, dport=9) / b"x", o0=0x44),
     # Header checksum wrong.
     "bad_ip_checksum": eth / IP(src=src, dst=dst, chksum=0x1234) / UDP(sport=5002, dport=9),
-    # A fragment (more fragments set).
-    "fragment": eth / IP(src=src, dst=dst, flags="MF") / UDP(sport=5003, dport=9) / (b"y" * 16),
     # TCP data offset 15 (60 bytes) in a 20-byte segment.
     "bad_tcp_data_offset": eth / IP(src=src, dst=dst) / TCP(sport=5004, dport=80, flags="S", dataofs=15),
     # UDP length larger than the IP payload.
