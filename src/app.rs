@@ -275,6 +275,9 @@ fn check_config(path: &std::path::Path) -> i32 {
                     ))
                     .unwrap_or_default()
             );
+            for line in s.nat.iter().flat_map(|n| n.describe_pools()) {
+                println!("  {line}");
+            }
             0
         }
         Err(msg) => {

@@ -176,7 +176,8 @@ pub fn parse_dnat(key: &str, s: &str) -> Result<DnatRule, ConfigError> {
     })
 }
 
-/// Idle timeouts in seconds.
+/// Idle timeouts in seconds. The defaults are the values the NAT behaviour RFCs ask for;
+/// a smaller value is refused unless `allow_below_rfc` is set (see [`RFC_MINIMUMS`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
@@ -190,19 +191,34 @@ pub struct Timeouts {
     pub udp: u32,
     /// ICMP echo.
     pub icmp: u32,
+    /// Accept values below the RFC minimums (for operators who knowingly trade
+    /// conformance for table space).
+    pub allow_below_rfc: bool,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            tcp_syn: 60,
+            tcp_syn: 240,
             tcp_established: 7440,
-            tcp_closing: 120,
-            udp: 60,
-            icmp: 30,
+            tcp_closing: 240,
+            udp: 300,
+            icmp: 60,
+            allow_below_rfc: false,
         }
     }
 }
+
+/// The smallest timeout each key may have without `allow_below_rfc`, and the requirement
+/// that sets it: TCP transitory (handshake, closing) 4 min and established 2 h 4 min
+/// (RFC 5382 REQ-5), UDP 2 min (RFC 4787 REQ-5), ICMP query 60 s (RFC 5508 REQ-1).
+pub const RFC_MINIMUMS: [(&str, u32, &str); 5] = [
+    ("timeouts.tcp_syn", 240, "RFC 5382 REQ-5"),
+    ("timeouts.tcp_established", 7440, "RFC 5382 REQ-5"),
+    ("timeouts.tcp_closing", 240, "RFC 5382 REQ-5"),
+    ("timeouts.udp", 120, "RFC 4787 REQ-5"),
+    ("timeouts.icmp", 60, "RFC 5508 REQ-1"),
+];
 
 /// The `[nat]` section as written in the file.
 #[derive(Debug, Default, Deserialize)]
@@ -349,6 +365,55 @@ pub struct NatConfig {
     pub max_sessions_per_source: u32,
 }
 
+impl NatConfig {
+    /// The effective NAT pools and the ports port forwards reserve out of them, one line
+    /// each, for `check-config`.
+    pub fn describe_pools(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut ranges: Vec<(Option<Ipv4Addr>, PortRange)> = Vec::new();
+        for p in &self.pools {
+            let first = p.addrs.first().map(|a| a.to_string()).unwrap_or_default();
+            let last = p.addrs.last().map(|a| a.to_string()).unwrap_or_default();
+            let addrs = if p.addrs.len() > 1 {
+                format!("{first}-{last}")
+            } else {
+                first
+            };
+            out.push(format!(
+                "pool {addrs}: ports {}-{} ({} address(es))",
+                p.ports.lo,
+                p.ports.hi,
+                p.addrs.len()
+            ));
+            ranges.extend(p.addrs.iter().map(|a| (Some(*a), p.ports)));
+        }
+        if self.masquerade {
+            out.push(format!(
+                "masquerade: the outside interface's addresses, ports {}-{}",
+                self.ports.lo, self.ports.hi
+            ));
+            ranges.push((None, self.ports));
+        }
+        for r in &self.dnat {
+            let (a, port) = (*r.external.ip(), r.external.port());
+            let inside = ranges
+                .iter()
+                .any(|(addr, pr)| addr.is_none_or(|x| x == a) && (pr.lo..=pr.hi).contains(&port));
+            if inside {
+                let proto = match r.proto {
+                    Proto::Tcp => "tcp",
+                    Proto::Udp => "udp",
+                };
+                out.push(format!(
+                    "reserved: {proto} {a}:{port} (port forward to {}) is taken out of the pool",
+                    r.internal
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// NAT-related flags (already parsed by clap, still unvalidated).
 #[derive(Clone, Debug, Default)]
 pub struct NatFlags {
@@ -453,21 +518,8 @@ pub fn nat_config(file: &FileConfig, flags: &NatFlags) -> Result<NatConfig, Conf
                     ),
                 ));
             }
-            if let Some(range) = seen.get(r.external.ip()) {
-                if range.contains(r.external.port()) {
-                    return Err(err(
-                        key,
-                        s,
-                        format!(
-                            "port {} is inside the SNAT port range {}-{} of {}",
-                            r.external.port(),
-                            range.lo,
-                            range.hi,
-                            r.external.ip()
-                        ),
-                    ));
-                }
-            }
+            // A forward inside a pool's range is fine: its port is reserved out of the
+            // pool (see `Rules::is_forwarded`).
             dnat.push(r);
         }
     }
@@ -492,15 +544,23 @@ pub fn nat_config(file: &FileConfig, flags: &NatFlags) -> Result<NatConfig, Conf
         ));
     }
     let timeouts = file.timeouts.unwrap_or_default();
-    for (k, v) in [
-        ("timeouts.tcp_syn", timeouts.tcp_syn),
-        ("timeouts.tcp_established", timeouts.tcp_established),
-        ("timeouts.tcp_closing", timeouts.tcp_closing),
-        ("timeouts.udp", timeouts.udp),
-        ("timeouts.icmp", timeouts.icmp),
-    ] {
+    let values = [
+        timeouts.tcp_syn,
+        timeouts.tcp_established,
+        timeouts.tcp_closing,
+        timeouts.udp,
+        timeouts.icmp,
+    ];
+    for (&(k, min, rfc), v) in RFC_MINIMUMS.iter().zip(values) {
         if v == 0 || v > 7 * 24 * 3600 {
             return Err(err(k, v, "must be between 1 and 604800 seconds"));
+        }
+        if v < min && !timeouts.allow_below_rfc {
+            return Err(err(
+                k,
+                v,
+                format!("is below the minimum of {min} seconds that {rfc} requires (set timeouts.allow_below_rfc = true to accept it)"),
+            ));
         }
     }
     Ok(NatConfig {
@@ -633,14 +693,20 @@ mod tests {
     }
 
     #[test]
-    fn dnat_inside_snat_range_and_duplicates_are_refused() {
+    fn dnat_inside_snat_range_is_reserved_and_duplicates_are_refused() {
         let f = NatFlags {
             snat: vec!["198.19.0.1".into()],
             dnat: vec!["tcp:198.19.0.1:8080=198.18.0.2:80".into()],
             ..Default::default()
         };
-        let e = nat_config(&FileConfig::default(), &f).unwrap_err();
-        assert!(e.to_string().contains("inside the SNAT port range"), "{e}");
+        let c = nat_config(&FileConfig::default(), &f).expect("a forward inside the pool");
+        let lines = c.describe_pools();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("reserved: tcp 198.19.0.1:8080")),
+            "{lines:?}"
+        );
         let f = NatFlags {
             snat: vec!["198.19.0.1".into()],
             ports: Some("10000-20000".into()),
@@ -682,6 +748,35 @@ mod tests {
         assert_eq!(c.ports.lo, 2000);
         let e = FileConfig::parse("[timeouts]\nudp = 0\n").map(|f| nat_config(&f, &flags()));
         assert!(matches!(e, Ok(Err(ConfigError { ref key, .. })) if key == "timeouts.udp"));
+    }
+
+    #[test]
+    fn timeouts_default_to_the_rfc_values_and_refuse_less() {
+        let c = nat_config(&FileConfig::default(), &flags()).unwrap();
+        let t = c.timeouts;
+        assert_eq!(
+            (t.tcp_syn, t.tcp_established, t.tcp_closing, t.udp, t.icmp),
+            (240, 7440, 240, 300, 60)
+        );
+        for (key, min, rfc) in RFC_MINIMUMS {
+            let name = key.trim_start_matches("timeouts.");
+            let toml = format!("[timeouts]\n{name} = {}\n", min - 1);
+            let e = nat_config(&FileConfig::parse(&toml).unwrap(), &flags()).unwrap_err();
+            let msg = e.to_string();
+            assert_eq!(e.key, key);
+            assert!(
+                msg.contains(&(min - 1).to_string())
+                    && msg.contains(&format!("minimum of {min} seconds"))
+                    && msg.contains(rfc)
+                    && msg.contains("allow_below_rfc"),
+                "{msg}"
+            );
+            let ok = format!("[timeouts]\n{name} = {}\nallow_below_rfc = true\n", min - 1);
+            let c = nat_config(&FileConfig::parse(&ok).unwrap(), &flags()).unwrap();
+            assert!(c.timeouts.allow_below_rfc);
+            let at = format!("[timeouts]\n{name} = {min}\n");
+            assert!(nat_config(&FileConfig::parse(&at).unwrap(), &flags()).is_ok());
+        }
     }
 
     #[test]

@@ -90,10 +90,6 @@ fn check_config_accepts_the_sample_and_names_bad_keys() {
         ("[interfaces]\ninside='a'\noutside='b'\n[nat]\nsnat=['198.19.0.1']\nports='70000-80000'\n", "nat.ports"),
         ("[interfaces]\ninside='a'\noutside='b'\n[nat]\nsnat=['198.19.0.999']\n", "198.19.0.999"),
         (
-            "[interfaces]\ninside='a'\noutside='b'\n[nat]\nsnat=['198.19.0.1']\ndnat=['tcp:198.19.0.1:2000=198.18.0.2:80']\n",
-            "inside the SNAT port range",
-        ),
-        (
             "[interfaces]\ninside='a'\noutside='b'\n[nat]\nmasquerade=true\ndnat=['tcp:198.19.0.1:40000=198.18.0.2:80','tcp:198.19.0.1:40000=198.18.0.2:80']\n",
             "duplicate",
         ),
@@ -101,6 +97,20 @@ fn check_config_accepts_the_sample_and_names_bad_keys() {
         ("[interfaces]\ninside='a'\n[nat]\nmasquerade=true\n", "outside"),
         ("this is not toml", "config"),
     ];
+    // A forward inside the pool's range: accepted, its port reserved out of the pool.
+    let f = dir.join("reserved.toml");
+    std::fs::write(
+        &f,
+        "[interfaces]\ninside='a'\noutside='b'\n[nat]\nsnat=['198.19.0.1']\ndnat=['tcp:198.19.0.1:2000=198.18.0.2:80']\n",
+    )
+    .unwrap();
+    let (code, out, err) = xnat(&["check-config", f.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("pool 198.19.0.1: ports 1024-65535")
+            && out.contains("reserved: tcp 198.19.0.1:2000 (port forward to 198.18.0.2:80)"),
+        "{out}"
+    );
     for (i, (text, needle)) in cases.iter().enumerate() {
         let f = dir.join(format!("bad{i}.toml"));
         std::fs::write(&f, text).unwrap();

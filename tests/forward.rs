@@ -214,14 +214,7 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_attached() {
             &["turbo"],
         ),
         (
-            &[
-                "--inside",
-                "in0",
-                "--outside",
-                "out0",
-                "--clamp-mss",
-                "12",
-            ],
+            &["--inside", "in0", "--outside", "out0", "--clamp-mss", "12"],
             &["--clamp-mss", "\"12\"", "88 to 65495"],
         ),
     ];

@@ -8,6 +8,8 @@
 
 mod fragments;
 mod handler;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -135,19 +137,6 @@ impl Rules {
         let mut dnat = HashMap::new();
         for r in &cfg.dnat {
             let ext = u32::from(*r.external.ip());
-            for p in &pools {
-                if p.addrs.contains(&ext) && (p.lo..=p.hi).contains(&r.external.port()) {
-                    return Err(format!(
-                        "invalid --dnat = \"{}:{}\": port {} is inside the NAT port range {}-{} of {}",
-                        proto_name(r.proto.number()),
-                        r.external,
-                        r.external.port(),
-                        p.lo,
-                        p.hi,
-                        r.external.ip()
-                    ));
-                }
-            }
             let snat_src = if r.snat {
                 Some(
                     inside_addr
@@ -186,6 +175,36 @@ impl Rules {
             .copied()
             .chain(self.dnat_snat_addr.map(|a| (a, lo, hi)))
             .collect()
+    }
+
+    /// Whether `port` of `addr` is the external end of a port forward for `proto`: the
+    /// allocator never hands it out, even inside a pool's range (a forward inside a pool
+    /// takes its port out of the pool).
+    #[inline]
+    pub fn is_forwarded(&self, proto: u8, addr: u32, port: u16) -> bool {
+        !self.dnat.is_empty() && self.dnat.contains_key(&(proto, addr, port))
+    }
+
+    /// The port forwards whose external port lies inside a NAT pool's range of the same
+    /// address: `(protocol, address, port)`, reserved out of the pool.
+    pub fn reservations(&self) -> Vec<(u8, u32, u16)> {
+        let mut v: Vec<(u8, u32, u16)> = self
+            .dnat
+            .keys()
+            .copied()
+            .filter(|&(_, a, p)| {
+                self.snat_addrs
+                    .iter()
+                    .any(|&(sa, lo, hi)| sa == a && (lo..=hi).contains(&p))
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// `(address, first port, last port)` of every SNAT pool address.
+    pub fn pool_addresses(&self) -> &[(u32, u16, u16)] {
+        &self.snat_addrs
     }
 
     /// `(address, port, protocol)` of every port forward.
@@ -490,6 +509,7 @@ impl Engine {
             ..base
         };
         let mut tries = 0u32;
+        let rules = Arc::clone(&self.rules);
         let mut candidate = if (lo..=hi).contains(&t.sport) {
             t.sport
         } else {
@@ -499,7 +519,13 @@ impl Engine {
         let scan_start = lo + (self.rand() % u64::from(span)) as u16;
         loop {
             let x = make(candidate);
-            match self.table.insert_pair(t, &x, state, self.now) {
+            let outcome = if rules.is_forwarded(t.proto, x.src, x.sport) {
+                // A port forward's external port: never a dynamic mapping.
+                Err(InsertError::RevTaken)
+            } else {
+                self.table.insert_pair(t, &x, state, self.now)
+            };
+            match outcome {
                 Ok(h) => return Ok(h),
                 Err(InsertError::Exists(h)) => return Ok(h),
                 Err(InsertError::RevTaken) | Err(InsertError::Invalid) => {}
@@ -546,7 +572,8 @@ impl Engine {
             return Err(Refused::Packet(packet::Drop::IcmpBadInner));
         };
         let quoted = e.tuple();
-        let Some(hit) = self.table.lookup(&quoted.reversed(), self.now) else {
+        // A peek: an ICMP error never creates, refreshes or restores a session (RFC 5508).
+        let Some(hit) = self.table.peek(&quoted.reversed(), self.now) else {
             return Err(Refused::Nat(NatDrop::IcmpNoSession));
         };
         // What the quoted packet looked like on this side of the gateway.

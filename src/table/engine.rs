@@ -1163,6 +1163,33 @@ impl Table {
         r
     }
 
+    /// Looks `key` up in either direction without refreshing, assuring or restoring
+    /// anything: for ICMP errors, which must never keep a session alive (RFC 5508 REQ-2).
+    /// An expired pair is a miss (and left for the next real lookup to reclaim).
+    pub fn peek(&self, key: &Tuple, now: u32) -> Option<Hit> {
+        let (k0, k1) = pack(key);
+        let loc = self.locate(k0, k1);
+        let mut round = 0;
+        loop {
+            match self.find(&loc, k0, k1) {
+                Find::Found(slot, s) => {
+                    if self.expired(s.meta(), now) {
+                        return None;
+                    }
+                    return Some(self.hit_of(slot, &s, false));
+                }
+                Find::Absent => return None,
+                Find::Busy => {
+                    if round >= LOOKUP_RETRIES {
+                        return None;
+                    }
+                    backoff(round);
+                    round += 1;
+                }
+            }
+        }
+    }
+
     /// Starts loading the buckets `key` may live in into the cache, so that a lookup a
     /// little later does not wait for memory (call it for a batch of packets, then look
     /// them up). Only a hint: it reads nothing and changes nothing.

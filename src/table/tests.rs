@@ -633,3 +633,24 @@ fn a_state_file_carries_live_pairs_to_the_next_table() {
     assert!(matches!(e, Err(TableError::StateFile { .. })));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn peek_never_refreshes_nor_restores() {
+    // What an ICMP error does: see the session, keep it exactly as idle as it was.
+    let tm = Timeouts::default();
+    let t = Table::new(cfg(64)).unwrap();
+    t.insert_pair(&org(1), &xl(1), ConnState::Udp, 0).unwrap();
+    for now in [10, tm.udp / 2, tm.udp] {
+        let h = t.peek(&xl(1).reversed(), now).expect("live");
+        assert_eq!(h.xlate, org(1).reversed());
+    }
+    // Peeks up to the timeout did not extend the session: it expires as if never seen.
+    assert!(t.peek(&org(1), tm.udp + 1).is_none());
+    assert!(t.lookup(&org(1), tm.udp + 1).is_none());
+    assert!(t.is_empty());
+    // A lookup, in contrast, refreshes.
+    t.insert_pair(&org(2), &xl(2), ConnState::Udp, 0).unwrap();
+    assert!(t.lookup(&org(2), tm.udp).is_some());
+    assert!(t.lookup(&org(2), tm.udp + 1).is_some());
+    assert!(t.peek(&org(3), 1).is_none());
+}

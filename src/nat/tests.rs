@@ -1,0 +1,98 @@
+//! Engine-level tests with a controlled clock: frames in memory, no sockets.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::config::{nat_config, FileConfig, NatFlags};
+use crate::packet::builder::{build_icmp_error, build_udp, FrameSpec};
+
+const CLI: u32 = 0xC612_0002;
+const SRV: u32 = 0xC613_0002;
+const NAT_ADDR: u32 = 0xC613_0201;
+
+fn engine(dnat: &[&str]) -> Engine {
+    let flags = NatFlags {
+        snat: vec!["198.19.2.1".into()],
+        dnat: dnat.iter().map(|s| s.to_string()).collect(),
+        table_size: Some(1024),
+        ..Default::default()
+    };
+    let cfg = nat_config(&FileConfig::default(), &flags).expect("config");
+    let rules = Arc::new(Rules::new(&cfg, &[], Some(0xC612_0001)).expect("rules"));
+    let table = Arc::new(make_table(&cfg).expect("table").0);
+    Engine::new(table, rules, 7)
+}
+
+fn udp(src: u32, sport: u16, dst: u32, dport: u16) -> Vec<u8> {
+    let mut b = vec![0u8; 128];
+    let n = build_udp(
+        &mut b,
+        &FrameSpec::new([2; 6], [4; 6], src, dst),
+        sport,
+        dport,
+    )
+    .unwrap();
+    b.truncate(n);
+    b
+}
+
+#[test]
+fn rfc5508_an_icmp_error_never_refreshes_a_session() {
+    let mut e = engine(&[]);
+    let udp_timeout = crate::config::Timeouts::default().udp;
+    e.now = 1000;
+    let mut out = udp(CLI, 40000, SRV, 53);
+    let p = e
+        .translate(&mut out, true)
+        .expect("outbound creates the session");
+    let _ = p;
+    let x = packet::parse(&out).unwrap().tuple();
+    assert_eq!(x.src, NAT_ADDR);
+    // Shortly before the session would expire, the server answers with an ICMP error
+    // quoting the translated datagram: it is translated back to the client...
+    e.now = 1000 + udp_timeout - 10;
+    let quoted = &out[14..14 + 28];
+    let mut b = vec![0u8; 128];
+    let n = build_icmp_error(
+        &mut b,
+        &FrameSpec::new([4; 6], [2; 6], SRV, NAT_ADDR),
+        3,
+        3,
+        [0; 4],
+        quoted,
+    )
+    .unwrap();
+    let mut err = b[..n].to_vec();
+    assert!(e.translate(&mut err, false).is_ok());
+    assert_eq!(packet::parse(&err).unwrap().tuple().dst, CLI);
+    // ...but did not keep the session alive: a reply just after the original timeout
+    // finds nothing.
+    e.now = 1000 + udp_timeout + 1;
+    let mut reply = udp(SRV, 53, NAT_ADDR, x.sport);
+    assert_eq!(
+        e.translate(&mut reply, false).err(),
+        Some(Refused::Nat(NatDrop::NoMapping))
+    );
+}
+
+#[test]
+fn rfc4787_port_forwards_inside_the_pool_are_never_allocated() {
+    // The pool is the whole range of 198.19.2.1; udp/5353 of it is forwarded inside.
+    let mut e = engine(&["udp:198.19.2.1:5353=198.18.0.9:53"]);
+    e.now = 5;
+    // An inside host whose own port is the forwarded one: port preservation must not
+    // hand it out.
+    let mut out = udp(CLI, 5353, SRV, 53);
+    e.translate(&mut out, true).expect("translated");
+    let x = packet::parse(&out).unwrap().tuple();
+    assert_eq!(x.src, NAT_ADDR);
+    assert_ne!(
+        x.sport, 5353,
+        "the forwarded port was given to a dynamic mapping"
+    );
+    // The forward still works from outside.
+    let mut inb = udp(SRV, 999, NAT_ADDR, 5353);
+    e.translate(&mut inb, false).expect("forwarded");
+    let t = packet::parse(&inb).unwrap().tuple();
+    assert_eq!((t.dst, t.dport), (0xC612_0009, 53));
+}
