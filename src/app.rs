@@ -177,6 +177,8 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
                 evict_established: a.evict_established,
                 state_file: a.state_file.clone(),
                 max_sessions_per_source: a.max_sessions_per_source,
+                mapping: a.mapping.clone(),
+                filtering: a.filtering.clone(),
             };
             Some(nat_config(&file, &flags).map_err(|e| e.to_string())?)
         }

@@ -164,6 +164,18 @@ pub struct RunArgs {
     /// from it are dropped and counted (quota_exceeded) [default: 0 = unlimited].
     #[arg(long, value_name = "N", help_heading = "NAT")]
     pub max_sessions_per_source: Option<u32>,
+    /// Mapping behaviour: endpoint-independent keeps one NAT address:port for an inside
+    /// address:port towards every destination (RFC 4787 REQ-1; needed by WebRTC, games,
+    /// VoIP); endpoint-dependent picks a NAT port per destination (more connections per NAT
+    /// address, breaks NAT traversal) [default: endpoint-independent].
+    #[arg(long, value_name = "MODE", help_heading = "NAT")]
+    pub mapping: Option<String>,
+    /// Inbound filtering: address-and-port-dependent (only the peer the inside endpoint
+    /// sent to), address-dependent (any port of that peer's address) or
+    /// endpoint-independent (anyone, once the mapping exists) [default:
+    /// address-and-port-dependent].
+    #[arg(long, value_name = "MODE", help_heading = "NAT")]
+    pub filtering: Option<String>,
 
     /// Number of queues to serve (queues 0..N of both interfaces), one worker each [default: 1].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=128), help_heading = "Dataplane")]
@@ -239,6 +251,8 @@ impl RunArgs {
             evict_established: false,
             state_file: None,
             max_sessions_per_source: None,
+            mapping: None,
+            filtering: None,
             queues: None,
             cores: Vec::new(),
             xdp_mode: None,

@@ -242,6 +242,11 @@ pub struct NatFile {
     pub state_file: Option<String>,
     /// Most live outbound sessions one inside address may hold (0: unlimited).
     pub max_sessions_per_source: Option<u32>,
+    /// `endpoint-independent` (default) or `endpoint-dependent`.
+    pub mapping: Option<String>,
+    /// `address-and-port-dependent` (default), `address-dependent` or
+    /// `endpoint-independent`.
+    pub filtering: Option<String>,
 }
 
 /// The `[interfaces]` section.
@@ -363,6 +368,10 @@ pub struct NatConfig {
     pub state_file: Option<std::path::PathBuf>,
     /// Per-source session limit (0: none).
     pub max_sessions_per_source: u32,
+    /// Mapping behaviour.
+    pub mapping: Mapping,
+    /// Filtering behaviour.
+    pub filtering: Filtering,
 }
 
 impl NatConfig {
@@ -433,6 +442,65 @@ pub struct NatFlags {
     pub state_file: Option<std::path::PathBuf>,
     /// `--max-sessions-per-source`.
     pub max_sessions_per_source: Option<u32>,
+    /// `--mapping`.
+    pub mapping: Option<String>,
+    /// `--filtering`.
+    pub filtering: Option<String>,
+}
+
+/// How inside endpoints are mapped to NAT addresses and ports (RFC 4787 section 4.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mapping {
+    /// One NAT address:port for an inside address:port towards every destination while any
+    /// of its sessions lives (RFC 4787 REQ-1, RFC 5382 REQ-1): what WebRTC, games and VoIP
+    /// need. The default.
+    #[default]
+    EndpointIndependent,
+    /// A NAT port chosen per destination: the same NAT port may serve several inside
+    /// endpoints towards different destinations (more connections per NAT address), but an
+    /// inside endpoint looks different to each peer, which breaks NAT traversal.
+    EndpointDependent,
+}
+
+/// Which inbound packets may reach an inside endpoint through its mapping (RFC 4787
+/// section 5, REQ-8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filtering {
+    /// From any address and port once the mapping exists (full-cone; P2P friendly).
+    EndpointIndependent,
+    /// From any port of an address the inside endpoint has sent to.
+    AddressDependent,
+    /// Only from the address and port the inside endpoint has sent to. The default.
+    #[default]
+    AddressAndPortDependent,
+}
+
+impl std::str::FromStr for Mapping {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "endpoint-independent" => Ok(Mapping::EndpointIndependent),
+            "endpoint-dependent" => Ok(Mapping::EndpointDependent),
+            _ => Err("expected endpoint-independent or endpoint-dependent".into()),
+        }
+    }
+}
+
+impl std::str::FromStr for Filtering {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "endpoint-independent" => Ok(Filtering::EndpointIndependent),
+            "address-dependent" => Ok(Filtering::AddressDependent),
+            "address-and-port-dependent" => Ok(Filtering::AddressAndPortDependent),
+            _ => Err(
+                "expected endpoint-independent, address-dependent or address-and-port-dependent"
+                    .into(),
+            ),
+        }
+    }
 }
 
 /// The default NAT port range. A masqueraded address is shared with the gateway's own
@@ -563,7 +631,19 @@ pub fn nat_config(file: &FileConfig, flags: &NatFlags) -> Result<NatConfig, Conf
             ));
         }
     }
+    let mapping = match (&flags.mapping, &file.nat.mapping) {
+        (Some(v), _) => v.parse().map_err(|e: String| err("--mapping", v, e))?,
+        (None, Some(v)) => v.parse().map_err(|e: String| err("nat.mapping", v, e))?,
+        (None, None) => Mapping::default(),
+    };
+    let filtering = match (&flags.filtering, &file.nat.filtering) {
+        (Some(v), _) => v.parse().map_err(|e: String| err("--filtering", v, e))?,
+        (None, Some(v)) => v.parse().map_err(|e: String| err("nat.filtering", v, e))?,
+        (None, None) => Filtering::default(),
+    };
     Ok(NatConfig {
+        mapping,
+        filtering,
         masquerade,
         pools,
         ports,

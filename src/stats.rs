@@ -245,13 +245,23 @@ impl StatsSource {
         let mut s = self.snapshot();
         if let Some(t) = self.table() {
             let now = crate::nat::coarse_now();
-            let mut used: std::collections::HashMap<u32, u64> =
-                self.nat_addrs.iter().map(|&(a, _)| (a, 0)).collect();
+            // Per address: (mappings, sessions). With endpoint-independent mapping a port is
+            // one mapping whatever its sessions; otherwise each session holds one.
+            let mut count: std::collections::HashMap<u32, (u64, u64)> =
+                self.nat_addrs.iter().map(|&(a, _)| (a, (0, 0))).collect();
             for sess in t.sessions(now) {
-                if let Some(n) = used.get_mut(&sess.xlate.src) {
-                    *n += 1;
+                if let Some(n) = count.get_mut(&sess.xlate.src) {
+                    if !crate::nat::is_mapping(&sess) {
+                        n.1 += 1;
+                    } else if sess.org.dst == 0 {
+                        n.0 += 1;
+                    }
                 }
             }
+            let used: std::collections::HashMap<u32, u64> = count
+                .into_iter()
+                .map(|(a, (m, s))| (a, if m > 0 { m } else { s }))
+                .collect();
             s.ports = self
                 .nat_addrs
                 .iter()

@@ -204,3 +204,269 @@ fn rfc4787_req14_a_flood_of_lone_fragments_stays_bounded() {
         "memory grew from {before} KiB to {after} KiB"
     );
 }
+
+/// Starts `udp_who.py serve` on `addr:port` in `role`.
+fn who_server(lab: &Lab, role: &str, addr: &str, port: &str) -> std::process::Child {
+    let (c, _) = ready_tool(
+        lab,
+        role,
+        "python3",
+        &[&tool("udp_who.py"), "serve", addr, port, "20"],
+    );
+    c
+}
+
+/// What `dst:dport` sees as the source of a datagram from `bind:bport` in the client
+/// namespace ("ip:port"), or "timeout".
+fn seen_by(lab: &Lab, bind: &str, bport: &str, dst: &str, dport: &str) -> String {
+    let out = lab.exec(
+        "cli",
+        &[
+            "python3",
+            &tool("udp_who.py"),
+            "ask",
+            bind,
+            bport,
+            dst,
+            dport,
+        ],
+    );
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    s.strip_prefix("seen ").unwrap_or(&s).to_string()
+}
+
+/// The lab with a second inside address (198.18.0.3) and a second remote (198.19.1.2).
+fn two_by_two(tag: &str) -> Lab {
+    let lab = Lab::up_with(tag, 1, "router");
+    let out = lab.exec(
+        "cli",
+        &["ip", "addr", "add", "198.18.0.3/24", "dev", "eth0"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    lab
+}
+
+fn kill_all(children: Vec<std::process::Child>) {
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Runs the endpoint-independent mapping scenario; returns what the two remotes saw of
+/// 198.18.0.2:20000 after 198.18.0.3:20000 took NAT port 20000 first.
+fn mapping_scenario(extra: &[&str], tag: &str) -> (String, String) {
+    let lab = two_by_two(tag);
+    let mut args = vec!["--masquerade"];
+    args.extend_from_slice(extra);
+    let gw = Gateway::start(&lab, &args);
+    let servers = vec![
+        who_server(&lab, "srv", "198.19.0.2", "7001"),
+        who_server(&lab, "far", "198.19.1.2", "7002"),
+    ];
+    // 198.18.0.3 keeps its port 20000 on the NAT address (port preservation)...
+    let first = seen_by(&lab, "198.18.0.3", "20000", "198.19.0.2", "7001");
+    assert_eq!(first, "198.19.0.1:20000", "{}", gw.log());
+    // ...so 198.18.0.2:20000 cannot have it towards 198.19.0.2, and gets another port.
+    let a = seen_by(&lab, "198.18.0.2", "20000", "198.19.0.2", "7001");
+    let b = seen_by(&lab, "198.18.0.2", "20000", "198.19.1.2", "7002");
+    kill_all(servers);
+    (a, b)
+}
+
+#[test]
+fn rfc4787_req1_endpoint_independent_mapping_by_default() {
+    let (a, b) = mapping_scenario(&[], "req1");
+    assert!(
+        a.starts_with("198.19.0.1:") && a != "198.19.0.1:20000",
+        "{a}"
+    );
+    assert_eq!(
+        a, b,
+        "one inside endpoint, one NAT endpoint towards every destination"
+    );
+}
+
+#[test]
+fn rfc4787_req1_endpoint_dependent_mapping_on_request() {
+    // The option keeps the old behaviour: a port per destination, which here preserves
+    // 20000 towards the second remote, where it is free.
+    let (a, b) = mapping_scenario(&["--mapping", "endpoint-dependent"], "req1edm");
+    assert!(
+        a.starts_with("198.19.0.1:") && a != "198.19.0.1:20000",
+        "{a}"
+    );
+    assert_eq!(b, "198.19.0.1:20000", "{a} / {b}");
+}
+
+/// Opens a mapping for 198.18.0.2:40000 towards 198.19.0.2:7001 and listens on it while
+/// `poke` runs; returns the datagrams that reached the inside endpoint.
+fn filtering_scenario(filtering: Option<&str>, tag: &str) -> Vec<String> {
+    let lab = two_by_two(tag);
+    let mut args = vec!["--masquerade"];
+    if let Some(f) = filtering {
+        args.extend_from_slice(&["--filtering", f]);
+    }
+    let gw = Gateway::start(&lab, &args);
+    let servers = vec![who_server(&lab, "srv", "198.19.0.2", "7001")];
+    let mut c = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("cli"), "python3"])
+        .args([
+            &tool("udp_who.py"),
+            "ask",
+            "198.18.0.2",
+            "40000",
+            "198.19.0.2",
+            "7001",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client");
+    let mut lines = BufReader::new(c.stdout.take().expect("stdout")).lines();
+    let seen = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    let nat = seen.strip_prefix("seen ").unwrap_or("").to_string();
+    assert!(nat.starts_with("198.19.0.1:"), "{seen}\n{}", gw.log());
+    let port = nat.rsplit(':').next().unwrap_or("0").to_string();
+    let who = tool("udp_who.py");
+    // From the same address, another port; then from another address.
+    lab.exec(
+        "srv",
+        &["python3", &who, "poke", "7003", "198.19.0.1", &port],
+    );
+    lab.exec(
+        "far",
+        &["python3", &who, "poke", "7004", "198.19.0.1", &port],
+    );
+    let got: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    let _ = c.wait();
+    kill_all(servers);
+    got
+}
+
+#[test]
+fn rfc4787_req8_address_and_port_dependent_filtering_by_default() {
+    let got = filtering_scenario(None, "req8apdf");
+    assert!(
+        got.is_empty(),
+        "unsolicited datagrams reached the inside: {got:?}"
+    );
+}
+
+#[test]
+fn rfc4787_req8_endpoint_independent_filtering_on_request() {
+    let got = filtering_scenario(Some("endpoint-independent"), "req8eif");
+    assert!(
+        got.iter()
+            .any(|l| l.starts_with("from 198.19.0.2:7003 poke")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|l| l.starts_with("from 198.19.1.2:7004 poke")),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn rfc4787_req8_address_dependent_filtering_on_request() {
+    let got = filtering_scenario(Some("address-dependent"), "req8adf");
+    assert!(
+        got.iter()
+            .any(|l| l.starts_with("from 198.19.0.2:7003 poke")),
+        "{got:?}"
+    );
+    assert!(!got.iter().any(|l| l.contains("198.19.1.2")), "{got:?}");
+}
+
+#[test]
+fn rfc5382_req8_hairpinning_to_a_port_forward() {
+    let lab = two_by_two("hairfwd");
+    std::fs::write(lab.dir.join("inside.txt"), "served from inside\n").unwrap();
+    let dir = lab.dir.to_string_lossy().to_string();
+    let mut web = lab.spawn(
+        "cli",
+        &["python3", &tool("http_server.py"), "198.18.0.3", "80", &dir],
+        "http.log",
+    );
+    assert!(wait_for(Duration::from_secs(10), || lab
+        .sh("cli", "ss -ltn | grep -q 198.18.0.3:80")
+        .status
+        .success()));
+    let gw = Gateway::start(
+        &lab,
+        &[
+            "--masquerade",
+            "--dnat",
+            "tcp:198.19.0.1:40080=198.18.0.3:80",
+        ],
+    );
+    let before = gw.fresh_stats();
+    let out = lab.exec(
+        "cli",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--interface",
+            "198.18.0.2",
+            "http://198.19.0.1:40080/inside.txt",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "served from inside\n",
+        "{}\n{}",
+        text(&out),
+        gw.log()
+    );
+    let log = lab.read("http.log");
+    assert!(
+        log.contains("198.19.0.1 - -"),
+        "the server must see the client's external address: {log}"
+    );
+    let after = gw.fresh_stats();
+    assert_eq!(
+        num(&after, "/total/tx_packets/1"),
+        num(&before, "/total/tx_packets/1"),
+        "hairpinned traffic left on the outside link: {after}"
+    );
+    let _ = web.kill();
+    let _ = web.wait();
+}
+
+#[test]
+fn rfc4787_req9_hairpinning_to_a_dynamic_mapping() {
+    // With endpoint-independent filtering, an inside host reaches another's mapping and
+    // sees the sender's external address:port.
+    let lab = two_by_two("hairdyn");
+    let gw = Gateway::start(
+        &lab,
+        &["--masquerade", "--filtering", "endpoint-independent"],
+    );
+    let srv = who_server(&lab, "srv", "198.19.0.2", "7001");
+    // A (198.18.0.3:5557) talks to the outside: its mapping is made.
+    let a_ext = seen_by(&lab, "198.18.0.3", "5557", "198.19.0.2", "7001");
+    assert!(a_ext.starts_with("198.19.0.1:"), "{a_ext}\n{}", gw.log());
+    let a_port = a_ext.rsplit(':').next().unwrap_or("0").to_string();
+    // A then serves on that port; B (198.18.0.2:41000) sends to A's external endpoint.
+    let a_srv = who_server(&lab, "cli", "198.18.0.3", "5557");
+    let before = gw.fresh_stats();
+    let b_seen_by_a = seen_by(&lab, "198.18.0.2", "41000", "198.19.0.1", &a_port);
+    let after = gw.fresh_stats();
+    let b_ext = seen_by(&lab, "198.18.0.2", "41000", "198.19.0.2", "7001");
+    assert!(b_ext.starts_with("198.19.0.1:"), "{b_ext}");
+    assert_eq!(
+        b_seen_by_a,
+        b_ext,
+        "A must see B's external address:port\n{}",
+        gw.log()
+    );
+    assert_eq!(
+        num(&after, "/total/tx_packets/1"),
+        num(&before, "/total/tx_packets/1"),
+        "hairpinned traffic left on the outside link: {after}"
+    );
+    kill_all(vec![srv, a_srv]);
+}

@@ -106,7 +106,8 @@ fn syn_flood_creates_no_state_and_spares_established_flows() {
         num(&before, "/table/insert"),
         "the flood created state: {after}"
     );
-    assert!(num(&after, "/table/connections") <= 1, "{after}");
+    // The chat's session and its endpoint-independent mapping, nothing else.
+    assert!(num(&after, "/table/connections") <= 2, "{after}");
     let _ = srv.kill();
     let _ = srv.wait();
 }

@@ -275,7 +275,7 @@ fn malformed_frames_are_counted_by_reason_while_good_traffic_flows() {
     // Nothing malformed was translated.
     assert_eq!(
         num(&after, "/table/connections"),
-        1,
-        "only the ping's session: {after}"
+        2,
+        "only the ping's session and its endpoint-independent mapping: {after}"
     );
 }

@@ -253,15 +253,18 @@ fn execute(req: &Request, src: &StatsSource) -> Result<serde_json::Value, String
             let t = table()?;
             let list: Vec<SessionJson> = t
                 .sessions(now)
-                .filter(|s| filter.matches(s))
+                .filter(|s| !crate::nat::is_mapping(s) && filter.matches(s))
                 .take(limit.unwrap_or(usize::MAX))
                 .map(|s| SessionJson::from(&s))
                 .collect();
             to_value(&list)
         }
         Request::Flush { filter } => {
-            let n = table()?.flush(|s| filter.matches(s));
-            Ok(serde_json::json!({ "removed": n }))
+            let t = table()?;
+            let n = t.flush(|s| !crate::nat::is_mapping(s) && filter.matches(s));
+            // The endpoint-independent mappings the filter names go too (counted apart).
+            let m = t.flush(|s| crate::nat::is_mapping(s) && filter.matches(s));
+            Ok(serde_json::json!({ "removed": n, "mappings_removed": m }))
         }
         Request::RemoveHalf { key } => {
             let k = tuple_from_json(key)?;

@@ -94,6 +94,20 @@ impl Snapshot {
         })
     }
 
+    /// Longest-prefix match of `dst` over every route of the main table: the output
+    /// interface and the next hop (the gateway, or `dst` itself when directly connected).
+    #[inline]
+    pub fn route(&self, dst: u32) -> Option<(u32, u32)> {
+        self.routes.iter().find_map(|r| {
+            let mask = if r.len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(r.len))
+            };
+            (dst & mask == r.prefix & mask).then_some((r.oif, r.gateway.unwrap_or(dst)))
+        })
+    }
+
     /// Destination MAC for a packet to `dst` leaving through `oif`.
     #[inline]
     pub fn resolve(&self, dst: u32, oif: u32) -> Result<[u8; 6], Miss> {
@@ -265,6 +279,12 @@ impl NextHopView {
     #[inline]
     pub fn mtu(&self, ifindex: u32) -> Option<u32> {
         self.snap.mtu(ifindex)
+    }
+
+    /// The output interface of the best route to `dst` (see [`Snapshot::route`]).
+    #[inline]
+    pub fn route_oif(&self, dst: u32) -> Option<u32> {
+        self.snap.route(dst).map(|(oif, _)| oif)
     }
 
     /// Destination MAC for `dst` out of `oif`; on a miss, asks the resolver.
@@ -446,6 +466,37 @@ mod tests {
 
     fn ip(s: &str) -> u32 {
         u32::from(s.parse::<Ipv4Addr>().unwrap())
+    }
+
+    #[test]
+    fn route_is_a_longest_prefix_match_over_every_interface() {
+        let s = Snapshot::new(
+            vec![
+                Route {
+                    prefix: ip("0.0.0.0"),
+                    len: 0,
+                    gateway: Some(ip("198.19.0.2")),
+                    oif: 2,
+                },
+                Route {
+                    prefix: ip("198.18.0.0"),
+                    len: 24,
+                    gateway: None,
+                    oif: 1,
+                },
+                Route {
+                    prefix: ip("198.18.7.0"),
+                    len: 24,
+                    gateway: Some(ip("198.18.0.9")),
+                    oif: 1,
+                },
+            ],
+            HashMap::new(),
+        );
+        assert_eq!(s.route(ip("8.8.8.8")), Some((2, ip("198.19.0.2"))));
+        assert_eq!(s.route(ip("198.18.0.5")), Some((1, ip("198.18.0.5"))));
+        assert_eq!(s.route(ip("198.18.7.5")), Some((1, ip("198.18.0.9"))));
+        assert_eq!(Snapshot::default().route(1), None);
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct NatHandler {
     nh: NextHopView,
     router: Router,
     frags: FragCache,
+    /// The start of a frame as it arrived, kept while translating a packet larger than the
+    /// smallest MTU, to quote in Fragmentation Needed.
+    saved: [u8; SAVED],
     /// Prefetch table entries per batch: worth it only once the table outgrows the caches
     /// (it costs a second parse per packet). Re-decided once a second.
     prefetching: bool,
@@ -77,6 +80,9 @@ pub struct NatHandler {
 /// Live connections above which batches are prefetched (the table then no longer fits in
 /// the CPU caches: about 10 MB at 96 bytes per connection).
 const PREFETCH_ABOVE: usize = 100_000;
+
+/// Bytes of a frame kept for an ICMP quote: Ethernet, the longest IPv4 header, 8 bytes.
+const SAVED: usize = 14 + 60 + 8;
 
 #[inline]
 fn drop(reason: usize) -> Action {
@@ -96,9 +102,19 @@ impl NatHandler {
             nh,
             router: Router::new(ports, router, drops),
             frags: FragCache::default(),
+            saved: [0; SAVED],
             prefetching: false,
             decided_at: u32::MAX,
         }
+    }
+
+    /// The port the best route to `dst` leaves through, if it is one of ours.
+    #[inline]
+    fn egress_of(&self, dst: u32) -> Option<Port> {
+        let ports = self.router.ports();
+        let oif = self.nh.route_oif(dst)?;
+        (oif == ports.ifindex[0] || oif == ports.ifindex[1])
+            .then(|| crate::router::port_of(&ports, oif))
     }
 
     /// Routes a translated frame (TTL already decremented) to `dst` out of `egress`.
@@ -190,6 +206,26 @@ impl NatHandler {
     }
 }
 
+impl NatHandler {
+    /// Forwards a packet from the inside to a destination routed back inside, untranslated.
+    fn route_only(&mut self, frame: &mut [u8], p: &packet::Parsed, ingress: Port) -> Action {
+        let fit = self
+            .router
+            .fit(p.ip_total_len(), Router::frag_word(frame), ingress);
+        if let Fit::TooBig(mtu) = fit {
+            if self
+                .router
+                .answer(frame, ingress, IcmpKind::FragNeeded(mtu))
+            {
+                return Action::Reply(ingress);
+            }
+            return drop(TOO_BIG);
+        }
+        packet::forward_hop(frame, p);
+        self.send(frame, p.tuple().dst, ingress, fit)
+    }
+}
+
 impl Handler for NatHandler {
     fn begin_batch(&mut self) {
         let changed = self.nh.refresh();
@@ -226,22 +262,20 @@ impl Handler for NatHandler {
             Err(d) => return drop(d.index()),
         };
         self.router.complete_checksum(frame, &p);
-        let egress = ingress.other();
-        let fit = self
-            .router
-            .fit(p.ip_total_len(), Router::frag_word(frame), egress);
-        if let Fit::TooBig(mtu) = fit {
-            // Answered before translation: the error quotes the packet as its sender sent it.
-            if self
-                .router
-                .answer(frame, ingress, IcmpKind::FragNeeded(mtu))
-            {
-                return Action::Reply(ingress);
-            }
-            return drop(TOO_BIG);
+        let t = p.tuple();
+        if ingress == Port::Inside
+            && !self.engine.rules().is_nat_dst(t.dst)
+            && self.egress_of(t.dst) == Some(Port::Inside)
+        {
+            // Routed back inside, to no NAT address: routed, not translated.
+            return self.route_only(frame, &p, ingress);
+        }
+        let big = p.ip_total_len() > usize::from(self.router.min_mtu());
+        if big {
+            let n = frame.len().min(SAVED);
+            self.saved[..n].copy_from_slice(&frame[..n]);
         }
         // The datagram as it arrived, for the fragments that follow a first one.
-        let t = p.tuple();
         let key = FragKey {
             src: t.src,
             dst: t.dst,
@@ -257,12 +291,31 @@ impl Handler for NatHandler {
             Err(Refused::Nat(n)) => return drop(PKT + n as usize),
         }
         self.router.clamp_mss(frame, &p);
-        // The destination after translation, read back from the rewritten header.
+        // The destination after translation, read back from the rewritten header; the
+        // route to it picks the egress (a hairpinned packet goes back inside).
         let dst_off = p.l3() + ipv4::IPV4_DST;
         let Some(d) = frame.get(dst_off..dst_off + 4) else {
             return drop(packet::Drop::TooShortIp.index());
         };
         let dst = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+        let Some(egress) = self.egress_of(dst) else {
+            return drop(NO_ROUTE);
+        };
+        let fit = self
+            .router
+            .fit(p.ip_total_len(), Router::frag_word(frame), egress);
+        if let Fit::TooBig(mtu) = fit {
+            // The error quotes the packet as its sender sent it.
+            let n = frame.len().min(SAVED);
+            if big
+                && self
+                    .router
+                    .answer(&self.saved[..n], ingress, IcmpKind::FragNeeded(mtu))
+            {
+                return Action::Reply(ingress);
+            }
+            return drop(TOO_BIG);
+        }
         packet::forward_hop(frame, &p);
         if p.is_first_fragment() {
             self.first_fragment(frame, key, egress);

@@ -96,3 +96,58 @@ fn rfc4787_port_forwards_inside_the_pool_are_never_allocated() {
     let t = packet::parse(&inb).unwrap().tuple();
     assert_eq!((t.dst, t.dport), (0xC612_0009, 53));
 }
+
+fn syn(src: u32, sport: u16, dst: u32, dport: u16) -> Vec<u8> {
+    let mut b = vec![0u8; 128];
+    let n = crate::packet::builder::build_tcp_syn(
+        &mut b,
+        &FrameSpec::new([2; 6], [4; 6], src, dst),
+        sport,
+        dport,
+        1,
+    )
+    .unwrap();
+    b.truncate(n);
+    b
+}
+
+#[test]
+fn rfc5382_req1_tcp_mapping_is_endpoint_independent() {
+    let mut e = engine(&[]);
+    e.now = 1;
+    // Another inside host takes NAT port 30000 first.
+    let mut f = syn(0xC612_0003, 30000, SRV, 80);
+    e.translate(&mut f, true).unwrap();
+    assert_eq!(packet::parse(&f).unwrap().tuple().sport, 30000);
+    let mut seen = Vec::new();
+    for dst in [SRV, SRV + 1, SRV + 2] {
+        let mut f = syn(CLI, 30000, dst, 443);
+        e.translate(&mut f, true).unwrap();
+        let t = packet::parse(&f).unwrap().tuple();
+        seen.push((t.src, t.sport));
+    }
+    assert_ne!(seen[0].1, 30000);
+    assert!(seen.iter().all(|&s| s == seen[0]), "{seen:?}");
+    // The mapping entries are not sessions.
+    let sessions: Vec<_> = e.table().sessions(1).collect();
+    assert_eq!(sessions.iter().filter(|s| !is_mapping(s)).count(), 4);
+    assert_eq!(sessions.iter().filter(|s| is_mapping(s)).count(), 2);
+}
+
+#[test]
+fn martian_addresses_and_ports_never_match_mapping_entries() {
+    let mut e = engine(&[]);
+    e.now = 1;
+    let mut f = udp(CLI, 40000, SRV, 53);
+    e.translate(&mut f, true).unwrap();
+    let x = packet::parse(&f).unwrap().tuple();
+    // A datagram from 0.0.0.0:0 to the NAT endpoint would match the mapping's REV key.
+    for (src, sport) in [(0u32, 0u16), (0, 53), (SRV, 0)] {
+        let mut f = udp(src, sport, x.src, x.sport);
+        assert_eq!(
+            e.translate(&mut f, false).err(),
+            Some(Refused::Nat(NatDrop::Martian)),
+            "{src:#x}:{sport}"
+        );
+    }
+}

@@ -186,6 +186,12 @@ impl Router {
         self.ports
     }
 
+    /// The smaller of the two interfaces' MTUs.
+    #[inline]
+    pub fn min_mtu(&self) -> u16 {
+        self.mtu[0].min(self.mtu[1])
+    }
+
     /// The MTU of `port`.
     #[inline]
     pub fn mtu(&self, port: Port) -> u16 {

@@ -988,6 +988,7 @@ impl Table {
             state: ConnState::from_code(m_state_code(s.meta())),
             slot,
             restored,
+            refreshed: false,
         }
     }
 
@@ -1003,10 +1004,13 @@ impl Table {
         }
         let assure = s.dir() == Dir::Rev && meta & FLAG_ASSURED == 0;
         let mut restored = false;
-        if m_last(meta) < now || assure {
+        let cold = m_last(meta) < now || assure;
+        if cold {
             self.refresh_cold(slot, s, now, assure, t, &mut restored)?;
         }
-        Some(self.hit_of(slot, s, restored))
+        let mut h = self.hit_of(slot, s, restored);
+        h.refreshed = cold;
+        Some(h)
     }
 
     /// The once-per-second part of a hit: refresh both halves, verify/restore the partner.
@@ -1383,6 +1387,7 @@ impl Table {
                 state,
                 slot: so,
                 restored: false,
+                refreshed: true,
             });
         }
         Err(InsertError::Busy)

@@ -341,6 +341,10 @@ pub struct Hit {
     pub slot: u32,
     /// The partner half was missing and this lookup recreated it.
     pub restored: bool,
+    /// This lookup refreshed the pair's idle timer (at most once a second per pair), or
+    /// the pair was just created: the moment to refresh what depends on it (the NAT's
+    /// endpoint-independent mapping).
+    pub refreshed: bool,
 }
 
 /// Why [`Table::insert_pair`] did not insert.

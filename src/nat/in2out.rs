@@ -1,0 +1,280 @@
+//! Outbound sessions: an inside endpoint's first packet towards a destination, its NAT
+//! address and port (the mapping), and the port allocator.
+//!
+//! With endpoint-independent mapping (the default, RFC 4787 REQ-1, RFC 5382 REQ-1) an inside
+//! address:port keeps one NAT address:port towards every destination. The mapping is itself
+//! a pair in the shared table, keyed with a wildcard remote end:
+//!
+//! ```text
+//! ORG (proto, inside A:p -> 0.0.0.0:0)   <->   REV (proto, 0.0.0.0:0 -> NAT N:P)
+//! ```
+//!
+//! The table's guarantee that a REV key has one owner is what makes N:P belong to one inside
+//! endpoint. Sessions of that endpoint are ordinary pairs translated to N:P; each refreshes
+//! the mapping when it refreshes itself (at most once a second, see
+//! [`Hit::refreshed`](crate::table::Hit::refreshed)), and a TCP session that becomes
+//! established promotes the mapping to the established class, so the mapping lives as long
+//! as its longest-lived session. 0.0.0.0 and port 0 never come from the wire (see
+//! `is_martian`), so no packet can match these keys. With address-dependent filtering a
+//! third kind of pair, `(A:p -> R:0) <-> (R:0 -> N:P)`, records the remote addresses the
+//! endpoint has sent to.
+//!
+//! Port choice: the inside port itself when free (port preservation), else random ports of
+//! the same parity (RFC 4787 REQ-4), then a scan, bounded. Port forwards' external ports
+//! are never handed out.
+
+use std::sync::Arc;
+
+use crate::config::{Filtering, Mapping};
+use crate::table::{ConnState, Dir, Hit, InsertError, Session, Tuple};
+
+use super::tcp::state_for;
+use super::{Engine, NatDrop, Refused};
+use crate::packet::Parsed;
+
+/// The table key of the mapping of inside endpoint `addr:port` for `proto`.
+#[inline]
+pub fn mapping_key(proto: u8, addr: u32, port: u16) -> Tuple {
+    Tuple {
+        src: addr,
+        dst: 0,
+        sport: port,
+        dport: 0,
+        proto,
+    }
+}
+
+/// Whether a session listed by the table is a mapping or filter entry (wildcard remote
+/// address or port) rather than a connection.
+#[inline]
+pub fn is_mapping(s: &Session) -> bool {
+    s.org.dst == 0 || (s.org.proto != 1 && s.org.dport == 0)
+}
+
+impl Engine {
+    /// An outbound session for `t` (from the inside, to a destination outside).
+    pub(super) fn create_snat(&mut self, t: &Tuple, p: &Parsed) -> Result<Hit, Refused> {
+        if !self.quota.allows(t.src) {
+            return Err(Refused::Nat(NatDrop::QuotaExceeded));
+        }
+        let state = state_for(t.proto, p.tcp_flags());
+        let hit = match self.rules.mapping {
+            Mapping::EndpointDependent => {
+                self.allocate_per_destination(t, t.dst, t.dport, state)?
+            }
+            Mapping::EndpointIndependent => {
+                let (addr, port) = self.mapping_for(t, state)?;
+                self.session_to(t, addr, port, t.dst, t.dport, state)?
+            }
+        };
+        self.quota.charge(t.src);
+        Ok(hit)
+    }
+
+    /// A session `t` translated to source `addr:port` and destination `dst:dport`; with
+    /// address-dependent filtering also the filter entry for the destination's address.
+    /// A conflict on the reply tuple (a stale session of an expired mapping) falls back to a
+    /// port chosen for this destination alone.
+    pub(super) fn session_to(
+        &mut self,
+        t: &Tuple,
+        addr: u32,
+        port: u16,
+        dst: u32,
+        dport: u16,
+        state: ConnState,
+    ) -> Result<Hit, Refused> {
+        let icmp = t.proto == 1;
+        let x = Tuple {
+            src: addr,
+            sport: port,
+            dst,
+            dport: if icmp { port } else { dport },
+            proto: t.proto,
+        };
+        let hit = match self.table.insert_pair(t, &x, state, self.now) {
+            Ok(h) | Err(InsertError::Exists(h)) => h,
+            Err(InsertError::RevTaken) | Err(InsertError::Invalid) => {
+                return self.allocate_per_destination(t, dst, dport, state)
+            }
+            Err(InsertError::Full) | Err(InsertError::Busy) => {
+                return Err(Refused::Nat(NatDrop::TableFull))
+            }
+        };
+        if self.rules.filtering == Filtering::AddressDependent && !icmp {
+            let fk = Tuple { dport: 0, ..*t };
+            let fx = Tuple { dport: 0, ..x };
+            // Best effort: without it only this exact peer can answer.
+            let _ = self.table.insert_pair(&fk, &fx, state, self.now);
+        }
+        Ok(hit)
+    }
+
+    /// The NAT address and port of the inside endpoint `t.src:t.sport`: its live mapping,
+    /// or a new one.
+    pub(super) fn mapping_for(
+        &mut self,
+        t: &Tuple,
+        state: ConnState,
+    ) -> Result<(u32, u16), Refused> {
+        let key = mapping_key(t.proto, t.src, t.sport);
+        if let Some(h) = self.table.lookup(&key, self.now) {
+            if h.dir == Dir::Org {
+                return Ok((h.xlate.src, h.xlate.sport));
+            }
+        }
+        let Some((addr, lo, hi)) = self.rules.pool_for(t.src) else {
+            return Err(Refused::Nat(NatDrop::NoSnatRule));
+        };
+        let h = self.allocate(&key, t.sport, lo, hi, state, |port| Tuple {
+            src: addr,
+            sport: port,
+            dst: 0,
+            dport: 0,
+            proto: t.proto,
+        })?;
+        Ok((h.xlate.src, h.xlate.sport))
+    }
+
+    /// The inside endpoint a session hit concerns: the sender of an outbound packet, the
+    /// receiver of an inbound one.
+    #[inline]
+    fn inside_endpoint(t: &Tuple, hit: &Hit) -> (u32, u16) {
+        match hit.dir {
+            Dir::Org => (t.src, t.sport),
+            Dir::Rev => (hit.xlate.dst, hit.xlate.dport),
+        }
+    }
+
+    /// Keeps the mapping (and, with address-dependent filtering, the filter entry) of a
+    /// session's inside endpoint alive: called when the session itself was refreshed.
+    pub(super) fn refresh_mapping(&self, t: &Tuple, hit: &Hit) {
+        let (a, p) = Self::inside_endpoint(t, hit);
+        let _ = self.table.lookup(&mapping_key(t.proto, a, p), self.now);
+        if self.rules.filtering == Filtering::AddressDependent && t.proto != 1 {
+            let remote = match hit.dir {
+                Dir::Org => t.dst,
+                Dir::Rev => t.src,
+            };
+            let fk = Tuple {
+                src: a,
+                sport: p,
+                dst: remote,
+                dport: 0,
+                proto: t.proto,
+            };
+            let _ = self.table.lookup(&fk, self.now);
+        }
+    }
+
+    /// Raises the mapping of a session's inside endpoint to `state`'s eviction class and
+    /// timeout.
+    pub(super) fn promote_mapping(&self, t: &Tuple, hit: &Hit, state: ConnState) {
+        let (a, p) = Self::inside_endpoint(t, hit);
+        if let Some(h) = self.table.lookup(&mapping_key(t.proto, a, p), self.now) {
+            if h.state != state {
+                self.table.set_state_hit(&h, state);
+            }
+        }
+    }
+
+    /// A session whose NAT port is chosen for this destination only (endpoint-dependent
+    /// mapping): the same NAT port may serve other inside endpoints towards other
+    /// destinations.
+    pub(super) fn allocate_per_destination(
+        &mut self,
+        t: &Tuple,
+        dst: u32,
+        dport: u16,
+        state: ConnState,
+    ) -> Result<Hit, Refused> {
+        let Some((addr, lo, hi)) = self.rules.pool_for(t.src) else {
+            return Err(Refused::Nat(NatDrop::NoSnatRule));
+        };
+        let icmp = t.proto == 1;
+        self.allocate(t, t.sport, lo, hi, state, |port| Tuple {
+            src: addr,
+            sport: port,
+            dst,
+            dport: if icmp { port } else { dport },
+            proto: t.proto,
+        })
+    }
+
+    /// Inserts the pair `org` <-> `make(port)` for a port in `lo..=hi` whose reply tuple is
+    /// free: `preferred` when it is in range (port preservation), else random ports of the
+    /// same parity, then a deterministic scan so that a nearly full range is still found.
+    pub(super) fn allocate(
+        &mut self,
+        org: &Tuple,
+        preferred: u16,
+        lo: u16,
+        hi: u16,
+        state: ConnState,
+        make: impl Fn(u16) -> Tuple,
+    ) -> Result<Hit, Refused> {
+        const RANDOM_TRIES: u32 = 32;
+        let rules = Arc::clone(&self.rules);
+        let span = u32::from(hi) - u32::from(lo) + 1;
+        let pick = |r: u64| lo + (r % u64::from(span)) as u16;
+        let same_parity = |c: u16| {
+            let c2 = c ^ 1;
+            if (c ^ preferred) & 1 == 0 || !(lo..=hi).contains(&c2) {
+                c
+            } else {
+                c2
+            }
+        };
+        let mut candidate = if (lo..=hi).contains(&preferred) {
+            preferred
+        } else {
+            same_parity(pick(self.rand()))
+        };
+        let scan_start = pick(self.rand());
+        let mut tries = 0u32;
+        loop {
+            let x = make(candidate);
+            let outcome = if rules.is_forwarded(org.proto, x.src, x.sport) {
+                // A port forward's external port: never a dynamic mapping.
+                Err(InsertError::RevTaken)
+            } else {
+                self.table.insert_pair(org, &x, state, self.now)
+            };
+            match outcome {
+                Ok(h) | Err(InsertError::Exists(h)) => return Ok(h),
+                Err(InsertError::RevTaken) | Err(InsertError::Invalid) => {}
+                Err(InsertError::Full) | Err(InsertError::Busy) => {
+                    return Err(Refused::Nat(NatDrop::TableFull))
+                }
+            }
+            tries += 1;
+            if tries >= RANDOM_TRIES + span.min(1024) || tries >= span + RANDOM_TRIES {
+                return Err(Refused::Nat(NatDrop::PortsExhausted));
+            }
+            candidate = if tries < RANDOM_TRIES {
+                same_parity(pick(self.rand()))
+            } else {
+                let off = (u32::from(scan_start - lo) + tries - RANDOM_TRIES) % span;
+                lo + off as u16
+            };
+        }
+    }
+
+    /// Inserts the pair `org` <-> `x` as it is (a port forward without SNAT).
+    pub(super) fn insert(
+        &mut self,
+        org: &Tuple,
+        x: &Tuple,
+        state: ConnState,
+    ) -> Result<Hit, Refused> {
+        match self.table.insert_pair(org, x, state, self.now) {
+            Ok(h) | Err(InsertError::Exists(h)) => Ok(h),
+            Err(InsertError::RevTaken) | Err(InsertError::Invalid) => {
+                Err(Refused::Nat(NatDrop::PortsExhausted))
+            }
+            Err(InsertError::Full) | Err(InsertError::Busy) => {
+                Err(Refused::Nat(NatDrop::TableFull))
+            }
+        }
+    }
+}
