@@ -8,5 +8,8 @@ scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 RUST_TEST_THREADS=2 cargo test --locked --all-targets
+# The NAT behaviour scenarios against xnat and nftables side by side; fails if xnat fails one.
+/usr/bin/python3 bench/conformance.py --xnat target/debug/xnat --require-xnat-pass \
+  --out target/conformance.md
 scripts/check-deploy.sh
 scripts/check-bench.sh

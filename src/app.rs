@@ -471,8 +471,19 @@ fn run(a: &RunArgs) -> i32 {
     }
     let mut prev: Option<Snapshot> = None;
     let mut next_report = Instant::now() + interval;
+    let mut exit = 0;
     while !term.load(Ordering::Relaxed) && (duration.is_zero() || started.elapsed() < duration) {
         std::thread::sleep(Duration::from_millis(50));
+        if let Some(q) = dp.dead_worker() {
+            // Its queue's frames would go nowhere: end the process, so that the service
+            // manager restarts it (with the state file, connections survive).
+            tracing::error!(
+                queue = q,
+                "the worker of queue {q} stopped unexpectedly (panic); exiting so that xnat can be restarted"
+            );
+            exit = EXIT_FAILURE;
+            break;
+        }
         if !interval.is_zero() && Instant::now() >= next_report {
             next_report += interval;
             let snap = source.snapshot();
@@ -496,7 +507,7 @@ fn run(a: &RunArgs) -> i32 {
         dropped = fin.total.dropped(),
         "xnat stopped, XDP detached"
     );
-    0
+    exit
 }
 
 fn fail(e: impl std::fmt::Display) -> i32 {

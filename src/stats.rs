@@ -496,6 +496,15 @@ impl Snapshot {
             "xdp: redirected {} passed {} redirect_failed {} | neighbours {}",
             self.xdp.redirected, self.xdp.passed, self.xdp.redirect_failed, self.neighbours
         );
+        if !self.xdp.passed_by_reason.is_empty() {
+            let r: Vec<String> = self
+                .xdp
+                .passed_by_reason
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(o, "xdp passed to the kernel: {}", r.join(", "));
+        }
         o
     }
 

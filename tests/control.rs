@@ -41,6 +41,9 @@ fn cli_messages_and_exit_codes() {
         "--zero-copy",
         "--control",
         "--config",
+        "--mapping",
+        "--filtering",
+        "--clamp-mss",
     ] {
         assert!(out.contains(flag), "run --help lacks {flag}");
     }

@@ -200,3 +200,31 @@ fn clamp_mss_auto_announces_the_outside_mtu_minus_40() {
     let s = gw.fresh_stats();
     assert!(event(&s, "mss_clamped") >= 1, "{s}");
 }
+
+#[test]
+fn an_interface_with_unserved_queues_is_refused_at_start() {
+    // Two RX queues, one served: frames RSS puts on the other would bypass the NAT.
+    let lab = Lab::up("unserved", 2);
+    let out = lab.exec(
+        "gw",
+        &[
+            xnat_bin(),
+            "run",
+            "--inside",
+            "in0",
+            "--outside",
+            "out0",
+            "--masquerade",
+            "--queues",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'in0' has 2 RX queue(s) but --queues serves 1")
+            && err.contains("ethtool -L in0 combined 1"),
+        "{err}"
+    );
+    assert!(!lab.xdp_attached("in0"), "nothing stays attached");
+}

@@ -51,6 +51,11 @@ pub fn render(s: &Snapshot) -> String {
         "Bytes by worker, interface and direction",
     );
     let drops = counter_family(&mut reg, "drops", "Packets dropped, by reason");
+    let xdp_passed = counter_family(
+        &mut reg,
+        "xdp_passed",
+        "Frames the steering program handed to the kernel, by reason",
+    );
     let router_events = counter_family(
         &mut reg,
         "router_events",
@@ -129,6 +134,12 @@ pub fn render(s: &Snapshot) -> String {
         ("redirect_failed", s.xdp.redirect_failed),
     ] {
         xdp.get_or_create(&l(&[("action", action)])).inc_by(v);
+    }
+    for reason in crate::dataplane::bpf::PASS_REASONS {
+        let v = s.xdp.passed_by_reason.get(reason).copied().unwrap_or(0);
+        xdp_passed
+            .get_or_create(&l(&[("reason", reason)]))
+            .inc_by(v);
     }
     if let Some(t) = &s.table {
         for (event, v) in [

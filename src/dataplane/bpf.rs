@@ -61,8 +61,22 @@ impl std::fmt::Display for AttachedMode {
     }
 }
 
+/// Why the steering program passed frames to the kernel (`XNAT_CNT_PASS_*` in steer.h,
+/// in the same order).
+pub const PASS_REASONS: [&str; 9] = [
+    "short",
+    "no_role",
+    "l2_group",
+    "not_our_mac",
+    "not_ipv4",
+    "ip_group",
+    "host",
+    "local",
+    "not_steered",
+];
+
 /// Counters of the steering program, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SteerCounters {
     /// Frames redirected into an AF_XDP socket.
     pub redirected: u64,
@@ -70,6 +84,9 @@ pub struct SteerCounters {
     pub passed: u64,
     /// Frames for the workers whose queue had no socket (passed to the kernel instead).
     pub redirect_failed: u64,
+    /// Passed frames by reason ([`PASS_REASONS`]; only non-zero ones).
+    #[serde(default)]
+    pub passed_by_reason: std::collections::BTreeMap<String, u64>,
 }
 
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
@@ -106,10 +123,19 @@ impl CounterReader {
                 _ => 0,
             }
         };
+        let passed_by_reason = PASS_REASONS
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let v = read(3 + i as u32);
+                (v > 0).then(|| (name.to_string(), v))
+            })
+            .collect();
         SteerCounters {
             redirected: read(0),
             passed: read(1),
             redirect_failed: read(2),
+            passed_by_reason,
         }
     }
 }
@@ -235,21 +261,24 @@ impl Steering {
         Ok(attached_mode(ifindex).unwrap_or(got))
     }
 
-    /// Declares the role of an interface and where its queues' sockets live in the XSKMAP.
+    /// Declares the role of an interface, its MAC address (frames to other MACs are never
+    /// steered) and where its queues' sockets live in the XSKMAP.
     pub fn set_interface(
         &mut self,
         ifindex: u32,
         role: Role,
         xsk_base: u32,
         route_all: bool,
+        mac: [u8; 6],
     ) -> Result<(), DataplaneError> {
-        let mut v = [0u8; 8];
+        let mut v = [0u8; 12];
         v[0..4].copy_from_slice(&xsk_base.to_ne_bytes());
         v[4] = match role {
             Role::Inside => 1,
             Role::Outside => 2,
         };
         v[5] = u8::from(route_all);
+        v[6..12].copy_from_slice(&mac);
         update(&self.skel.maps.ifaces, &ifindex.to_ne_bytes(), &v, "ifaces")
     }
 
@@ -321,6 +350,34 @@ impl Steering {
     /// A reader of the program's counters that can be sent to other threads.
     pub fn counters(&self) -> std::sync::Arc<CounterReader> {
         std::sync::Arc::clone(&self.counters)
+    }
+
+    /// Runs the program once on `frame` as if it arrived on queue 0 of `ifindex`
+    /// (BPF_PROG_TEST_RUN: nothing is sent or redirected) and returns its XDP action. The
+    /// decision shows in the counters: a redirect to a queue without socket counts as
+    /// `redirect_failed`, a pass by its reason. For tests of the steering rules.
+    pub fn test_run(&self, frame: &[u8], ifindex: u32) -> Result<u32, DataplaneError> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex. For a test run data is the metadata length (none) and data_end
+        // the frame's length.
+        let len = u32::try_from(frame.len())
+            .map_err(|_| DataplaneError::Bpf("test frame too long".into()))?;
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&len.to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 256];
+        let input = libbpf_rs::ProgramInput {
+            context_in: Some(&mut ctx),
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        self.skel
+            .progs
+            .xnat_steer
+            .test_run(input)
+            .map(|o| o.return_value)
+            .map_err(|e| DataplaneError::Bpf(format!("BPF_PROG_TEST_RUN: {e}")))
     }
 
     /// Detaches the program from every interface now (also happens on drop and on exit).

@@ -49,6 +49,16 @@ pub enum DataplaneError {
         /// Cores available to this process.
         available: String,
     },
+    /// The interface has RX queues no worker would serve.
+    #[error("interface '{ifname}' has {have} RX queue(s) but --queues serves {served}: traffic on the others would bypass the NAT. Use --queues {have}, or reduce the queues with `ethtool -L {ifname} combined {served}`")]
+    UnservedQueues {
+        /// Interface name.
+        ifname: String,
+        /// RX queues it has.
+        have: u32,
+        /// Queues served.
+        served: u32,
+    },
     /// Not allowed to load BPF / create AF_XDP sockets.
     #[error("insufficient privileges: {0}; run as root or grant CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON and CAP_IPC_LOCK")]
     Privileges(String),
@@ -174,12 +184,22 @@ pub fn validate(cfg: &DataplaneConfig) -> Result<Ports, DataplaneError> {
                 prog_id,
             });
         }
-        let available = iface::rx_queues(name)?.min(bpf::MAX_QUEUES);
+        let have = iface::rx_queues(name)?;
+        let available = have.min(bpf::MAX_QUEUES);
         if let Some(&q) = cfg.queues.iter().find(|&&q| q >= available) {
             return Err(DataplaneError::QueueOutOfRange {
                 ifname: name.clone(),
                 queue: q,
                 available,
+            });
+        }
+        // Every RX queue must be served: the NIC's RSS spreads flows over all of them, and
+        // a frame on an unserved queue would otherwise reach the kernel untranslated.
+        if (0..have).any(|q| !cfg.queues.contains(&q)) {
+            return Err(DataplaneError::UnservedQueues {
+                ifname: name.clone(),
+                have,
+                served: cfg.queues.len() as u32,
             });
         }
     }
@@ -294,12 +314,13 @@ impl Dataplane {
     {
         let ports = validate(cfg)?;
         let mut steering = Steering::load()?;
-        steering.set_interface(ports.ifindex[0], Role::Inside, 0, false)?;
+        steering.set_interface(ports.ifindex[0], Role::Inside, 0, false, ports.mac[0])?;
         steering.set_interface(
             ports.ifindex[1],
             Role::Outside,
             bpf::MAX_QUEUES,
             cfg.outside_route_all,
+            ports.mac[1],
         )?;
         for name in [&cfg.inside, &cfg.outside] {
             for a in iface::ipv4_addrs(name) {
@@ -394,6 +415,19 @@ impl Dataplane {
             xsk_fds,
             steering,
         })
+    }
+
+    /// The queue of a worker that ended while the dataplane was not stopping (it
+    /// panicked), if any.
+    pub fn dead_worker(&self) -> Option<u32> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.workers
+            .iter()
+            .zip(&self.info.queues)
+            .find(|(w, _)| w.is_finished())
+            .map(|(_, &q)| q)
     }
 
     /// The stop flag shared with the workers.
