@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -227,4 +228,174 @@ fn an_interface_with_unserved_queues_is_refused_at_start() {
         "{err}"
     );
     assert!(!lab.xdp_attached("in0"), "nothing stays attached");
+}
+
+fn ping(lab: &Lab, dst: &str, count: &str) -> String {
+    text(&lab.exec("cli", &["ping", "-c", count, "-i", "0.2", "-W", "1", dst]))
+}
+
+#[test]
+fn blackhole_unreachable_and_prohibit_routes_are_honoured_also_when_added_later() {
+    let lab = Lab::up("fibkinds", 1);
+    for r in [
+        ["blackhole", "198.19.5.0/24"],
+        ["unreachable", "198.19.6.0/24"],
+    ] {
+        assert!(lab
+            .exec("gw", &["ip", "route", "add", r[0], r[1]])
+            .status
+            .success());
+    }
+    let gw = Gateway::start(&lab, &["--masquerade"]);
+    let t = ping(&lab, "198.19.6.1", "1");
+    assert!(
+        t.contains("From 198.18.0.1") && t.contains("Destination Host Unreachable"),
+        "{t}\n{}",
+        gw.log()
+    );
+    let t = ping(&lab, "198.19.5.1", "2");
+    assert!(t.contains(" 0 received") && !t.contains("From "), "{t}");
+    let s = gw.fresh_stats();
+    assert!(num(&s, "/total/drops/route_blackhole") >= 2, "{s}");
+    // Nothing of it created state.
+    assert_eq!(num(&s, "/table/insert"), 0, "{s}");
+    // A route added while running is followed.
+    assert!(lab
+        .exec("gw", &["ip", "route", "add", "prohibit", "198.19.7.0/24"])
+        .status
+        .success());
+    let seen = wait_for(Duration::from_secs(5), || {
+        ping(&lab, "198.19.7.1", "1").contains("Packet filtered")
+    });
+    assert!(seen, "{}\n{}", ping(&lab, "198.19.7.1", "1"), gw.log());
+}
+
+#[test]
+fn a_prefix_routed_back_inside_stays_inside_untranslated() {
+    let lab = Lab::up("inroute", 1);
+    // The gateway routes 198.18.50.0/24 to a router on the inside (the client's address).
+    assert!(lab
+        .exec(
+            "gw",
+            &["ip", "route", "add", "198.18.50.0/24", "via", "198.18.0.2"]
+        )
+        .status
+        .success());
+    let gw = Gateway::start(&lab, &["--masquerade"]);
+    let gw_mac = String::from_utf8_lossy(
+        &lab.exec("gw", &["cat", "/sys/class/net/in0/address"])
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    // The client's pings to 198.18.50.7 go to its default gateway; what comes back from
+    // the gateway on the inside link is captured.
+    let flt = "icmp and dst host 198.18.50.7".to_string();
+    let mut c = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("cli"),
+            "/usr/bin/python3",
+            &tool("sniff_ip.py"),
+        ])
+        .args(["eth0", "4", &flt, &gw_mac])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sniffer");
+    let mut lines = BufReader::new(c.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(|l| l.ok()).as_deref(), Some("ready"));
+    std::thread::sleep(Duration::from_millis(500));
+    let before = gw.fresh_stats();
+    let _ = lab.exec(
+        "cli",
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "198.18.50.7"],
+    );
+    let back: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    let _ = c.wait();
+    assert!(
+        back.len() >= 3,
+        "nothing came back inside: {back:?}\n{}",
+        gw.fresh_stats()
+    );
+    assert!(
+        back.iter().all(|l| l == "198.18.0.2 63"),
+        "routed, TTL decremented, source untranslated: {back:?}"
+    );
+    let after = gw.fresh_stats();
+    assert_eq!(
+        num(&after, "/total/tx_packets/1"),
+        num(&before, "/total/tx_packets/1"),
+        "it left on the outside link: {after}"
+    );
+    assert_eq!(num(&after, "/table/insert"), 0, "translated: {after}");
+}
+
+#[test]
+fn ecmp_spreads_flows_over_two_upstreams_and_keeps_each_on_one() {
+    let lab = Lab::up("ecmp", 1);
+    // A second upstream on the outside link, known by a MAC nobody has (the server
+    // captures in promiscuous mode, so both paths are seen on one wire).
+    let setup = [
+        vec![
+            "ip",
+            "neigh",
+            "replace",
+            "198.19.0.3",
+            "lladdr",
+            "02:00:00:00:00:33",
+            "dev",
+            "out0",
+            "nud",
+            "permanent",
+        ],
+        vec![
+            "ip",
+            "route",
+            "add",
+            "198.19.9.0/24",
+            "nexthop",
+            "via",
+            "198.19.0.2",
+            "nexthop",
+            "via",
+            "198.19.0.3",
+        ],
+    ];
+    for c in &setup {
+        let out = lab.exec("gw", c);
+        assert!(out.status.success(), "{c:?}: {}", text(&out));
+    }
+    let gw = Gateway::start(&lab, &["--masquerade"]);
+    let mut sniff = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("srv"),
+            "/usr/bin/python3",
+            &tool("mac_split.py"),
+        ])
+        .args(["eth0", "198.19.9.0/24", "6"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sniffer");
+    let mut lines = BufReader::new(sniff.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(|l| l.ok()).as_deref(), Some("ready"));
+    // 32 flows, three datagrams each.
+    let send = "import socket,time\nfor r in range(3):\n for p in range(41000,41032):\n  s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('198.18.0.2',p));s.sendto(b'x',('198.19.9.1',9));s.close()\n time.sleep(0.3)\n";
+    let out = lab.exec("cli", &["python3", "-c", send]);
+    assert!(out.status.success(), "{}", text(&out));
+    let flows: serde_json::Value =
+        serde_json::from_str(&lines.next().and_then(|l| l.ok()).unwrap_or_default())
+            .unwrap_or_default();
+    let _ = sniff.wait();
+    let map = flows.as_object().cloned().unwrap_or_default();
+    assert!(map.len() >= 30, "{flows}\n{}", gw.log());
+    let mut per_mac = std::collections::HashMap::new();
+    for (port, macs) in &map {
+        let macs = macs.as_array().cloned().unwrap_or_default();
+        assert_eq!(macs.len(), 1, "flow {port} took two paths: {macs:?}");
+        *per_mac.entry(macs[0].to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(per_mac.len(), 2, "both upstreams carry flows: {per_mac:?}");
 }

@@ -7,7 +7,7 @@
 
 use super::nexthop::NextHopView;
 use super::worker::{Action, Handler, Port, Tally};
-use crate::router::{Fit, IcmpKind, Routed, Router, RouterConfig, RouterDrops};
+use crate::router::{Decision, Fit, IcmpKind, Routed, Router, RouterConfig, RouterDrops};
 
 /// Drop reasons of the forwarder, indexed by [`Action::Drop`].
 pub const DROP_REASONS: &[&str] = &[
@@ -18,6 +18,8 @@ pub const DROP_REASONS: &[&str] = &[
     "neighbour_unresolved",
     "frag_needed_df",
     "held_no_frame",
+    "route_blackhole",
+    "route_unreachable",
 ];
 const MALFORMED: u16 = 0;
 const NOT_IPV4: u16 = 1;
@@ -26,6 +28,8 @@ const NO_ROUTE: u16 = 3;
 const UNRESOLVED: u16 = 4;
 const TOO_BIG: u16 = 5;
 const HOLD_NO_FRAME: u16 = 6;
+const ROUTE_BLACKHOLE: u16 = 7;
+const ROUTE_UNREACHABLE: u16 = 8;
 
 /// The forward-mode packet handler.
 pub struct Forwarder {
@@ -94,9 +98,31 @@ impl Handler for Forwarder {
             }
             return Action::Drop(TTL_EXPIRED);
         }
+        let src = u32::from_be_bytes([hdr[14], hdr[15], hdr[16], hdr[17]]);
         let dst = u32::from_be_bytes([hdr[18], hdr[19], hdr[20], hdr[21]]);
         let ip_len = usize::from(u16::from_be_bytes([hdr[4], hdr[5]]));
-        let egress = ingress.other();
+        // Per-flow path choice on addresses only: fragments of a datagram stay together.
+        let hash = crate::router::flow_hash(&crate::table::Tuple {
+            src,
+            dst,
+            sport: 0,
+            dport: 0,
+            proto: hdr[11],
+        });
+        let (egress, hop) = match self.router.decide(&self.nh, dst, hash) {
+            Decision::Forward { egress, hop } => (egress, hop),
+            Decision::Blackhole => return Action::Drop(ROUTE_BLACKHOLE),
+            Decision::Unreachable(code) => {
+                if self
+                    .router
+                    .answer(frame, ingress, IcmpKind::Unreachable(code))
+                {
+                    return Action::Reply(ingress);
+                }
+                return Action::Drop(ROUTE_UNREACHABLE);
+            }
+            Decision::NoRoute => return Action::Drop(NO_ROUTE),
+        };
         let fit = self.router.fit(ip_len, Router::frag_word(frame), egress);
         if let Fit::TooBig(mtu) = fit {
             if self
@@ -114,7 +140,7 @@ impl Handler for Forwarder {
             self.router.clamp_mss(frame, &p);
         }
         decrement_ttl(frame);
-        match self.router.route(frame, &self.nh, dst, egress) {
+        match self.router.route(frame, &self.nh, hop, egress) {
             Routed::Ready => match fit {
                 Fit::Fragment(mtu) => Action::TransmitFragments(egress, mtu),
                 _ => Action::Transmit(egress),

@@ -34,10 +34,82 @@ pub struct Route {
     pub prefix: u32,
     /// Prefix length.
     pub len: u8,
-    /// Gateway, or `None` for a directly connected destination.
+    /// Gateway (of the first next hop), or `None` for a directly connected destination.
+    pub gateway: Option<u32>,
+    /// Output interface index (of the first next hop; 0 for a route that forwards nothing).
+    pub oif: u32,
+    /// What the route does.
+    pub kind: RouteKind,
+    /// Every next hop of a multipath (ECMP) route; empty for a single next hop.
+    pub multipath: Vec<Hop>,
+}
+
+impl Route {
+    /// A single-path unicast route.
+    pub fn via(prefix: u32, len: u8, gateway: Option<u32>, oif: u32) -> Route {
+        Route {
+            prefix,
+            len,
+            gateway,
+            oif,
+            kind: RouteKind::Unicast,
+            multipath: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn matches(&self, dst: u32) -> bool {
+        let mask = if self.len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.len.min(32)))
+        };
+        dst & mask == self.prefix & mask
+    }
+}
+
+/// One next hop of a multipath route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hop {
+    /// Gateway, or `None` for directly connected.
     pub gateway: Option<u32>,
     /// Output interface index.
     pub oif: u32,
+    /// Relative weight (the kernel's `weight`, at least 1).
+    pub weight: u16,
+}
+
+/// The type of a route (`ip route add blackhole|unreachable|prohibit ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Forwarded to its next hop(s).
+    Unicast,
+    /// Dropped silently.
+    Blackhole,
+    /// Dropped with ICMP destination unreachable (host unreachable).
+    Unreachable,
+    /// Dropped with ICMP destination unreachable (administratively prohibited).
+    Prohibit,
+}
+
+/// What the forwarding table says about a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fib {
+    /// Forward out of `oif` to next hop `nh` (the gateway, or the destination itself).
+    Via {
+        /// Output interface index.
+        oif: u32,
+        /// Next-hop address (host order).
+        nh: u32,
+    },
+    /// A blackhole route.
+    Blackhole,
+    /// An unreachable route.
+    Unreachable,
+    /// A prohibit route.
+    Prohibit,
+    /// No route at all.
+    NoRoute,
 }
 
 /// An immutable view of routes and resolved neighbours.
@@ -81,31 +153,62 @@ impl Snapshot {
         self.mtu.get(&ifindex).copied()
     }
 
-    /// Longest-prefix match of `dst` among routes leaving through `oif`.
+    /// Longest-prefix match of `dst` among unicast routes leaving through `oif`.
     #[inline]
     pub fn next_hop(&self, dst: u32, oif: u32) -> Option<u32> {
         self.routes.iter().find_map(|r| {
-            let mask = if r.len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(r.len))
-            };
-            (r.oif == oif && dst & mask == r.prefix & mask).then_some(r.gateway.unwrap_or(dst))
+            if r.kind != RouteKind::Unicast || !r.matches(dst) {
+                return None;
+            }
+            if r.multipath.is_empty() {
+                return (r.oif == oif).then_some(r.gateway.unwrap_or(dst));
+            }
+            r.multipath
+                .iter()
+                .find(|h| h.oif == oif)
+                .map(|h| h.gateway.unwrap_or(dst))
         })
     }
 
-    /// Longest-prefix match of `dst` over every route of the main table: the output
-    /// interface and the next hop (the gateway, or `dst` itself when directly connected).
+    /// Longest-prefix match of `dst` over every route of the main table, whatever its
+    /// interface or type. Of a multipath route, the next hop `flow_hash` picks by weight
+    /// (one flow always takes the same path).
     #[inline]
-    pub fn route(&self, dst: u32) -> Option<(u32, u32)> {
-        self.routes.iter().find_map(|r| {
-            let mask = if r.len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(r.len))
+    pub fn fib(&self, dst: u32, flow_hash: u32) -> Fib {
+        let Some(r) = self.routes.iter().find(|r| r.matches(dst)) else {
+            return Fib::NoRoute;
+        };
+        match r.kind {
+            RouteKind::Blackhole => return Fib::Blackhole,
+            RouteKind::Unreachable => return Fib::Unreachable,
+            RouteKind::Prohibit => return Fib::Prohibit,
+            RouteKind::Unicast => {}
+        }
+        if r.multipath.is_empty() {
+            return Fib::Via {
+                oif: r.oif,
+                nh: r.gateway.unwrap_or(dst),
             };
-            (dst & mask == r.prefix & mask).then_some((r.oif, r.gateway.unwrap_or(dst)))
-        })
+        }
+        let total: u32 = r.multipath.iter().map(|h| u32::from(h.weight.max(1))).sum();
+        let mut pick = flow_hash % total.max(1);
+        for h in &r.multipath {
+            let w = u32::from(h.weight.max(1));
+            if pick < w {
+                return Fib::Via {
+                    oif: h.oif,
+                    nh: h.gateway.unwrap_or(dst),
+                };
+            }
+            pick -= w;
+        }
+        Fib::NoRoute
+    }
+
+    /// The MAC address of neighbour `nh` on `oif`, if resolved.
+    #[inline]
+    pub fn neighbour(&self, nh: u32, oif: u32) -> Option<[u8; 6]> {
+        self.neigh.get(&(oif, nh)).copied()
     }
 
     /// Destination MAC for a packet to `dst` leaving through `oif`.
@@ -217,10 +320,14 @@ impl NextHops {
             tracing::warn!(error = %e, "route/neighbour dump failed");
         }
         let snap = self.snapshot();
-        for r in snap.routes.iter().filter(|r| oifs.contains(&r.oif)) {
-            if let Some(gw) = r.gateway {
-                if !snap.neigh.contains_key(&(r.oif, gw)) {
-                    let _ = self.requests.try_send((gw, r.oif));
+        for r in &snap.routes {
+            let hops = std::iter::once((r.gateway, r.oif))
+                .chain(r.multipath.iter().map(|h| (h.gateway, h.oif)));
+            for (gw, oif) in hops {
+                if let Some(gw) = gw {
+                    if oifs.contains(&oif) && !snap.neigh.contains_key(&(oif, gw)) {
+                        let _ = self.requests.try_send((gw, oif));
+                    }
                 }
             }
         }
@@ -272,7 +379,7 @@ impl NextHopView {
     /// The MAC address of neighbour `nh` on `oif`, if resolved.
     #[inline]
     pub fn neighbour(&self, nh: u32, oif: u32) -> Option<[u8; 6]> {
-        self.snap.neigh.get(&(oif, nh)).copied()
+        self.snap.neighbour(nh, oif)
     }
 
     /// The MTU of interface `ifindex` in the current snapshot, if known.
@@ -281,10 +388,22 @@ impl NextHopView {
         self.snap.mtu(ifindex)
     }
 
-    /// The output interface of the best route to `dst` (see [`Snapshot::route`]).
+    /// The forwarding decision for `dst` (see [`Snapshot::fib`]).
     #[inline]
-    pub fn route_oif(&self, dst: u32) -> Option<u32> {
-        self.snap.route(dst).map(|(oif, _)| oif)
+    pub fn fib(&self, dst: u32, flow_hash: u32) -> Fib {
+        self.snap.fib(dst, flow_hash)
+    }
+
+    /// The MAC address of next hop `nh` on `oif`; on a miss, asks the resolver.
+    #[inline]
+    pub fn mac_of(&self, nh: u32, oif: u32) -> Result<[u8; 6], Miss> {
+        match self.snap.neighbour(nh, oif) {
+            Some(m) => Ok(m),
+            None => {
+                let _ = self.shared.requests.try_send((nh, oif));
+                Err(Miss::Unresolved(nh))
+            }
+        }
     }
 
     /// Destination MAC for `dst` out of `oif`; on a miss, asks the resolver.
@@ -380,21 +499,47 @@ fn dump_snapshot(watch: &[u32]) -> std::io::Result<Snapshot> {
         let RouteNetlinkMessage::NewRoute(r) = m else {
             continue;
         };
-        if r.header.address_family != AddressFamily::Inet || r.header.kind != RouteType::Unicast {
+        if r.header.address_family != AddressFamily::Inet {
             continue;
         }
+        let kind = match r.header.kind {
+            RouteType::Unicast => RouteKind::Unicast,
+            RouteType::BlackHole => RouteKind::Blackhole,
+            RouteType::Unreachable => RouteKind::Unreachable,
+            RouteType::Prohibit => RouteKind::Prohibit,
+            _ => continue,
+        };
         let mut table = u32::from(r.header.table);
         let (mut dst, mut gw, mut oif) = (0u32, None, 0u32);
+        let mut multipath = Vec::new();
         for a in &r.attributes {
             match a {
                 RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = u32::from(*ip),
                 RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(u32::from(*ip)),
                 RouteAttribute::Oif(i) => oif = *i,
                 RouteAttribute::Table(t) => table = *t,
+                RouteAttribute::MultiPath(hops) => {
+                    for h in hops {
+                        let gateway = h.attributes.iter().find_map(|a| match a {
+                            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(u32::from(*ip)),
+                            _ => None,
+                        });
+                        multipath.push(Hop {
+                            gateway,
+                            oif: h.interface_index,
+                            // The kernel stores weight - 1.
+                            weight: u16::from(h.hops) + 1,
+                        });
+                    }
+                }
                 _ => {}
             }
         }
-        if table != 254 || oif == 0 {
+        if let Some(first) = multipath.first() {
+            gw = first.gateway;
+            oif = first.oif;
+        }
+        if table != 254 || (kind == RouteKind::Unicast && oif == 0) {
             continue; // main table only
         }
         routes.push(Route {
@@ -402,6 +547,8 @@ fn dump_snapshot(watch: &[u32]) -> std::io::Result<Snapshot> {
             len: r.header.destination_prefix_length,
             gateway: gw,
             oif,
+            kind,
+            multipath,
         });
     }
     let mut nmsg = NeighbourMessage::default();
@@ -469,56 +616,74 @@ mod tests {
     }
 
     #[test]
-    fn route_is_a_longest_prefix_match_over_every_interface() {
+    fn fib_is_a_longest_prefix_match_over_every_interface_and_type() {
+        let hop = |gw: &str, oif, weight| Hop {
+            gateway: Some(ip(gw)),
+            oif,
+            weight,
+        };
+        let kind = |prefix: &str, len, kind| Route {
+            kind,
+            ..Route::via(ip(prefix), len, None, 0)
+        };
         let s = Snapshot::new(
             vec![
+                Route::via(ip("0.0.0.0"), 0, Some(ip("198.19.0.2")), 2),
+                Route::via(ip("198.18.0.0"), 24, None, 1),
+                Route::via(ip("198.18.7.0"), 24, Some(ip("198.18.0.9")), 1),
+                kind("198.19.5.0", 24, RouteKind::Blackhole),
+                kind("198.19.6.0", 24, RouteKind::Unreachable),
+                kind("198.19.7.0", 24, RouteKind::Prohibit),
                 Route {
-                    prefix: ip("0.0.0.0"),
-                    len: 0,
-                    gateway: Some(ip("198.19.0.2")),
-                    oif: 2,
-                },
-                Route {
-                    prefix: ip("198.18.0.0"),
-                    len: 24,
-                    gateway: None,
-                    oif: 1,
-                },
-                Route {
-                    prefix: ip("198.18.7.0"),
-                    len: 24,
-                    gateway: Some(ip("198.18.0.9")),
-                    oif: 1,
+                    multipath: vec![hop("198.19.0.2", 2, 1), hop("198.19.0.3", 2, 3)],
+                    ..Route::via(ip("198.19.9.0"), 24, Some(ip("198.19.0.2")), 2)
                 },
             ],
             HashMap::new(),
         );
-        assert_eq!(s.route(ip("8.8.8.8")), Some((2, ip("198.19.0.2"))));
-        assert_eq!(s.route(ip("198.18.0.5")), Some((1, ip("198.18.0.5"))));
-        assert_eq!(s.route(ip("198.18.7.5")), Some((1, ip("198.18.0.9"))));
-        assert_eq!(Snapshot::default().route(1), None);
+        let via = |oif, nh: &str| Fib::Via { oif, nh: ip(nh) };
+        assert_eq!(s.fib(ip("8.8.8.8"), 0), via(2, "198.19.0.2"));
+        assert_eq!(s.fib(ip("198.18.0.5"), 0), via(1, "198.18.0.5"));
+        assert_eq!(s.fib(ip("198.18.7.5"), 0), via(1, "198.18.0.9"));
+        assert_eq!(s.fib(ip("198.19.5.1"), 0), Fib::Blackhole);
+        assert_eq!(s.fib(ip("198.19.6.1"), 0), Fib::Unreachable);
+        assert_eq!(s.fib(ip("198.19.7.1"), 0), Fib::Prohibit);
+        assert_eq!(Snapshot::default().fib(1, 0), Fib::NoRoute);
+        // ECMP: the flow hash picks by weight (1:3), the same flow always the same hop.
+        let mut n = [0u32; 2];
+        for h in 0..4000u32 {
+            let f = s.fib(ip("198.19.9.1"), h.wrapping_mul(0x9E37_79B1));
+            assert_eq!(f, s.fib(ip("198.19.9.1"), h.wrapping_mul(0x9E37_79B1)));
+            match f {
+                Fib::Via { nh, .. } if nh == ip("198.19.0.2") => n[0] += 1,
+                Fib::Via { nh, .. } if nh == ip("198.19.0.3") => n[1] += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(n[0] > 800 && n[0] < 1200 && n[1] > 2800, "{n:?}");
+        // next_hop (restricted to an interface) passes over the blackhole: the default route.
+        assert_eq!(s.next_hop(ip("198.19.5.1"), 2), Some(ip("198.19.0.2")));
     }
 
     #[test]
     fn longest_prefix_wins_and_oif_is_respected() {
         let routes = vec![
-            Route {
-                prefix: 0,
-                len: 0,
-                gateway: Some(ip("198.19.0.254")),
-                oif: 3,
-            },
+            Route::via(0, 0, Some(ip("198.19.0.254")), 3),
             Route {
                 prefix: ip("198.19.0.0"),
                 len: 24,
                 gateway: None,
                 oif: 3,
+                kind: RouteKind::Unicast,
+                multipath: Vec::new(),
             },
             Route {
                 prefix: ip("198.18.0.0"),
                 len: 24,
                 gateway: None,
                 oif: 2,
+                kind: RouteKind::Unicast,
+                multipath: Vec::new(),
             },
         ];
         let mut n = HashMap::new();

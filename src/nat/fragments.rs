@@ -33,6 +33,8 @@ pub struct FragXlate {
     pub dst: u32,
     /// Port the datagram leaves through.
     pub egress: Port,
+    /// Its next hop there.
+    pub hop: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +116,7 @@ mod tests {
         src: 0xC613_0001,
         dst: 0xC613_0002,
         egress: Port::Outside,
+        hop: 0xC613_0002,
     };
 
     #[test]

@@ -8,7 +8,9 @@ use crate::dataplane::{Action, Handler, Port, Ports};
 use crate::packet::frag::{self, FragKey};
 use crate::packet::{self, ipv4};
 use crate::router::hold::{Release, Wait};
-use crate::router::{Fit, IcmpKind, Routed, Router, RouterConfig, RouterDrops};
+use crate::router::{
+    flow_hash, Decision, Fit, IcmpKind, Routed, Router, RouterConfig, RouterDrops,
+};
 
 use super::fragments::{self, FragCache, FragXlate};
 use super::{Engine, NatDrop, Refused};
@@ -21,7 +23,9 @@ const TOO_BIG: usize = PKT + NAT + 2;
 const FRAG_HOLD_FULL: usize = PKT + NAT + 3;
 const FRAG_EXPIRED: usize = PKT + NAT + 4;
 const HOLD_NO_FRAME: usize = PKT + NAT + 5;
-const REASONS: usize = PKT + NAT + 6;
+const ROUTE_BLACKHOLE: usize = PKT + NAT + 6;
+const ROUTE_UNREACHABLE: usize = PKT + NAT + 7;
+const REASONS: usize = PKT + NAT + 8;
 
 const fn reason_names() -> [&'static str; REASONS] {
     let mut a = [""; REASONS];
@@ -41,6 +45,8 @@ const fn reason_names() -> [&'static str; REASONS] {
     a[FRAG_HOLD_FULL] = "fragment_hold_full";
     a[FRAG_EXPIRED] = "fragment_expired";
     a[HOLD_NO_FRAME] = "held_no_frame";
+    a[ROUTE_BLACKHOLE] = "route_blackhole";
+    a[ROUTE_UNREACHABLE] = "route_unreachable";
     a
 }
 
@@ -108,19 +114,30 @@ impl NatHandler {
         }
     }
 
-    /// The port the best route to `dst` leaves through, if it is one of ours.
-    #[inline]
-    fn egress_of(&self, dst: u32) -> Option<Port> {
-        let ports = self.router.ports();
-        let oif = self.nh.route_oif(dst)?;
-        (oif == ports.ifindex[0] || oif == ports.ifindex[1])
-            .then(|| crate::router::port_of(&ports, oif))
+    /// What to do with a packet whose route forwards nothing (`frame` as it arrived on
+    /// `ingress`).
+    fn refuse(&mut self, frame: &[u8], ingress: Port, d: Decision) -> Action {
+        match d {
+            Decision::Blackhole => drop(ROUTE_BLACKHOLE),
+            Decision::Unreachable(code) => {
+                if self
+                    .router
+                    .answer(frame, ingress, IcmpKind::Unreachable(code))
+                {
+                    Action::Reply(ingress)
+                } else {
+                    drop(ROUTE_UNREACHABLE)
+                }
+            }
+            Decision::NoRoute | Decision::Forward { .. } => drop(NO_ROUTE),
+        }
     }
 
-    /// Routes a translated frame (TTL already decremented) to `dst` out of `egress`.
+    /// Routes a translated frame (TTL already decremented) to next hop `hop` out of
+    /// `egress`.
     #[inline]
-    fn send(&mut self, frame: &mut [u8], dst: u32, egress: Port, fit: Fit) -> Action {
-        match self.router.route(frame, &self.nh, dst, egress) {
+    fn send(&mut self, frame: &mut [u8], hop: u32, egress: Port, fit: Fit) -> Action {
+        match self.router.route(frame, &self.nh, hop, egress) {
             Routed::Ready => match fit {
                 Fit::Fragment(mtu) => Action::TransmitFragments(egress, mtu),
                 _ => Action::Transmit(egress),
@@ -133,7 +150,7 @@ impl NatHandler {
 
     /// A first fragment was translated: remember what was done to it for the fragments
     /// that follow, and release those that came before it.
-    fn first_fragment(&mut self, frame: &[u8], key: FragKey, egress: Port) {
+    fn first_fragment(&mut self, frame: &[u8], key: FragKey, egress: Port, hop: u32) {
         let Some(ip) = frame.get(14..34) else {
             return;
         };
@@ -142,6 +159,7 @@ impl NatHandler {
             src: rd(ipv4::IPV4_SRC),
             dst: rd(ipv4::IPV4_DST),
             egress,
+            hop,
         };
         self.frags.record(key, x, self.engine.now);
         let mtu = usize::from(self.router.mtu(egress));
@@ -154,7 +172,7 @@ impl NatHandler {
                 if len > mtu || !fragments::apply(f, &x) {
                     return Release::Drop;
                 }
-                match nh.resolve(x.dst, oif) {
+                match nh.mac_of(x.hop, oif) {
                     Ok(mac) => {
                         packet::set_macs(f, mac, ports.mac[egress as usize]);
                         Release::Send(egress)
@@ -202,13 +220,19 @@ impl NatHandler {
         if let Fit::TooBig(_) = fit {
             return drop(TOO_BIG);
         }
-        self.send(frame, x.dst, x.egress, fit)
+        self.send(frame, x.hop, x.egress, fit)
     }
 }
 
 impl NatHandler {
     /// Forwards a packet from the inside to a destination routed back inside, untranslated.
-    fn route_only(&mut self, frame: &mut [u8], p: &packet::Parsed, ingress: Port) -> Action {
+    fn route_only(
+        &mut self,
+        frame: &mut [u8],
+        p: &packet::Parsed,
+        ingress: Port,
+        hop: u32,
+    ) -> Action {
         let fit = self
             .router
             .fit(p.ip_total_len(), Router::frag_word(frame), ingress);
@@ -222,7 +246,7 @@ impl NatHandler {
             return drop(TOO_BIG);
         }
         packet::forward_hop(frame, p);
-        self.send(frame, p.tuple().dst, ingress, fit)
+        self.send(frame, hop, ingress, fit)
     }
 }
 
@@ -263,13 +287,23 @@ impl Handler for NatHandler {
         };
         self.router.complete_checksum(frame, &p);
         let t = p.tuple();
-        if ingress == Port::Inside
-            && !self.engine.rules().is_nat_dst(t.dst)
-            && self.egress_of(t.dst) == Some(Port::Inside)
-        {
-            // Routed back inside, to no NAT address: routed, not translated.
-            return self.route_only(frame, &p, ingress);
-        }
+        let hash = flow_hash(&t);
+        // The route to the destination as sent: one that forwards nothing is answered
+        // before any state is made (a NAT address's own route means nothing here).
+        let before = if self.engine.rules().is_nat_dst(t.dst) {
+            None
+        } else {
+            match self.router.decide(&self.nh, t.dst, hash) {
+                Decision::Forward { egress, hop } => {
+                    if ingress == Port::Inside && egress == Port::Inside {
+                        // Routed back inside, to no NAT address: routed, not translated.
+                        return self.route_only(frame, &p, ingress, hop);
+                    }
+                    Some((egress, hop))
+                }
+                d => return self.refuse(frame, ingress, d),
+            }
+        };
         let big = p.ip_total_len() > usize::from(self.router.min_mtu());
         if big {
             let n = frame.len().min(SAVED);
@@ -298,8 +332,14 @@ impl Handler for NatHandler {
             return drop(packet::Drop::TooShortIp.index());
         };
         let dst = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
-        let Some(egress) = self.egress_of(dst) else {
-            return drop(NO_ROUTE);
+        let (egress, hop) = match before {
+            Some(r) if dst == t.dst => r,
+            _ => match self.router.decide(&self.nh, dst, hash) {
+                Decision::Forward { egress, hop } => (egress, hop),
+                Decision::Blackhole => return drop(ROUTE_BLACKHOLE),
+                Decision::Unreachable(_) => return drop(ROUTE_UNREACHABLE),
+                Decision::NoRoute => return drop(NO_ROUTE),
+            },
         };
         let fit = self
             .router
@@ -318,9 +358,9 @@ impl Handler for NatHandler {
         }
         packet::forward_hop(frame, &p);
         if p.is_first_fragment() {
-            self.first_fragment(frame, key, egress);
+            self.first_fragment(frame, key, egress, hop);
         }
-        self.send(frame, dst, egress, fit)
+        self.send(frame, hop, egress, fit)
     }
 
     fn drop_reasons(&self) -> &'static [&'static str] {

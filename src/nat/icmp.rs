@@ -1,7 +1,10 @@
-//! ICMP errors about known sessions (RFC 5508): the quoted packet travelled the other way,
-//! so its reversed tuple is the key; the quoted packet is restored to what the receiving
-//! side knows and the outer header is addressed to the original sender. An error never
-//! creates, refreshes or restores a session (a [`Table::peek`](crate::table::Table::peek)).
+//! ICMP (RFC 5508): checksums verified (REQ-3), and errors about known sessions translated.
+//! The quoted packet of an error travelled the other way, so its reversed tuple is the key;
+//! the quoted packet is restored to what the receiving side knows and the outer header is
+//! addressed to the original sender. An error from the inside (the host itself or a router
+//! on the inside) leaves from the NAT address, so no private address reaches the outside.
+//! An error never creates, refreshes or restores a session (a
+//! [`Table::peek`](crate::table::Table::peek)).
 
 use crate::packet::{self, Parsed};
 
@@ -13,6 +16,7 @@ impl Engine {
         &mut self,
         frame: &mut [u8],
         p: &Parsed,
+        from_inside: bool,
     ) -> Result<(), Refused> {
         let Some(e) = p.embedded() else {
             return Err(Refused::Packet(packet::Drop::IcmpBadInner));
@@ -24,7 +28,7 @@ impl Engine {
         // What the quoted packet looked like on this side of the gateway.
         let orig = hit.xlate.reversed();
         let outer = p.tuple();
-        if outer.src == quoted.dst {
+        if outer.src == quoted.dst || from_inside {
             packet::set_src(frame, p, orig.dst, 0);
         }
         packet::set_dst(frame, p, orig.src, 0);
@@ -36,4 +40,16 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Whether the ICMP message of `p` (echo or error) has a valid checksum. The first fragment
+/// of a larger message cannot be checked and passes.
+#[inline]
+pub(super) fn icmp_checksum_ok(frame: &[u8], p: &Parsed) -> bool {
+    if p.is_first_fragment() {
+        return true;
+    }
+    frame
+        .get(p.l4()..p.end())
+        .is_some_and(packet::checksum::verify)
 }

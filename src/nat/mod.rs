@@ -61,11 +61,13 @@ pub enum NatDrop {
     QuotaExceeded,
     /// Address 0.0.0.0 at either end, or TCP/UDP port 0.
     Martian,
+    /// An ICMP message whose checksum does not verify (RFC 5508 REQ-3).
+    BadIcmpChecksum,
 }
 
 impl NatDrop {
     /// Number of reasons.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     /// Names, indexed by discriminant.
     pub const NAMES: [&'static str; NatDrop::COUNT] = [
         "no_mapping",
@@ -77,6 +79,7 @@ impl NatDrop {
         "unexpected_icmp",
         "quota_exceeded",
         "martian",
+        "bad_icmp_checksum",
     ];
 }
 
@@ -171,8 +174,11 @@ impl Engine {
         p: &Parsed,
         from_inside: bool,
     ) -> Result<(), Refused> {
+        if p.proto() == 1 && !icmp::icmp_checksum_ok(frame, p) {
+            return Err(Refused::Nat(NatDrop::BadIcmpChecksum));
+        }
         if p.kind() == L4Kind::IcmpError {
-            return self.translate_icmp_error(frame, p);
+            return self.translate_icmp_error(frame, p, from_inside);
         }
         let t = p.tuple();
         if is_martian(&t) {

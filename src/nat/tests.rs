@@ -151,3 +151,62 @@ fn martian_addresses_and_ports_never_match_mapping_entries() {
         );
     }
 }
+
+#[test]
+fn rfc5508_errors_from_inside_routers_leave_from_the_nat_address() {
+    let mut e = engine(&[]);
+    e.now = 1;
+    let mut out = udp(CLI, 40000, SRV, 53);
+    e.translate(&mut out, true).unwrap();
+    let x = packet::parse(&out).unwrap().tuple();
+    // The server's reply, translated in...
+    let mut reply = udp(SRV, 53, x.src, x.sport);
+    e.translate(&mut reply, false).unwrap();
+    // ...expires at a router on the inside (198.18.0.254), which reports it to the server.
+    let router = 0xC612_00FE;
+    let quoted = reply[14..14 + 28].to_vec();
+    let mut b = vec![0u8; 128];
+    let n = build_icmp_error(
+        &mut b,
+        &FrameSpec::new([2; 6], [4; 6], router, SRV),
+        11,
+        0,
+        [0; 4],
+        &quoted,
+    )
+    .unwrap();
+    let mut err = b[..n].to_vec();
+    e.translate(&mut err, true).expect("translated");
+    let p = packet::parse(&err).unwrap();
+    assert_eq!(
+        (p.tuple().src, p.tuple().dst),
+        (NAT_ADDR, SRV),
+        "no private address leaves"
+    );
+    let q = p.embedded().unwrap().tuple();
+    assert_eq!((q.src, q.sport, q.dst, q.dport), (SRV, 53, x.src, x.sport));
+    assert!(crate::packet::checksum::verify(&err[p.l4()..p.end()]));
+}
+
+#[test]
+fn rfc5508_req3_icmp_checksums_are_verified() {
+    let mut e = engine(&[]);
+    e.now = 1;
+    let mut b = vec![0u8; 128];
+    let n = crate::packet::builder::build_icmp_echo(
+        &mut b,
+        &FrameSpec::new([2; 6], [4; 6], CLI, SRV),
+        crate::packet::builder::EchoKind::Request,
+        7,
+        1,
+    )
+    .unwrap();
+    let mut good = b[..n].to_vec();
+    let mut bad = good.clone();
+    bad[41] ^= 0x5a; // the sequence number changed, the checksum left as it was
+    assert_eq!(
+        e.translate(&mut bad, true).err(),
+        Some(Refused::Nat(NatDrop::BadIcmpChecksum))
+    );
+    assert!(e.translate(&mut good, true).is_ok());
+}

@@ -22,6 +22,10 @@ pub const DEST_UNREACHABLE: u8 = 3;
 pub const FRAG_NEEDED: u8 = 4;
 /// ICMP type "time exceeded".
 pub const TIME_EXCEEDED: u8 = 11;
+/// Destination unreachable code "host unreachable" (an unreachable route).
+pub const HOST_UNREACHABLE: u8 = 1;
+/// Destination unreachable code "communication administratively prohibited" (RFC 1812).
+pub const ADMIN_PROHIBITED: u8 = 13;
 
 /// Why no ICMP error was sent about a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,6 +188,24 @@ impl IcmpOrigin {
         let m = mtu.to_be_bytes();
         let msg = (DEST_UNREACHABLE, FRAG_NEEDED, [0, 0, m[0], m[1]]);
         self.build(frame, msg, our_mac, our_addr, now)
+    }
+
+    /// Destination Unreachable with `code` about `frame`.
+    pub fn unreachable(
+        &mut self,
+        frame: &[u8],
+        code: u8,
+        our_mac: [u8; 6],
+        our_addr: u32,
+        now: u32,
+    ) -> Result<(), Suppressed> {
+        self.build(
+            frame,
+            (DEST_UNREACHABLE, code, [0; 4]),
+            our_mac,
+            our_addr,
+            now,
+        )
     }
 
     /// The last message built.

@@ -21,7 +21,7 @@ pub mod hold;
 pub mod icmp;
 pub mod mss;
 
-use crate::dataplane::nexthop::{Miss, NextHopView};
+use crate::dataplane::nexthop::{Fib, Miss, NextHopView};
 use crate::dataplane::worker::{Event, Tally};
 use crate::dataplane::{Port, Ports};
 use crate::packet::{self, Parsed};
@@ -57,6 +57,66 @@ pub struct RouterDrops {
     pub fragment_expired: usize,
     /// A released frame found no free frame to be sent in.
     pub hold_full: usize,
+}
+
+/// Where a packet goes, from the forwarding table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Out of `egress`, to next hop `hop`.
+    Forward {
+        /// The port.
+        egress: Port,
+        /// Next-hop address (host order).
+        hop: u32,
+    },
+    /// A blackhole route: drop silently.
+    Blackhole,
+    /// An unreachable or prohibit route: drop, answering Destination Unreachable with
+    /// this code.
+    Unreachable(u8),
+    /// No route, or one through an interface xnat does not serve.
+    NoRoute,
+}
+
+/// A hash of a flow's addresses and ports, to spread flows over equal-cost paths (every
+/// input bit reaches every output bit: the low bits pick the path).
+#[inline]
+pub fn flow_hash(t: &crate::table::Tuple) -> u32 {
+    let ports = u32::from(t.sport) << 16 | u32::from(t.dport);
+    let mut h = t.src.wrapping_mul(0x9E37_79B1)
+        ^ t.dst.rotate_left(13)
+        ^ ports.wrapping_mul(0x85EB_CA77)
+        ^ u32::from(t.proto);
+    // murmur3's finaliser.
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^ (h >> 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_hash_spreads_flows_that_differ_in_one_port() {
+        for paths in [2u32, 3, 4] {
+            let mut n = vec![0u32; paths as usize];
+            for sport in 41000..41400u16 {
+                let t = crate::table::Tuple {
+                    src: 0xC612_0002,
+                    dst: 0xC613_0901,
+                    sport,
+                    dport: 9,
+                    proto: 17,
+                };
+                n[(flow_hash(&t) % paths) as usize] += 1;
+            }
+            let fair = 400 / paths;
+            assert!(n.iter().all(|&c| c > fair * 6 / 10), "{paths} paths: {n:?}");
+        }
+    }
 }
 
 /// What [`Router::route`] did.
@@ -146,12 +206,32 @@ impl Router {
         }
     }
 
-    /// Sets the MAC addresses of the next hop towards `dst` out of `egress`, or holds a
-    /// copy of the frame until the kernel has resolved it.
+    /// The forwarding decision for `dst` (see [`NextHopView::fib`]): the egress port and
+    /// next hop when the route leaves through one of the gateway's ports.
     #[inline]
-    pub fn route(&mut self, frame: &mut [u8], nh: &NextHopView, dst: u32, egress: Port) -> Routed {
+    pub fn decide(&self, nh: &NextHopView, dst: u32, flow_hash: u32) -> Decision {
+        match nh.fib(dst, flow_hash) {
+            Fib::Via { oif, nh }
+                if oif == self.ports.ifindex[0] || oif == self.ports.ifindex[1] =>
+            {
+                Decision::Forward {
+                    egress: port_of(&self.ports, oif),
+                    hop: nh,
+                }
+            }
+            Fib::Via { .. } | Fib::NoRoute => Decision::NoRoute,
+            Fib::Blackhole => Decision::Blackhole,
+            Fib::Unreachable => Decision::Unreachable(icmp::HOST_UNREACHABLE),
+            Fib::Prohibit => Decision::Unreachable(icmp::ADMIN_PROHIBITED),
+        }
+    }
+
+    /// Sets the MAC addresses of next hop `hop` out of `egress`, or holds a copy of the
+    /// frame until the kernel has resolved it.
+    #[inline]
+    pub fn route(&mut self, frame: &mut [u8], nh: &NextHopView, hop: u32, egress: Port) -> Routed {
         let e = egress as usize;
-        match nh.resolve(dst, self.ports.ifindex[e]) {
+        match nh.mac_of(hop, self.ports.ifindex[e]) {
             Ok(mac) => {
                 packet::set_macs(frame, mac, self.ports.mac[e]);
                 Routed::Ready
@@ -238,6 +318,7 @@ impl Router {
         let r = match kind {
             IcmpKind::TimeExceeded => self.icmp.time_exceeded(frame, mac, addr, self.now),
             IcmpKind::FragNeeded(mtu) => self.icmp.frag_needed(frame, mtu, mac, addr, self.now),
+            IcmpKind::Unreachable(code) => self.icmp.unreachable(frame, code, mac, addr, self.now),
         };
         match r {
             Ok(()) => {
@@ -295,4 +376,6 @@ pub enum IcmpKind {
     TimeExceeded,
     /// Destination Unreachable, fragmentation needed and DF set, with the next-hop MTU.
     FragNeeded(u16),
+    /// Destination Unreachable with this code (an unreachable or prohibit route).
+    Unreachable(u8),
 }

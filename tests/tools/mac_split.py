@@ -1,0 +1,28 @@
+#!/usr/bin/python3
+"""Which destination MAC each UDP flow to a prefix arrives with (ECMP checks; scapy).
+
+  mac_split.py IFACE NET SECONDS
+      captures UDP to NET (e.g. 198.19.9.0/24) on IFACE in promiscuous mode for SECONDS,
+      printing 'ready' first, then one JSON object: {"<source port>": ["<mac>", ...], ...}
+"""
+import json
+import sys
+
+from scapy.all import UDP, Ether, conf
+
+iface, net, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+conf.sniff_promisc = True
+sock = conf.L2listen(iface=iface, promisc=True, filter=f"udp and dst net {net}")
+print("ready", flush=True)
+import time  # noqa: E402
+
+flows = {}
+end = time.time() + secs
+while time.time() < end:
+    p = sock.recv()
+    if p is None or UDP not in p or Ether not in p:
+        continue
+    macs = flows.setdefault(str(p[UDP].sport), [])
+    if p[Ether].dst not in macs:
+        macs.append(p[Ether].dst)
+print(json.dumps(flows), flush=True)
