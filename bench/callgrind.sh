@@ -9,6 +9,7 @@
 # are not.
 #
 # Usage: bench/callgrind.sh [LIVE...]   (default: 10000 1000000)
+#        XNAT_MAPPING=endpoint-dependent bench/callgrind.sh ...   (default endpoint-independent)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
@@ -17,8 +18,9 @@ bin=target/release/xnat-engine-count
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 p1=20000 p2=120000
+mapping=${XNAT_MAPPING:-endpoint-independent}
 total() { # LIVE PACKETS KIND -> instruction total
-  valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" "$1" "$2" "$3" >/dev/null 2>"$out/log"
+  valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" "$1" "$2" "$3" "$mapping" >/dev/null 2>"$out/log"
   grep -E '^summary:' "$out/cg.out" | awk '{print $2}'
 }
 echo "| live connections | packet | instructions per packet |"
@@ -33,4 +35,4 @@ for live in "${lives[@]}"; do
   echo "| $live | new connection (TCP SYN) | $(( ((b - a) - (d - c)) / (p2 - p1) )) |"
 done
 echo
-echo "Command: bench/callgrind.sh $*  (valgrind $(valgrind --version | sed 's/valgrind-//'), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
+echo "Command: XNAT_MAPPING=$mapping bench/callgrind.sh $*  (valgrind $(valgrind --version | sed 's/valgrind-//'), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"

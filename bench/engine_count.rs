@@ -2,7 +2,8 @@
 //! under callgrind (`bench/callgrind.sh`): instructions are deterministic where wall-clock
 //! time on a shared machine is not.
 //!
-//! xnat-engine-count LIVE PACKETS KIND   (KIND: hit | new | new-dry)
+//! xnat-engine-count LIVE PACKETS KIND [MAPPING]   (KIND: hit | new | new-dry; MAPPING:
+//! endpoint-independent, the default, or endpoint-dependent)
 //!
 //! Sets up LIVE established UDP flows, then translates PACKETS frames: established flows
 //! (`hit`, cycling through 4096 prepared frames) or TCP SYNs of new flows (`new`, one
@@ -37,7 +38,7 @@ fn frame(buf: &mut [u8; 64], i: u64, syn: bool) -> usize {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = || -> ! {
-        eprintln!("usage: xnat-engine-count LIVE PACKETS hit|new");
+        eprintln!("usage: xnat-engine-count LIVE PACKETS hit|new|new-dry [endpoint-independent|endpoint-dependent]");
         std::process::exit(2)
     };
     let (Some(live), Some(packets), Some(kind)) = (
@@ -58,6 +59,7 @@ fn main() {
         // Room for every flow's session and, with endpoint-independent mapping (the
         // default), its inside endpoint's mapping, at under 70 % fill.
         table_size: Some((live + packets) * 3),
+        mapping: args.get(4).cloned(),
         ..Default::default()
     };
     let cfg = nat_config(&FileConfig::default(), &flags).unwrap_or_else(|e| {

@@ -214,7 +214,9 @@ pub struct RunArgs {
     /// (IPv4 + TCP headers), N = at most N bytes, off [default: off].
     #[arg(long, value_name = "auto|N|off", help_heading = "Router")]
     pub clamp_mss: Option<String>,
-    /// Seconds between re-reads of the kernel's routes and neighbours.
+    /// Seconds between full re-reads of the kernel's routes and neighbours. Changes are
+    /// followed at once through rtnetlink notifications; the periodic re-read is then a
+    /// safety net (at least 10 s), and the only way when notifications are unavailable.
     #[arg(long, default_value_t = 1.0, help_heading = "Dataplane")]
     pub neighbour_refresh: f64,
 

@@ -259,7 +259,8 @@ fn blackhole_unreachable_and_prohibit_routes_are_honoured_also_when_added_later(
     assert!(num(&s, "/total/drops/route_blackhole") >= 2, "{s}");
     // Nothing of it created state.
     assert_eq!(num(&s, "/table/insert"), 0, "{s}");
-    // A route added while running is followed.
+    // A route added while running is followed: through the rtnetlink notification (the
+    // periodic re-read runs every 10 s or more, after the 5 s allowed here).
     assert!(lab
         .exec("gw", &["ip", "route", "add", "prohibit", "198.19.7.0/24"])
         .status

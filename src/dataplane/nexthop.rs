@@ -1,8 +1,9 @@
 //! Next-hop resolution from the kernel's own route and neighbour tables.
 //!
 //! A resolver thread dumps IPv4 routes (main table) and neighbours over rtnetlink, and
-//! reads the MTU of the gateway's ports,
-//! every refresh period and publishes an immutable [`Snapshot`]. Workers keep an
+//! reads the MTU of the gateway's ports, whenever rtnetlink notifies a change of links,
+//! addresses, routes or neighbours (and every refresh period, at least 10 s then, as a
+//! safety net), and publishes an immutable [`Snapshot`]. Workers keep an
 //! `Arc` of the snapshot and look at a generation counter once per batch, so the
 //! packet path takes no lock. A destination whose neighbour is not known is
 //! counted by the worker and handed to the resolver, which asks the kernel to
@@ -235,6 +236,7 @@ pub struct NextHops {
     generation: AtomicU64,
     requests: Sender<(u32, u32)>,
     rx: Receiver<(u32, u32)>,
+    notified: AtomicU64,
 }
 
 impl NextHops {
@@ -247,6 +249,7 @@ impl NextHops {
             generation: AtomicU64::new(0),
             requests: tx,
             rx,
+            notified: AtomicU64::new(0),
         })
     }
 
@@ -335,24 +338,68 @@ impl NextHops {
 
     /// Runs the resolver until `stop` is set.
     pub fn run_resolver(self: Arc<Self>, stop: Arc<AtomicBool>, period: Duration) {
+        // Route, address, link and neighbour changes arrive as rtnetlink notifications and
+        // trigger a fresh dump (at most every 20 ms); the periodic dump is only a safety net.
+        let events = match subscribe() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "no rtnetlink notifications: falling back to periodic dumps");
+                None
+            }
+        };
+        let period = if events.is_some() {
+            period.max(Duration::from_secs(10))
+        } else {
+            period
+        };
+        let mut buf = vec![0u8; 64 * 1024];
         let mut last = std::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            match self.rx.recv_timeout(Duration::from_millis(50)) {
-                Ok((nh, oif)) => {
-                    self.resolve_now(nh, oif);
-                    while self.rx.try_recv().is_ok() {}
-                    last = std::time::Instant::now();
+            let wait = if events.is_some() { 20 } else { 50 };
+            if let Ok((nh, oif)) = self.rx.recv_timeout(Duration::from_millis(wait)) {
+                self.resolve_now(nh, oif);
+                while self.rx.try_recv().is_ok() {}
+                last = std::time::Instant::now();
+                continue;
+            }
+            let mut changed = false;
+            if let Some(sock) = &events {
+                while let Ok(n) = sock.recv(&mut &mut buf[..], 0) {
+                    changed |= n > 0;
                 }
-                Err(_) if last.elapsed() >= period => {
-                    if let Err(e) = self.refresh() {
-                        tracing::warn!(error = %e, "route/neighbour dump failed");
-                    }
-                    last = std::time::Instant::now();
+            }
+            if changed || last.elapsed() >= period {
+                if changed {
+                    self.notified.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(_) => {}
+                if let Err(e) = self.refresh() {
+                    tracing::warn!(error = %e, "route/neighbour dump failed");
+                }
+                last = std::time::Instant::now();
             }
         }
     }
+
+    /// How many dumps rtnetlink notifications triggered (for tests and stats).
+    pub fn notified(&self) -> u64 {
+        self.notified.load(Ordering::Relaxed)
+    }
+}
+
+/// A non-blocking socket on the rtnetlink groups of links, IPv4 addresses, IPv4 routes and
+/// neighbours.
+fn subscribe() -> std::io::Result<Socket> {
+    const RTMGRP_LINK: u32 = 0x1;
+    const RTMGRP_NEIGH: u32 = 0x4;
+    const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+    const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind(&SocketAddr::new(
+        0,
+        RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE,
+    ))?;
+    sock.set_non_blocking(true)?;
+    Ok(sock)
 }
 
 /// A worker's lock-free handle on the next-hop table.
