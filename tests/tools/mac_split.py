@@ -5,10 +5,11 @@
       captures UDP to NET (e.g. 198.19.9.0/24) on IFACE in promiscuous mode for SECONDS,
       printing 'ready' first, then one JSON object: {"<source port>": ["<mac>", ...], ...}
 """
+import ipaddress
 import json
 import sys
 
-from scapy.all import UDP, Ether, conf
+from scapy.all import IP, UDP, Ether, conf
 
 iface, net, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
 conf.sniff_promisc = True
@@ -20,7 +21,10 @@ flows = {}
 end = time.time() + secs
 while time.time() < end:
     p = sock.recv()
-    if p is None or UDP not in p or Ether not in p:
+    if p is None or UDP not in p or Ether not in p or IP not in p:
+        continue
+    # Also checked here: without libpcap scapy cannot compile the capture filter.
+    if ipaddress.ip_address(p[IP].dst) not in ipaddress.ip_network(net):
         continue
     macs = flows.setdefault(str(p[UDP].sport), [])
     if p[Ether].dst not in macs:

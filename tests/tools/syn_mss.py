@@ -19,7 +19,8 @@ while time.time() < deadline:
     p = sock.recv()
     if p is None or TCP not in p:
         continue
-    if not p[TCP].flags & 0x02:
+    # Also checked here: without libpcap scapy cannot compile the capture filter.
+    if not p[TCP].flags & 0x02 or p[TCP].dport != port:
         continue
     mss = [v for (k, v) in p[TCP].options if k == "MSS"]
     print(f"mss {mss[0] if mss else 'none'}", flush=True)
