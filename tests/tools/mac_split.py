@@ -7,6 +7,7 @@
 """
 import ipaddress
 import json
+import select
 import sys
 
 from scapy.all import IP, UDP, Ether, conf
@@ -20,6 +21,9 @@ import time  # noqa: E402
 flows = {}
 end = time.time() + secs
 while time.time() < end:
+    # recv() blocks: wait at most until the deadline for something to read.
+    if not select.select([sock], [], [], max(0.0, end - time.time()))[0]:
+        continue
     p = sock.recv()
     if p is None or UDP not in p or Ether not in p or IP not in p:
         continue

@@ -5,6 +5,7 @@
       prints 'ready' once capturing, then one line per received packet (outgoing ones are
       left out), only those from ETHER_SRC if given
 """
+import select
 import sys
 import time
 
@@ -16,6 +17,9 @@ sock = conf.L2listen(iface=iface, filter=flt)
 print("ready", flush=True)
 end = time.time() + secs
 while time.time() < end:
+    # recv() blocks: wait at most until the deadline for something to read.
+    if not select.select([sock], [], [], max(0.0, end - time.time()))[0]:
+        continue
     p = sock.recv()
     if p is None or IP not in p or Ether not in p:
         continue

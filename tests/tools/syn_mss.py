@@ -5,6 +5,7 @@ Usage: syn_mss.py IFACE PORT SECONDS   (run in the namespace of IFACE, needs sca
 Prints 'ready' once the capture is open, then 'mss N' (or 'mss none') and exits;
 exits 1 if no SYN arrived within SECONDS.
 """
+import select
 import sys
 
 from scapy.all import TCP, conf  # noqa: E402
@@ -16,6 +17,9 @@ import time  # noqa: E402
 
 deadline = time.time() + secs
 while time.time() < deadline:
+    # recv() blocks: wait at most until the deadline for something to read.
+    if not select.select([sock], [], [], max(0.0, deadline - time.time()))[0]:
+        continue
     p = sock.recv()
     if p is None or TCP not in p:
         continue
