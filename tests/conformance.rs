@@ -470,3 +470,33 @@ fn rfc4787_req9_hairpinning_to_a_dynamic_mapping() {
     );
     kill_all(vec![srv, a_srv]);
 }
+
+#[test]
+fn rfc7857_a_half_closed_tcp_connection_is_kept_until_both_fins() {
+    // The transitory timeout shortened to 2 s: a half-closed connection must not fall under
+    // it (the server answers 4 s after the client's FIN).
+    let lab = Lab::up("halfclose", 1);
+    let cfg = lab.dir.join("short.toml");
+    std::fs::write(
+        &cfg,
+        "[nat]\nmasquerade = true\n[timeouts]\ntcp_closing = 2\nallow_below_rfc = true\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(&lab, &["--config", cfg.to_str().unwrap()]);
+    let hc = tool("halfclose.py");
+    let (mut srv, _) = ready_tool(
+        &lab,
+        "srv",
+        "python3",
+        &[&hc, "server", "198.19.0.2", "7100", "4"],
+    );
+    let out = lab.exec("cli", &["python3", &hc, "client", "198.19.0.2", "7100"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "answer to question",
+        "{}\n{}",
+        text(&out),
+        gw.log()
+    );
+    let _ = srv.wait();
+}

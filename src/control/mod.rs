@@ -169,6 +169,9 @@ fn state_name(s: ConnState) -> &'static str {
         ConnState::Udp => "udp",
         ConnState::Icmp => "icmp",
         ConnState::Other => "other",
+        ConnState::TcpFinOrg => "half_closed_org",
+        ConnState::TcpFinRev => "half_closed_rev",
+        ConnState::TcpReset => "reset",
     }
 }
 

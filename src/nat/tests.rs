@@ -210,3 +210,103 @@ fn rfc5508_req3_icmp_checksums_are_verified() {
     );
     assert!(e.translate(&mut good, true).is_ok());
 }
+
+/// A TCP segment with `flags` (the builder's SYN with its flags byte patched; the engine
+/// does not verify TCP checksums).
+fn tcp(src: u32, sport: u16, dst: u32, dport: u16, flags: u8) -> Vec<u8> {
+    let mut f = syn(src, sport, dst, dport);
+    f[47] = flags;
+    f
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const FIN_ACK: u8 = 0x11;
+const RST: u8 = 0x04;
+
+/// Opens a TCP connection CLI:40000 -> SRV:80 at `now`; returns the NAT endpoint.
+fn handshake(e: &mut Engine, now: u32) -> (u32, u16) {
+    e.now = now;
+    let mut f = tcp(CLI, 40000, SRV, 80, SYN);
+    e.translate(&mut f, true).unwrap();
+    let x = packet::parse(&f).unwrap().tuple();
+    let mut f = tcp(SRV, 80, x.src, x.sport, SYN | ACK);
+    e.translate(&mut f, false).unwrap();
+    let mut f = tcp(CLI, 40000, SRV, 80, ACK);
+    e.translate(&mut f, true).unwrap();
+    (x.src, x.sport)
+}
+
+fn state_of(e: &Engine) -> ConnState {
+    e.table()
+        .sessions(e.now)
+        .find(|s| !is_mapping(s) && s.org.proto == 6)
+        .map(|s| s.state)
+        .expect("the session")
+}
+
+use crate::table::ConnState;
+
+#[test]
+fn rfc7857_a_half_closed_connection_stays_open_until_both_fins() {
+    let mut e = engine(&[]);
+    let t = crate::config::Timeouts::default();
+    let (na, np) = handshake(&mut e, 10);
+    assert_eq!(state_of(&e), ConnState::TcpEstablished);
+    // The client is done sending (shutdown(SHUT_WR)); the server keeps working.
+    e.now = 20;
+    let mut f = tcp(CLI, 40000, SRV, 80, FIN_ACK);
+    e.translate(&mut f, true).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpFinOrg);
+    // Long after the transitory timeout, the server's answer still gets through.
+    e.now = 20 + t.tcp_closing + 600;
+    let mut f = tcp(SRV, 80, na, np, ACK);
+    assert!(
+        e.translate(&mut f, false).is_ok(),
+        "half-closed connection forgotten"
+    );
+    // The server's FIN closes it: then the transitory timeout applies.
+    let mut f = tcp(SRV, 80, na, np, FIN_ACK);
+    e.translate(&mut f, false).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpClosing);
+    let closed_at = e.now;
+    e.now = closed_at + t.tcp_closing + 1;
+    let mut f = tcp(CLI, 40000, SRV, 80, ACK);
+    assert!(
+        e.translate(&mut f, true).is_err(),
+        "a closed connection lingers"
+    );
+}
+
+#[test]
+fn rfc7857_a_reset_holds_four_minutes_and_traffic_after_it_restores_the_connection() {
+    let mut e = engine(&[]);
+    let t = crate::config::Timeouts::default();
+    let (na, np) = handshake(&mut e, 10);
+    // A stray (or spoofed) RST from outside...
+    e.now = 20;
+    let mut f = tcp(SRV, 80, na, np, RST);
+    e.translate(&mut f, false).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpReset);
+    // ...but the connection goes on: established again, with its long timeout.
+    e.now = 30;
+    let mut f = tcp(CLI, 40000, SRV, 80, ACK);
+    e.translate(&mut f, true).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpEstablished);
+    e.now = 30 + t.tcp_closing + 600;
+    let mut f = tcp(SRV, 80, na, np, ACK);
+    assert!(e.translate(&mut f, false).is_ok());
+    // A real reset, nothing after it: gone after the 240 s hold.
+    let mut f = tcp(CLI, 40000, SRV, 80, RST);
+    e.translate(&mut f, true).unwrap();
+    let reset_at = e.now;
+    e.now = reset_at + t.tcp_closing - 1;
+    assert_eq!(
+        state_of(&e),
+        ConnState::TcpReset,
+        "held for the transitory timeout"
+    );
+    e.now = reset_at + t.tcp_closing + 1;
+    let mut f = tcp(SRV, 80, na, np, ACK);
+    assert!(e.translate(&mut f, false).is_err());
+}

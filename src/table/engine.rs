@@ -298,7 +298,7 @@ pub struct Table {
     nb: u64,
     nslots: u32,
     seed: [u64; 3],
-    tmo: [u32; 8],
+    tmo: [u32; 16],
     timeouts: Timeouts,
     evict_protected: bool,
     /// Largest `now` seen (for `flush`'s idle figures); written at most once per second.
@@ -404,7 +404,7 @@ impl Table {
 
     fn assemble(cfg: TableConfig, buckets: Region<Bucket>, nb: usize, seed: [u64; 3]) -> Table {
         let t = cfg.timeouts;
-        let mut tmo = [t.other; 8];
+        let mut tmo = [t.other; 16];
         for st in [
             ConnState::TcpSyn,
             ConnState::TcpEstablished,
@@ -412,6 +412,9 @@ impl Table {
             ConnState::Udp,
             ConnState::Icmp,
             ConnState::Other,
+            ConnState::TcpFinOrg,
+            ConnState::TcpFinRev,
+            ConnState::TcpReset,
         ] {
             tmo[st.code() as usize] = t.for_state(st);
         }
@@ -459,7 +462,7 @@ impl Table {
 
     #[inline(always)]
     fn timeout_of(&self, meta: u64) -> u32 {
-        self.tmo[(m_state_code(meta) & 7) as usize]
+        self.tmo[(m_state_code(meta) & 15) as usize]
     }
 
     #[inline(always)]
@@ -770,9 +773,11 @@ impl Table {
             Some(((5 << 40) | (idle - to) as u64, true))
         } else if meta & FLAG_ASSURED == 0 {
             Some(((4 << 40) | idle as u64, false))
-        } else if state == ConnState::TcpClosing.code() {
+        } else if state == ConnState::TcpClosing.code() || state == ConnState::TcpReset.code() {
             Some(((3 << 40) | idle as u64, false))
         } else if state != ConnState::TcpEstablished.code()
+            && state != ConnState::TcpFinOrg.code()
+            && state != ConnState::TcpFinRev.code()
             && (meta & RCOUNT_MASK) >> RCOUNT_SHIFT < PROTECT_AFTER
         {
             Some(((2 << 40) | idle as u64, false))

@@ -101,12 +101,12 @@
 //! 1. expired pairs (longest past their timeout first),
 //! 2. pairs never *assured* (no packet seen in the reply direction — SYN floods, scans,
 //!    unanswered UDP), longest idle first — Linux conntrack's `early_drop` rule,
-//! 3. TCP pairs in [`ConnState::TcpClosing`] (FIN/RST seen: lingering only for stray
-//!    retransmissions), longest idle first,
-//! 4. *probationary* pairs: assured, not TCP-established, and refreshed in fewer than two
-//!    distinct seconds (one-shot DNS-style exchanges), longest idle first,
-//! 5. *protected* pairs (TCP established, or flows that proved themselves by traffic in
-//!    several seconds), largest `idle / timeout` first.
+//! 3. TCP pairs in [`ConnState::TcpClosing`] or [`ConnState::TcpReset`] (both FINs or an
+//!    RST seen: lingering for stray retransmissions), longest idle first,
+//! 4. *probationary* pairs: assured, not TCP-established (nor half-closed), and refreshed
+//!    in fewer than two distinct seconds (one-shot DNS-style exchanges), longest idle first,
+//! 5. *protected* pairs (TCP established or half-closed, or flows that proved themselves by
+//!    traffic in several seconds), largest `idle / timeout` first.
 //!
 //! Before evicting a protected pair (or refusing), the insert tries one *cuckoo step*: it moves
 //! one half out of the two full buckets into that half's own alternate bucket, if that one has
@@ -208,7 +208,8 @@ pub enum ConnState {
     TcpSyn,
     /// TCP, established.
     TcpEstablished,
-    /// TCP, FIN or RST seen.
+    /// TCP, FIN seen from both ends (or a FIN or RST before the handshake completed): the
+    /// transitory timeout, no way back.
     TcpClosing,
     /// UDP.
     Udp,
@@ -216,6 +217,15 @@ pub enum ConnState {
     Icmp,
     /// Any other protocol.
     Other,
+    /// TCP half-closed: the initiator (ORG direction) sent a FIN, the responder may go on
+    /// sending; kept for the established timeout until the other FIN (RFC 7857 2.1).
+    TcpFinOrg,
+    /// TCP half-closed by the responder (REV direction).
+    TcpFinRev,
+    /// TCP reset seen: kept for the transitory timeout (RFC 7857 2.2), back to established
+    /// if anything but a reset follows (RFC 6146 3.5.2.2), so a stray RST cannot end a
+    /// connection that goes on.
+    TcpReset,
 }
 
 impl ConnState {
@@ -227,6 +237,9 @@ impl ConnState {
             ConnState::Udp => 3,
             ConnState::Icmp => 4,
             ConnState::Other => 5,
+            ConnState::TcpFinOrg => 6,
+            ConnState::TcpFinRev => 7,
+            ConnState::TcpReset => 8,
         }
     }
 
@@ -237,6 +250,9 @@ impl ConnState {
             2 => ConnState::TcpClosing,
             3 => ConnState::Udp,
             4 => ConnState::Icmp,
+            6 => ConnState::TcpFinOrg,
+            7 => ConnState::TcpFinRev,
+            8 => ConnState::TcpReset,
             _ => ConnState::Other,
         }
     }
@@ -288,6 +304,8 @@ impl Timeouts {
             ConnState::Udp => self.udp,
             ConnState::Icmp => self.icmp,
             ConnState::Other => self.other,
+            ConnState::TcpFinOrg | ConnState::TcpFinRev => self.tcp_established,
+            ConnState::TcpReset => self.tcp_closing,
         }
     }
 }
