@@ -55,6 +55,27 @@ fn curl_ping_and_iperf3_through_snat() {
         "{}",
         gw.log()
     );
+    // 10 MB, with the veths' default offloads: intact.
+    let big = lab.dir.join("big.bin");
+    let data: Vec<u8> = (0..10u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&big, &data).unwrap();
+    let got = lab.dir.join("got.bin");
+    let out = lab.exec(
+        "cli",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "30",
+            "-o",
+            got.to_str().unwrap(),
+            "http://198.19.0.2:8080/big.bin",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(sha256(&got), sha256(&big), "10 MB download corrupted");
     let log = lab.read("http.log");
     assert!(
         log.contains("198.19.0.1 - -"),
@@ -251,6 +272,29 @@ fn port_forward_with_and_without_snat() {
         log.contains("198.18.0.1 - -"),
         "DNAT+SNAT shows the gateway's inside address: {log}"
     );
+    // 10 MB through both forwards, default offloads: intact.
+    let big = lab.dir.join("big.bin");
+    let data: Vec<u8> = (0..10u32 << 20)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 24) as u8)
+        .collect();
+    std::fs::write(&big, &data).unwrap();
+    for port in [40080u16, 40081] {
+        let got = lab.dir.join(format!("got-{port}.bin"));
+        let out = lab.exec(
+            "srv",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "30",
+                "-o",
+                got.to_str().unwrap(),
+                &format!("http://198.19.0.1:{port}/big.bin"),
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(sha256(&got), sha256(&big), "10 MB through {port} corrupted");
+    }
     // A port that is neither forwarded nor in the NAT range reaches the gateway's kernel,
     // which has nothing listening: the connection is refused (RST), not silently dropped.
     let out = lab.exec(

@@ -217,8 +217,38 @@ pub fn open_queue(
             }
         }
     })?;
-    let inside = bind(&umem, inside, queue, zc, ring)?;
-    let outside = bind(&umem, outside, queue, zc, ring)?;
+    let inside_name = inside;
+    let inside = bind(&umem, inside_name, queue, zc, ring)?;
+    let outside = match bind(&umem, outside, queue, zc, ring) {
+        Ok(o) => o,
+        // Mixed NICs: the inside driver took the shared UMEM in zero-copy mode, the
+        // outside one cannot use it so. Both sockets share one UMEM (a frame goes out of
+        // the other interface by descriptor), so both fall back to copy mode.
+        Err(e) if zc == ZeroCopy::Auto && inside.zero_copy => {
+            tracing::warn!(
+                queue,
+                inside = inside_name,
+                outside,
+                error = %e,
+                "the inside interface supports AF_XDP zero copy, the outside one not with a shared UMEM: both run in copy mode"
+            );
+            drop(inside);
+            drop(frames);
+            drop(umem);
+            return open_queue(inside_name, outside, queue, ZeroCopy::Off, sizes);
+        }
+        Err(DataplaneError::Socket { reason, .. }) if inside.zero_copy => {
+            return Err(DataplaneError::Socket {
+                ifname: outside.to_string(),
+                queue,
+                mode: "zero-copy",
+                reason: format!(
+                    "{reason}; '{inside_name}' runs in zero copy and shares its UMEM with '{outside}', whose driver cannot: use --zero-copy auto (both in copy mode) or off"
+                ),
+            });
+        }
+        Err(e) => return Err(e),
+    };
     Ok(QueueSockets {
         umem,
         frames,
