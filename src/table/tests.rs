@@ -663,3 +663,45 @@ fn peek_never_refreshes_nor_restores() {
     assert!(t.lookup(&org(2), tm.udp + 1).is_some());
     assert!(t.peek(&org(3), 1).is_none());
 }
+
+#[test]
+fn resuming_frees_slots_a_killed_process_left_busy() {
+    // Issue B4: a SIGKILL in the middle of a claim leaves the slot BUSY in the state file;
+    // the next process must not inherit a key that can never be looked up or inserted.
+    let dir = std::env::temp_dir().join(format!("xnat-busy-{}", std::process::id()));
+    let path = dir.join("table");
+    let cfg = || TableConfig::new(1000);
+    let org = Tuple::new(0xC612_0002, 40000, 0xC613_0002, 80, 6);
+    let xlate = Tuple::new(0xC613_0001, 1025, 0xC613_0002, 80, 6);
+    {
+        let (t, _) = Table::with_state_file(cfg(), &path).unwrap();
+        t.insert_pair(&org, &xlate, ConnState::TcpEstablished, 10)
+            .unwrap();
+        assert!(t.force_busy(&org), "the ORG half is there");
+    }
+    let (t, resumed) = Table::with_state_file(cfg(), &path).unwrap();
+    assert!(resumed);
+    // The surviving REV half restores the freed ORG half on its hit...
+    let hit = t.lookup(&xlate.reversed(), 11).expect("reply half");
+    assert!(hit.restored, "the partner was restored");
+    // ...and the connection works both ways again.
+    assert_eq!(t.lookup(&org, 11).map(|h| h.xlate), Some(xlate));
+    drop(t);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_busy_slot_costs_a_lookup_two_short_spins_and_never_a_yield() {
+    // Issue B5: a lookup on the packet path must not stall a pinned worker behind a claim.
+    let t = Table::new(cfg(64)).unwrap();
+    let org = Tuple::new(0xC612_0002, 40000, 0xC613_0002, 80, 6);
+    let xlate = Tuple::new(0xC613_0001, 1025, 0xC613_0002, 80, 6);
+    t.insert_pair(&org, &xlate, ConnState::Udp, 1).unwrap();
+    assert!(t.force_busy(&org));
+    let (b0, y0) = super::engine::backoffs();
+    assert!(t.lookup(&org, 2).is_none(), "a BUSY slot is a miss for now");
+    assert!(t.peek(&org, 2).is_none());
+    let (b1, y1) = super::engine::backoffs();
+    assert!(b1 - b0 <= 4, "{} backoff rounds for two lookups", b1 - b0);
+    assert_eq!(y1, y0, "a lookup yielded the worker's core");
+}
