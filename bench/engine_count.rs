@@ -2,7 +2,7 @@
 //! under callgrind (`bench/callgrind.sh`): instructions are deterministic where wall-clock
 //! time on a shared machine is not.
 //!
-//! xnat-engine-count LIVE PACKETS KIND [MAPPING]   (KIND: hit | new | new-dry; MAPPING:
+//! `xnat-engine-count LIVE PACKETS KIND [MAPPING]`   (KIND: hit | new | new-dry; MAPPING:
 //! endpoint-independent, the default, or endpoint-dependent)
 //!
 //! Sets up LIVE established UDP flows, then translates PACKETS frames: established flows

@@ -1,7 +1,7 @@
 //! xnat: a NAT gateway on AF_XDP.
 //!
 //! - [`dataplane`]: XDP steering, AF_XDP sockets, per-queue workers, next hops.
-//! - [`table`]: the paired lock-free LRU translation table (no I/O).
+//! - [`table`]: the paired translation table, shared without locks (no I/O).
 //! - [`packet`]: zero-copy frame parsing and in-place rewrites with incremental checksums.
 //! - [`router`]: the IPv4 router around the NAT: partial checksums, MTU, fragmentation, ICMP
 //!   origination, MSS clamping.

@@ -2,10 +2,10 @@
 //! with SNAT), mappings and filtering (RFC 4787), and [`Engine::translate`], which rewrites
 //! one frame in place using the shared paired table.
 //!
-//! Split by direction, as VPP's NAT44-ED is: [`in2out`] (outbound sessions, mappings, the
-//! port allocator), [`out2in`] (inbound sessions: port forwards and filtering), [`hairpin`]
-//! (inside to a NAT address), [`icmp`] (ICMP errors), [`tcp`] (TCP state), [`fragments`]
-//! (shallow virtual reassembly); [`rules`] holds the rule set and [`quota`] the per-source
+//! Split by direction, as VPP's NAT44-ED is: `in2out` (outbound sessions, mappings, the
+//! port allocator), `out2in` (inbound sessions: port forwards and filtering), `hairpin`
+//! (inside to a NAT address), `icmp` (ICMP errors), `tcp` (TCP state), `fragments`
+//! (shallow virtual reassembly); `rules` holds the rule set and `quota` the per-source
 //! quota.
 //!
 //! This module knows packets (through [`crate::packet`]) and the table (through

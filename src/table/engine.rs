@@ -313,7 +313,7 @@ enum Victim {
     None,
 }
 
-/// The paired lock-free LRU NAT table. Share it between workers with `Arc<Table>`.
+/// The paired NAT table (see the module docs). Share it between workers with `Arc<Table>`.
 pub struct Table {
     buckets: Region<Bucket>,
     nb: u64,

@@ -1,4 +1,8 @@
-//! The paired lock-free LRU NAT table.
+//! The paired NAT table: shared by all workers without locks, non-blocking with bounded
+//! retries (not lock-free in the strict sense: a thread stalled in the middle of a claim
+//! hides that one slot, BUSY, until it resumes; lookups then report a miss after two short
+//! spins), with class-based early drop over 16 ways as its eviction order (an LRU
+//! approximation; see below).
 //!
 //! # What this module owns
 //!
