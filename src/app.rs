@@ -66,7 +66,8 @@ fn secs(name: &str, v: f64) -> Result<Duration, String> {
             "invalid --{name} = {v}: must be a non-negative number of seconds"
         ));
     }
-    Ok(Duration::from_secs_f64(v))
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| format!("invalid --{name} = {v}: more seconds than a duration can hold"))
 }
 
 fn enum_value<T: clap::ValueEnum>(key: &str, s: &str) -> Result<T, String> {

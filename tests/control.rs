@@ -302,3 +302,61 @@ fn metrics_endpoint_serves_the_expected_series() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
 }
+
+#[test]
+fn numeric_flags_too_large_for_a_duration_are_refused_not_a_panic() {
+    for flag in ["--duration", "--stats-interval", "--neighbour-refresh"] {
+        let (code, _, err) = xnat(&[
+            "run",
+            "--inside",
+            "in0",
+            "--outside",
+            "out0",
+            "--masquerade",
+            flag,
+            "1e30",
+        ]);
+        assert_eq!(code, Some(2), "{flag}: {err}");
+        assert!(
+            err.contains(&format!("invalid {flag} = 1000000000000000000000000000000"))
+                && err.contains("more seconds than a duration can hold"),
+            "{flag}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (code, _, err) = xnat(&[
+        "stats",
+        "--watch",
+        "1e30",
+        "--control",
+        "/nonexistent/x.sock",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn the_control_path_never_replaces_a_file_that_is_not_a_socket() {
+    let lab = Lab::up("ctlpath", 1);
+    let precious = lab.dir.join("precious.txt");
+    std::fs::write(&precious, "keep me\n").unwrap();
+    let out = lab.exec(
+        "gw",
+        &[
+            xnat_bin(),
+            "run",
+            "--inside",
+            "in0",
+            "--outside",
+            "out0",
+            "--masquerade",
+            "--control",
+            precious.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exists and is not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+    assert!(!lab.xdp_attached("in0"), "nothing stays attached");
+}

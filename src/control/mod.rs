@@ -15,7 +15,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -295,6 +295,9 @@ pub enum ControlError {
     /// Another gateway owns the socket path.
     #[error("another xnat is already serving the control socket {0}; use --control to pick another path")]
     InUse(PathBuf),
+    /// Something other than a socket is at the path: never replaced.
+    #[error("{0} exists and is not a socket; xnat will not replace it: remove it or pass another --control PATH")]
+    NotASocket(PathBuf),
     /// Any other I/O trouble.
     #[error("control socket {path}: {err}")]
     Io {
@@ -336,22 +339,17 @@ impl Server {
                 std::fs::create_dir_all(dir).map_err(|e| io(path, e))?;
             }
         }
-        if path.exists() {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(ControlError::NotASocket(path.into()));
+            }
             if UnixStream::connect(path).is_ok() {
                 return Err(ControlError::InUse(path.into()));
             }
             // A stale socket of a process that died.
             let _ = std::fs::remove_file(path);
         }
-        // Created with no permissions for group/other from the start.
-        // SAFETY: umask only changes this process's file-creation mask.
-        let old = unsafe { libc::umask(0o177) };
-        let bound = UnixListener::bind(path);
-        // SAFETY: restores the previous mask.
-        unsafe { libc::umask(old) };
-        let listener = bound.map_err(|e| io(path, e))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| io(path, e))?;
+        let listener = bind_private(path)?;
         listener.set_nonblocking(true).map_err(|e| io(path, e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
@@ -367,13 +365,55 @@ impl Server {
     }
 }
 
+/// Binds a listening socket at `path` that no one but its owner can ever connect to: it is
+/// created in a fresh mode-0700 directory next to `path`, made mode 0600, then renamed into
+/// place (no process-wide umask change, no window with looser permissions).
+fn bind_private(path: &Path) -> Result<UnixListener, ControlError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "xnat.sock".into());
+    let tmp_dir = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp_dir);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp_dir)
+        .map_err(|e| io(path, e))?;
+    let tmp = tmp_dir.join("s");
+    let bound = UnixListener::bind(&tmp)
+        .and_then(|l| {
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::rename(&tmp, path)?;
+            Ok(l)
+        })
+        .map_err(|e| io(path, e));
+    let _ = std::fs::remove_dir_all(&tmp_dir);
+    bound
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        // Only our socket: never a file someone put there since.
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Counts one control client for as long as it lives (also if its thread panics).
+struct ClientSlot(Arc<AtomicUsize>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -388,12 +428,14 @@ fn serve(listener: UnixListener, src: StatsSource, stop: Arc<AtomicBool>) {
                     continue;
                 }
                 active.fetch_add(1, Ordering::Relaxed);
-                let (src, active, stop) = (src.clone(), Arc::clone(&active), Arc::clone(&stop));
+                let slot = ClientSlot(Arc::clone(&active));
+                let (src, stop) = (src.clone(), Arc::clone(&stop));
+                // The slot is given back when the thread ends, or at once if it cannot start.
                 let spawned = std::thread::Builder::new()
                     .name("xnat-ctl-client".into())
                     .spawn(move || {
+                        let _slot = slot;
                         client(stream, &src, &stop);
-                        active.fetch_sub(1, Ordering::Relaxed);
                     });
                 if spawned.is_err() {
                     tracing::warn!("could not spawn a control client thread");
