@@ -181,6 +181,17 @@ thread_local! {
     static BACKOFFS: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
+/// A test hook: called with the victim's slot between scoring a victim and claiming it.
+#[cfg(test)]
+pub(crate) type ClaimHook = fn(&Table, u32);
+
+#[cfg(test)]
+thread_local! {
+    /// The hook of this thread, if any (tests of the race between scoring and claiming).
+    pub(crate) static BEFORE_CLAIM: std::cell::Cell<Option<ClaimHook>> =
+        const { std::cell::Cell::new(None) };
+}
+
 /// Backoff rounds and yields this thread went through so far (tests only).
 #[cfg(test)]
 pub(crate) fn backoffs() -> (u32, u32) {
@@ -307,8 +318,16 @@ enum Claim {
 }
 
 enum Victim {
-    /// slot, control value, expired, score
-    Some(u32, u64, bool, u64),
+    /// The best victim found: its slot, the control word it was scored under, its score
+    /// (scored again once claimed).
+    Some {
+        /// The victim's slot.
+        slot: u32,
+        /// Its control word when scored.
+        ctrl: u64,
+        /// Its eviction score (higher: evict first).
+        score: u64,
+    },
     AllBusy,
     None,
 }
@@ -855,7 +874,11 @@ impl Table {
             }
         }
         match best {
-            Some((score, slot, c, exp)) => Victim::Some(slot, c, exp, score),
+            Some((score, slot, c, _)) => Victim::Some {
+                slot,
+                ctrl: c,
+                score,
+            },
             None if busy => Victim::AllBusy,
             None => Victim::None,
         }
@@ -894,7 +917,11 @@ impl Table {
                     };
                 }
                 Victim::AllBusy => continue,
-                Victim::Some(v, c, expired, score) => {
+                Victim::Some {
+                    slot: v,
+                    ctrl: c,
+                    score,
+                } => {
                     if score < PROTECTED_MAX_SCORE {
                         // Only protected pairs here: first try to make room by moving one of
                         // them to its other bucket (one cuckoo step), evicting nothing live.
@@ -905,7 +932,16 @@ impl Table {
                     let Some(s) = self.read_live(v, c) else {
                         continue;
                     };
+                    #[cfg(test)]
+                    if let Some(h) = BEFORE_CLAIM.with(|h| h.get()) {
+                        h(self, v);
+                    }
                     let Some((mine, partner)) = self.claim_pair(v, &s) else {
+                        continue;
+                    };
+                    // Scored before the claim: the pair may have moved to a safer class since
+                    // (become established, say). Both halves are ours now: score it again.
+                    let Some(expired) = self.rescore(v, mine, partner, now, 0) else {
                         continue;
                     };
                     if let Some((p, pb)) = partner {
@@ -922,6 +958,30 @@ impl Table {
             }
         }
         Claim::Busy
+    }
+
+    /// Scores the claimed victim `v` again (both halves BUSY, ours): `Some(expired)` if it may
+    /// still be evicted with a score of at least `min_score`; otherwise releases both claims
+    /// unchanged and returns `None`.
+    fn rescore(
+        &self,
+        v: u32,
+        mine: u64,
+        partner: Option<(u32, u64)>,
+        now: u32,
+        min_score: u64,
+    ) -> Option<bool> {
+        let meta = self.data(v)[D_META].load(Acquire);
+        match self.victim_score(meta, now) {
+            Some((score, exp)) if score >= min_score => Some(exp),
+            _ => {
+                self.publish(v, mine);
+                if let Some((p, pb)) = partner {
+                    self.publish(p, pb);
+                }
+                None
+            }
+        }
     }
 
     /// Claims a slot in bucket `b` for fingerprint `fp`: a free way, or the way of an
@@ -948,9 +1008,14 @@ impl Table {
                 }
             }
         }
-        let (_, v, c, expired) = best?;
+        let (_, v, c, _) = best?;
         let s = self.read_live(v, c)?;
+        #[cfg(test)]
+        if let Some(h) = BEFORE_CLAIM.with(|h| h.get()) {
+            h(self, v);
+        }
         let (mine, partner) = self.claim_pair(v, &s)?;
+        let expired = self.rescore(v, mine, partner, now, PROTECTED_MAX_SCORE)?;
         if let Some((p, pb)) = partner {
             self.free(p, pb);
             t.add_halves(-1);

@@ -705,3 +705,55 @@ fn a_busy_slot_costs_a_lookup_two_short_spins_and_never_a_yield() {
     assert!(b1 - b0 <= 4, "{} backoff rounds for two lookups", b1 - b0);
     assert_eq!(y1, y0, "a lookup yielded the worker's core");
 }
+
+thread_local! {
+    static PROMOTED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The test hook of `a_pair_established_between_scoring_and_claiming_is_not_evicted`: the
+/// victim becomes established right before the evicting insert claims it.
+fn promote_victim(t: &Table, slot: u32) {
+    t.set_state(slot, ConnState::TcpEstablished);
+    PROMOTED.with(|p| p.set(p.get() + 1));
+}
+
+#[test]
+fn a_pair_established_between_scoring_and_claiming_is_not_evicted() {
+    // Issue B3: victims were scored outside the claim; a pair that became established in
+    // between was evicted although established pairs are protected (the gateway's default:
+    // no --evict-established).
+    let t = Table::new(TableConfig {
+        evict_protected: false,
+        ..cfg(8)
+    })
+    .unwrap();
+    let mut i = 0;
+    // Fill the table with never-answered (evictable) pairs.
+    while t.len() < t.capacity() && i < 10_000 {
+        let _ = t.insert_pair(&org(i), &xl(i), ConnState::TcpSyn, 1);
+        i += 1;
+    }
+    assert_eq!(t.len(), t.capacity(), "filled");
+    super::engine::BEFORE_CLAIM.with(|h| h.set(Some(promote_victim)));
+    let mut inserted = 0;
+    for j in 0..20 {
+        if t.insert_pair(&org(20_000 + j), &xl(20_000 + j), ConnState::TcpSyn, 2)
+            .is_ok()
+        {
+            inserted += 1;
+        }
+    }
+    super::engine::BEFORE_CLAIM.with(|h| h.set(None));
+    let promoted = PROMOTED.with(|p| p.get());
+    assert!(promoted > 0, "the hook ran");
+    let established = t
+        .sessions(2)
+        .filter(|s| s.state == ConnState::TcpEstablished)
+        .count() as u32;
+    assert_eq!(
+        established,
+        promoted,
+        "{} established pair(s) evicted ({inserted} inserted)",
+        promoted - established.min(promoted)
+    );
+}
