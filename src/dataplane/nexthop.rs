@@ -176,7 +176,19 @@ impl Snapshot {
     /// (one flow always takes the same path).
     #[inline]
     pub fn fib(&self, dst: u32, flow_hash: u32) -> Fib {
-        let Some(r) = self.routes.iter().find(|r| r.matches(dst)) else {
+        self.fib_at(self.route_index(dst), dst, flow_hash)
+    }
+
+    /// The index of the longest-prefix route to `dst` (the scan behind [`Snapshot::fib`]).
+    #[inline]
+    fn route_index(&self, dst: u32) -> Option<usize> {
+        self.routes.iter().position(|r| r.matches(dst))
+    }
+
+    /// [`Snapshot::fib`] with the route already found.
+    #[inline]
+    fn fib_at(&self, idx: Option<usize>, dst: u32, flow_hash: u32) -> Fib {
+        let Some(r) = idx.and_then(|i| self.routes.get(i)) else {
             return Fib::NoRoute;
         };
         match r.kind {
@@ -274,6 +286,9 @@ impl NextHops {
             shared: Arc::clone(self),
             snap: self.snapshot(),
             generation: self.generation.load(Ordering::Acquire),
+            routes_of: (0..ROUTE_CACHE)
+                .map(|_| std::cell::Cell::new((0, 0)))
+                .collect(),
         }
     }
 
@@ -407,7 +422,14 @@ pub struct NextHopView {
     shared: Arc<NextHops>,
     snap: Arc<Snapshot>,
     generation: u64,
+    /// Destination -> route of the current snapshot, so that a worker scans the routes once
+    /// per destination, not once per packet (direct-mapped; cleared with each new snapshot).
+    /// Entries: (destination, 0 empty / 1 no route / 2 + route index).
+    routes_of: Box<[std::cell::Cell<(u32, u32)>]>,
 }
+
+/// Entries of a worker's destination -> route cache.
+const ROUTE_CACHE: usize = 1024;
 
 impl NextHopView {
     /// Picks up a newer snapshot if one was published (call once per batch); returns
@@ -418,6 +440,9 @@ impl NextHopView {
         if g != self.generation {
             self.snap = self.shared.snapshot();
             self.generation = g;
+            for e in self.routes_of.iter() {
+                e.set((0, 0));
+            }
             return true;
         }
         false
@@ -435,10 +460,22 @@ impl NextHopView {
         self.snap.mtu(ifindex)
     }
 
-    /// The forwarding decision for `dst` (see [`Snapshot::fib`]).
+    /// The forwarding decision for `dst` (see [`Snapshot::fib`]), the route found through
+    /// the worker's cache.
     #[inline]
     pub fn fib(&self, dst: u32, flow_hash: u32) -> Fib {
-        self.snap.fib(dst, flow_hash)
+        let i = (dst.wrapping_mul(0x9E37_79B1) >> 22) as usize % ROUTE_CACHE;
+        let e = &self.routes_of[i];
+        let (d, v) = e.get();
+        let idx = if d == dst && v != 0 {
+            v.checked_sub(2).map(|k| k as usize)
+        } else {
+            let idx = self.snap.route_index(dst);
+            let v = idx.map_or(1, |k| u32::try_from(k).map_or(0, |k| k.saturating_add(2)));
+            e.set((dst, v));
+            idx
+        };
+        self.snap.fib_at(idx, dst, flow_hash)
     }
 
     /// The MAC address of next hop `nh` on `oif`; on a miss, asks the resolver.
@@ -710,6 +747,48 @@ mod tests {
         assert!(n[0] > 800 && n[0] < 1200 && n[1] > 2800, "{n:?}");
         // next_hop (restricted to an interface) passes over the blackhole: the default route.
         assert_eq!(s.next_hop(ip("198.19.5.1"), 2), Some(ip("198.19.0.2")));
+    }
+
+    #[test]
+    fn a_view_caches_routes_per_destination_until_the_next_snapshot() {
+        let nh = NextHops::new();
+        nh.publish(Snapshot::new(
+            vec![Route::via(0, 0, Some(ip("198.19.0.2")), 2)],
+            HashMap::new(),
+        ));
+        let mut v = nh.view();
+        let via = |oif, nh: &str| Fib::Via { oif, nh: ip(nh) };
+        for _ in 0..3 {
+            assert_eq!(v.fib(ip("198.19.9.1"), 0), via(2, "198.19.0.2"));
+        }
+        // Two destinations sharing a cache entry: each gets its own answer.
+        let a = ip("198.19.9.1");
+        let b = (1u32..)
+            .map(|k| a.wrapping_add(k))
+            .find(|b| {
+                (b.wrapping_mul(0x9E37_79B1) >> 22) as usize % ROUTE_CACHE
+                    == (a.wrapping_mul(0x9E37_79B1) >> 22) as usize % ROUTE_CACHE
+            })
+            .unwrap();
+        assert_eq!(v.fib(b, 0), via(2, "198.19.0.2"));
+        // A new snapshot (a more specific route): the cache does not hide it.
+        nh.publish(Snapshot::new(
+            vec![
+                Route::via(0, 0, Some(ip("198.19.0.2")), 2),
+                Route {
+                    kind: RouteKind::Blackhole,
+                    ..Route::via(ip("198.19.9.0"), 24, None, 0)
+                },
+            ],
+            HashMap::new(),
+        ));
+        assert!(v.refresh());
+        assert_eq!(v.fib(a, 0), Fib::Blackhole);
+        assert_eq!(v.fib(ip("8.8.8.8"), 0), via(2, "198.19.0.2"));
+        nh.publish(Snapshot::default());
+        assert!(v.refresh());
+        assert_eq!(v.fib(a, 0), Fib::NoRoute);
+        assert_eq!(v.fib(a, 0), Fib::NoRoute, "a cached 'no route'");
     }
 
     #[test]
