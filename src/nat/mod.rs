@@ -195,7 +195,14 @@ impl Engine {
             packet::set_dst(frame, p, hit.xlate.dst, hit.xlate.dport);
         }
         if hit.refreshed && self.rules.mapping == Mapping::EndpointIndependent {
-            self.refresh_mapping(&t, &hit);
+            // Only source-NATed sessions have a mapping behind them (not port forwards).
+            let nat_end = match hit.dir {
+                crate::table::Dir::Org => hit.xlate.src,
+                crate::table::Dir::Rev => t.dst,
+            };
+            if self.rules.is_pool_addr(nat_end) {
+                self.refresh_mapping(&t, &hit);
+            }
         }
         if t.proto == 6 {
             self.track_tcp(&t, &hit, p.tcp_flags());

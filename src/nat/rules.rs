@@ -166,6 +166,12 @@ impl Rules {
         self.is_hairpin_dst(addr) || self.dnat_snat_addr == Some(addr)
     }
 
+    /// Whether `addr` is a SNAT pool (or masquerade) address.
+    #[inline]
+    pub fn is_pool_addr(&self, addr: u32) -> bool {
+        self.snat_addrs.iter().any(|&(a, _, _)| a == addr)
+    }
+
     /// Whether `addr` is the inside address port forwards with SNAT translate to.
     #[inline]
     pub(super) fn is_dnat_snat_addr(&self, addr: u32) -> bool {
