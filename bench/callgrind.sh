@@ -10,6 +10,8 @@
 #
 # Usage: bench/callgrind.sh [LIVE...]   (default: 10000 1000000)
 #        XNAT_MAPPING=endpoint-dependent bench/callgrind.sh ...   (default endpoint-independent)
+#        XNAT_BENCH_PPFS=16 bench/callgrind.sh ...   (the clock advances: each flow sends 16
+#        packets a second, its first one pays the refresh; default 0, a still clock)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
@@ -35,4 +37,4 @@ for live in "${lives[@]}"; do
   echo "| $live | new connection (TCP SYN) | $(( ((b - a) - (d - c)) / (p2 - p1) )) |"
 done
 echo
-echo "Command: XNAT_MAPPING=$mapping bench/callgrind.sh $*  (valgrind $(valgrind --version | sed 's/valgrind-//'), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
+echo "Command: XNAT_MAPPING=$mapping XNAT_BENCH_PPFS=${XNAT_BENCH_PPFS:-0} bench/callgrind.sh $*  (valgrind $(valgrind --version | sed 's/valgrind-//'), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
