@@ -7,7 +7,7 @@
 
 use super::nexthop::NextHopView;
 use super::worker::{Action, Handler, Port, Tally};
-use crate::router::{Decision, Fit, IcmpKind, Routed, Router, RouterConfig, RouterDrops};
+use crate::router::{Decision, Fit, IcmpKind, Router, RouterConfig, RouterDrops};
 
 /// Drop reasons of the forwarder, indexed by [`Action::Drop`].
 pub const DROP_REASONS: &[&str] = &[
@@ -50,28 +50,14 @@ impl Forwarder {
                     // Forward mode holds no fragments.
                     fragment_expired: usize::from(UNRESOLVED),
                     hold_full: usize::from(HOLD_NO_FRAME),
+                    no_route: usize::from(NO_ROUTE),
+                    too_big: usize::from(TOO_BIG),
+                    route_blackhole: usize::from(ROUTE_BLACKHOLE),
+                    route_unreachable: usize::from(ROUTE_UNREACHABLE),
                 },
             ),
         }
     }
-}
-
-/// Decrements the TTL of the IPv4 header at offset 14 and patches its checksum (RFC 1624).
-///
-/// Forward mode is a plain router: it forwards every IPv4 packet, fragments and any
-/// protocol included, so it does not go through [`crate::packet::parse`] (which refuses
-/// what NAT cannot translate) and only touches the fixed IPv4 header.
-#[inline]
-fn decrement_ttl(frame: &mut [u8]) {
-    let Some(ip) = frame.get_mut(14..34) else {
-        return;
-    };
-    let old = u16::from_be_bytes([ip[8], ip[9]]);
-    ip[8] = ip[8].wrapping_sub(1);
-    let new = u16::from_be_bytes([ip[8], ip[9]]);
-    let sum = u16::from_be_bytes([ip[10], ip[11]]);
-    let sum = crate::packet::checksum::csum_replace2(sum, old, new);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
 }
 
 impl Handler for Forwarder {
@@ -111,27 +97,11 @@ impl Handler for Forwarder {
         });
         let (egress, hop) = match self.router.decide(&self.nh, dst, hash) {
             Decision::Forward { egress, hop } => (egress, hop),
-            Decision::Blackhole => return Action::Drop(ROUTE_BLACKHOLE),
-            Decision::Unreachable(code) => {
-                if self
-                    .router
-                    .answer(frame, ingress, IcmpKind::Unreachable(code))
-                {
-                    return Action::Reply(ingress);
-                }
-                return Action::Drop(ROUTE_UNREACHABLE);
-            }
-            Decision::NoRoute => return Action::Drop(NO_ROUTE),
+            d => return self.router.refuse(frame, ingress, d),
         };
         let fit = self.router.fit(ip_len, Router::frag_word(frame), egress);
         if let Fit::TooBig(mtu) = fit {
-            if self
-                .router
-                .answer(frame, ingress, IcmpKind::FragNeeded(mtu))
-            {
-                return Action::Reply(ingress);
-            }
-            return Action::Drop(TOO_BIG);
+            return self.router.too_big(frame, ingress, mtu);
         }
         // Whatever the NAT could parse may carry a partial checksum; the rest (fragments,
         // other protocols) is forwarded as it is.
@@ -139,16 +109,8 @@ impl Handler for Forwarder {
             self.router.complete_checksum(frame, &p);
             self.router.clamp_mss(frame, &p);
         }
-        decrement_ttl(frame);
-        match self.router.route(frame, &self.nh, hop, egress) {
-            Routed::Ready => match fit {
-                Fit::Fragment(mtu) => Action::TransmitFragments(egress, mtu),
-                _ => Action::Transmit(egress),
-            },
-            Routed::Held => Action::Consumed,
-            Routed::Unresolved => Action::Drop(UNRESOLVED),
-            Routed::NoRoute => Action::Drop(NO_ROUTE),
-        }
+        crate::packet::ipv4::decrement_ttl(frame);
+        self.router.send(frame, &self.nh, hop, egress, fit)
     }
 
     fn drop_reasons(&self) -> &'static [&'static str] {
@@ -170,8 +132,6 @@ impl Handler for Forwarder {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     fn checksum(h: &[u8]) -> u16 {
         let mut acc: u32 = h
             .chunks(2)
@@ -194,7 +154,7 @@ mod tests {
             ]);
             let c = checksum(ip);
             ip[10..12].copy_from_slice(&c.to_be_bytes());
-            decrement_ttl(&mut f);
+            crate::packet::ipv4::decrement_ttl(&mut f);
             assert_eq!(f[22], ttl - 1);
             assert_eq!(checksum(&f[14..34]), 0, "ttl {ttl}");
         }

@@ -229,6 +229,20 @@ fn kick(rings: &mut Rings) {
     }
 }
 
+/// Writes `bytes` as the whole content of the frame of `d` (its length becomes theirs);
+/// `false` if they do not fit.
+///
+/// # Safety
+///
+/// No ring and no other descriptor may refer to `d`'s frame while this runs.
+unsafe fn fill_frame(umem: &xsk_rs::Umem, d: &mut FrameDesc, bytes: &[u8]) -> bool {
+    // SAFETY: the caller guarantees the frame is ours alone.
+    let mut data = unsafe { umem.data_mut(d) };
+    let mut c = data.cursor();
+    c.set_pos(0);
+    std::io::Write::write_all(&mut c, bytes).is_ok()
+}
+
 /// How a worker waits when there is nothing to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PollMode {
@@ -385,9 +399,8 @@ impl<H: Handler> Worker<H> {
             match self.handler.handle(data.contents_mut(), p) {
                 Action::Transmit(out) => self.tx_batch[out as usize].push(desc),
                 Action::Reply(out) => {
-                    let mut c = data.cursor();
-                    c.set_pos(0);
-                    if std::io::Write::write_all(&mut c, self.handler.reply()).is_ok() {
+                    // SAFETY: as above, the frame is ours until it is queued.
+                    if unsafe { fill_frame(&self.socks.umem, &mut desc, self.handler.reply()) } {
                         replies += 1;
                         self.tx_batch[out as usize].push(desc);
                     } else {
@@ -438,10 +451,7 @@ impl<H: Handler> Worker<H> {
             };
             // SAFETY: `d` comes from the free list: no ring and no other descriptor refers
             // to its frame.
-            let mut data = unsafe { socks.umem.data_mut(&mut d) };
-            let mut c = data.cursor();
-            c.set_pos(0);
-            if std::io::Write::write_all(&mut c, bytes).is_ok() {
+            if unsafe { fill_frame(&socks.umem, &mut d, bytes) } {
                 tx_batch[port as usize].push(d);
                 true
             } else {
@@ -500,13 +510,10 @@ impl<H: Handler> Worker<H> {
             };
             // SAFETY: `d` is either the frame just received (ours until we queue it) or a
             // frame from the free list, which no ring and no other descriptor refers to.
-            let mut data = unsafe { self.socks.umem.data_mut(&mut d) };
-            let mut c = data.cursor();
-            c.set_pos(0);
             let ok = self
                 .frag_out
                 .get(..n)
-                .is_some_and(|f| std::io::Write::write_all(&mut c, f).is_ok());
+                .is_some_and(|f| unsafe { fill_frame(&self.socks.umem, &mut d, f) });
             if ok {
                 self.tx_batch[out as usize].push(d);
                 sent += 1;

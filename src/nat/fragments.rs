@@ -95,7 +95,7 @@ pub fn apply(frame: &mut [u8], x: &FragXlate) -> bool {
         _ => return false,
     }
     frag::set_addrs(frame, x.src, x.dst);
-    frag::decrement_ttl(frame);
+    crate::packet::ipv4::decrement_ttl(frame);
     true
 }
 

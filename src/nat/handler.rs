@@ -8,9 +8,7 @@ use crate::dataplane::{Action, Handler, Port, Ports};
 use crate::packet::frag::{self, FragKey};
 use crate::packet::{self, ipv4};
 use crate::router::hold::{Release, Wait};
-use crate::router::{
-    flow_hash, Decision, Fit, IcmpKind, Routed, Router, RouterConfig, RouterDrops,
-};
+use crate::router::{flow_hash, Decision, Fit, IcmpKind, Router, RouterConfig, RouterDrops};
 
 use super::fragments::{self, FragCache, FragXlate};
 use super::{Engine, NatDrop, Refused};
@@ -102,6 +100,10 @@ impl NatHandler {
             unresolved: UNRESOLVED,
             fragment_expired: FRAG_EXPIRED,
             hold_full: HOLD_NO_FRAME,
+            no_route: NO_ROUTE,
+            too_big: TOO_BIG,
+            route_blackhole: ROUTE_BLACKHOLE,
+            route_unreachable: ROUTE_UNREACHABLE,
         };
         NatHandler {
             engine,
@@ -114,38 +116,11 @@ impl NatHandler {
         }
     }
 
-    /// What to do with a packet whose route forwards nothing (`frame` as it arrived on
-    /// `ingress`).
-    fn refuse(&mut self, frame: &[u8], ingress: Port, d: Decision) -> Action {
-        match d {
-            Decision::Blackhole => drop(ROUTE_BLACKHOLE),
-            Decision::Unreachable(code) => {
-                if self
-                    .router
-                    .answer(frame, ingress, IcmpKind::Unreachable(code))
-                {
-                    Action::Reply(ingress)
-                } else {
-                    drop(ROUTE_UNREACHABLE)
-                }
-            }
-            Decision::NoRoute | Decision::Forward { .. } => drop(NO_ROUTE),
-        }
-    }
-
     /// Routes a translated frame (TTL already decremented) to next hop `hop` out of
     /// `egress`.
     #[inline]
     fn send(&mut self, frame: &mut [u8], hop: u32, egress: Port, fit: Fit) -> Action {
-        match self.router.route(frame, &self.nh, hop, egress) {
-            Routed::Ready => match fit {
-                Fit::Fragment(mtu) => Action::TransmitFragments(egress, mtu),
-                _ => Action::Transmit(egress),
-            },
-            Routed::Held => Action::Consumed,
-            Routed::Unresolved => drop(UNRESOLVED),
-            Routed::NoRoute => drop(NO_ROUTE),
-        }
+        self.router.send(frame, &self.nh, hop, egress, fit)
     }
 
     /// A first fragment was translated: remember what was done to it for the fragments
@@ -237,13 +212,7 @@ impl NatHandler {
             .router
             .fit(p.ip_total_len(), Router::frag_word(frame), ingress);
         if let Fit::TooBig(mtu) = fit {
-            if self
-                .router
-                .answer(frame, ingress, IcmpKind::FragNeeded(mtu))
-            {
-                return Action::Reply(ingress);
-            }
-            return drop(TOO_BIG);
+            return self.router.too_big(frame, ingress, mtu);
         }
         packet::forward_hop(frame, p);
         self.send(frame, hop, ingress, fit)
@@ -301,7 +270,7 @@ impl Handler for NatHandler {
                     }
                     Some((egress, hop))
                 }
-                d => return self.refuse(frame, ingress, d),
+                d => return self.router.refuse(frame, ingress, d),
             }
         };
         let big = p.ip_total_len() > usize::from(self.router.min_mtu());
@@ -336,25 +305,18 @@ impl Handler for NatHandler {
             Some(r) if dst == t.dst => r,
             _ => match self.router.decide(&self.nh, dst, hash) {
                 Decision::Forward { egress, hop } => (egress, hop),
-                Decision::Blackhole => return drop(ROUTE_BLACKHOLE),
-                Decision::Unreachable(_) => return drop(ROUTE_UNREACHABLE),
-                Decision::NoRoute => return drop(NO_ROUTE),
+                d => return self.router.drop_for(d),
             },
         };
         let fit = self
             .router
             .fit(p.ip_total_len(), Router::frag_word(frame), egress);
         if let Fit::TooBig(mtu) = fit {
-            // The error quotes the packet as its sender sent it.
+            // The error quotes the packet as its sender sent it: larger than this MTU, so
+            // larger than the smallest one, its start was saved.
+            debug_assert!(big);
             let n = frame.len().min(SAVED);
-            if big
-                && self
-                    .router
-                    .answer(&self.saved[..n], ingress, IcmpKind::FragNeeded(mtu))
-            {
-                return Action::Reply(ingress);
-            }
-            return drop(TOO_BIG);
+            return self.router.too_big(&self.saved[..n], ingress, mtu);
         }
         packet::forward_hop(frame, &p);
         if p.is_first_fragment() {

@@ -115,26 +115,6 @@ pub fn set_addrs(frame: &mut [u8], src: u32, dst: u32) {
     h[IPV4_CHECKSUM..IPV4_CHECKSUM + 2].copy_from_slice(&d.apply(c).to_be_bytes());
 }
 
-/// Decrements the TTL of the IPv4 header in `frame` (RFC 1812 5.3.1) with an incremental
-/// checksum update; a TTL of 0 or a short frame is left as is.
-pub fn decrement_ttl(frame: &mut [u8]) {
-    let Some(h) = frame
-        .get_mut(ETH_HEADER_LEN..)
-        .and_then(|s| s.first_chunk_mut::<IPV4_MIN_HEADER_LEN>())
-    else {
-        return;
-    };
-    if h[IPV4_TTL] == 0 {
-        return;
-    }
-    let old = u16::from_be_bytes([h[IPV4_TTL], h[IPV4_PROTO]]);
-    h[IPV4_TTL] -= 1;
-    let new = u16::from_be_bytes([h[IPV4_TTL], h[IPV4_PROTO]]);
-    let c = u16::from_be_bytes([h[IPV4_CHECKSUM], h[IPV4_CHECKSUM + 1]]);
-    let c = Delta::ZERO.word(old, new).apply(c);
-    h[IPV4_CHECKSUM..IPV4_CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,12 +167,12 @@ mod tests {
         set_addrs(&mut f, 0xC613_0001, 0xC613_0002);
         assert!(verify(&f[14..34]));
         assert_eq!(parse_fragment(&f).unwrap().key.src, 0xC613_0001);
-        decrement_ttl(&mut f);
+        crate::packet::ipv4::decrement_ttl(&mut f);
         assert!(verify(&f[14..34]));
         assert_eq!(f[22], 63);
         let mut short = [0u8; 20];
         set_addrs(&mut short, 1, 2);
-        decrement_ttl(&mut short);
+        crate::packet::ipv4::decrement_ttl(&mut short);
         assert_eq!(short, [0u8; 20]);
     }
 }

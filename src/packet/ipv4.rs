@@ -49,12 +49,29 @@ pub const PROTO_UDP: u8 = 17;
 /// is left as is, and a `frame` shorter than `p` describes is left untouched.
 #[inline]
 pub fn forward_hop(frame: &mut [u8], p: &Parsed) {
-    let Some(h) = frame
+    if let Some(h) = frame
         .get_mut(p.l3()..p.end())
         .and_then(|s| s.first_chunk_mut::<IPV4_MIN_HEADER_LEN>())
-    else {
-        return;
-    };
+    {
+        decrement_header_ttl(h);
+    }
+}
+
+/// [`forward_hop`] for the IPv4 header of an Ethernet frame (at offset 14) that
+/// [`parse`](super::parse) does not describe: non-first fragments, and forward mode's
+/// packets of any protocol. A TTL of 0 or a short frame is left as is.
+#[inline]
+pub fn decrement_ttl(frame: &mut [u8]) {
+    if let Some(h) = frame
+        .get_mut(super::ether::ETH_HEADER_LEN..)
+        .and_then(|s| s.first_chunk_mut::<IPV4_MIN_HEADER_LEN>())
+    {
+        decrement_header_ttl(h);
+    }
+}
+
+#[inline(always)]
+fn decrement_header_ttl(h: &mut [u8; IPV4_MIN_HEADER_LEN]) {
     let ttl = h[IPV4_TTL];
     if ttl == 0 {
         return;

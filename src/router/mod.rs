@@ -23,7 +23,7 @@ pub mod mss;
 
 use crate::dataplane::nexthop::{Fib, Miss, NextHopView};
 use crate::dataplane::worker::{Event, Tally};
-use crate::dataplane::{Port, Ports};
+use crate::dataplane::{Action, Port, Ports};
 use crate::packet::{self, Parsed};
 
 use hold::{Hold, Release, Wait};
@@ -48,15 +48,30 @@ pub enum Fit {
     TooBig(u16),
 }
 
-/// The handler's drop reason indexes for what the router drops outside `handle`.
+/// The handler's drop reason indexes for what the router drops (in `handle`, or outside it
+/// for held frames).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouterDrops {
-    /// A held packet's next hop was not resolved in time, or too many waited for it.
+    /// The next hop is not resolved: too many packets wait for it, or a held one waited
+    /// too long.
     pub unresolved: usize,
     /// A held fragment's first fragment never came.
     pub fragment_expired: usize,
     /// A released frame found no free frame to be sent in.
     pub hold_full: usize,
+    /// No route out of one of the gateway's ports.
+    pub no_route: usize,
+    /// DF set, larger than the egress MTU, and Fragmentation Needed not sent.
+    pub too_big: usize,
+    /// A blackhole route.
+    pub route_blackhole: usize,
+    /// An unreachable or prohibit route, and Destination Unreachable not sent.
+    pub route_unreachable: usize,
+}
+
+#[inline]
+fn drop_action(reason: usize) -> Action {
+    Action::Drop(u16::try_from(reason).unwrap_or(u16::MAX))
 }
 
 /// Where a packet goes, from the forwarding table.
@@ -250,6 +265,61 @@ impl Router {
                     Err(_) => Routed::Unresolved,
                 }
             }
+        }
+    }
+
+    /// The action for a packet whose route forwards nothing, the frame dropped silently
+    /// (no ICMP error: for a packet already translated, which would quote the wrong
+    /// addresses).
+    #[inline]
+    pub fn drop_for(&self, d: Decision) -> Action {
+        drop_action(match d {
+            Decision::Blackhole => self.drops.route_blackhole,
+            Decision::Unreachable(_) => self.drops.route_unreachable,
+            Decision::NoRoute | Decision::Forward { .. } => self.drops.no_route,
+        })
+    }
+
+    /// The action for a packet whose route forwards nothing, `frame` as it arrived on
+    /// `ingress`: an unreachable or prohibit route answers Destination Unreachable.
+    pub fn refuse(&mut self, frame: &[u8], ingress: Port, d: Decision) -> Action {
+        if let Decision::Unreachable(code) = d {
+            if self.answer(frame, ingress, IcmpKind::Unreachable(code)) {
+                return Action::Reply(ingress);
+            }
+        }
+        self.drop_for(d)
+    }
+
+    /// The action for a DF packet larger than the egress MTU `mtu`: Fragmentation Needed
+    /// quoting `quote` (the start of the packet as its sender sent it), or a drop.
+    pub fn too_big(&mut self, quote: &[u8], ingress: Port, mtu: u16) -> Action {
+        if self.answer(quote, ingress, IcmpKind::FragNeeded(mtu)) {
+            return Action::Reply(ingress);
+        }
+        drop_action(self.drops.too_big)
+    }
+
+    /// Routes a frame ready to leave (translated, TTL decremented) to next hop `hop` out of
+    /// `egress` (see [`Router::route`]): transmit it (in fragments if `fit` says so), hold
+    /// it, or drop it.
+    #[inline]
+    pub fn send(
+        &mut self,
+        frame: &mut [u8],
+        nh: &NextHopView,
+        hop: u32,
+        egress: Port,
+        fit: Fit,
+    ) -> Action {
+        match self.route(frame, nh, hop, egress) {
+            Routed::Ready => match fit {
+                Fit::Fragment(mtu) => Action::TransmitFragments(egress, mtu),
+                _ => Action::Transmit(egress),
+            },
+            Routed::Held => Action::Consumed,
+            Routed::Unresolved => drop_action(self.drops.unresolved),
+            Routed::NoRoute => drop_action(self.drops.no_route),
         }
     }
 
