@@ -10,50 +10,14 @@ use std::time::Duration;
 
 use common::*;
 
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Spawns `python3 tool args...` in `role` and waits for its "ready" line.
-fn ready_tool(
-    lab: &Lab,
-    role: &str,
-    python: &str,
-    args: &[&str],
-) -> (
-    std::process::Child,
-    std::io::Lines<BufReader<std::process::ChildStdout>>,
-) {
-    let mut c = Command::new("ip")
-        .args(["netns", "exec", &lab.ns(role), python])
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn tool");
-    let mut lines = BufReader::new(c.stdout.take().expect("stdout")).lines();
-    assert_eq!(lines.next().and_then(|l| l.ok()).as_deref(), Some("ready"));
-    (c, lines)
-}
-
-fn gw_mac(lab: &Lab) -> String {
-    let out = lab.exec("gw", &["cat", "/sys/class/net/in0/address"]);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn rfc4787_req14_large_datagrams_cross_fragmented_both_ways() {
     let lab = Lab::up("req14", 1);
     let gw = Gateway::start(&lab, &["--masquerade"]);
     let udp = tool("udp_big.py");
-    let (mut echo, _) = ready_tool(
-        &lab,
+    let (mut echo, _) = lab.spawn_ready(
         "srv",
-        "python3",
-        &[&udp, "echo", "198.19.0.2", "7777", "15"],
+        &["python3", &udp, "echo", "198.19.0.2", "7777", "15"],
     );
     // Fragmented by the client's kernel on the way out and by the server's on the way back.
     for size in [4000, 9000] {
@@ -101,15 +65,13 @@ fn rfc4787_req14_large_datagrams_cross_fragmented_both_ways() {
 fn rfc4787_req14_out_of_order_fragments_are_held_until_the_first() {
     let lab = Lab::up("req14ooo", 1);
     let gw = Gateway::start(&lab, &["--masquerade"]);
-    let mac = gw_mac(&lab);
+    let mac = lab.mac("gw", "in0");
     // The client must know the route's neighbour, the gateway the server's: one ping.
     lab.exec("cli", &["ping", "-c", "1", "-W", "2", "198.19.0.2"]);
     let udp = tool("udp_big.py");
-    let (mut rx, mut lines) = ready_tool(
-        &lab,
+    let (mut rx, mut lines) = lab.spawn_ready(
         "srv",
-        "python3",
-        &[&udp, "recv", "198.19.0.2", "9999", "10"],
+        &["python3", &udp, "recv", "198.19.0.2", "9999", "10"],
     );
     let out = lab.exec(
         "cli",
@@ -154,7 +116,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn rfc4787_req14_a_flood_of_lone_fragments_stays_bounded() {
     let lab = Lab::up("req14flood", 1);
     let gw = Gateway::start(&lab, &["--masquerade"]);
-    let mac = gw_mac(&lab);
+    let mac = lab.mac("gw", "in0");
     let pid = gw.child.as_ref().map(|c| c.id()).unwrap_or(0);
     let mut ping = lab.spawn(
         "cli",
@@ -207,11 +169,9 @@ fn rfc4787_req14_a_flood_of_lone_fragments_stays_bounded() {
 
 /// Starts `udp_who.py serve` on `addr:port` in `role`.
 fn who_server(lab: &Lab, role: &str, addr: &str, port: &str) -> std::process::Child {
-    let (c, _) = ready_tool(
-        lab,
+    let (c, _) = lab.spawn_ready(
         role,
-        "python3",
-        &[&tool("udp_who.py"), "serve", addr, port, "20"],
+        &["python3", &tool("udp_who.py"), "serve", addr, port, "20"],
     );
     c
 }
@@ -484,11 +444,9 @@ fn rfc7857_a_half_closed_tcp_connection_is_kept_until_both_fins() {
     .unwrap();
     let gw = Gateway::start(&lab, &["--config", cfg.to_str().unwrap()]);
     let hc = tool("halfclose.py");
-    let (mut srv, _) = ready_tool(
-        &lab,
+    let (mut srv, _) = lab.spawn_ready(
         "srv",
-        "python3",
-        &[&hc, "server", "198.19.0.2", "7100", "4"],
+        &["python3", &hc, "server", "198.19.0.2", "7100", "4"],
     );
     let out = lab.exec("cli", &["python3", &hc, "client", "198.19.0.2", "7100"]);
     assert_eq!(

@@ -27,6 +27,34 @@ fn http_server(lab: &Lab, role: &str, addr: &str, port: u16, log: &str) -> std::
     child
 }
 
+/// Puts a 10 MB file in the lab's directory (which the lab's HTTP servers serve) and
+/// checks that `role` downloads it intact from `base`/big.bin.
+fn download_10mb_intact(lab: &Lab, role: &str, base: &str) {
+    let big = lab.dir.join("big.bin");
+    if !big.exists() {
+        let data: Vec<u8> = (0..10u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        std::fs::write(&big, &data).unwrap();
+    }
+    let got = lab.dir.join("got.bin");
+    let _ = std::fs::remove_file(&got);
+    let out = lab.exec(
+        role,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "30",
+            "-o",
+            got.to_str().unwrap(),
+            &format!("{base}/big.bin"),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(sha256(&got), sha256(&big), "10 MB from {base} corrupted");
+}
+
 fn kill(mut c: std::process::Child) {
     let _ = c.kill();
     let _ = c.wait();
@@ -56,26 +84,7 @@ fn curl_ping_and_iperf3_through_snat() {
         gw.log()
     );
     // 10 MB, with the veths' default offloads: intact.
-    let big = lab.dir.join("big.bin");
-    let data: Vec<u8> = (0..10u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    std::fs::write(&big, &data).unwrap();
-    let got = lab.dir.join("got.bin");
-    let out = lab.exec(
-        "cli",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "30",
-            "-o",
-            got.to_str().unwrap(),
-            "http://198.19.0.2:8080/big.bin",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(sha256(&got), sha256(&big), "10 MB download corrupted");
+    download_10mb_intact(&lab, "cli", "http://198.19.0.2:8080");
     let log = lab.read("http.log");
     assert!(
         log.contains("198.19.0.1 - -"),
@@ -273,27 +282,8 @@ fn port_forward_with_and_without_snat() {
         "DNAT+SNAT shows the gateway's inside address: {log}"
     );
     // 10 MB through both forwards, default offloads: intact.
-    let big = lab.dir.join("big.bin");
-    let data: Vec<u8> = (0..10u32 << 20)
-        .map(|i| (i.wrapping_mul(2_246_822_519) >> 24) as u8)
-        .collect();
-    std::fs::write(&big, &data).unwrap();
     for port in [40080u16, 40081] {
-        let got = lab.dir.join(format!("got-{port}.bin"));
-        let out = lab.exec(
-            "srv",
-            &[
-                "curl",
-                "-sS",
-                "--max-time",
-                "30",
-                "-o",
-                got.to_str().unwrap(),
-                &format!("http://198.19.0.1:{port}/big.bin"),
-            ],
-        );
-        assert!(out.status.success(), "{out:?}");
-        assert_eq!(sha256(&got), sha256(&big), "10 MB through {port} corrupted");
+        download_10mb_intact(&lab, "srv", &format!("http://198.19.0.1:{port}"));
     }
     // A port that is neither forwarded nor in the NAT range reaches the gateway's kernel,
     // which has nothing listening: the connection is refused (RST), not silently dropped.

@@ -229,9 +229,8 @@ fn one_source_cannot_exceed_its_session_quota() {
 fn malformed_frames_are_counted_by_reason_while_good_traffic_flows() {
     let lab = Lab::up("malformed", 1);
     let gw = Gateway::start(&lab, &["--masquerade"]);
-    let out = lab.exec("gw", &["cat", "/sys/class/net/in0/address"]);
-    let mac = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(mac.len(), 17, "{out:?}");
+    let mac = lab.mac("gw", "in0");
+    assert_eq!(mac.len(), 17, "{mac:?}");
     // Good traffic before, during and after.
     let mut ping = lab.spawn(
         "cli",

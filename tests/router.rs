@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -25,14 +23,6 @@ fn outside_mtu(lab: &Lab, mtu: u32) {
 
 fn event(s: &serde_json::Value, name: &str) -> u64 {
     num(s, &format!("/total/events/{name}"))
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]
@@ -135,23 +125,10 @@ fn nat_fragments_udp_without_df_on_egress() {
     outside_mtu(&lab, 1400);
     let gw = Gateway::start(&lab, &["--masquerade"]);
     let udp = tool("udp_big.py");
-    let mut rx = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("srv"),
-            "python3",
-            &udp,
-            "recv",
-            "198.19.0.2",
-            "9999",
-            "10",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("receiver");
-    let mut lines = BufReader::new(rx.stdout.take().expect("stdout")).lines();
-    assert_eq!(lines.next().and_then(|l| l.ok()).as_deref(), Some("ready"));
+    let (mut rx, mut lines) = lab.spawn_ready(
+        "srv",
+        &["python3", &udp, "recv", "198.19.0.2", "9999", "10"],
+    );
     let sent = lab.exec(
         "cli",
         &["python3", &udp, "send", "198.19.0.2", "9999", "1450"],
@@ -174,22 +151,16 @@ fn clamp_mss_auto_announces_the_outside_mtu_minus_40() {
     let lab = Lab::up("mss", 1);
     outside_mtu(&lab, 1400);
     let gw = Gateway::start(&lab, &["--masquerade", "--clamp-mss", "auto"]);
-    let mut sniff = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("srv"),
+    let (mut sniff, mut lines) = lab.spawn_ready(
+        "srv",
+        &[
             "/usr/bin/python3",
             &tool("syn_mss.py"),
             "eth0",
             "8080",
             "10",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sniffer");
-    let mut lines = BufReader::new(sniff.stdout.take().expect("stdout")).lines();
-    assert_eq!(lines.next().and_then(|l| l.ok()).as_deref(), Some("ready"));
+        ],
+    );
     // No server needs to listen: the SYN is what is looked at.
     let _ = lab.exec(
         "cli",
@@ -283,29 +254,21 @@ fn a_prefix_routed_back_inside_stays_inside_untranslated() {
         .status
         .success());
     let gw = Gateway::start(&lab, &["--masquerade"]);
-    let gw_mac = String::from_utf8_lossy(
-        &lab.exec("gw", &["cat", "/sys/class/net/in0/address"])
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let gw_mac = lab.mac("gw", "in0");
     // The client's pings to 198.18.50.7 go to its default gateway; what comes back from
     // the gateway on the inside link is captured.
     let flt = "icmp and dst host 198.18.50.7".to_string();
-    let mut c = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("cli"),
+    let (mut c, lines) = lab.spawn_ready(
+        "cli",
+        &[
             "/usr/bin/python3",
             &tool("sniff_ip.py"),
-        ])
-        .args(["eth0", "4", &flt, &gw_mac])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sniffer");
-    let mut lines = BufReader::new(c.stdout.take().expect("stdout")).lines();
-    assert_eq!(lines.next().and_then(|l| l.ok()).as_deref(), Some("ready"));
+            "eth0",
+            "4",
+            &flt,
+            &gw_mac,
+        ],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let before = gw.fresh_stats();
     let _ = lab.exec(
@@ -368,20 +331,16 @@ fn ecmp_spreads_flows_over_two_upstreams_and_keeps_each_on_one() {
         assert!(out.status.success(), "{c:?}: {}", text(&out));
     }
     let gw = Gateway::start(&lab, &["--masquerade"]);
-    let mut sniff = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("srv"),
+    let (mut sniff, mut lines) = lab.spawn_ready(
+        "srv",
+        &[
             "/usr/bin/python3",
             &tool("mac_split.py"),
-        ])
-        .args(["eth0", "198.19.9.0/24", "6"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sniffer");
-    let mut lines = BufReader::new(sniff.stdout.take().expect("stdout")).lines();
-    assert_eq!(lines.next().and_then(|l| l.ok()).as_deref(), Some("ready"));
+            "eth0",
+            "198.19.9.0/24",
+            "6",
+        ],
+    );
     // 32 flows, three datagrams each.
     let send = "import socket,time\nfor r in range(3):\n for p in range(41000,41032):\n  s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('198.18.0.2',p));s.sendto(b'x',('198.19.9.1',9));s.close()\n time.sleep(0.3)\n";
     let out = lab.exec("cli", &["python3", "-c", send]);

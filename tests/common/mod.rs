@@ -3,8 +3,9 @@
 //! also when a test fails.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Lines};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,31 @@ impl Lab {
         let out = self.exec("gw", &["ip", "-d", "link", "show", "dev", ifname]);
         let s = String::from_utf8_lossy(&out.stdout);
         s.contains("prog/xdp") || s.contains(" xdp ") || s.contains("xdpgeneric")
+    }
+
+    /// Spawns `args` in a namespace with its stdout piped, and waits for the tool's
+    /// `ready` line (the helpers in tests/tools print it once listening or capturing);
+    /// returns the child and the rest of its output.
+    pub fn spawn_ready(&self, role: &str, args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", &self.ns(role)])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn tool");
+        let mut lines = BufReader::new(c.stdout.take().expect("stdout")).lines();
+        assert_eq!(
+            lines.next().and_then(|l| l.ok()).as_deref(),
+            Some("ready"),
+            "{args:?} did not start"
+        );
+        (c, lines)
+    }
+
+    /// The MAC address of `dev` in the namespace of `role`.
+    pub fn mac(&self, role: &str, dev: &str) -> String {
+        let out = self.exec(role, &["cat", &format!("/sys/class/net/{dev}/address")]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     pub fn read(&self, file: &str) -> String {
@@ -253,6 +279,15 @@ impl Drop for Gateway {
             let _ = c.wait();
         }
     }
+}
+
+/// A command's stdout and stderr, for messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Number at a JSON pointer (0 if absent).
