@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam::channel::{Receiver, Sender, TrySendError};
+use crossbeam::channel::{Receiver, Sender};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
     NLM_F_REPLACE, NLM_F_REQUEST,
@@ -248,7 +248,6 @@ pub struct NextHops {
     generation: AtomicU64,
     requests: Sender<(u32, u32)>,
     rx: Receiver<(u32, u32)>,
-    notified: AtomicU64,
 }
 
 impl NextHops {
@@ -261,7 +260,6 @@ impl NextHops {
             generation: AtomicU64::new(0),
             requests: tx,
             rx,
-            notified: AtomicU64::new(0),
         })
     }
 
@@ -384,20 +382,12 @@ impl NextHops {
                 }
             }
             if changed || last.elapsed() >= period {
-                if changed {
-                    self.notified.fetch_add(1, Ordering::Relaxed);
-                }
                 if let Err(e) = self.refresh() {
                     tracing::warn!(error = %e, "route/neighbour dump failed");
                 }
                 last = std::time::Instant::now();
             }
         }
-    }
-
-    /// How many dumps rtnetlink notifications triggered (for tests and stats).
-    pub fn notified(&self) -> u64 {
-        self.notified.load(Ordering::Relaxed)
     }
 }
 
@@ -488,18 +478,6 @@ impl NextHopView {
                 Err(Miss::Unresolved(nh))
             }
         }
-    }
-
-    /// Destination MAC for `dst` out of `oif`; on a miss, asks the resolver.
-    #[inline]
-    pub fn resolve(&self, dst: u32, oif: u32) -> Result<[u8; 6], Miss> {
-        let r = self.snap.resolve(dst, oif);
-        if let Err(Miss::Unresolved(nh)) = r {
-            match self.shared.requests.try_send((nh, oif)) {
-                Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
-            }
-        }
-        r
     }
 }
 

@@ -135,23 +135,6 @@ impl Rules {
         !self.dnat.is_empty() && self.dnat.contains_key(&(proto, addr, port))
     }
 
-    /// The port forwards whose external port lies inside a NAT pool's range of the same
-    /// address: `(protocol, address, port)`, reserved out of the pool.
-    pub fn reservations(&self) -> Vec<(u8, u32, u16)> {
-        let mut v: Vec<(u8, u32, u16)> = self
-            .dnat
-            .keys()
-            .copied()
-            .filter(|&(_, a, p)| {
-                self.snat_addrs
-                    .iter()
-                    .any(|&(sa, lo, hi)| sa == a && (lo..=hi).contains(&p))
-            })
-            .collect();
-        v.sort_unstable();
-        v
-    }
-
     /// Whether `addr` is a NAT pool address or a port-forward address: traffic from the
     /// inside to it is hairpinned.
     #[inline]
@@ -189,11 +172,6 @@ impl Rules {
         self.snat_addrs
             .get((h as usize) % self.snat_addrs.len())
             .copied()
-    }
-
-    /// `(address, first port, last port)` of every SNAT pool address.
-    pub fn pool_addresses(&self) -> &[(u32, u16, u16)] {
-        &self.snat_addrs
     }
 
     /// `(address, port, protocol)` of every port forward.
