@@ -84,8 +84,10 @@ fn bench(c: &mut Criterion) {
         let warm = frames(0..live, false, false);
         let mut buf = [0u8; FRAME];
         assert_eq!(translate_all(&mut e, &warm, &mut buf), live as usize);
-        // Every flow has its own inside endpoint here: a session and a mapping each.
-        assert_eq!(e.table().len() as u64, 2 * live);
+        // Every flow has its own inside endpoint here: a session and a mapping each, but
+        // for the rare pair the table evicted when both of a key's buckets were full.
+        let st = e.table().stats();
+        assert_eq!(e.table().len() as u64 + st.evict, 2 * live, "{st:?}");
         let hits = frames(0..live, false, true);
         let batch = 4096usize.min(live as usize);
         g.throughput(Throughput::Elements(batch as u64));
