@@ -42,6 +42,7 @@ fn inner_ip_ok(f: &[u8], p: &Parsed) -> Option<bool> {
 /// Parses `data` as a frame; if accepted, runs every rewrite on a copy and checks that the
 /// result parses to the new tuple and that checksums which verified before still verify.
 pub fn frame(data: &[u8]) {
+    router_paths(data);
     let Ok(p) = parse(data) else {
         return;
     };
@@ -88,6 +89,43 @@ pub fn frame(data: &[u8]) {
     forward_hop(&mut f, &p);
     assert!(checksum::verify(&f[p.l3()..p.l4()]));
     set_macs(&mut f, [0x02, 0, 0, 0, 0, 1], [0x02, 0, 0, 0, 0, 2]);
+}
+
+/// The router's readers of wire frames: non-first fragments, the RFC 1812 checks, egress
+/// fragmentation; and on frames that parse, partial-checksum completion and MSS clamping,
+/// after which a checksum that verified still verifies (and a completed one verifies).
+fn router_paths(data: &[u8]) {
+    let _ = crate::packet::frag::parse_fragment(data);
+    let _ = crate::router::icmp::may_answer(data);
+    for mtu in [68usize, 576, 1280] {
+        if let Ok(mut fr) = crate::router::fragment::Fragmenter::new(data, mtu) {
+            let want = fr.count();
+            let mut out = vec![0u8; mtu + 14];
+            let mut n = 0;
+            while let Some(len) = fr.next_into(&mut out) {
+                assert!(len <= mtu + 14, "fragment of {len} bytes for MTU {mtu}");
+                n += 1;
+            }
+            assert_eq!(n, want, "fragment count");
+        }
+    }
+    let Ok(p) = parse(data) else {
+        return;
+    };
+    let before = l4_ok(data, &p);
+    let mut f = data.to_vec();
+    if crate::packet::offload::complete_partial(&mut f, &p) {
+        assert_eq!(
+            l4_ok(&f, &p),
+            Some(true),
+            "a completed checksum must verify"
+        );
+    }
+    let mut f = data.to_vec();
+    crate::router::mss::clamp(&mut f, &p, 536);
+    if before == Some(true) {
+        assert_eq!(l4_ok(&f, &p), Some(true), "MSS clamping broke the checksum");
+    }
 }
 
 /// A NAT engine over a small table, for [`nat_translate`].
