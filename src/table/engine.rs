@@ -7,7 +7,7 @@ use super::{
     ConnState, Dir, Hit, InsertError, Session, TableConfig, TableError, TableStats, Timeouts, Tuple,
 };
 use std::hint::spin_loop;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{self, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 
 /// Ways (halves) per bucket.
@@ -34,6 +34,11 @@ const RCOUNT_ONE: u64 = 1 << RCOUNT_SHIFT;
 const RCOUNT_MASK: u64 = 0xFF << RCOUNT_SHIFT;
 /// Refreshes after which an assured non-TCP flow is *protected* (segmented LRU).
 const PROTECT_AFTER: u64 = 2;
+/// Generation of the slot's occupant in meta bits 56..64: bumped whenever a new half is
+/// written into the slot, checked by every CAS on the meta word (refresh, state), so that a
+/// write through a slot index taken from an old snapshot cannot land on a new occupant.
+const GEN_SHIFT: u32 = 56;
+const GEN_MASK: u64 = 0xFF << GEN_SHIFT;
 /// Eviction scores below this belong to protected pairs (class 1).
 const PROTECTED_MAX_SCORE: u64 = 2 << 40;
 const LOW32: u64 = 0xFFFF_FFFF;
@@ -42,6 +47,14 @@ const LOW32: u64 = 0xFFFF_FFFF;
 /// hundred nanoseconds): short spins only, never a yield of the pinned worker; after them
 /// the lookup reports a miss (counted as `busy`).
 const LOOKUP_RETRIES: u32 = 2;
+/// Times a scan that found nothing is repeated because a cuckoo move was in flight on the
+/// key's stripe (see [`Table::moves`]); after them the scan reports BUSY.
+const MOVE_RESCANS: u32 = 3;
+/// Relocation stripes: a move of a key is announced on the stripe of its bucket pair.
+const MOVE_STRIPES: usize = 256;
+/// The low half of a stripe word counts moves in flight, the high half moves completed.
+const MOVE_START: u64 = 1;
+const MOVE_END: u64 = (1 << 32) - 1;
 const INSERT_ATTEMPTS: u32 = 16;
 const CLAIM_ATTEMPTS: u32 = 4;
 const REMOVE_ATTEMPTS: u32 = 8;
@@ -134,6 +147,17 @@ const fn m_make(last: u32, state: ConnState) -> u64 {
     last as u64 | ((state.code() as u64) << 32) | flags
 }
 
+/// The generation bits of a meta word.
+#[inline(always)]
+const fn m_gen(m: u64) -> u8 {
+    (m >> GEN_SHIFT) as u8
+}
+/// `m` with generation `g`.
+#[inline(always)]
+const fn m_with_gen(m: u64, g: u8) -> u64 {
+    (m & !GEN_MASK) | ((g as u64) << GEN_SHIFT)
+}
+
 #[inline(always)]
 fn fold_mul(a: u64, b: u64) -> u64 {
     let m = (a as u128).wrapping_mul(b as u128);
@@ -190,6 +214,26 @@ thread_local! {
     /// The hook of this thread, if any (tests of the race between scoring and claiming).
     pub(crate) static BEFORE_CLAIM: std::cell::Cell<Option<ClaimHook>> =
         const { std::cell::Cell::new(None) };
+}
+
+/// A test hook run by `find` between its scans of a key's first and second bucket (taken
+/// out of its cell before it runs, so it runs once).
+#[cfg(test)]
+pub(crate) type TestHook = Box<dyn FnOnce(&Table)>;
+
+#[cfg(test)]
+thread_local! {
+    /// The hook of this thread, if any (tests of the relocation race between the scans).
+    pub(crate) static BETWEEN_SCANS: std::cell::RefCell<Option<TestHook>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// A hook run by a hit between reading the half and refreshing it (tests of writes
+    /// through stale slot indexes).
+    pub(crate) static BEFORE_REFRESH: std::cell::RefCell<Option<TestHook>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Backoff rounds and yields this thread went through so far (tests only).
@@ -343,6 +387,11 @@ pub struct Table {
     evict_protected: bool,
     /// Largest `now` seen (for `flush`'s idle figures); written at most once per second.
     clock: AtomicU32,
+    /// Cuckoo moves announced per stripe of bucket pairs (moves in flight in the low 32
+    /// bits, moves completed in the high 32 bits). A scan that finds nothing re-reads its
+    /// key's stripe afterwards and trusts the answer only if no move started, ran or ended
+    /// meanwhile (the relocation race between a key's two bucket scans).
+    moves: [AtomicU64; MOVE_STRIPES],
     ctr: Counters,
 }
 
@@ -483,6 +532,7 @@ impl Table {
             timeouts: t,
             evict_protected: cfg.evict_protected,
             clock: AtomicU32::new(0),
+            moves: std::array::from_fn(|_| AtomicU64::new(0)),
             ctr: Counters::new(),
         }
     }
@@ -614,15 +664,21 @@ impl Table {
             x.sport as u64 | ((x.dport as u64) << 16) | ((partner as u64) << 32),
             Relaxed,
         );
-        d[D_META].store(meta, Relaxed);
+        // A new occupant: the next generation of this slot (see `GEN_SHIFT`).
+        let g = m_gen(d[D_META].load(Relaxed)).wrapping_add(1);
+        d[D_META].store(m_with_gen(meta, g), Relaxed);
     }
 
-    /// Advances last-seen to `now` (never backwards) and optionally sets the assured flag.
+    /// Advances last-seen to `now` (never backwards) and optionally sets the assured flag,
+    /// if the slot still holds the occupant of generation `gen` (else does nothing).
     #[inline]
-    fn touch(&self, slot: u32, now: u32, assure: bool) {
+    fn touch(&self, slot: u32, gen: u8, now: u32, assure: bool) {
         let m = &self.data(slot)[D_META];
         let mut cur = m.load(Relaxed);
         loop {
+            if m_gen(cur) != gen {
+                return;
+            }
             let mut new = cur;
             if now > m_last(cur) {
                 new = (cur & !LOW32) | now as u64;
@@ -643,10 +699,14 @@ impl Table {
         }
     }
 
-    fn set_meta_state(&self, slot: u32, state: ConnState) {
+    /// Sets the state in the meta word of `slot` if it still holds generation `gen`.
+    fn set_meta_state(&self, slot: u32, gen: u8, state: ConnState) {
         let m = &self.data(slot)[D_META];
         let mut cur = m.load(Relaxed);
         loop {
+            if m_gen(cur) != gen {
+                return;
+            }
             let mut new = (cur & !STATE_MASK) | ((state.code() as u64) << 32);
             if state == ConnState::TcpEstablished {
                 new |= FLAG_ASSURED;
@@ -663,57 +723,75 @@ impl Table {
 
     // ---- search ---------------------------------------------------------------------------
 
+    /// The move stripe of a key (the same for both of its buckets, see [`Table::moves`]).
+    #[inline(always)]
+    fn stripe(&self, loc: &Loc) -> &AtomicU64 {
+        &self.moves[(loc.b1 ^ loc.b2) as usize % MOVE_STRIPES]
+    }
+
+    /// Finds the LIVE half keyed by `(k0, k1)` (acquire loads).
     #[inline]
     fn find(&self, loc: &Loc, k0: u64, k1: u64) -> Find {
+        self.scan_stable(loc, k0, k1, Acquire, [NO_SLOT; 2])
+    }
+
+    /// Post-claim conflict scan (`SeqCst` loads, see module docs), skipping our own claims.
+    fn rescan(&self, loc: &Loc, k0: u64, k1: u64, mine: [u32; 2]) -> Find {
+        self.scan_stable(loc, k0, k1, SeqCst, mine)
+    }
+
+    /// Scans both buckets of a key; an `Absent` answer is trusted only if no cuckoo move of
+    /// a key of this bucket pair was in flight or completed during the scan (a key moved from
+    /// the second bucket into the first between the two scans would otherwise look absent).
+    /// The scan is repeated a few times, then reported as BUSY.
+    #[inline]
+    fn scan_stable(&self, loc: &Loc, k0: u64, k1: u64, ord: Ordering, mine: [u32; 2]) -> Find {
+        let stripe = self.stripe(loc);
+        for _ in 0..MOVE_RESCANS {
+            let m1 = stripe.load(Acquire);
+            match self.scan(loc, k0, k1, ord, mine) {
+                Find::Absent => {}
+                other => return other,
+            }
+            // The bucket loads above are acquire (or SeqCst) loads, so this load cannot be
+            // performed before them.
+            let m2 = stripe.load(Acquire);
+            if m1 == m2 && m1 as u32 == 0 {
+                return Find::Absent;
+            }
+            spin_loop();
+        }
+        Find::Busy
+    }
+
+    #[inline(always)]
+    fn scan(&self, loc: &Loc, k0: u64, k1: u64, ord: Ordering, mine: [u32; 2]) -> Find {
         let mut busy = false;
         for b in [loc.b1, loc.b2] {
             let bk = &self.buckets[b as usize];
             for (w, cw) in bk.ctrl.iter().enumerate() {
-                let c = cw.load(Acquire);
+                let c = cw.load(ord);
                 if c_fp(c) != loc.fp {
+                    continue;
+                }
+                let slot = b * WAYS as u32 + w as u32;
+                if mine.contains(&slot) {
                     continue;
                 }
                 if c_busy(c) {
                     busy = true;
                     continue;
                 }
-                let slot = b * WAYS as u32 + w as u32;
                 match self.read_live(slot, c) {
                     Some(s) if s.key_is(k0, k1) => return Find::Found(slot, s),
                     Some(_) => {}
                     None => busy = true,
                 }
             }
-        }
-        if busy {
-            Find::Busy
-        } else {
-            Find::Absent
-        }
-    }
-
-    /// Post-claim conflict scan (`SeqCst` loads, see module docs), skipping our own claims.
-    fn rescan(&self, loc: &Loc, k0: u64, k1: u64, mine: [u32; 2]) -> Find {
-        let mut busy = false;
-        for b in [loc.b1, loc.b2] {
-            let bk = &self.buckets[b as usize];
-            for (w, cw) in bk.ctrl.iter().enumerate() {
-                let slot = b * WAYS as u32 + w as u32;
-                if mine.contains(&slot) {
-                    continue;
-                }
-                let c = cw.load(SeqCst);
-                if c_fp(c) != loc.fp {
-                    continue;
-                }
-                if c_busy(c) {
-                    busy = true;
-                    continue;
-                }
-                match self.read_live(slot, c) {
-                    Some(s) if s.key_is(k0, k1) => return Find::Found(slot, s),
-                    Some(_) => {}
-                    None => busy = true,
+            #[cfg(test)]
+            if b == loc.b1 {
+                if let Some(h) = BETWEEN_SCANS.with(|h| h.borrow_mut().take()) {
+                    h(self);
                 }
             }
         }
@@ -1049,27 +1127,67 @@ impl Table {
                 if alt == loc.b1 || alt == loc.b2 || !self.has_room(alt, now) {
                     continue;
                 }
-                if !self.try_claim(slot, c, c_fp(c)) {
-                    continue;
-                }
-                let sb = c_next(c, c_fp(c));
-                match self.claim_in_bucket(alt, l2.fp, now, t) {
-                    Some((d, db)) => {
-                        let (src, dst) = (self.data(slot), self.data(d));
-                        for i in 0..DW {
-                            dst[i].store(src[i].load(Relaxed), Relaxed);
-                        }
-                        self.publish(d, db);
-                        let nb = c_make(loc.fp, c_seq(sb).wrapping_add(2));
-                        self.ctrl(slot).store(nb, SeqCst);
-                        t.inc(Ctr::Relocate);
-                        return Some((slot, nb));
-                    }
-                    None => self.publish(slot, sb),
+                if let Some(nb) = self.move_half(slot, c, &l2, alt, loc.fp, now, t) {
+                    return Some((slot, nb));
                 }
             }
         }
         None
+    }
+
+    /// Moves the LIVE half at `slot` (control word `c`, key located at `l2`) into bucket
+    /// `alt`, its other candidate bucket (a free way there, or an expendable pair evicted).
+    /// Its old slot is then claimed for fingerprint `then_fp` (BUSY, returned), or freed if
+    /// `then_fp` is 0. `None` if the half changed meanwhile or `alt` had no room.
+    ///
+    /// The half stays BUSY with its own fingerprint for the whole move, so its key is never
+    /// LIVE twice; the move is announced on the key's stripe from before the claim until
+    /// after its old slot is relabelled, so that a scan of the key running across the move
+    /// does not trust an empty answer (see [`Table::moves`]).
+    #[allow(clippy::too_many_arguments)]
+    fn move_half(
+        &self,
+        slot: u32,
+        c: u64,
+        l2: &Loc,
+        alt: u32,
+        then_fp: u32,
+        now: u32,
+        t: &mut Tally,
+    ) -> Option<u64> {
+        let stripe = self.stripe(l2);
+        stripe.fetch_add(MOVE_START, SeqCst);
+        let r = (|| {
+            if !self.try_claim(slot, c, c_fp(c)) {
+                return None;
+            }
+            let sb = c_next(c, c_fp(c));
+            let Some((d, db)) = self.claim_in_bucket(alt, l2.fp, now, t) else {
+                self.publish(slot, sb);
+                return None;
+            };
+            let (src, dst) = (self.data(slot), self.data(d));
+            for i in 0..D_META {
+                dst[i].store(src[i].load(Relaxed), Relaxed);
+            }
+            // The moved half is a new occupant of `d`: next generation of that slot.
+            let meta = src[D_META].load(Relaxed);
+            dst[D_META].store(
+                m_with_gen(meta, m_gen(dst[D_META].load(Relaxed)).wrapping_add(1)),
+                Relaxed,
+            );
+            self.publish(d, db);
+            let nb = if then_fp == 0 {
+                c_next(sb, 0)
+            } else {
+                c_make(then_fp, c_seq(sb).wrapping_add(2))
+            };
+            self.ctrl(slot).store(nb, SeqCst);
+            t.inc(Ctr::Relocate);
+            Some(nb)
+        })();
+        stripe.fetch_add(MOVE_END, Release);
+        r
     }
 
     /// Whether bucket `b` has a free way or an expendable (non-protected) pair.
@@ -1112,6 +1230,10 @@ impl Table {
         let assure = s.dir() == Dir::Rev && meta & FLAG_ASSURED == 0;
         let mut restored = false;
         let cold = m_last(meta) < now || assure;
+        #[cfg(test)]
+        if let Some(h) = BEFORE_REFRESH.with(|h| h.borrow_mut().take()) {
+            h(self);
+        }
         if cold {
             self.refresh_cold(slot, s, now, assure, t, &mut restored)?;
         }
@@ -1131,10 +1253,10 @@ impl Table {
         t: &mut Tally,
         restored: &mut bool,
     ) -> Option<()> {
-        self.touch(slot, now, assure);
+        self.touch(slot, m_gen(s.meta()), now, assure);
         match self.partner_of(slot, s) {
-            Partner::Ok(p, _) => {
-                self.touch(p, now, assure);
+            Partner::Ok(p, ps) => {
+                self.touch(p, m_gen(ps.meta()), now, assure);
                 t.inc(Ctr::Refresh);
             }
             Partner::Busy => {}
@@ -1211,7 +1333,7 @@ impl Table {
         self.write_half(p, p0, p1, pdir, &px, slot, meta);
         let old = s.d[D_X1];
         self.data(slot)[D_X1].store((old & LOW32) | ((p as u64) << 32), Relaxed);
-        self.touch(slot, now, false);
+        self.touch(slot, m_gen(s.meta()), now, false);
         self.publish(p, pb);
         self.publish(slot, hb);
         t.add_halves(1);
@@ -1286,6 +1408,44 @@ impl Table {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Test hook: moves the half keyed by `key` into its other candidate bucket with the
+    /// cuckoo move of the insert path (its old slot is freed). Returns the new slot.
+    #[cfg(test)]
+    pub(crate) fn force_move(&self, key: &Tuple, now: u32) -> Option<u32> {
+        let (k0, k1) = pack(key);
+        let loc = self.locate(k0, k1);
+        let Find::Found(slot, s) = self.find(&loc, k0, k1) else {
+            return None;
+        };
+        let b = slot / WAYS as u32;
+        let alt = if b == loc.b1 { loc.b2 } else { loc.b1 };
+        let mut t = Tally::default();
+        self.move_half(slot, s.ctrl, &loc, alt, 0, now, &mut t)?;
+        self.ctr.flush(&t);
+        match self.find(&loc, k0, k1) {
+            Find::Found(d, _) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Test hook: the two candidate buckets of `key` (scanned in this order).
+    #[cfg(test)]
+    pub(crate) fn buckets_of(&self, key: &Tuple) -> (u32, u32) {
+        let (k0, k1) = pack(key);
+        let l = self.locate(k0, k1);
+        (l.b1, l.b2)
+    }
+
+    /// Test hook: whether the half keyed by `key` is assured, and its last-seen second.
+    #[cfg(test)]
+    pub(crate) fn assured_of(&self, key: &Tuple) -> Option<(bool, u32)> {
+        let (k0, k1) = pack(key);
+        match self.find(&self.locate(k0, k1), k0, k1) {
+            Find::Found(_, s) => Some((s.meta() & FLAG_ASSURED != 0, m_last(s.meta()))),
+            _ => None,
         }
     }
 
@@ -1558,9 +1718,9 @@ impl Table {
     }
 
     fn set_state_snap(&self, slot: u32, s: &Snap, state: ConnState) {
-        self.set_meta_state(slot, state);
-        if let Partner::Ok(p, _) = self.partner_of(slot, s) {
-            self.set_meta_state(p, state);
+        self.set_meta_state(slot, m_gen(s.meta()), state);
+        if let Partner::Ok(p, ps) = self.partner_of(slot, s) {
+            self.set_meta_state(p, m_gen(ps.meta()), state);
         }
     }
 

@@ -51,7 +51,8 @@
 //! data[1]    = key.sport | key.dport << 16 | proto << 32 | dir << 40
 //! data[2]    = xlate.src | xlate.dst << 32
 //! data[3]    = xlate.sport | xlate.dport << 16 | partner slot << 32   (partner = hint)
-//! data[4]    = last_seen:32 | state:8 << 32 | flags:8 << 40 | refreshes:8 << 48  (meta)
+//! data[4]    = last_seen:32 | state:8 << 32 | flags:8 << 40 | refreshes:8 << 48
+//!              | generation:8 << 56                                   (meta)
 //! ```
 //!
 //! # Concurrency protocol (why it is correct)
@@ -77,6 +78,22 @@
 //!   a reader may see them one refresh late, which is harmless: the partner index is only ever a
 //!   *hint* and is validated by content (the partner must be LIVE, its key must be our
 //!   `xlate.reversed()` and its xlate our `key.reversed()`).
+//! * **Writes through old slot indexes.** A refresh or state change acts on a slot index
+//!   read earlier; the slot may have been freed and taken by another connection since. Every
+//!   new occupant gets the next *generation* of its slot (meta bits 56..64), and every CAS on
+//!   the meta word carries the generation of the snapshot it came from: a write meant for
+//!   the old occupant fails instead of refreshing, assuring or re-stating the new one (the
+//!   generation wraps after 256 occupants of one slot between a read and its write). A
+//!   partner hint written to a reused slot is harmless: hints are checked by content.
+//! * **Cuckoo moves and scans.** A lookup scans a key's first bucket, then its second; a
+//!   move of the key from the second into the first in between would make it look absent.
+//!   Every move is announced on a *stripe* of the table chosen by the key's bucket pair (256
+//!   stripes): a counter of moves in flight and completed, raised before the moved half is
+//!   claimed and lowered after its old slot is relabelled. A scan that finds nothing reads
+//!   the stripe before and after (acquire loads) and trusts the answer only if no move was
+//!   in flight and none completed meanwhile; otherwise it scans again (three times, then it
+//!   reports BUSY). The insert's post-claim conflict scan does the same. Whoever saw the old
+//!   slot relabelled sees the move's start; whoever saw the move's end sees its new copy.
 //! * **Uniqueness of keys (insert / restore).** Claims carry the fingerprint of the key being
 //!   written. After claiming, an inserter re-scans both candidate buckets of every key it is
 //!   writing with `SeqCst` loads (Dekker style): of two concurrent inserters of the same key, at

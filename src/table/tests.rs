@@ -757,3 +757,117 @@ fn a_pair_established_between_scoring_and_claiming_is_not_evicted() {
         promoted - established.min(promoted)
     );
 }
+
+/// Moves the half keyed by `key` into bucket `b` (one of its two) if it is not there yet.
+fn move_into(t: &Table, key: &Tuple, b: u32) {
+    let slot = t.peek(key, 1).expect("key present").slot;
+    if slot / super::engine::WAYS as u32 != b {
+        let d = t.force_move(key, 1).expect("moved");
+        assert_eq!(d / super::engine::WAYS as u32, b);
+    }
+}
+
+#[test]
+fn a_key_moved_between_the_two_bucket_scans_is_still_found() {
+    // Issue B1: a lookup scans a key's first bucket, then its second. A cuckoo move of the
+    // key from the second bucket into the first between the two scans made a live key look
+    // absent (a spurious miss: a new NAT port for a live connection).
+    let t = Table::new(cfg(4096)).unwrap();
+    let (o, x) = (org(1), xl(1));
+    t.insert_pair(&o, &x, ConnState::TcpEstablished, 1).unwrap();
+    let (b1, b2) = t.buckets_of(&o);
+    move_into(&t, &o, b2);
+    let ran = std::rc::Rc::new(std::cell::Cell::new(false));
+    let r = ran.clone();
+    super::engine::BETWEEN_SCANS.with(|h| {
+        *h.borrow_mut() = Some(Box::new(move |t: &Table| {
+            move_into(t, &o, b1);
+            r.set(true);
+        }))
+    });
+    let hit = t.lookup(&o, 1);
+    super::engine::BETWEEN_SCANS.with(|h| h.borrow_mut().take());
+    assert!(ran.get(), "the key was moved between the scans");
+    let hit = hit.expect("a live key moved during the lookup was reported absent");
+    assert_eq!((hit.dir, hit.xlate), (Dir::Org, x));
+    assert_eq!(t.peek(&o, 1).unwrap().slot / super::engine::WAYS as u32, b1);
+}
+
+/// Arms the scan hook to move `key` into the next bucket of `targets` between the two bucket
+/// scans of each of the next `targets.len()` scans.
+fn move_between_scans(key: Tuple, mut targets: Vec<u32>) {
+    if targets.is_empty() {
+        return;
+    }
+    let b = targets.remove(0);
+    super::engine::BETWEEN_SCANS.with(|h| {
+        *h.borrow_mut() = Some(Box::new(move |t: &Table| {
+            move_into(t, &key, b);
+            move_between_scans(key, targets);
+        }))
+    });
+}
+
+#[test]
+fn an_insert_racing_moves_of_its_key_reports_exists() {
+    // Issue B1 on the insert path: the pre-insert lookup and the post-claim conflict scan of
+    // a key being moved must not conclude "absent" (the key would be live twice).
+    let t = Table::new(cfg(4096)).unwrap();
+    let (o, x) = (org(1), xl(1));
+    t.insert_pair(&o, &x, ConnState::TcpEstablished, 1).unwrap();
+    let (b1, b2) = t.buckets_of(&o);
+    move_into(&t, &o, b2);
+    // Scans of an insert: its key, its reply key, then both again after claiming. Hide the
+    // key in the first and third (moved b2 -> b1 between the bucket scans).
+    move_between_scans(o, vec![b1, b2, b1]);
+    let r = t.insert_pair(&o, &xl(2), ConnState::TcpSyn, 1);
+    super::engine::BETWEEN_SCANS.with(|h| h.borrow_mut().take());
+    match r {
+        Err(InsertError::Exists(h)) => assert_eq!(h.xlate, x),
+        other => panic!("inserted a second copy of a live key: {other:?}"),
+    }
+    assert_eq!(t.sessions(1).filter(|s| s.org == o).count(), 1);
+}
+
+#[test]
+fn a_refresh_through_a_stale_slot_index_leaves_the_slots_new_occupant_alone() {
+    // Issue B2: a hit refreshes (and assures) its half through the slot index it read. If
+    // the pair was removed and the slot reused by another connection in between, the new
+    // occupant was refreshed and assured (moved to a safer eviction class) by the old hit.
+    let t = Table::new(cfg(8)).unwrap(); // 2 buckets: every key shares them
+    let (ao, ax) = (
+        Tuple::new(0xC612_0002, 40000, 0xC613_0002, 53, UDP),
+        Tuple::new(0xC613_0001, 40000, 0xC613_0002, 53, UDP),
+    );
+    t.insert_pair(&ao, &ax, ConnState::Udp, 1).unwrap();
+    let a_rev = ax.reversed();
+    let target = t.peek(&a_rev, 1).unwrap().slot;
+    let reused = std::rc::Rc::new(std::cell::Cell::new(None));
+    let r = reused.clone();
+    super::engine::BEFORE_REFRESH.with(|h| {
+        *h.borrow_mut() = Some(Box::new(move |t: &Table| {
+            assert!(t.remove(&ao));
+            for i in 0..200u16 {
+                let bo = Tuple::new(0xC612_0003, 1000 + i, 0xC613_0002, 53, UDP);
+                let bx = Tuple::new(0xC613_0001, 1000 + i, 0xC613_0002, 53, UDP);
+                t.insert_pair(&bo, &bx, ConnState::Udp, 1).unwrap();
+                for k in [bo, bx.reversed()] {
+                    if t.peek(&k, 1).unwrap().slot == target {
+                        r.set(Some(k));
+                        return;
+                    }
+                }
+                assert!(t.remove(&bo));
+            }
+        }))
+    });
+    // A reply hit in a new second: refreshes and assures its half (and its partner).
+    let _ = t.lookup(&a_rev, 2);
+    super::engine::BEFORE_REFRESH.with(|h| h.borrow_mut().take());
+    let k = reused.get().expect("another connection took the slot");
+    assert_eq!(
+        t.assured_of(&k),
+        Some((false, 1)),
+        "the new occupant was assured/refreshed through the old hit's slot index"
+    );
+}
