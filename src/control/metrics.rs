@@ -66,6 +66,11 @@ pub fn render(s: &Snapshot) -> String {
         "xdp_packets",
         "Frames seen by the XDP steering program, by action",
     );
+    let afxdp = counter_family(
+        &mut reg,
+        "afxdp_losses",
+        "Frames the kernel could not hand to an AF_XDP socket, by interface and kind (rx_ring_full: the worker's RX ring was full; rx_dropped: dropped by the kernel; fill_ring_empty: no free frame to receive into)",
+    );
     let table_events = counter_family(&mut reg, "table_events", "Translation table outcomes");
     let entries = gauge_family(
         &mut reg,
@@ -111,6 +116,17 @@ pub fn render(s: &Snapshot) -> String {
                 packets.get_or_create(&labels).inc_by(p);
                 bytes.get_or_create(&labels).inc_by(b);
             }
+        }
+    }
+    for (i, name) in ifname.iter().enumerate() {
+        for (kind, v) in [
+            ("rx_ring_full", s.total.xsk_rx_ring_full[i]),
+            ("rx_dropped", s.total.xsk_rx_dropped[i]),
+            ("fill_ring_empty", s.total.xsk_fill_ring_empty[i]),
+        ] {
+            afxdp
+                .get_or_create(&l(&[("interface", name), ("kind", kind)]))
+                .inc_by(v);
         }
     }
     for (reason, v) in &s.total.drops {
@@ -244,5 +260,449 @@ impl Drop for MetricsServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde_json::Value;
+
+    use super::render;
+    use crate::dataplane::bpf::{AttachedMode, SteerCounters, PASS_REASONS};
+    use crate::dataplane::RunInfo;
+    use crate::stats::{Counters, PortUsage, Snapshot, TableSnapshot, WorkerSnapshot};
+
+    /// Labels Prometheus gives every series of a scrape target: the dashboard may select
+    /// and group by them although `render` does not write them.
+    const TARGET_LABELS: [&str; 2] = ["instance", "job"];
+
+    /// PromQL clauses followed by a list of label names.
+    const GROUPING: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+
+    /// Series name -> label name -> the values it takes.
+    type Exported = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
+
+    /// A snapshot in which every metric family has samples, with every label value the
+    /// code knows of (forward mode's drop reasons stand for the handler's).
+    fn populated() -> Snapshot {
+        let counters = Counters {
+            rx_packets: [10, 20],
+            rx_bytes: [1_000, 2_000],
+            tx_packets: [20, 10],
+            tx_bytes: [2_000, 1_000],
+            tx_ring_full: 1,
+            frag_dropped: 1,
+            drops: crate::dataplane::forward::DROP_REASONS
+                .iter()
+                .map(|r| (r.to_string(), 1))
+                .collect(),
+            events: crate::dataplane::worker::EVENT_NAMES
+                .iter()
+                .map(|e| (e.to_string(), 1))
+                .collect(),
+            ..Default::default()
+        };
+        Snapshot {
+            uptime_secs: 60.0,
+            mode: "nat".into(),
+            info: RunInfo {
+                inside: "in0".into(),
+                outside: "out0".into(),
+                queues: vec![0],
+                cores: vec![Some(1)],
+                xdp_mode: [AttachedMode::Native, AttachedMode::Generic],
+                zero_copy: false,
+                xsk_mode: "copy".into(),
+            },
+            total: counters.clone(),
+            workers: vec![WorkerSnapshot {
+                queue: 0,
+                core: Some(1),
+                counters,
+            }],
+            xdp: SteerCounters {
+                redirected: 30,
+                passed: 9,
+                redirect_failed: 1,
+                passed_by_reason: PASS_REASONS.iter().map(|r| (r.to_string(), 1)).collect(),
+            },
+            neighbours: 1,
+            table: Some(TableSnapshot {
+                connections: 3,
+                capacity: 1_024,
+                bytes_per_connection: 128,
+                hit: 1,
+                miss: 1,
+                insert: 1,
+                evict: 1,
+                expire: 1,
+                restore: 1,
+                full: 1,
+                race_lost: 1,
+                rev_taken: 1,
+            }),
+            ports: vec![PortUsage {
+                addr: std::net::Ipv4Addr::new(198, 19, 0, 1),
+                used: 3,
+                size: 64_512,
+            }],
+        }
+    }
+
+    /// A token of PromQL (or of a sample line of the OpenMetrics text).
+    #[derive(Clone, Debug, PartialEq)]
+    enum Tok {
+        Ident(String),
+        Str(String),
+        /// A Grafana variable: `$name` or `${name}`.
+        Var,
+        Num,
+        Punct(char),
+    }
+
+    fn tokens(text: &str) -> Vec<Tok> {
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+        let chars: Vec<char> = text.chars().collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(&c) = chars.get(i) {
+            if c.is_whitespace() {
+                i += 1;
+            } else if c.is_ascii_alphabetic() || c == '_' {
+                let start = i;
+                while matches!(chars.get(i), Some(&c) if word(c)) {
+                    i += 1;
+                }
+                out.push(Tok::Ident(chars[start..i].iter().collect()));
+            } else if c.is_ascii_digit() {
+                while matches!(chars.get(i), Some(&c) if word(c) || c == '.') {
+                    i += 1;
+                }
+                out.push(Tok::Num);
+            } else if c == '"' || c == '\'' {
+                let mut s = String::new();
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => panic!("unterminated string in {text:?}"),
+                        Some('\\') => {
+                            s.extend(chars.get(i + 1));
+                            i += 2;
+                        }
+                        Some(&q) if q == c => {
+                            i += 1;
+                            break;
+                        }
+                        Some(&other) => {
+                            s.push(other);
+                            i += 1;
+                        }
+                    }
+                }
+                out.push(Tok::Str(s));
+            } else if c == '$' {
+                i += 1;
+                if chars.get(i) == Some(&'{') {
+                    while !matches!(chars.get(i), None | Some('}')) {
+                        i += 1;
+                    }
+                    i += 1;
+                } else {
+                    while matches!(chars.get(i), Some(&c) if word(c)) {
+                        i += 1;
+                    }
+                }
+                out.push(Tok::Var);
+            } else {
+                out.push(Tok::Punct(c));
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// What an expression uses.
+    #[derive(Default)]
+    struct Uses {
+        /// Metric names (`xnat_...`).
+        metrics: BTreeSet<String>,
+        /// Label matchers of selectors: (metric, label, the values compared with it; none
+        /// when the value is a variable or a regular expression other than `a|b|c`).
+        matchers: Vec<(String, String, Vec<String>)>,
+        /// Labels of `by (...)`, `on (...)` and the like.
+        grouping: BTreeSet<String>,
+    }
+
+    /// Reads the matchers of a selector of `metric` from `i` (just after its `{`); returns
+    /// the index after its `}`.
+    fn selector(t: &[Tok], mut i: usize, metric: &str, u: &mut Uses, expr: &str) -> usize {
+        loop {
+            let label = match t.get(i) {
+                Some(Tok::Punct('}')) => return i + 1,
+                Some(Tok::Punct(',')) => {
+                    i += 1;
+                    continue;
+                }
+                Some(Tok::Ident(label)) => label.clone(),
+                other => panic!("unexpected {other:?} in a selector of {expr:?}"),
+            };
+            i += 1;
+            // The operator: =, !=, =~ or !~.
+            let mut regex = false;
+            while matches!(t.get(i), Some(Tok::Punct('=' | '!' | '~'))) {
+                regex |= t.get(i) == Some(&Tok::Punct('~'));
+                i += 1;
+            }
+            let plain = |v: &str| {
+                v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '|')
+            };
+            let values = match t.get(i) {
+                Some(Tok::Str(v)) if v.contains('$') => Vec::new(),
+                Some(Tok::Str(v)) if !regex => vec![v.clone()],
+                Some(Tok::Str(v)) if plain(v.as_str()) => {
+                    v.split('|').map(str::to_string).collect()
+                }
+                Some(Tok::Str(_)) => Vec::new(),
+                other => panic!("unexpected {other:?} after label {label} in {expr:?}"),
+            };
+            i += 1;
+            u.matchers.push((metric.to_string(), label, values));
+        }
+    }
+
+    fn uses(expr: &str) -> Uses {
+        let t = tokens(expr);
+        let mut u = Uses::default();
+        let mut i = 0;
+        while i < t.len() {
+            match &t[i] {
+                Tok::Ident(name) if name.starts_with("xnat_") => {
+                    u.metrics.insert(name.clone());
+                    if t.get(i + 1) == Some(&Tok::Punct('{')) {
+                        i = selector(&t, i + 2, name, &mut u, expr);
+                        continue;
+                    }
+                }
+                Tok::Ident(clause)
+                    if GROUPING.contains(&clause.as_str())
+                        && t.get(i + 1) == Some(&Tok::Punct('(')) =>
+                {
+                    i += 2;
+                    loop {
+                        match t.get(i) {
+                            Some(Tok::Ident(label)) => {
+                                u.grouping.insert(label.clone());
+                            }
+                            Some(Tok::Punct(',')) => {}
+                            Some(Tok::Punct(')')) => break,
+                            other => {
+                                panic!("unexpected {other:?} in a {clause} clause of {expr:?}")
+                            }
+                        }
+                        i += 1;
+                    }
+                }
+                Tok::Punct('{') => panic!("a selector without an xnat_ metric name in {expr:?}"),
+                _ => {}
+            }
+            i += 1;
+        }
+        u
+    }
+
+    /// The series `render` writes for a populated snapshot, with their labels and values.
+    fn exported() -> Exported {
+        let text = render(&populated());
+        let mut families = BTreeSet::new();
+        let mut series = Exported::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut words = rest.split_whitespace();
+                let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+                    panic!("a TYPE line without a name and a type: {line:?}");
+                };
+                // OpenMetrics: the samples of counter `x` are `x_total`.
+                families.insert(if kind == "counter" {
+                    format!("{name}_total")
+                } else {
+                    name.to_string()
+                });
+            } else if !line.is_empty() && !line.starts_with('#') {
+                let u = uses(line);
+                for m in u.metrics {
+                    series.entry(m).or_default();
+                }
+                for (m, label, values) in u.matchers {
+                    series
+                        .entry(m)
+                        .or_default()
+                        .entry(label)
+                        .or_default()
+                        .extend(values);
+                }
+            }
+        }
+        assert_eq!(
+            families.iter().collect::<Vec<_>>(),
+            series.keys().collect::<Vec<_>>(),
+            "every family has samples, named as its TYPE line says:\n{text}"
+        );
+        series
+    }
+
+    /// What is wrong with `expr`: metrics not exported, labels they do not carry, label
+    /// values they never take.
+    fn check(expr: &str, exported: &Exported) -> Vec<String> {
+        let u = uses(expr);
+        let mut problems = Vec::new();
+        if u.metrics.is_empty() {
+            problems.push(format!("{expr:?} names no xnat_ metric"));
+        }
+        for m in &u.metrics {
+            if !exported.contains_key(m) {
+                problems.push(format!("{expr:?} names {m}, which is not exported"));
+            }
+        }
+        for (m, label, values) in &u.matchers {
+            if TARGET_LABELS.contains(&label.as_str()) {
+                continue;
+            }
+            let Some(labels) = exported.get(m) else {
+                continue;
+            };
+            match labels.get(label) {
+                None => problems.push(format!("{expr:?}: {m} has no label {label}")),
+                Some(known) => {
+                    for v in values.iter().filter(|v| !known.contains(*v)) {
+                        problems.push(format!(
+                            "{expr:?}: {m} never has {label}={v:?} (it has {known:?})"
+                        ));
+                    }
+                }
+            }
+        }
+        for label in &u.grouping {
+            let carried = TARGET_LABELS.contains(&label.as_str())
+                || u.metrics
+                    .iter()
+                    .any(|m| exported.get(m).is_some_and(|l| l.contains_key(label)));
+            if !carried {
+                problems.push(format!(
+                    "{expr:?} groups by {label}, which none of its metrics has"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Every panel, those nested in collapsed rows included.
+    fn walk<'a>(panels: &'a [Value], out: &mut Vec<&'a Value>) {
+        for p in panels {
+            out.push(p);
+            if let Some(nested) = p["panels"].as_array() {
+                walk(nested, out);
+            }
+        }
+    }
+
+    #[test]
+    fn the_dashboard_check_catches_unknown_metrics_labels_and_values() {
+        let exported = exported();
+        let good = r#"sum by (reason) (rate(xnat_drops_total{instance=~"$instance",reason="tx_ring_full"}[$__rate_interval]))"#;
+        assert_eq!(check(good, &exported), Vec::<String>::new());
+        for bad in [
+            "rate(xnat_nope_total[5m])",
+            // A counter's samples are named with _total.
+            "rate(xnat_drops[5m])",
+            r#"xnat_drops_total{reason="nope"}"#,
+            r#"xnat_table_events_total{event=~"hit|nope"}"#,
+            r#"xnat_drops_total{nope="x"}"#,
+            "sum by (nope) (xnat_drops_total)",
+            "sum by (addr) (xnat_drops_total)",
+            "vector(1)",
+        ] {
+            assert!(!check(bad, &exported).is_empty(), "{bad} passed");
+        }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_names_only_exported_metrics() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/grafana/xnat-dashboard.json"
+        );
+        let text = std::fs::read_to_string(path).expect("reading the Grafana dashboard");
+        let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is valid JSON");
+        let top = dashboard["panels"]
+            .as_array()
+            .expect("the dashboard has a panels array");
+        assert!(!top.is_empty(), "the dashboard has no panels");
+        let mut panels = Vec::new();
+        walk(top, &mut panels);
+        let exported = exported();
+
+        let mut problems = Vec::new();
+        let mut used = BTreeSet::new();
+        for panel in panels {
+            let title = panel["title"].as_str().unwrap_or("(untitled)");
+            if panel["type"].as_str() == Some("row") {
+                continue;
+            }
+            if panel["datasource"]["uid"].as_str() != Some("${datasource}") {
+                problems.push(format!(
+                    "panel {title:?} does not use the datasource variable"
+                ));
+            }
+            let targets = match panel["targets"].as_array() {
+                Some(t) if !t.is_empty() => t,
+                _ => {
+                    problems.push(format!("panel {title:?} has no targets"));
+                    continue;
+                }
+            };
+            for target in targets {
+                let Some(expr) = target["expr"].as_str() else {
+                    problems.push(format!("panel {title:?} has a target without expr"));
+                    continue;
+                };
+                for p in check(expr, &exported) {
+                    problems.push(format!("panel {title:?}: {p}"));
+                }
+                used.extend(uses(expr).metrics);
+            }
+        }
+        for var in dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if var["type"].as_str() != Some("query") {
+                continue;
+            }
+            let name = var["name"].as_str().unwrap_or("(unnamed)");
+            let query = var["query"]["query"]
+                .as_str()
+                .or_else(|| var["query"].as_str())
+                .unwrap_or_default();
+            for p in check(query, &exported) {
+                problems.push(format!("variable {name:?}: {p}"));
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert!(
+            used.len() >= 8,
+            "the dashboard shows only {} metrics: {used:?}",
+            used.len()
+        );
     }
 }
