@@ -1,7 +1,11 @@
 //! Multi-threaded stress tests of `xnat::table` (a few seconds in total).
 //!
 //! Translations are a bijective function of a connection index `i`, so any torn or mixed-up
-//! read shows as a hit whose translation does not belong to its key.
+//! read shows as a hit whose translation does not belong to its key. The table's invariants
+//! (each key live once, every half with its mirrored partner, nothing left BUSY, the
+//! occupancy counter right) are checked over every slot with `Table::audit` whenever the
+//! threads are paused. Each test prints its seed; `XNAT_STRESS_SEED=N` repeats a run's keys,
+//! operations and hash layout (the threads' interleaving is the machine's).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -45,6 +49,35 @@ fn state_of(i: u32) -> ConnState {
     }
 }
 
+/// The run's seed: `XNAT_STRESS_SEED` if set, else drawn from the clock; printed.
+fn seed(test: &str) -> u64 {
+    let s = std::env::var("XNAT_STRESS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("{test}: seed {s} (XNAT_STRESS_SEED={s} repeats it)");
+    s
+}
+
+fn table(connections: usize, seed: u64) -> Table {
+    Table::new(TableConfig {
+        seed: Some(seed),
+        ..TableConfig::new(connections)
+    })
+    .unwrap()
+}
+
+/// Every invariant holds over the whole table (call with all threads paused).
+fn check_audit(t: &Table, when: &str) {
+    let a = t.audit();
+    assert!(a.is_sound(), "{when}: {a:#?}");
+}
+
 struct Rng(u64);
 impl Rng {
     /// splitmix64: every output bit is usable (xorshift's low bits are correlated).
@@ -69,6 +102,7 @@ fn check_hit(key: &Tuple, xlate: &Tuple, dir: Dir) {
 
 /// Every live ORG half has its mirrored REV half, keys are unique, counters agree.
 fn check_quiescent(t: &Table, now: u32) {
+    check_audit(t, "quiescent");
     let sessions: Vec<_> = t.sessions(now).collect();
     let mut orgs = HashSet::new();
     let mut revs = HashSet::new();
@@ -83,73 +117,56 @@ fn check_quiescent(t: &Table, now: u32) {
             .lookup(&s.xlate.reversed(), now)
             .expect("REV half present");
         assert_eq!((h.dir, h.xlate), (Dir::Rev, s.org.reversed()));
-        assert!(!h.restored, "pair was missing a half");
     }
     assert_eq!(t.stats().live_halves, 2 * sessions.len() as u64);
 }
 
 /// Inserts, lookups (scalar and batch), removals and evictions on a table far too small for
-/// the key space, from several threads.
+/// the key space, from several threads, paused now and then for a full audit. Nothing removes
+/// a single half here, so no half may ever be found alone: no restore, no orphan.
 #[test]
 fn concurrent_churn_never_tears_and_keeps_pairs() {
-    let t = Arc::new(Table::new(TableConfig::new(2048)).unwrap());
+    const PHASES: u32 = 6;
+    const OPS_PER_PHASE: u64 = 25_000;
+    let seed = seed("concurrent_churn");
+    let t = Arc::new(table(2048, seed));
     let n_keys = 4 * t.capacity() as u32;
-    let stop = Arc::new(AtomicBool::new(false));
     let clock = Arc::new(AtomicU32::new(1));
     let ops = Arc::new(AtomicU64::new(0));
+    let barrier = Arc::new(Barrier::new(THREADS));
     let mut hs = Vec::new();
     for tid in 0..THREADS {
-        let (t, stop, clock, ops) = (t.clone(), stop.clone(), clock.clone(), ops.clone());
+        let (t, clock, ops, barrier) = (t.clone(), clock.clone(), ops.clone(), barrier.clone());
         hs.push(std::thread::spawn(move || {
-            let mut r = Rng(0x9E37_79B9 + tid as u64 * 7919);
+            let mut r = Rng(seed ^ (0x9E37_79B9 + tid as u64 * 7919));
             let mut keys = [Tuple::default(); 32];
             let mut out = [None; 32];
             let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let now = clock.load(Ordering::Relaxed);
-                let i = (r.next() % n_keys as u64) as u32;
-                match r.next() % 16 {
-                    0 => {
-                        t.remove(&org(i));
+            for phase in 0..PHASES {
+                for _ in 0..OPS_PER_PHASE {
+                    churn_op(
+                        &t,
+                        &mut r,
+                        n_keys,
+                        clock.load(Ordering::Relaxed),
+                        &mut keys,
+                        &mut out,
+                    );
+                    n += 1;
+                    if tid == 0 && n.is_multiple_of(20_000) {
+                        clock.fetch_add(1, Ordering::Relaxed);
                     }
-                    1 => {
-                        for (j, k) in keys.iter_mut().enumerate() {
-                            let i = (r.next() % n_keys as u64) as u32;
-                            *k = if j % 2 == 0 { org(i) } else { xl(i).reversed() };
-                        }
-                        t.lookup_batch(&keys, now, &mut out);
-                        for (k, o) in keys.iter().zip(&out) {
-                            if let Some(h) = o {
-                                check_hit(k, &h.xlate, h.dir);
-                            }
-                        }
-                    }
-                    2..=8 => {
-                        let k = xl(i).reversed();
-                        if let Some(h) = t.lookup(&k, now) {
-                            check_hit(&k, &h.xlate, h.dir);
-                        }
-                    }
-                    _ => match t.lookup(&org(i), now) {
-                        Some(h) => check_hit(&org(i), &h.xlate, h.dir),
-                        None => match t.insert_pair(&org(i), &xl(i), state_of(i), now) {
-                            Ok(h) => assert_eq!(h.xlate, xl(i)),
-                            Err(InsertError::Exists(h)) => check_hit(&org(i), &h.xlate, h.dir),
-                            Err(InsertError::Busy) | Err(InsertError::Full) => {}
-                            Err(e) => panic!("unexpected {e:?}"),
-                        },
-                    },
                 }
-                n += 1;
-                if tid == 0 && n.is_multiple_of(20_000) {
-                    clock.fetch_add(1, Ordering::Relaxed);
+                // Everyone stops; one thread audits the whole table; everyone goes on.
+                barrier.wait();
+                if tid == 0 {
+                    check_audit(&t, &format!("after phase {phase}"));
                 }
+                barrier.wait();
             }
             ops.fetch_add(n, Ordering::Relaxed);
         }));
     }
-    std::thread::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::Relaxed);
     for h in hs {
         h.join().unwrap();
     }
@@ -158,14 +175,61 @@ fn concurrent_churn_never_tears_and_keeps_pairs() {
     assert!(s.evict > 0, "the test must exercise eviction");
     assert!(s.relocate > 0, "the test must exercise relocation");
     assert!(s.insert > 0 && s.hit > 0);
+    assert_eq!(s.restore, 0, "a half was found alone (nothing removed one)");
+    assert_eq!(s.orphan, 0, "a half was found alone (nothing removed one)");
     check_quiescent(&t, clock.load(Ordering::Relaxed));
+}
+
+/// One random operation of the churn test.
+fn churn_op(
+    t: &Table,
+    r: &mut Rng,
+    n_keys: u32,
+    now: u32,
+    keys: &mut [Tuple; 32],
+    out: &mut [Option<xnat::table::Hit>; 32],
+) {
+    let i = (r.next() % n_keys as u64) as u32;
+    match r.next() % 16 {
+        0 => {
+            t.remove(&org(i));
+        }
+        1 => {
+            for (j, k) in keys.iter_mut().enumerate() {
+                let i = (r.next() % n_keys as u64) as u32;
+                *k = if j % 2 == 0 { org(i) } else { xl(i).reversed() };
+            }
+            t.lookup_batch(keys, now, out);
+            for (k, o) in keys.iter().zip(out.iter()) {
+                if let Some(h) = o {
+                    check_hit(k, &h.xlate, h.dir);
+                }
+            }
+        }
+        2..=8 => {
+            let k = xl(i).reversed();
+            if let Some(h) = t.lookup(&k, now) {
+                check_hit(&k, &h.xlate, h.dir);
+            }
+        }
+        _ => match t.lookup(&org(i), now) {
+            Some(h) => check_hit(&org(i), &h.xlate, h.dir),
+            None => match t.insert_pair(&org(i), &xl(i), state_of(i), now) {
+                Ok(h) => assert_eq!(h.xlate, xl(i)),
+                Err(InsertError::Exists(h)) => check_hit(&org(i), &h.xlate, h.dir),
+                Err(InsertError::Busy) | Err(InsertError::Full) => {}
+                Err(e) => panic!("unexpected {e:?}"),
+            },
+        },
+    }
 }
 
 /// Threads race to restore halves that another thread keeps deleting; restoration must
 /// tolerate "already exists" and never duplicate a key or leave a mirrored pair inconsistent.
 #[test]
 fn concurrent_restore_races() {
-    let t = Arc::new(Table::new(TableConfig::new(1 << 14)).unwrap());
+    let seed = seed("concurrent_restore_races");
+    let t = Arc::new(table(1 << 14, seed));
     const N: u32 = 512;
     for i in 0..N {
         t.insert_pair(&org(i), &xl(i), ConnState::TcpEstablished, 1)
@@ -177,7 +241,7 @@ fn concurrent_restore_races() {
     for tid in 0..THREADS {
         let (t, stop, clock) = (t.clone(), stop.clone(), clock.clone());
         hs.push(std::thread::spawn(move || {
-            let mut r = Rng(0xDEAD_BEEF + tid as u64);
+            let mut r = Rng(seed ^ (0xDEAD_BEEF + tid as u64));
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let i = (r.next() % N as u64) as u32;
@@ -232,20 +296,25 @@ fn concurrent_restore_races() {
 /// insert of a key wins and the losers are told the winner.
 #[test]
 fn concurrent_rev_uniqueness_and_exists() {
-    let t = Arc::new(Table::new(TableConfig::new(1 << 14)).unwrap());
+    let seed = seed("concurrent_rev_uniqueness_and_exists");
+    let t = Arc::new(table(1 << 14, seed));
     let rounds = 2000u32;
     let barrier = Arc::new(Barrier::new(THREADS));
     let wins = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(2);
+    // Decided by thread 0 alone between two barriers, so every thread stops at the same round
+    // (threads deciding on their own clock reads desynchronised the barriers and hung).
+    let stop = Arc::new(AtomicBool::new(false));
     let mut hs = Vec::new();
     for tid in 0..THREADS as u32 {
-        let (t, barrier, wins) = (t.clone(), barrier.clone(), wins.clone());
+        let (t, barrier, wins, stop) = (t.clone(), barrier.clone(), wins.clone(), stop.clone());
         hs.push(std::thread::spawn(move || {
             for round in 0..rounds {
+                if tid == 0 && Instant::now() > deadline {
+                    stop.store(true, Ordering::Relaxed);
+                }
                 barrier.wait();
-                if Instant::now() > deadline {
-                    // All threads see the same barrier sequence; stop together.
-                    barrier.wait();
+                if stop.load(Ordering::Relaxed) {
                     break;
                 }
                 // Same ORG for all threads, a different port each: exactly one wins.

@@ -156,7 +156,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Sessions, Table};
+pub use engine::{Audit, Sessions, Table};
 pub use stats::TableStats;
 
 use std::fmt;
