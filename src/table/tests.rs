@@ -594,6 +594,16 @@ proptest! {
             }
             m.gc();
             prop_assert_eq!(t.stats().live_halves, m.halves());
+            // The invariants over every slot; lone halves only where the model has them (a
+            // lone half whose partner key another connection took counts as mismatched).
+            let a = t.audit();
+            let lone = m.pairs.iter().filter(|p| p.has_org != p.has_rev).count() as u64;
+            prop_assert_eq!(
+                (a.busy_slots, a.duplicate_keys, a.misplaced, a.lone_halves + a.mismatched_partners),
+                (0, 0, 0, lone),
+                "{:?}", a
+            );
+            prop_assert_eq!(a.live_halves, a.counted_halves);
         }
         let mut got: Vec<_> = t.sessions(now).map(|s| (s.org, s.xlate, s.state, s.idle_secs)).collect();
         let mut want: Vec<_> = m.pairs.iter().filter(|p| p.has_org)
