@@ -150,13 +150,21 @@
 //! on those refreshes, so a lost half is noticed by the first hit in a new second.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod audit;
 mod engine;
+mod evict;
+mod layout;
+mod pair;
+mod policy;
 mod region;
+mod search;
+mod seqlock;
 mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Audit, Sessions, Table};
+pub use audit::Audit;
+pub use engine::{Sessions, Table};
 pub use stats::TableStats;
 
 use std::fmt;
@@ -448,7 +456,7 @@ impl fmt::Display for TableError {
             TableError::TooLarge { connections } => write!(
                 f,
                 "table size {connections} connections is too large (max {})",
-                engine::MAX_CONNECTIONS
+                layout::MAX_CONNECTIONS
             ),
             TableError::OutOfMemory { bytes } => {
                 write!(f, "cannot allocate {bytes} bytes for the NAT table")

@@ -74,6 +74,47 @@ impl<T> Region<T> {
 
     /// Maps `len` elements from the state file at `path`, after a [`HEADER`]-byte header.
     ///
+    /// Opens the table state file at `path` for `len` elements of `T` in buckets of `ways`
+    /// ways. Its header names the format, the layout (`len`, the element size, `ways`), the
+    /// boot (a table never outlives a reboot: the kernel's connections are gone) and the hash
+    /// seed. A file whose header matches all but the seed is taken over with its own seed
+    /// (`(region, true, seed)`: a table re-opened with the same seed finds its entries in the
+    /// same buckets); anything else is reset to an empty table with `fresh_seed`. Only the
+    /// header is read to decide (the file holds ~96 MB per million connections).
+    pub(super) fn open_state(
+        path: &Path,
+        len: usize,
+        ways: u64,
+        fresh_seed: u64,
+    ) -> Result<(Region<T>, bool, u64), String> {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let mut header = Vec::with_capacity(128);
+        header.extend_from_slice(b"XNATTBL1");
+        header.extend_from_slice(&(len as u64).to_le_bytes());
+        header.extend_from_slice(&(std::mem::size_of::<T>() as u64).to_le_bytes());
+        header.extend_from_slice(&ways.to_le_bytes());
+        let mut b = [0u8; 36];
+        let bl = boot.trim().len().min(36);
+        b[..bl].copy_from_slice(&boot.trim().as_bytes()[..bl]);
+        header.extend_from_slice(&b);
+        let prefix_len = header.len();
+        let existing = (|| {
+            use std::io::Read;
+            let mut f = std::fs::File::open(path).ok()?;
+            let mut h = vec![0u8; prefix_len + 8];
+            f.read_exact(&mut h).ok()?;
+            (h[..prefix_len] == header[..]).then(|| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&h[prefix_len..prefix_len + 8]);
+                u64::from_le_bytes(w)
+            })
+        })();
+        let seed = existing.unwrap_or(fresh_seed);
+        header.extend_from_slice(&seed.to_le_bytes());
+        let (region, resumed) = Self::state_file(path, len, &header)?;
+        Ok((region, resumed, seed))
+    }
+
     /// If the file exists and its header equals `header`, its contents are kept (the
     /// previous process's table) and `Ok((region, true))` is returned. Otherwise the file
     /// is created or truncated to zeros with `header` written, and `Ok((region, false))`.

@@ -708,10 +708,10 @@ fn a_busy_slot_costs_a_lookup_two_short_spins_and_never_a_yield() {
     let xlate = Tuple::new(0xC613_0001, 1025, 0xC613_0002, 80, 6);
     t.insert_pair(&org, &xlate, ConnState::Udp, 1).unwrap();
     assert!(t.force_busy(&org));
-    let (b0, y0) = super::engine::backoffs();
+    let (b0, y0) = super::seqlock::backoffs();
     assert!(t.lookup(&org, 2).is_none(), "a BUSY slot is a miss for now");
     assert!(t.peek(&org, 2).is_none());
-    let (b1, y1) = super::engine::backoffs();
+    let (b1, y1) = super::seqlock::backoffs();
     assert!(b1 - b0 <= 4, "{} backoff rounds for two lookups", b1 - b0);
     assert_eq!(y1, y0, "a lookup yielded the worker's core");
 }
@@ -771,9 +771,9 @@ fn a_pair_established_between_scoring_and_claiming_is_not_evicted() {
 /// Moves the half keyed by `key` into bucket `b` (one of its two) if it is not there yet.
 fn move_into(t: &Table, key: &Tuple, b: u32) {
     let slot = t.peek(key, 1).expect("key present").slot;
-    if slot / super::engine::WAYS as u32 != b {
+    if slot / super::layout::WAYS as u32 != b {
         let d = t.force_move(key, 1).expect("moved");
-        assert_eq!(d / super::engine::WAYS as u32, b);
+        assert_eq!(d / super::layout::WAYS as u32, b);
     }
 }
 
@@ -800,7 +800,7 @@ fn a_key_moved_between_the_two_bucket_scans_is_still_found() {
     assert!(ran.get(), "the key was moved between the scans");
     let hit = hit.expect("a live key moved during the lookup was reported absent");
     assert_eq!((hit.dir, hit.xlate), (Dir::Org, x));
-    assert_eq!(t.peek(&o, 1).unwrap().slot / super::engine::WAYS as u32, b1);
+    assert_eq!(t.peek(&o, 1).unwrap().slot / super::layout::WAYS as u32, b1);
 }
 
 /// Arms the scan hook to move `key` into the next bucket of `targets` between the two bucket

@@ -1,0 +1,309 @@
+//! Obtaining a slot for a new half: a free way, an evicted pair (victims scored by
+//! `policy` and scored again once claimed), or a cuckoo move of a half to its other bucket.
+
+use super::engine::*;
+use super::layout::*;
+use super::seqlock::backoff;
+use super::stats::{Ctr, Tally};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+
+impl Table {
+    pub(super) fn free_ways(&self, b: u32) -> usize {
+        self.buckets[b as usize]
+            .ctrl
+            .iter()
+            .filter(|c| c_free(c.load(Relaxed)))
+            .count()
+    }
+
+    /// Eviction score of a half under this table's timeouts and policy (see
+    /// [`super::policy::score`]).
+    #[inline]
+    pub(super) fn victim_score(&self, meta: u64, now: u32) -> Option<(u64, bool)> {
+        super::policy::score(meta, now, self.timeout_of(meta), self.evict_protected)
+    }
+
+    pub(super) fn pick_victim(&self, loc: &Loc, now: u32, exclude: u32) -> Victim {
+        let mut best: Option<(u64, u32, u64, bool)> = None;
+        let mut busy = false;
+        for b in [loc.b1, loc.b2] {
+            let bk = &self.buckets[b as usize];
+            for (w, cw) in bk.ctrl.iter().enumerate() {
+                let slot = b * WAYS as u32 + w as u32;
+                if slot == exclude {
+                    continue;
+                }
+                let c = cw.load(Acquire);
+                if c_busy(c) {
+                    busy = true;
+                    continue;
+                }
+                if !c_live(c) {
+                    continue;
+                }
+                let meta = bk.data[w][D_META].load(Relaxed);
+                if let Some((score, exp)) = self.victim_score(meta, now) {
+                    if best.is_none_or(|(bs, ..)| score > bs) {
+                        best = Some((score, slot, c, exp));
+                    }
+                }
+            }
+        }
+        match best {
+            Some((score, slot, c, _)) => Victim::Some {
+                slot,
+                ctrl: c,
+                score,
+            },
+            None if busy => Victim::AllBusy,
+            None => Victim::None,
+        }
+    }
+
+    /// Obtains a BUSY slot carrying `loc.fp` in one of `loc`'s buckets: a free way, or the
+    /// way of an evicted pair. Never touches `exclude`.
+    pub(super) fn claim_slot(&self, loc: &Loc, now: u32, exclude: u32, t: &mut Tally) -> Claim {
+        for round in 0..CLAIM_ATTEMPTS {
+            if round > 0 {
+                backoff(round);
+            }
+            // The less loaded bucket, ties to the first (balanced allocation: keeps buckets
+            // from filling up long before the table does; at low load most keys sit in b1).
+            let order = if self.free_ways(loc.b2) > self.free_ways(loc.b1) {
+                [loc.b2, loc.b1]
+            } else {
+                [loc.b1, loc.b2]
+            };
+            for b in order {
+                let bk = &self.buckets[b as usize];
+                for (w, cw) in bk.ctrl.iter().enumerate() {
+                    let c = cw.load(Relaxed);
+                    let slot = b * WAYS as u32 + w as u32;
+                    if c_free(c) && slot != exclude && self.try_claim(slot, c, loc.fp) {
+                        return Claim::Got(slot, c_next(c, loc.fp));
+                    }
+                }
+            }
+            match self.pick_victim(loc, now, exclude) {
+                Victim::None => {
+                    // Nothing evictable under the policy: a cuckoo step may still make room.
+                    return match self.relocate(loc, now, t) {
+                        Some((slot, c)) => Claim::Got(slot, c),
+                        None => Claim::Full,
+                    };
+                }
+                Victim::AllBusy => continue,
+                Victim::Some {
+                    slot: v,
+                    ctrl: c,
+                    score,
+                } => {
+                    if score < PROTECTED_MAX_SCORE {
+                        // Only protected pairs here: first try to make room by moving one of
+                        // them to its other bucket (one cuckoo step), evicting nothing live.
+                        if let Some(got) = self.relocate(loc, now, t) {
+                            return Claim::Got(got.0, got.1);
+                        }
+                    }
+                    let Some(s) = self.read_live(v, c) else {
+                        continue;
+                    };
+                    #[cfg(test)]
+                    if let Some(h) = BEFORE_CLAIM.with(|h| h.get()) {
+                        h(self, v);
+                    }
+                    let Some((mine, partner)) = self.claim_pair(v, &s) else {
+                        continue;
+                    };
+                    // Scored before the claim: the pair may have moved to a safer class since
+                    // (become established, say). Both halves are ours now: score it again.
+                    let Some(expired) = self.rescore(v, mine, partner, now, 0) else {
+                        continue;
+                    };
+                    if let Some((p, pb)) = partner {
+                        self.free(p, pb);
+                        t.add_halves(-1);
+                    }
+                    t.add_halves(-1);
+                    t.inc(if expired { Ctr::Expire } else { Ctr::Evict });
+                    // Re-label our claim with the new key's fingerprint (stays odd = BUSY).
+                    let nb = c_make(loc.fp, c_seq(mine).wrapping_add(2));
+                    self.ctrl(v).store(nb, SeqCst);
+                    return Claim::Got(v, nb);
+                }
+            }
+        }
+        Claim::Busy
+    }
+
+    /// Scores the claimed victim `v` again (both halves BUSY, ours): `Some(expired)` if it may
+    /// still be evicted with a score of at least `min_score`; otherwise releases both claims
+    /// unchanged and returns `None`.
+    pub(super) fn rescore(
+        &self,
+        v: u32,
+        mine: u64,
+        partner: Option<(u32, u64)>,
+        now: u32,
+        min_score: u64,
+    ) -> Option<bool> {
+        let meta = self.data(v)[D_META].load(Acquire);
+        match self.victim_score(meta, now) {
+            Some((score, exp)) if score >= min_score => Some(exp),
+            _ => {
+                self.publish(v, mine);
+                if let Some((p, pb)) = partner {
+                    self.publish(p, pb);
+                }
+                None
+            }
+        }
+    }
+
+    /// Claims a slot in bucket `b` for fingerprint `fp`: a free way, or the way of an
+    /// expendable (non-protected) pair, evicted. One attempt, no retries.
+    pub(super) fn claim_in_bucket(
+        &self,
+        b: u32,
+        fp: u32,
+        now: u32,
+        t: &mut Tally,
+    ) -> Option<(u32, u64)> {
+        let bk = &self.buckets[b as usize];
+        let mut best: Option<(u64, u32, u64, bool)> = None;
+        for (w, cw) in bk.ctrl.iter().enumerate() {
+            let slot = b * WAYS as u32 + w as u32;
+            let c = cw.load(Acquire);
+            if c_free(c) {
+                if self.try_claim(slot, c, fp) {
+                    return Some((slot, c_next(c, fp)));
+                }
+                continue;
+            }
+            if !c_live(c) {
+                continue;
+            }
+            let meta = bk.data[w][D_META].load(Relaxed);
+            if let Some((score, exp)) = self.victim_score(meta, now) {
+                if score >= PROTECTED_MAX_SCORE && best.is_none_or(|(bs, ..)| score > bs) {
+                    best = Some((score, slot, c, exp));
+                }
+            }
+        }
+        let (_, v, c, _) = best?;
+        let s = self.read_live(v, c)?;
+        #[cfg(test)]
+        if let Some(h) = BEFORE_CLAIM.with(|h| h.get()) {
+            h(self, v);
+        }
+        let (mine, partner) = self.claim_pair(v, &s)?;
+        let expired = self.rescore(v, mine, partner, now, PROTECTED_MAX_SCORE)?;
+        if let Some((p, pb)) = partner {
+            self.free(p, pb);
+            t.add_halves(-1);
+        }
+        t.add_halves(-1);
+        t.inc(if expired { Ctr::Expire } else { Ctr::Evict });
+        let nb = c_make(fp, c_seq(mine).wrapping_add(2));
+        self.ctrl(v).store(nb, SeqCst);
+        Some((v, nb))
+    }
+
+    /// One cuckoo step: moves a LIVE half out of `loc`'s buckets into its alternate bucket
+    /// (free way or expendable victim there) and returns its old slot, claimed for `loc.fp`.
+    ///
+    /// The half is claimed (BUSY, same fingerprint) for the whole move, so no reader or writer
+    /// ever sees two LIVE copies of its key: lookups of it wait on BUSY and then find the new
+    /// copy; its partner's hint goes stale and is repaired by content on the next visit.
+    pub(super) fn relocate(&self, loc: &Loc, now: u32, t: &mut Tally) -> Option<(u32, u64)> {
+        for b in [loc.b1, loc.b2] {
+            for w in 0..WAYS {
+                let slot = b * WAYS as u32 + w as u32;
+                let c = self.ctrl(slot).load(Acquire);
+                if !c_live(c) {
+                    continue;
+                }
+                let Some(s) = self.read_live(slot, c) else {
+                    continue;
+                };
+                let l2 = self.locate(s.d[D_K0], s.d[D_K1] & KEY1_MASK);
+                let alt = if l2.b1 == b { l2.b2 } else { l2.b1 };
+                if alt == loc.b1 || alt == loc.b2 || !self.has_room(alt, now) {
+                    continue;
+                }
+                if let Some(nb) = self.move_half(slot, c, &l2, alt, loc.fp, now, t) {
+                    return Some((slot, nb));
+                }
+            }
+        }
+        None
+    }
+
+    /// Moves the LIVE half at `slot` (control word `c`, key located at `l2`) into bucket
+    /// `alt`, its other candidate bucket (a free way there, or an expendable pair evicted).
+    /// Its old slot is then claimed for fingerprint `then_fp` (BUSY, returned), or freed if
+    /// `then_fp` is 0. `None` if the half changed meanwhile or `alt` had no room.
+    ///
+    /// The half stays BUSY with its own fingerprint for the whole move, so its key is never
+    /// LIVE twice; the move is announced on the key's stripe from before the claim until
+    /// after its old slot is relabelled, so that a scan of the key running across the move
+    /// does not trust an empty answer (see [`Table::moves`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn move_half(
+        &self,
+        slot: u32,
+        c: u64,
+        l2: &Loc,
+        alt: u32,
+        then_fp: u32,
+        now: u32,
+        t: &mut Tally,
+    ) -> Option<u64> {
+        let stripe = self.stripe(l2);
+        stripe.fetch_add(MOVE_START, SeqCst);
+        let r = (|| {
+            if !self.try_claim(slot, c, c_fp(c)) {
+                return None;
+            }
+            let sb = c_next(c, c_fp(c));
+            let Some((d, db)) = self.claim_in_bucket(alt, l2.fp, now, t) else {
+                self.publish(slot, sb);
+                return None;
+            };
+            let (src, dst) = (self.data(slot), self.data(d));
+            for i in 0..D_META {
+                dst[i].store(src[i].load(Relaxed), Relaxed);
+            }
+            // The moved half is a new occupant of `d`: next generation of that slot.
+            let meta = src[D_META].load(Relaxed);
+            dst[D_META].store(
+                m_with_gen(meta, m_gen(dst[D_META].load(Relaxed)).wrapping_add(1)),
+                Relaxed,
+            );
+            self.publish(d, db);
+            let nb = if then_fp == 0 {
+                c_next(sb, 0)
+            } else {
+                c_make(then_fp, c_seq(sb).wrapping_add(2))
+            };
+            self.ctrl(slot).store(nb, SeqCst);
+            t.inc(Ctr::Relocate);
+            Some(nb)
+        })();
+        stripe.fetch_add(MOVE_END, Release);
+        r
+    }
+
+    /// Whether bucket `b` has a free way or an expendable (non-protected) pair.
+    pub(super) fn has_room(&self, b: u32, now: u32) -> bool {
+        let bk = &self.buckets[b as usize];
+        bk.ctrl.iter().enumerate().any(|(w, cw)| {
+            let c = cw.load(Relaxed);
+            c_free(c)
+                || (c_live(c)
+                    && self
+                        .victim_score(bk.data[w][D_META].load(Relaxed), now)
+                        .is_some_and(|(sc, _)| sc >= PROTECTED_MAX_SCORE))
+        })
+    }
+}

@@ -1,0 +1,284 @@
+//! The memory layout of the table and the encodings of its words: buckets of 8 ways, the
+//! control word (fingerprint and sequence), the key, translation and meta words of a slot,
+//! the hash that places a key, and the snapshot types the protocol passes around.
+
+use super::{ConnState, Dir, Tuple};
+use std::sync::atomic::AtomicU64;
+
+/// Ways (halves) per bucket.
+pub(crate) const WAYS: usize = 8;
+/// Data words per slot.
+pub(super) const DW: usize = 5;
+pub(super) const D_K0: usize = 0;
+pub(super) const D_K1: usize = 1;
+pub(super) const D_X0: usize = 2;
+pub(super) const D_X1: usize = 3;
+pub(super) const D_META: usize = 4;
+
+/// Largest supported `TableConfig::connections` (slot handles are u32, `u32::MAX` is "none").
+pub(crate) const MAX_CONNECTIONS: usize = (1usize << 31) - 64;
+pub(super) const NO_SLOT: u32 = u32::MAX;
+
+pub(super) const KEY1_MASK: u64 = (1 << 40) - 1;
+pub(super) const DIR_REV_BIT: u64 = 1 << 40;
+pub(super) const FLAG_ASSURED: u64 = 1 << 40;
+pub(super) const STATE_MASK: u64 = 0xFF << 32;
+/// Saturating count of refreshes (seconds with traffic after the first) in meta bits 48..56.
+pub(super) const RCOUNT_SHIFT: u32 = 48;
+pub(super) const RCOUNT_ONE: u64 = 1 << RCOUNT_SHIFT;
+pub(super) const RCOUNT_MASK: u64 = 0xFF << RCOUNT_SHIFT;
+/// Refreshes after which an assured non-TCP flow is *protected* (segmented LRU).
+pub(super) const PROTECT_AFTER: u64 = 2;
+/// Generation of the slot's occupant in meta bits 56..64: bumped whenever a new half is
+/// written into the slot, checked by every CAS on the meta word (refresh, state), so that a
+/// write through a slot index taken from an old snapshot cannot land on a new occupant.
+pub(super) const GEN_SHIFT: u32 = 56;
+pub(super) const GEN_MASK: u64 = 0xFF << GEN_SHIFT;
+/// Eviction scores below this belong to protected pairs (class 1).
+pub(super) const PROTECTED_MAX_SCORE: u64 = 2 << 40;
+pub(super) const LOW32: u64 = 0xFFFF_FFFF;
+
+/// One bucket: a line of control words, then the data of its 8 ways. 384 B, 6 lines.
+#[repr(C, align(64))]
+pub(super) struct Bucket {
+    pub(super) ctrl: [AtomicU64; WAYS],
+    pub(super) data: [[AtomicU64; DW]; WAYS],
+}
+
+const _: () = assert!(std::mem::size_of::<Bucket>() == 384);
+
+#[cfg(test)]
+#[test]
+pub(super) fn an_empty_bucket_is_all_zero() {
+    let b = Bucket::new();
+    // SAFETY: Bucket is repr(C) and made of AtomicU64s: reading it as bytes is fine.
+    let bytes: &[u8; 384] = unsafe { &*(&b as *const Bucket).cast() };
+    assert!(bytes.iter().all(|&x| x == 0));
+}
+
+impl Bucket {
+    /// An empty bucket: all zero, which is what [`Region::zeroed`] provides.
+    #[cfg(test)]
+    pub(super) fn new() -> Bucket {
+        Bucket {
+            ctrl: std::array::from_fn(|_| AtomicU64::new(0)),
+            data: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+}
+
+#[inline(always)]
+pub(super) const fn c_seq(c: u64) -> u32 {
+    c as u32
+}
+
+#[inline(always)]
+pub(super) const fn c_fp(c: u64) -> u32 {
+    (c >> 32) as u32
+}
+
+#[inline(always)]
+pub(super) const fn c_busy(c: u64) -> bool {
+    c & 1 == 1
+}
+
+#[inline(always)]
+pub(super) const fn c_free(c: u64) -> bool {
+    c & 1 == 0 && c >> 32 == 0
+}
+
+#[inline(always)]
+pub(super) const fn c_live(c: u64) -> bool {
+    c & 1 == 0 && c >> 32 != 0
+}
+
+#[inline(always)]
+pub(super) const fn c_make(fp: u32, seq: u32) -> u64 {
+    ((fp as u64) << 32) | seq as u64
+}
+
+/// Next sequence value with fingerprint `fp`.
+#[inline(always)]
+pub(super) const fn c_next(c: u64, fp: u32) -> u64 {
+    c_make(fp, c_seq(c).wrapping_add(1))
+}
+
+#[inline(always)]
+pub(super) fn pack(t: &Tuple) -> (u64, u64) {
+    (
+        t.src as u64 | ((t.dst as u64) << 32),
+        t.sport as u64 | ((t.dport as u64) << 16) | ((t.proto as u64) << 32),
+    )
+}
+
+#[inline(always)]
+pub(super) const fn m_last(m: u64) -> u32 {
+    m as u32
+}
+
+#[inline(always)]
+pub(super) const fn m_state_code(m: u64) -> u8 {
+    (m >> 32) as u8
+}
+
+#[inline(always)]
+pub(super) const fn m_make(last: u32, state: ConnState) -> u64 {
+    let flags = match state {
+        ConnState::TcpEstablished => FLAG_ASSURED,
+        _ => 0,
+    };
+    last as u64 | ((state.code() as u64) << 32) | flags
+}
+
+/// The generation bits of a meta word.
+#[inline(always)]
+pub(super) const fn m_gen(m: u64) -> u8 {
+    (m >> GEN_SHIFT) as u8
+}
+
+/// `m` with generation `g`.
+#[inline(always)]
+pub(super) const fn m_with_gen(m: u64, g: u8) -> u64 {
+    (m & !GEN_MASK) | ((g as u64) << GEN_SHIFT)
+}
+
+#[inline(always)]
+pub(super) fn fold_mul(a: u64, b: u64) -> u64 {
+    let m = (a as u128).wrapping_mul(b as u128);
+    (m as u64) ^ ((m >> 64) as u64)
+}
+
+pub(super) fn splitmix(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+pub(super) fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x5EED_u64)
+}
+
+/// Issues a cache prefetch hint for the line holding `p`.
+#[inline(always)]
+pub(super) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `_mm_prefetch` is only a hint to the cache hierarchy: it does not dereference
+        // the pointer architecturally and cannot fault for any address. SSE is part of the
+        // x86_64 baseline, so the instruction always exists.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = p;
+    }
+}
+
+/// A validated snapshot of a LIVE slot.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Snap {
+    pub(super) ctrl: u64,
+    pub(super) d: [u64; DW],
+}
+
+impl Snap {
+    #[inline(always)]
+    pub(super) fn key_is(&self, k0: u64, k1: u64) -> bool {
+        self.d[D_K0] == k0 && self.d[D_K1] & KEY1_MASK == k1
+    }
+    #[inline(always)]
+    pub(super) fn key(&self) -> Tuple {
+        let (a, b) = (self.d[D_K0], self.d[D_K1]);
+        Tuple {
+            src: a as u32,
+            dst: (a >> 32) as u32,
+            sport: b as u16,
+            dport: (b >> 16) as u16,
+            proto: (b >> 32) as u8,
+        }
+    }
+    #[inline(always)]
+    pub(super) fn dir(&self) -> Dir {
+        if self.d[D_K1] & DIR_REV_BIT != 0 {
+            Dir::Rev
+        } else {
+            Dir::Org
+        }
+    }
+    #[inline(always)]
+    pub(super) fn xlate(&self) -> Tuple {
+        let (a, b) = (self.d[D_X0], self.d[D_X1]);
+        Tuple {
+            src: a as u32,
+            dst: (a >> 32) as u32,
+            sport: b as u16,
+            dport: (b >> 16) as u16,
+            proto: (self.d[D_K1] >> 32) as u8,
+        }
+    }
+    #[inline(always)]
+    pub(super) fn xlate_is(&self, x: &Tuple) -> bool {
+        self.d[D_X0] == x.src as u64 | ((x.dst as u64) << 32)
+            && self.d[D_X1] & LOW32 == x.sport as u64 | ((x.dport as u64) << 16)
+    }
+    #[inline(always)]
+    pub(super) fn partner(&self) -> u32 {
+        (self.d[D_X1] >> 32) as u32
+    }
+    #[inline(always)]
+    pub(super) fn meta(&self) -> u64 {
+        self.d[D_META]
+    }
+}
+
+#[derive(Clone, Copy, Default, Debug)]
+pub(super) struct Loc {
+    pub(super) b1: u32,
+    pub(super) b2: u32,
+    pub(super) fp: u32,
+}
+
+pub(super) enum Find {
+    Found(u32, Snap),
+    Busy,
+    Absent,
+}
+
+pub(super) enum View {
+    Free,
+    Busy,
+    Live(Snap),
+}
+
+pub(super) enum Partner {
+    Ok(u32, Snap),
+    Busy,
+    Missing,
+    Conflict,
+}
+
+pub(super) enum Claim {
+    Got(u32, u64),
+    Full,
+    Busy,
+}
+
+pub(super) enum Victim {
+    /// The best victim found: its slot, the control word it was scored under, its score
+    /// (scored again once claimed).
+    Some {
+        /// The victim's slot.
+        slot: u32,
+        /// Its control word when scored.
+        ctrl: u64,
+        /// Its eviction score (higher: evict first).
+        score: u64,
+    },
+    AllBusy,
+    None,
+}

@@ -1,0 +1,386 @@
+//! The pair protocol: a hit and its refresh of both halves, restoring a lost half, inserting
+//! and removing a pair as a unit.
+
+use super::engine::*;
+use super::layout::*;
+use super::seqlock::backoff;
+use super::stats::{Ctr, Tally};
+use super::{ConnState, Dir, Hit, InsertError, Session, Tuple};
+use std::sync::atomic::Ordering::Relaxed;
+
+impl Table {
+    /// Claims the LIVE half `slot` and its partner (if present), in slot order. Returns the
+    /// BUSY control values, or `None` (nothing claimed) if anything changed meanwhile.
+    pub(super) fn claim_pair(&self, slot: u32, s: &Snap) -> Option<(u64, Option<(u32, u64)>)> {
+        let partner = match self.partner_of(slot, s) {
+            Partner::Ok(p, ps) => Some((p, ps.ctrl)),
+            Partner::Busy => return None,
+            Partner::Missing | Partner::Conflict => None,
+        };
+        match partner {
+            None => self
+                .try_claim(slot, s.ctrl, c_fp(s.ctrl))
+                .then(|| (c_next(s.ctrl, c_fp(s.ctrl)), None)),
+            Some((p, pc)) => {
+                let (first, fc, second, sc) = if p < slot {
+                    (p, pc, slot, s.ctrl)
+                } else {
+                    (slot, s.ctrl, p, pc)
+                };
+                if !self.try_claim(first, fc, c_fp(fc)) {
+                    return None;
+                }
+                let fb = c_next(fc, c_fp(fc));
+                if !self.try_claim(second, sc, c_fp(sc)) {
+                    self.publish(first, fb);
+                    return None;
+                }
+                let sb = c_next(sc, c_fp(sc));
+                let (mine, theirs) = if first == slot { (fb, sb) } else { (sb, fb) };
+                Some((mine, Some((p, theirs))))
+            }
+        }
+    }
+
+    /// Removes the pair of the LIVE half `slot`. `false` if it changed meanwhile.
+    pub(super) fn remove_pair_snap(&self, slot: u32, s: &Snap, t: &mut Tally) -> bool {
+        match self.claim_pair(slot, s) {
+            Some((mine, partner)) => {
+                if let Some((p, pb)) = partner {
+                    self.free(p, pb);
+                    t.add_halves(-1);
+                }
+                self.free(slot, mine);
+                t.add_halves(-1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn hit_of(&self, slot: u32, s: &Snap, restored: bool) -> Hit {
+        Hit {
+            dir: s.dir(),
+            xlate: s.xlate(),
+            state: ConnState::from_code(m_state_code(s.meta())),
+            slot,
+            restored,
+            refreshed: false,
+        }
+    }
+
+    /// Applies a hit on the LIVE half `slot`: expiry, refresh of both halves, partner check.
+    #[inline]
+    pub(super) fn on_hit(&self, slot: u32, s: &Snap, now: u32, t: &mut Tally) -> Option<Hit> {
+        let meta = s.meta();
+        if self.expired(meta, now) {
+            if self.remove_pair_snap(slot, s, t) {
+                t.inc(Ctr::Expire);
+            }
+            return None;
+        }
+        let assure = s.dir() == Dir::Rev && meta & FLAG_ASSURED == 0;
+        let mut restored = false;
+        let cold = m_last(meta) < now || assure;
+        #[cfg(test)]
+        if let Some(h) = BEFORE_REFRESH.with(|h| h.borrow_mut().take()) {
+            h(self);
+        }
+        if cold {
+            self.refresh_cold(slot, s, now, assure, t, &mut restored)?;
+        }
+        let mut h = self.hit_of(slot, s, restored);
+        h.refreshed = cold;
+        Some(h)
+    }
+
+    /// The once-per-second part of a hit: refresh both halves, verify/restore the partner.
+    /// `None` if the half turned out to be an orphan and was dropped.
+    pub(super) fn refresh_cold(
+        &self,
+        slot: u32,
+        s: &Snap,
+        now: u32,
+        assure: bool,
+        t: &mut Tally,
+        restored: &mut bool,
+    ) -> Option<()> {
+        self.touch(slot, m_gen(s.meta()), now, assure);
+        match self.partner_of(slot, s) {
+            Partner::Ok(p, ps) => {
+                self.touch(p, m_gen(ps.meta()), now, assure);
+                t.inc(Ctr::Refresh);
+            }
+            Partner::Busy => {}
+            Partner::Missing => match self.restore(slot, s, now, t) {
+                RestoreOutcome::Done => *restored = true,
+                RestoreOutcome::Orphan => return None,
+                RestoreOutcome::Other => {}
+            },
+            Partner::Conflict => {
+                if self.try_claim(slot, s.ctrl, c_fp(s.ctrl)) {
+                    self.free(slot, c_next(s.ctrl, c_fp(s.ctrl)));
+                    t.add_halves(-1);
+                    t.inc(Ctr::Orphan);
+                }
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    /// Recreates the missing partner of the lone LIVE half `slot`.
+    pub(super) fn restore(&self, slot: u32, s: &Snap, now: u32, t: &mut Tally) -> RestoreOutcome {
+        let pk = s.xlate().reversed();
+        let px = s.key().reversed();
+        let pdir = s.dir().flip();
+        let (p0, p1) = pack(&pk);
+        let loc = self.locate(p0, p1);
+        // Own the lone half first: if it was removed or rewritten since `s` was read, stop —
+        // this is what keeps a removed connection from being resurrected.
+        if !self.try_claim(slot, s.ctrl, c_fp(s.ctrl)) {
+            return RestoreOutcome::Other;
+        }
+        let hb = c_next(s.ctrl, c_fp(s.ctrl));
+        let (p, pb) = match self.claim_slot(&loc, now, slot, t) {
+            Claim::Got(p, pb) => (p, pb),
+            Claim::Full => {
+                t.inc(Ctr::Full);
+                self.publish(slot, hb);
+                return RestoreOutcome::Other;
+            }
+            Claim::Busy => {
+                t.inc(Ctr::Busy);
+                self.publish(slot, hb);
+                return RestoreOutcome::Other;
+            }
+        };
+        match self.rescan(&loc, p0, p1, [p, slot]) {
+            Find::Absent => {}
+            Find::Found(q, qs) => {
+                self.free(p, pb);
+                if qs.dir() == pdir && qs.xlate_is(&px) {
+                    // Someone else recreated it first (cilium#40971): adopt it.
+                    let old = s.d[D_X1];
+                    self.data(slot)[D_X1].store((old & LOW32) | ((q as u64) << 32), Relaxed);
+                    self.publish(slot, hb);
+                    t.inc(Ctr::RaceLost);
+                    return RestoreOutcome::Other;
+                }
+                // The partner key belongs to another connection now: we are an orphan.
+                self.free(slot, hb);
+                t.add_halves(-1);
+                t.inc(Ctr::Orphan);
+                return RestoreOutcome::Orphan;
+            }
+            Find::Busy => {
+                self.free(p, pb);
+                self.publish(slot, hb);
+                t.inc(Ctr::RaceLost);
+                return RestoreOutcome::Other;
+            }
+        }
+        let cur = self.data(slot)[D_META].load(Relaxed);
+        let meta = (cur & !LOW32) | m_last(cur).max(now) as u64;
+        self.write_half(p, p0, p1, pdir, &px, slot, meta);
+        let old = s.d[D_X1];
+        self.data(slot)[D_X1].store((old & LOW32) | ((p as u64) << 32), Relaxed);
+        self.touch(slot, m_gen(s.meta()), now, false);
+        self.publish(p, pb);
+        self.publish(slot, hb);
+        t.add_halves(1);
+        t.inc(Ctr::Restore);
+        RestoreOutcome::Done
+    }
+
+    #[inline]
+    pub(super) fn lookup_at(
+        &self,
+        loc: &Loc,
+        k0: u64,
+        k1: u64,
+        now: u32,
+        t: &mut Tally,
+    ) -> Option<Hit> {
+        let mut round = 0;
+        loop {
+            match self.find(loc, k0, k1) {
+                Find::Found(slot, s) => {
+                    let r = self.on_hit(slot, &s, now, t);
+                    t.inc(if r.is_some() { Ctr::Hit } else { Ctr::Miss });
+                    return r;
+                }
+                Find::Absent => {
+                    t.inc(Ctr::Miss);
+                    return None;
+                }
+                Find::Busy => {
+                    if round >= LOOKUP_RETRIES {
+                        t.inc(Ctr::Busy);
+                        t.inc(Ctr::Miss);
+                        return None;
+                    }
+                    backoff(round);
+                    round += 1;
+                }
+            }
+        }
+    }
+
+    pub(super) fn session_of(s: &Snap, now: u32) -> Session {
+        let (org, xlate) = match s.dir() {
+            Dir::Org => (s.key(), s.xlate()),
+            Dir::Rev => (s.xlate().reversed(), s.key().reversed()),
+        };
+        Session {
+            org,
+            xlate,
+            state: ConnState::from_code(m_state_code(s.meta())),
+            idle_secs: now.saturating_sub(m_last(s.meta())),
+        }
+    }
+
+    pub(super) fn insert_inner(
+        &self,
+        org: &Tuple,
+        xlate: &Tuple,
+        state: ConnState,
+        now: u32,
+        t: &mut Tally,
+    ) -> Result<Hit, InsertError> {
+        let rev = xlate.reversed();
+        if xlate.proto != org.proto || rev == *org {
+            return Err(InsertError::Invalid);
+        }
+        let (o0, o1) = pack(org);
+        let (r0, r1) = pack(&rev);
+        let lo = self.locate(o0, o1);
+        let lr = self.locate(r0, r1);
+        let meta = m_make(now, state);
+        for attempt in 0..INSERT_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt);
+            }
+            match self.find(&lo, o0, o1) {
+                Find::Found(s, snap) => match self.on_hit(s, &snap, now, t) {
+                    Some(h) => return Err(InsertError::Exists(h)),
+                    None => continue,
+                },
+                Find::Busy => continue,
+                Find::Absent => {}
+            }
+            match self.find(&lr, r0, r1) {
+                Find::Found(s, snap) => {
+                    if self.expired(snap.meta(), now) {
+                        if self.remove_pair_snap(s, &snap, t) {
+                            t.inc(Ctr::Expire);
+                        }
+                        continue;
+                    }
+                    if snap.dir() == Dir::Rev && snap.xlate_is(&org.reversed()) {
+                        // The REV half of the very connection being inserted: a concurrent
+                        // insert of it is publishing its ORG half, or the ORG half is missing
+                        // and is restored here. Either way the next round reports `Exists`.
+                        match self.partner_of(s, &snap) {
+                            Partner::Ok(p, ps) => match self.on_hit(p, &ps, now, t) {
+                                Some(h) => return Err(InsertError::Exists(h)),
+                                None => continue,
+                            },
+                            Partner::Missing => {
+                                self.restore(s, &snap, now, t);
+                                continue;
+                            }
+                            Partner::Busy | Partner::Conflict => continue,
+                        }
+                    }
+                    return Err(InsertError::RevTaken);
+                }
+                Find::Busy => continue,
+                Find::Absent => {}
+            }
+            let (so, bo) = match self.claim_slot(&lo, now, NO_SLOT, t) {
+                Claim::Got(s, b) => (s, b),
+                Claim::Full => return Err(InsertError::Full),
+                Claim::Busy => continue,
+            };
+            let (sr, br) = match self.claim_slot(&lr, now, so, t) {
+                Claim::Got(s, b) => (s, b),
+                Claim::Full => {
+                    self.free(so, bo);
+                    return Err(InsertError::Full);
+                }
+                Claim::Busy => {
+                    self.free(so, bo);
+                    continue;
+                }
+            };
+            let clear = matches!(self.rescan(&lo, o0, o1, [so, sr]), Find::Absent)
+                && matches!(self.rescan(&lr, r0, r1, [so, sr]), Find::Absent);
+            if !clear {
+                // A concurrent writer claimed one of our keys: back off; the next round's
+                // pre-checks report the winner (Exists / RevTaken) once it is published.
+                self.free(sr, br);
+                self.free(so, bo);
+                t.inc(Ctr::RaceLost);
+                continue;
+            }
+            self.write_half(so, o0, o1, Dir::Org, xlate, sr, meta);
+            self.write_half(sr, r0, r1, Dir::Rev, &org.reversed(), so, meta);
+            self.publish(sr, br);
+            self.publish(so, bo);
+            t.add_halves(2);
+            return Ok(Hit {
+                dir: Dir::Org,
+                xlate: *xlate,
+                state,
+                slot: so,
+                restored: false,
+                refreshed: true,
+            });
+        }
+        Err(InsertError::Busy)
+    }
+
+    pub(super) fn set_state_snap(&self, slot: u32, s: &Snap, state: ConnState) {
+        self.set_meta_state(slot, m_gen(s.meta()), state);
+        if let Partner::Ok(p, ps) = self.partner_of(slot, s) {
+            self.set_meta_state(p, m_gen(ps.meta()), state);
+        }
+    }
+
+    /// Finds the half keyed by `key` and applies `op` to it, retrying (with backoff) while
+    /// the slot is busy or `op` loses a race; counts a successful removal.
+    pub(super) fn remove_by(
+        &self,
+        key: &Tuple,
+        op: impl Fn(&Self, u32, &Snap, &mut Tally) -> bool,
+    ) -> bool {
+        let (k0, k1) = pack(key);
+        let loc = self.locate(k0, k1);
+        let mut t = Tally::default();
+        let mut done = false;
+        for round in 0..REMOVE_ATTEMPTS {
+            match self.find(&loc, k0, k1) {
+                Find::Found(slot, s) => {
+                    if op(self, slot, &s, &mut t) {
+                        t.inc(Ctr::Remove);
+                        done = true;
+                        break;
+                    }
+                }
+                Find::Absent => break,
+                Find::Busy => {}
+            }
+            backoff(round);
+        }
+        self.ctr.flush(&t);
+        done
+    }
+}
+
+pub(super) enum RestoreOutcome {
+    Done,
+    Orphan,
+    Other,
+}

@@ -1,0 +1,129 @@
+//! Finding a key: the scan of its two buckets (trusted only when no cuckoo move of its
+//! bucket pair ran meanwhile) and the partner of a half.
+
+use super::engine::*;
+use super::layout::*;
+use std::hint::spin_loop;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{self, Acquire, Relaxed, SeqCst};
+
+impl Table {
+    /// The move stripe of a key (the same for both of its buckets, see [`Table::moves`]).
+    #[inline(always)]
+    pub(super) fn stripe(&self, loc: &Loc) -> &AtomicU64 {
+        &self.moves[(loc.b1 ^ loc.b2) as usize % MOVE_STRIPES]
+    }
+
+    /// Finds the LIVE half keyed by `(k0, k1)` (acquire loads).
+    #[inline]
+    pub(super) fn find(&self, loc: &Loc, k0: u64, k1: u64) -> Find {
+        self.scan_stable(loc, k0, k1, Acquire, [NO_SLOT; 2])
+    }
+
+    /// Post-claim conflict scan (`SeqCst` loads, see module docs), skipping our own claims.
+    pub(super) fn rescan(&self, loc: &Loc, k0: u64, k1: u64, mine: [u32; 2]) -> Find {
+        self.scan_stable(loc, k0, k1, SeqCst, mine)
+    }
+
+    /// Scans both buckets of a key; an `Absent` answer is trusted only if no cuckoo move of
+    /// a key of this bucket pair was in flight or completed during the scan (a key moved from
+    /// the second bucket into the first between the two scans would otherwise look absent).
+    /// The scan is repeated a few times, then reported as BUSY.
+    #[inline]
+    pub(super) fn scan_stable(
+        &self,
+        loc: &Loc,
+        k0: u64,
+        k1: u64,
+        ord: Ordering,
+        mine: [u32; 2],
+    ) -> Find {
+        let stripe = self.stripe(loc);
+        for _ in 0..MOVE_RESCANS {
+            let m1 = stripe.load(Acquire);
+            match self.scan(loc, k0, k1, ord, mine) {
+                Find::Absent => {}
+                other => return other,
+            }
+            // The bucket loads above are acquire (or SeqCst) loads, so this load cannot be
+            // performed before them.
+            let m2 = stripe.load(Acquire);
+            if m1 == m2 && m1 as u32 == 0 {
+                return Find::Absent;
+            }
+            spin_loop();
+        }
+        Find::Busy
+    }
+
+    #[inline(always)]
+    pub(super) fn scan(&self, loc: &Loc, k0: u64, k1: u64, ord: Ordering, mine: [u32; 2]) -> Find {
+        let mut busy = false;
+        for b in [loc.b1, loc.b2] {
+            let bk = &self.buckets[b as usize];
+            for (w, cw) in bk.ctrl.iter().enumerate() {
+                let c = cw.load(ord);
+                if c_fp(c) != loc.fp {
+                    continue;
+                }
+                let slot = b * WAYS as u32 + w as u32;
+                if mine.contains(&slot) {
+                    continue;
+                }
+                if c_busy(c) {
+                    busy = true;
+                    continue;
+                }
+                match self.read_live(slot, c) {
+                    Some(s) if s.key_is(k0, k1) => return Find::Found(slot, s),
+                    Some(_) => {}
+                    None => busy = true,
+                }
+            }
+            #[cfg(test)]
+            if b == loc.b1 {
+                if let Some(h) = BETWEEN_SCANS.with(|h| h.borrow_mut().take()) {
+                    h(self);
+                }
+            }
+        }
+        if busy {
+            Find::Busy
+        } else {
+            Find::Absent
+        }
+    }
+
+    /// Locates the partner of the LIVE half `slot` (snapshot `s`), fixing a stale hint.
+    pub(super) fn partner_of(&self, slot: u32, s: &Snap) -> Partner {
+        let pk = s.xlate().reversed();
+        let want_x = s.key().reversed();
+        let pdir = s.dir().flip();
+        let (p0, p1) = pack(&pk);
+        let is_partner = |q: &Snap| q.key_is(p0, p1) && q.dir() == pdir && q.xlate_is(&want_x);
+        let hint = s.partner();
+        if hint < self.nslots && hint != slot {
+            if let View::Live(q) = self.read_slot(hint) {
+                if is_partner(&q) {
+                    return Partner::Ok(hint, q);
+                }
+            }
+        }
+        match self.find(&self.locate(p0, p1), p0, p1) {
+            Find::Found(q, qs) if q != slot && is_partner(&qs) => {
+                // Repair the hint; if the word changed meanwhile, leave it (it is only a hint).
+                let old = s.d[D_X1];
+                let _ = self.data(slot)[D_X1].compare_exchange(
+                    old,
+                    (old & LOW32) | ((q as u64) << 32),
+                    Relaxed,
+                    Relaxed,
+                );
+                Partner::Ok(q, qs)
+            }
+            Find::Found(..) => Partner::Conflict,
+            Find::Busy => Partner::Busy,
+            Find::Absent => Partner::Missing,
+        }
+    }
+}

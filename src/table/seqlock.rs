@@ -1,0 +1,195 @@
+//! Per-slot seqlock: claiming, publishing and freeing a slot, validated snapshots, and the
+//! single-word updates of the meta word (refresh, state) guarded by the slot generation;
+//! the bounded backoff of contended operations.
+
+use super::engine::*;
+use super::layout::*;
+
+use super::{ConnState, Dir, Tuple};
+use std::hint::spin_loop;
+use std::sync::atomic::fence;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+
+thread_local! {
+    static JITTER: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Backoff rounds and yields of this thread (tests of the packet-path bounds).
+    static BACKOFFS: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Backoff rounds and yields this thread went through so far (tests only).
+#[cfg(test)]
+pub(crate) fn backoffs() -> (u32, u32) {
+    BACKOFFS.with(|c| c.get())
+}
+
+/// Bounded, jittered backoff (jitter breaks the lock-step of two symmetric aborts). Rounds
+/// below 6 spin; later ones (only inserts and removals get there) yield.
+#[cold]
+pub(super) fn backoff(round: u32) {
+    #[cfg(test)]
+    BACKOFFS.with(|c| {
+        let (b, y) = c.get();
+        c.set((b + 1, y + u32::from(round >= 6)));
+    });
+    if round < 6 {
+        let j = JITTER.with(|c| {
+            let mut x = c.get();
+            if x == 0 {
+                x = (c as *const _ as usize as u32) | 1;
+            }
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            c.set(x);
+            x
+        });
+        let n = (8u32 << round) + (j & ((8u32 << round) - 1));
+        for _ in 0..n {
+            spin_loop();
+        }
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+impl Table {
+    /// Reads the data of `slot` and validates it against the control value `c1` (loaded with
+    /// acquire by the caller). `None` if the slot changed meanwhile.
+    #[inline(always)]
+    pub(super) fn read_live(&self, slot: u32, c1: u64) -> Option<Snap> {
+        let d = self.data(slot);
+        let v = [
+            d[0].load(Relaxed),
+            d[1].load(Relaxed),
+            d[2].load(Relaxed),
+            d[3].load(Relaxed),
+            d[4].load(Relaxed),
+        ];
+        fence(Acquire);
+        let c2 = self.ctrl(slot).load(Relaxed);
+        (c1 == c2).then_some(Snap { ctrl: c1, d: v })
+    }
+
+    pub(super) fn read_slot(&self, slot: u32) -> View {
+        for _ in 0..4 {
+            let c = self.ctrl(slot).load(Acquire);
+            if c_busy(c) {
+                return View::Busy;
+            }
+            if c_free(c) {
+                return View::Free;
+            }
+            if let Some(s) = self.read_live(slot, c) {
+                return View::Live(s);
+            }
+        }
+        View::Busy
+    }
+
+    /// CAS `expected` (even) -> next odd value carrying fingerprint `fp`.
+    #[inline]
+    pub(super) fn try_claim(&self, slot: u32, expected: u64, fp: u32) -> bool {
+        let ok = self
+            .ctrl(slot)
+            .compare_exchange(expected, c_next(expected, fp), SeqCst, Relaxed)
+            .is_ok();
+        if ok {
+            // Orders the data stores that follow after the (odd) claim, for seqlock readers.
+            fence(Release);
+        }
+        ok
+    }
+
+    /// BUSY -> LIVE with the same fingerprint (publish new data, or undo a claim).
+    #[inline]
+    pub(super) fn publish(&self, slot: u32, busy: u64) {
+        self.ctrl(slot).store(c_next(busy, c_fp(busy)), Release);
+    }
+
+    /// BUSY -> FREE.
+    #[inline]
+    pub(super) fn free(&self, slot: u32, busy: u64) {
+        self.ctrl(slot).store(c_next(busy, 0), Release);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn write_half(
+        &self,
+        slot: u32,
+        k0: u64,
+        k1: u64,
+        dir: Dir,
+        x: &Tuple,
+        partner: u32,
+        meta: u64,
+    ) {
+        let d = self.data(slot);
+        let dirbit = if dir == Dir::Rev { DIR_REV_BIT } else { 0 };
+        d[D_K0].store(k0, Relaxed);
+        d[D_K1].store(k1 | dirbit, Relaxed);
+        d[D_X0].store(x.src as u64 | ((x.dst as u64) << 32), Relaxed);
+        d[D_X1].store(
+            x.sport as u64 | ((x.dport as u64) << 16) | ((partner as u64) << 32),
+            Relaxed,
+        );
+        // A new occupant: the next generation of this slot (see `GEN_SHIFT`).
+        let g = m_gen(d[D_META].load(Relaxed)).wrapping_add(1);
+        d[D_META].store(m_with_gen(meta, g), Relaxed);
+    }
+
+    /// Advances last-seen to `now` (never backwards) and optionally sets the assured flag,
+    /// if the slot still holds the occupant of generation `gen` (else does nothing).
+    #[inline]
+    pub(super) fn touch(&self, slot: u32, gen: u8, now: u32, assure: bool) {
+        let m = &self.data(slot)[D_META];
+        let mut cur = m.load(Relaxed);
+        loop {
+            if m_gen(cur) != gen {
+                return;
+            }
+            let mut new = cur;
+            if now > m_last(cur) {
+                new = (cur & !LOW32) | now as u64;
+                if new & RCOUNT_MASK != RCOUNT_MASK {
+                    new += RCOUNT_ONE;
+                }
+            }
+            if assure {
+                new |= FLAG_ASSURED;
+            }
+            if new == cur {
+                return;
+            }
+            match m.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
+                Ok(_) => return,
+                Err(x) => cur = x,
+            }
+        }
+    }
+
+    /// Sets the state in the meta word of `slot` if it still holds generation `gen`.
+    pub(super) fn set_meta_state(&self, slot: u32, gen: u8, state: ConnState) {
+        let m = &self.data(slot)[D_META];
+        let mut cur = m.load(Relaxed);
+        loop {
+            if m_gen(cur) != gen {
+                return;
+            }
+            let mut new = (cur & !STATE_MASK) | ((state.code() as u64) << 32);
+            if state == ConnState::TcpEstablished {
+                new |= FLAG_ASSURED;
+            }
+            if new == cur {
+                return;
+            }
+            match m.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
+                Ok(_) => return,
+                Err(x) => cur = x,
+            }
+        }
+    }
+}
