@@ -28,8 +28,8 @@ impl Table {
     /// Scans both buckets of a key; an `Absent` answer is trusted only if no cuckoo move of
     /// a key of this bucket pair was in flight or completed during the scan (a key moved from
     /// the second bucket into the first between the two scans would otherwise look absent).
-    /// The scan is repeated a few times, then reported as BUSY.
-    #[inline]
+    /// Otherwise the scan is repeated a few times, then reported as BUSY.
+    #[inline(always)]
     pub(super) fn scan_stable(
         &self,
         loc: &Loc,
@@ -38,20 +38,40 @@ impl Table {
         ord: Ordering,
         mine: [u32; 2],
     ) -> Find {
-        let stripe = self.stripe(loc);
-        for _ in 0..MOVE_RESCANS {
-            let m1 = stripe.load(Acquire);
+        let m1 = self.stripe(loc).load(Acquire);
+        match self.scan(loc, k0, k1, ord, mine) {
+            Find::Absent => {}
+            other => return other,
+        }
+        if self.no_move_since(loc, m1) {
+            Find::Absent
+        } else {
+            self.scan_after_move(loc, k0, k1, ord, mine)
+        }
+    }
+
+    /// Whether no move of `loc`'s stripe was in flight when it read `m1` nor started or
+    /// ended since. The bucket loads before it are acquire (or SeqCst) loads, so this load
+    /// cannot be performed before them.
+    #[inline(always)]
+    fn no_move_since(&self, loc: &Loc, m1: u64) -> bool {
+        m1 as u32 == 0 && self.stripe(loc).load(Acquire) == m1
+    }
+
+    /// The rare path of [`Table::scan_stable`]: a move ran across the scan.
+    #[cold]
+    #[inline(never)]
+    fn scan_after_move(&self, loc: &Loc, k0: u64, k1: u64, ord: Ordering, mine: [u32; 2]) -> Find {
+        for _ in 1..MOVE_RESCANS {
+            spin_loop();
+            let m1 = self.stripe(loc).load(Acquire);
             match self.scan(loc, k0, k1, ord, mine) {
                 Find::Absent => {}
                 other => return other,
             }
-            // The bucket loads above are acquire (or SeqCst) loads, so this load cannot be
-            // performed before them.
-            let m2 = stripe.load(Acquire);
-            if m1 == m2 && m1 as u32 == 0 {
+            if self.no_move_since(loc, m1) {
                 return Find::Absent;
             }
-            spin_loop();
         }
         Find::Busy
     }
