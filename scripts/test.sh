@@ -8,6 +8,10 @@ scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 RUST_TEST_THREADS=2 cargo test --locked --all-targets
+# The model check of the table's concurrency protocol (loom: every interleaving of two
+# threads up to 2 preemptions, on a 2x2 table); its own target directory, since the
+# crate is built with --cfg loom there.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --locked --release --test loom_table
 # The NAT behaviour scenarios against xnat and nftables side by side; fails if xnat fails one.
 /usr/bin/python3 bench/conformance.py --xnat target/debug/xnat --require-xnat-pass \
   --out target/conformance.md

@@ -9,11 +9,11 @@ use super::layout::*;
 use super::region::Region;
 use super::seqlock::backoff;
 use super::stats::{Counters, Ctr, Tally};
+use super::sync::Ordering::{Acquire, Relaxed};
+use super::sync::{AtomicU32, AtomicU64};
 use super::{
     ConnState, Dir, Hit, InsertError, Session, TableConfig, TableError, TableStats, Timeouts, Tuple,
 };
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Rounds a lookup on the packet path waits for a BUSY slot (a claim in flight takes a few
 /// hundred nanoseconds): short spins only, never a yield of the pinned worker; after them
@@ -23,7 +23,10 @@ pub(super) const LOOKUP_RETRIES: u32 = 2;
 /// key's stripe (see [`Table::moves`]); after them the scan reports BUSY.
 pub(super) const MOVE_RESCANS: u32 = 3;
 /// Relocation stripes: a move of a key is announced on the stripe of its bucket pair.
+#[cfg(not(loom))]
 pub(super) const MOVE_STRIPES: usize = 256;
+#[cfg(loom)]
+pub(super) const MOVE_STRIPES: usize = 2;
 /// The low half of a stripe word counts moves in flight, the high half moves completed.
 pub(super) const MOVE_START: u64 = 1;
 pub(super) const MOVE_END: u64 = (1 << 32) - 1;
@@ -99,7 +102,13 @@ impl Table {
         let bytes = nb * std::mem::size_of::<Bucket>();
         // All-zero buckets are empty (see `Bucket::new`), so fresh zeroed pages need no
         // initialisation.
+        #[cfg(not(loom))]
         let buckets = Region::<Bucket>::zeroed(nb).ok_or(TableError::OutOfMemory { bytes })?;
+        #[cfg(loom)]
+        let buckets = {
+            let _ = bytes;
+            Region::from_fn(nb, Bucket::new)
+        };
         let mut s = cfg.seed.unwrap_or_else(random_seed);
         let seed = [splitmix(&mut s), splitmix(&mut s), splitmix(&mut s)];
         Ok(Self::assemble(cfg, buckets, nb, seed))
@@ -113,6 +122,19 @@ impl Table {
     ///
     /// Only one process may use a state file at a time; the gateway guarantees this by
     /// owning the interfaces' XDP attachment before it opens the file.
+    #[cfg(loom)]
+    pub fn with_state_file(
+        _cfg: TableConfig,
+        path: &std::path::Path,
+    ) -> Result<(Table, bool), TableError> {
+        Err(TableError::StateFile {
+            path: path.display().to_string(),
+            reason: "no state files under the model checker".into(),
+        })
+    }
+
+    /// Like [`Table::new`], but the table lives in the state file at `path` (see above).
+    #[cfg(not(loom))]
     pub fn with_state_file(
         cfg: TableConfig,
         path: &std::path::Path,
@@ -137,8 +159,10 @@ impl Table {
             for slot in 0..t.nslots {
                 let c = t.ctrl(slot).load(Acquire);
                 if c_busy(c) {
-                    t.ctrl(slot)
-                        .store(c_make(0, c_seq(c).wrapping_add(1)), Release);
+                    t.ctrl(slot).store(
+                        c_make(0, c_seq(c).wrapping_add(1)),
+                        super::sync::Ordering::Release,
+                    );
                 }
             }
             // The occupancy counter starts at zero: count the halves taken over.
@@ -276,7 +300,8 @@ impl Table {
         let loc = self.locate(k0, k1);
         match self.find(&loc, k0, k1) {
             Find::Found(slot, s) => {
-                self.ctrl(slot).store(s.ctrl | 1, Release);
+                self.ctrl(slot)
+                    .store(s.ctrl | 1, super::sync::Ordering::Release);
                 true
             }
             _ => false,
@@ -285,8 +310,9 @@ impl Table {
 
     /// Test hook: moves the half keyed by `key` into its other candidate bucket with the
     /// cuckoo move of the insert path (its old slot is freed). Returns the new slot.
-    #[cfg(test)]
-    pub(crate) fn force_move(&self, key: &Tuple, now: u32) -> Option<u32> {
+    #[cfg(any(test, loom))]
+    #[doc(hidden)]
+    pub fn force_move(&self, key: &Tuple, now: u32) -> Option<u32> {
         let (k0, k1) = pack(key);
         let loc = self.locate(k0, k1);
         let Find::Found(slot, s) = self.find(&loc, k0, k1) else {
@@ -304,8 +330,9 @@ impl Table {
     }
 
     /// Test hook: the two candidate buckets of `key` (scanned in this order).
-    #[cfg(test)]
-    pub(crate) fn buckets_of(&self, key: &Tuple) -> (u32, u32) {
+    #[cfg(any(test, loom))]
+    #[doc(hidden)]
+    pub fn buckets_of(&self, key: &Tuple) -> (u32, u32) {
         let (k0, k1) = pack(key);
         let l = self.locate(k0, k1);
         (l.b1, l.b2)

@@ -5,7 +5,7 @@ use super::engine::*;
 use super::layout::*;
 use super::seqlock::backoff;
 use super::stats::{Ctr, Tally};
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use super::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 impl Table {
     pub(super) fn free_ways(&self, b: u32) -> usize {

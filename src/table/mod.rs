@@ -95,10 +95,11 @@
 //!   reports BUSY). The insert's post-claim conflict scan does the same. Whoever saw the old
 //!   slot relabelled sees the move's start; whoever saw the move's end sees its new copy.
 //! * **Uniqueness of keys (insert / restore).** Claims carry the fingerprint of the key being
-//!   written. After claiming, an inserter re-scans both candidate buckets of every key it is
-//!   writing with `SeqCst` loads (Dekker style): of two concurrent inserters of the same key, at
-//!   least the later one sees the other's claim (both claims and both scans are in the single
-//!   `SeqCst` order). On any conflict (a BUSY slot with the same fingerprint, or a LIVE slot with
+//!   written. After claiming, an inserter issues a `SeqCst` fence and re-scans both candidate
+//!   buckets of every key it is writing (Dekker style): of two concurrent inserters of the
+//!   same key, at least the later one (in the single order of the two fences) sees the
+//!   other's claim. (The fence replaced `SeqCst` loads, which give the same guarantee in the
+//!   Rust/C++ memory model but which the loom model checker does not model.) On any conflict (a BUSY slot with the same fingerprint, or a LIVE slot with
 //!   the same key) the inserter aborts *its own* claims and either reports the live winner
 //!   ([`InsertError::Exists`] / [`InsertError::RevTaken`]) or retries after a backoff. Hence two
 //!   LIVE slots never hold the same key, and in particular two live connections never share a
@@ -110,6 +111,21 @@
 //!   really gone (or BUSY, in which case it does nothing). A restore first claims the lone half
 //!   itself (CAS from the validated value), so it cannot race with that half's removal: if the
 //!   pair was removed meanwhile, the claim fails and nothing is resurrected.
+//!
+//! # How this is checked
+//!
+//! * Unit tests with test-only hooks that stop one operation at the exact point another
+//!   must not interfere with (between a key's two bucket scans, between scoring and claiming
+//!   a victim, between reading a half and refreshing it), each failing without its fix.
+//! * A model-based property test against a simple reference, with [`Table::audit`] (every
+//!   invariant over every slot) after each operation.
+//! * Multi-threaded stress tests (`tests/table_stress.rs`) that pause for a full audit.
+//! * A loom model check (`tests/loom_table.rs`, crate built with `--cfg loom`: loom's atomics,
+//!   2 buckets of 2 ways): two inserts of one key, two connections on one reply tuple, a
+//!   lookup against an insert, a removal against a restore, a lookup against a cuckoo move,
+//!   an eviction against a refresh. It found that the conflict scan's `SeqCst` loads are
+//!   outside what loom models (now a `SeqCst` fence, see above); under the model every
+//!   `publish`/`free` also checks that nobody wrote the slot while it was claimed.
 //!
 //! # Eviction and expiry policy
 //!
@@ -160,6 +176,7 @@ mod region;
 mod search;
 mod seqlock;
 mod stats;
+mod sync;
 #[cfg(test)]
 mod tests;
 

@@ -5,8 +5,8 @@ use super::engine::*;
 use super::layout::*;
 use super::seqlock::backoff;
 use super::stats::{Ctr, Tally};
+use super::sync::Ordering::Relaxed;
 use super::{ConnState, Dir, Hit, InsertError, Session, Tuple};
-use std::sync::atomic::Ordering::Relaxed;
 
 impl Table {
     /// Claims the LIVE half `slot` and its partner (if present), in slot order. Returns the

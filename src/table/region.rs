@@ -7,16 +7,46 @@
 //! is an empty bucket, so a fresh mapping needs no initialisation pass (which would also
 //! fault every page in as 4 KiB).
 
+#[cfg(not(loom))]
 use std::fs::OpenOptions;
+#[cfg(not(loom))]
 use std::io::{Read, Write};
+#[cfg(not(loom))]
 use std::os::fd::AsRawFd;
+#[cfg(not(loom))]
 use std::path::Path;
+#[cfg(not(loom))]
 use std::ptr::NonNull;
 
+#[cfg(not(loom))]
 /// Size of the state file's header; the array starts after it.
 pub(super) const HEADER: usize = 4096;
 
+#[cfg(loom)]
+pub(super) use model::Region;
+
+/// Under the model checker the table's atomics are loom's, which cannot be made by zeroing
+/// memory: the region is a plain boxed slice, and there are no state files.
+#[cfg(loom)]
+mod model {
+    pub(in crate::table) struct Region<T>(Box<[T]>);
+
+    impl<T> Region<T> {
+        pub(in crate::table) fn from_fn(len: usize, f: impl Fn() -> T) -> Region<T> {
+            Region((0..len).map(|_| f()).collect())
+        }
+    }
+
+    impl<T> std::ops::Deref for Region<T> {
+        type Target = [T];
+        fn deref(&self) -> &[T] {
+            &self.0
+        }
+    }
+}
+
 /// An owned, zero-initialised array of `T` in its own mapping.
+#[cfg(not(loom))]
 pub(super) struct Region<T> {
     base: NonNull<u8>,
     map_bytes: usize,
@@ -25,11 +55,14 @@ pub(super) struct Region<T> {
     _t: std::marker::PhantomData<T>,
 }
 
+#[cfg(not(loom))]
 // SAFETY: a Region is an owned allocation like a Box<[T]>; it is Send/Sync exactly when T is.
 unsafe impl<T: Send> Send for Region<T> {}
+#[cfg(not(loom))]
 // SAFETY: as above; shared access only hands out `&[T]`.
 unsafe impl<T: Sync> Sync for Region<T> {}
 
+#[cfg(not(loom))]
 fn map(bytes: usize, flags: libc::c_int, fd: libc::c_int) -> Option<NonNull<u8>> {
     // SAFETY: a fresh mapping of `bytes` bytes (of `fd` from offset 0, or anonymous);
     // the result is checked before use.
@@ -49,6 +82,7 @@ fn map(bytes: usize, flags: libc::c_int, fd: libc::c_int) -> Option<NonNull<u8>>
     NonNull::new(p.cast())
 }
 
+#[cfg(not(loom))]
 impl<T> Region<T> {
     /// Maps `len` zeroed elements. `T` must be valid when all-zero (the caller's contract,
     /// checked by [`super::engine`] for its bucket type) and its alignment at most a page.
@@ -176,6 +210,7 @@ impl<T> Region<T> {
     }
 }
 
+#[cfg(not(loom))]
 impl<T> std::ops::Deref for Region<T> {
     type Target = [T];
     #[inline(always)]
@@ -190,6 +225,7 @@ impl<T> std::ops::Deref for Region<T> {
     }
 }
 
+#[cfg(not(loom))]
 impl<T> Drop for Region<T> {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping created by a constructor; no reference into it

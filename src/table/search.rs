@@ -3,9 +3,8 @@
 
 use super::engine::*;
 use super::layout::*;
-use std::hint::spin_loop;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::{self, Acquire, Relaxed, SeqCst};
+use super::sync::Ordering::{Acquire, Relaxed, SeqCst};
+use super::sync::{fence, spin_loop, AtomicU64};
 
 impl Table {
     /// The move stripe of a key (the same for both of its buckets, see [`Table::moves`]).
@@ -17,12 +16,16 @@ impl Table {
     /// Finds the LIVE half keyed by `(k0, k1)` (acquire loads).
     #[inline]
     pub(super) fn find(&self, loc: &Loc, k0: u64, k1: u64) -> Find {
-        self.scan_stable(loc, k0, k1, Acquire, [NO_SLOT; 2])
+        self.scan_stable(loc, k0, k1, [NO_SLOT; 2])
     }
 
-    /// Post-claim conflict scan (`SeqCst` loads, see module docs), skipping our own claims.
+    /// Post-claim conflict scan, skipping our own claims. The `SeqCst` fence between our
+    /// claims (made before the call) and the scan's loads is what makes two inserters of one
+    /// key see each other (Dekker): of two such fences one is first in the single total
+    /// order, and the scan after the later one sees the claim before the earlier one.
     pub(super) fn rescan(&self, loc: &Loc, k0: u64, k1: u64, mine: [u32; 2]) -> Find {
-        self.scan_stable(loc, k0, k1, SeqCst, mine)
+        fence(SeqCst);
+        self.scan_stable(loc, k0, k1, mine)
     }
 
     /// Scans both buckets of a key; an `Absent` answer is trusted only if no cuckoo move of
@@ -30,23 +33,16 @@ impl Table {
     /// the second bucket into the first between the two scans would otherwise look absent).
     /// Otherwise the scan is repeated a few times, then reported as BUSY.
     #[inline(always)]
-    pub(super) fn scan_stable(
-        &self,
-        loc: &Loc,
-        k0: u64,
-        k1: u64,
-        ord: Ordering,
-        mine: [u32; 2],
-    ) -> Find {
+    pub(super) fn scan_stable(&self, loc: &Loc, k0: u64, k1: u64, mine: [u32; 2]) -> Find {
         let m1 = self.stripe(loc).load(Acquire);
-        match self.scan(loc, k0, k1, ord, mine) {
+        match self.scan(loc, k0, k1, mine) {
             Find::Absent => {}
             other => return other,
         }
         if self.no_move_since(loc, m1) {
             Find::Absent
         } else {
-            self.scan_after_move(loc, k0, k1, ord, mine)
+            self.scan_after_move(loc, k0, k1, mine)
         }
     }
 
@@ -61,11 +57,11 @@ impl Table {
     /// The rare path of [`Table::scan_stable`]: a move ran across the scan.
     #[cold]
     #[inline(never)]
-    fn scan_after_move(&self, loc: &Loc, k0: u64, k1: u64, ord: Ordering, mine: [u32; 2]) -> Find {
+    fn scan_after_move(&self, loc: &Loc, k0: u64, k1: u64, mine: [u32; 2]) -> Find {
         for _ in 1..MOVE_RESCANS {
             spin_loop();
             let m1 = self.stripe(loc).load(Acquire);
-            match self.scan(loc, k0, k1, ord, mine) {
+            match self.scan(loc, k0, k1, mine) {
                 Find::Absent => {}
                 other => return other,
             }
@@ -77,12 +73,12 @@ impl Table {
     }
 
     #[inline(always)]
-    pub(super) fn scan(&self, loc: &Loc, k0: u64, k1: u64, ord: Ordering, mine: [u32; 2]) -> Find {
+    pub(super) fn scan(&self, loc: &Loc, k0: u64, k1: u64, mine: [u32; 2]) -> Find {
         let mut busy = false;
         for b in [loc.b1, loc.b2] {
             let bk = &self.buckets[b as usize];
             for (w, cw) in bk.ctrl.iter().enumerate() {
-                let c = cw.load(ord);
+                let c = cw.load(Acquire);
                 if c_fp(c) != loc.fp {
                     continue;
                 }

@@ -5,10 +5,11 @@
 use super::engine::*;
 use super::layout::*;
 
+use super::sync::fence;
+#[cfg(not(loom))]
+use super::sync::spin_loop;
+use super::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use super::{ConnState, Dir, Tuple};
-use std::hint::spin_loop;
-use std::sync::atomic::fence;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 thread_local! {
     static JITTER: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
@@ -30,6 +31,17 @@ pub(crate) fn backoffs() -> (u32, u32) {
 /// below 6 spin; later ones (only inserts and removals get there) yield.
 #[cold]
 pub(super) fn backoff(round: u32) {
+    #[cfg(loom)]
+    {
+        let _ = round;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(loom))]
+    backoff_spin(round);
+}
+
+#[cfg(not(loom))]
+fn backoff_spin(round: u32) {
     #[cfg(test)]
     BACKOFFS.with(|c| {
         let (b, y) = c.get();
@@ -107,13 +119,28 @@ impl Table {
     /// BUSY -> LIVE with the same fingerprint (publish new data, or undo a claim).
     #[inline]
     pub(super) fn publish(&self, slot: u32, busy: u64) {
+        self.check_owned(slot, busy);
         self.ctrl(slot).store(c_next(busy, c_fp(busy)), Release);
     }
 
     /// BUSY -> FREE.
     #[inline]
     pub(super) fn free(&self, slot: u32, busy: u64) {
+        self.check_owned(slot, busy);
         self.ctrl(slot).store(c_next(busy, 0), Release);
+    }
+
+    /// Under the model checker: the slot still holds our claim `busy` (nobody else wrote it
+    /// while we held it).
+    #[inline(always)]
+    pub(super) fn check_owned(&self, slot: u32, busy: u64) {
+        #[cfg(loom)]
+        {
+            let now = self.ctrl(slot).load(Relaxed);
+            assert_eq!(now, busy, "slot {slot} changed while claimed");
+        }
+        #[cfg(not(loom))]
+        let _ = (slot, busy);
     }
 
     #[allow(clippy::too_many_arguments)]
