@@ -251,6 +251,23 @@ if m and "emptyDir" in vols.get(m["name"], {}):
     ok(f"control socket {sock} on an emptyDir")
 else:
     bad(f"no emptyDir mounted at {sockdir} for the control socket {sock}")
+# The table's state file (default /run/xnat/table) must fit in the volume it is on.
+state = cfg.get("nat", {}).get("state_file", "/run/xnat/table")
+if state is False:
+    ok("nat.state_file = false: the table is in process memory")
+else:
+    m = mounts.get(os.path.dirname(state))
+    ed = vols.get(m["name"], {}).get("emptyDir") if m else None
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    lim = str((ed or {}).get("sizeLimit", ""))
+    need = cfg.get("nat", {}).get("table_size", 1 << 20) * 96 + 4096
+    have = int(lim[:-2]) * units[lim[-2:]] if lim[-2:] in units and lim[:-2].isdigit() else None
+    if ed is None:
+        bad(f"no emptyDir mounted at {os.path.dirname(state)} for the state file {state}")
+    elif have is not None and have < need:
+        bad(f"emptyDir sizeLimit {lim} < the state file {state} ({need >> 20} MiB for table_size)")
+    else:
+        ok(f"state file {state} ({need >> 20} MiB) fits the emptyDir (sizeLimit {lim or 'none'})")
 if conf_path:
     m = mounts.get(os.path.dirname(conf_path))
     v = vols.get(m["name"], {}) if m else {}

@@ -14,6 +14,7 @@ use crate::dataplane::{
     iface, Dataplane, DataplaneConfig, DataplaneError, PollMode, RingSizes, XdpMode, ZeroCopy,
 };
 use crate::nat::{make_table, Engine, NatHandler, Quota, Rules};
+use crate::state::{Outcome, StateFile};
 use crate::stats::{Snapshot, StatsSource};
 use crate::table::Table;
 
@@ -177,6 +178,7 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
                 table_size: a.table_size,
                 evict_established: a.evict_established,
                 state_file: a.state_file.clone(),
+                no_state_file: a.no_state_file,
                 max_sessions_per_source: a.max_sessions_per_source,
                 mapping: a.mapping.clone(),
                 filtering: a.filtering.clone(),
@@ -270,11 +272,17 @@ fn check_config(path: &std::path::Path) -> i32 {
                 s.nat
                     .as_ref()
                     .map(|n| format!(
-                        ", {} SNAT pool(s){}, {} port forward(s), table {} connections",
+                        ", {} SNAT pool(s){}, {} port forward(s), table {} connections {}",
                         n.pools.len(),
                         if n.masquerade { " + masquerade" } else { "" },
                         n.dnat.len(),
-                        n.table_size
+                        n.table_size,
+                        n.state_file
+                            .as_ref()
+                            .map_or("in memory only".into(), |p| format!(
+                                "kept in {}",
+                                p.display()
+                            ))
                     ))
                     .unwrap_or_default()
             );
@@ -297,8 +305,9 @@ fn exit_code(e: &DataplaneError) -> i32 {
     }
 }
 
-/// A started dataplane and, in NAT mode, its table; or a message and an exit code.
-type Started = Result<(Dataplane, Option<Arc<Table>>), (String, i32)>;
+/// A started dataplane and, in NAT mode, its table and the lock on its state file; or a
+/// message and an exit code.
+type Started = Result<(Dataplane, Option<Arc<Table>>, Option<StateFile>), (String, i32)>;
 
 fn start(s: &Settings) -> Started {
     let dp_err = |e: DataplaneError| (e.to_string(), exit_code(&e));
@@ -308,7 +317,7 @@ fn start(s: &Settings) -> Started {
             |_| Ok(()),
             |_q, nh, ports| Forwarder::new(nh, ports, s.router),
         )
-        .map(|dp| (dp, None))
+        .map(|dp| (dp, None, None))
         .map_err(dp_err),
         Some(nat) => {
             // Interfaces are checked first so that a missing one is reported as such.
@@ -322,20 +331,31 @@ fn start(s: &Settings) -> Started {
                 .map(|a| u32::from(*a));
             let rules =
                 Arc::new(Rules::new(nat, &outside, inside).map_err(|m| (m, EXIT_BAD_INPUT))?);
+            // One gateway per state file, locked before the table touches it (a second
+            // gateway on other interfaces would otherwise resize the file under the first).
+            let state = match &nat.state_file {
+                Some(p) => Some(StateFile::lock(p).map_err(|m| (m, EXIT_BAD_INPUT))?),
+                None => None,
+            };
             let (table, resumed) = make_table(nat).map_err(|m| (m, EXIT_BAD_INPUT))?;
             let table = Arc::new(table);
             tracing::info!(
                 connections = table.capacity(),
                 bytes_per_connection = table.bytes_per_connection(),
                 mib = table.memory_bytes() >> 20,
-                state_file = ?nat.state_file,
+                state_file = %nat.state_file.as_ref().map_or("none (in memory)".into(), |p| p.display().to_string()),
                 "translation table allocated"
             );
-            if resumed {
-                tracing::info!(
+            match state.as_ref().map(|st| (st.path(), st.outcome(resumed))) {
+                Some((_, Outcome::Resumed)) => tracing::info!(
                     live = table.len(),
                     "took over the live connections of the previous process"
-                );
+                ),
+                Some((p, Outcome::Incompatible { reason })) => tracing::warn!(
+                    state_file = %p.display(),
+                    "state file not taken over, started with an empty table: {reason}"
+                ),
+                Some((_, Outcome::New)) | None => {}
             }
             let r2 = Arc::clone(&rules);
             let steer = move |st: &mut crate::dataplane::Steering| -> Result<(), DataplaneError> {
@@ -374,7 +394,7 @@ fn start(s: &Settings) -> Started {
                     return Err(("could not start the quota thread".into(), EXIT_FAILURE));
                 }
             }
-            Ok((dp, Some(table)))
+            Ok((dp, Some(table), state))
         }
     }
 }
@@ -400,7 +420,8 @@ fn run(a: &RunArgs) -> i32 {
         Mode::Nat => "nat",
     };
     let started = Instant::now();
-    let (dp, table) = match start(&s) {
+    // `_state` holds the state file's lock until the process ends.
+    let (dp, table, _state) = match start(&s) {
         Ok(x) => x,
         Err((msg, code)) => {
             eprintln!("xnat: {msg}");

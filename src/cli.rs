@@ -155,11 +155,15 @@ pub struct RunArgs {
     /// refusing new connections (the default, as conntrack and VPP do).
     #[arg(long, help_heading = "NAT")]
     pub evict_established: bool,
-    /// Keep the translation table in this file (put it on a tmpfs, e.g. /run/xnat/table):
-    /// a gateway restarted with the same file and table size takes over every live
-    /// connection.
+    /// Keep the translation table in this file, on a tmpfs: a gateway restarted with the
+    /// same file and table size takes over every live connection; a different size or an
+    /// incompatible file is logged and the table starts empty. One gateway per file (it is
+    /// locked) [default: /run/xnat/table].
     #[arg(long, value_name = "PATH", help_heading = "NAT")]
     pub state_file: Option<PathBuf>,
+    /// Keep the translation table in process memory only: a restart starts empty.
+    #[arg(long, conflicts_with = "state_file", help_heading = "NAT")]
+    pub no_state_file: bool,
     /// Most live outbound sessions one inside address may hold; further new connections
     /// from it are dropped and counted (quota_exceeded) [default: 0 = unlimited].
     #[arg(long, value_name = "N", help_heading = "NAT")]
@@ -252,6 +256,7 @@ impl RunArgs {
             table_size: None,
             evict_established: false,
             state_file: None,
+            no_state_file: false,
             max_sessions_per_source: None,
             mapping: None,
             filtering: None,

@@ -44,6 +44,8 @@ fn cli_messages_and_exit_codes() {
         "--mapping",
         "--filtering",
         "--clamp-mss",
+        "--state-file",
+        "--no-state-file",
     ] {
         assert!(out.contains(flag), "run --help lacks {flag}");
     }
@@ -350,6 +352,7 @@ fn the_control_path_never_replaces_a_file_that_is_not_a_socket() {
             "--outside",
             "out0",
             "--masquerade",
+            "--no-state-file",
             "--control",
             precious.to_str().unwrap(),
         ],

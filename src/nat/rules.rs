@@ -201,5 +201,9 @@ pub fn make_table(cfg: &NatConfig) -> Result<(Table, bool), String> {
         None => Table::new(tc).map(|t| (t, false)),
         Some(p) => Table::with_state_file(tc, p),
     }
-    .map_err(|e| format!("--table-size {}: {e}", cfg.table_size))
+    .map_err(|e| match e {
+        // It names the file and what went wrong with it.
+        crate::table::TableError::StateFile { .. } => e.to_string(),
+        e => format!("--table-size {}: {e}", cfg.table_size),
+    })
 }

@@ -15,6 +15,8 @@ fn engine(dnat: &[&str]) -> Engine {
         snat: vec!["198.19.2.1".into()],
         dnat: dnat.iter().map(|s| s.to_string()).collect(),
         table_size: Some(1024),
+        // In memory: never the default state file a running gateway may own.
+        no_state_file: true,
         ..Default::default()
     };
     let cfg = nat_config(&FileConfig::default(), &flags).expect("config");
