@@ -13,7 +13,7 @@ use crate::dataplane::forward::Forwarder;
 use crate::dataplane::{
     iface, Dataplane, DataplaneConfig, DataplaneError, PollMode, RingSizes, XdpMode, ZeroCopy,
 };
-use crate::nat::{make_table, Engine, NatHandler, Quota, Rules};
+use crate::nat::{make_table, Engine, LiveRules, NatHandler, Quota, Rules};
 use crate::state::{Outcome, StateFile};
 use crate::stats::{Snapshot, StatsSource};
 use crate::table::Table;
@@ -45,6 +45,7 @@ pub fn main(cli: Cli) -> i32 {
             filter,
             all,
         } => cmd_flush(&control, &filter, all),
+        Command::Reload { control, json } => cmd_reload(&control, json),
         Command::Debug { control, what } => cmd_debug(&control, what),
     }
 }
@@ -305,9 +306,17 @@ fn exit_code(e: &DataplaneError) -> i32 {
     }
 }
 
-/// A started dataplane and, in NAT mode, its table and the lock on its state file; or a
-/// message and an exit code.
-type Started = Result<(Dataplane, Option<Arc<Table>>, Option<StateFile>), (String, i32)>;
+/// A started dataplane and, in NAT mode, its table, the lock on its state file and what a
+/// reload changes; or a message and an exit code.
+type Started = Result<
+    (
+        Dataplane,
+        Option<Arc<Table>>,
+        Option<StateFile>,
+        Option<crate::reload::NatParts>,
+    ),
+    (String, i32),
+>;
 
 fn start(s: &Settings) -> Started {
     let dp_err = |e: DataplaneError| (e.to_string(), exit_code(&e));
@@ -317,7 +326,7 @@ fn start(s: &Settings) -> Started {
             |_| Ok(()),
             |_q, nh, ports| Forwarder::new(nh, ports, s.router),
         )
-        .map(|dp| (dp, None, None))
+        .map(|dp| (dp, None, None, None))
         .map_err(dp_err),
         Some(nat) => {
             // Interfaces are checked first so that a missing one is reported as such.
@@ -331,6 +340,8 @@ fn start(s: &Settings) -> Started {
                 .map(|a| u32::from(*a));
             let rules =
                 Arc::new(Rules::new(nat, &outside, inside).map_err(|m| (m, EXIT_BAD_INPUT))?);
+            let live = LiveRules::new(Arc::clone(&rules));
+            let steer_map = crate::reload::desired(&rules, &[], &[]);
             // One gateway per state file, locked before the table touches it (a second
             // gateway on other interfaces would otherwise resize the file under the first).
             let state = match &nat.state_file {
@@ -357,16 +368,9 @@ fn start(s: &Settings) -> Started {
                 ),
                 Some((_, Outcome::New)) | None => {}
             }
-            let r2 = Arc::clone(&rules);
+            let s2 = steer_map.clone();
             let steer = move |st: &mut crate::dataplane::Steering| -> Result<(), DataplaneError> {
-                for (addr, lo, hi) in r2.nat_addresses() {
-                    st.add_nat_addr(addr, lo, hi)?;
-                }
-                for (addr, port, proto) in r2.forwards() {
-                    st.add_forward_addr(addr)?;
-                    st.add_forward_rule(addr, port, proto)?;
-                }
-                Ok(())
+                crate::reload::apply(st, &crate::reload::Steer::default(), &s2)
             };
             let t2 = Arc::clone(&table);
             let quota = Arc::new(Quota::new(nat.max_sessions_per_source));
@@ -375,18 +379,19 @@ fn start(s: &Settings) -> Started {
                 let seed =
                     0x9E37_79B9_7F4A_7C15u64 ^ (u64::from(q) << 32) ^ u64::from(std::process::id());
                 let engine =
-                    Engine::with_quota(Arc::clone(&t2), Arc::clone(&rules), Arc::clone(&q2), seed);
+                    Engine::following(Arc::clone(&t2), Arc::clone(&live), Arc::clone(&q2), seed);
                 NatHandler::new(engine, nh, ports, s.router)
             })
             .map_err(dp_err)?;
-            if nat.max_sessions_per_source > 0 {
-                let (t3, stop) = (Arc::clone(&table), dp.stop_flag());
+            // Also without a quota: a reload may set one.
+            {
+                let (t3, q3, stop) = (Arc::clone(&table), Arc::clone(&quota), dp.stop_flag());
                 let spawned =
                     std::thread::Builder::new()
                         .name("xnat-quota".into())
                         .spawn(move || {
                             while !stop.load(Ordering::Relaxed) {
-                                quota.recount(&t3, crate::nat::coarse_now());
+                                q3.recount(&t3, crate::nat::coarse_now());
                                 std::thread::sleep(Duration::from_secs(1));
                             }
                         });
@@ -394,7 +399,13 @@ fn start(s: &Settings) -> Started {
                     return Err(("could not start the quota thread".into(), EXIT_FAILURE));
                 }
             }
-            Ok((dp, Some(table), state))
+            let parts = crate::reload::NatParts {
+                live,
+                quota,
+                table: Arc::clone(&table),
+                installed: steer_map,
+            };
+            Ok((dp, Some(table), state, Some(parts)))
         }
     }
 }
@@ -421,7 +432,7 @@ fn run(a: &RunArgs) -> i32 {
     };
     let started = Instant::now();
     // `_state` holds the state file's lock until the process ends.
-    let (dp, table, _state) = match start(&s) {
+    let (mut dp, table, _state, nat_parts) = match start(&s) {
         Ok(x) => x,
         Err((msg, code)) => {
             eprintln!("xnat: {msg}");
@@ -448,7 +459,9 @@ fn run(a: &RunArgs) -> i32 {
         })
         .unwrap_or_default();
     let source = StatsSource::new(&dp, mode, table, started).with_nat_addrs(nat_addrs);
-    let control = match crate::control::Server::start(&s.control, source.clone()) {
+    let mut reloader = crate::reload::Reloader::new(a.clone(), &s, nat_parts);
+    let (reload_tx, reload_rx) = crossbeam::channel::bounded::<crate::control::ReloadReply>(4);
+    let control = match crate::control::Server::start(&s.control, source.clone(), Some(reload_tx)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("xnat: {e}");
@@ -486,11 +499,17 @@ fn run(a: &RunArgs) -> i32 {
     );
 
     let term = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&term)) {
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGINT, &term),
+        (signal_hook::consts::SIGTERM, &term),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
             tracing::warn!(error = %e, "could not install a signal handler");
         }
     }
+    let mut next_drain = Instant::now();
     let mut prev: Option<Snapshot> = None;
     let mut next_report = Instant::now() + interval;
     let mut exit = 0;
@@ -505,6 +524,19 @@ fn run(a: &RunArgs) -> i32 {
             );
             exit = EXIT_FAILURE;
             break;
+        }
+        // Reloads run here, on the thread that owns the steering maps: asked over the
+        // control socket (the reply goes back to `xnat reload`) or by SIGHUP (logged only).
+        while let Ok(reply) = reload_rx.try_recv() {
+            let r = reload(&mut reloader, &mut dp, "control socket");
+            let _ = reply.send(r);
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            let _ = reload(&mut reloader, &mut dp, "SIGHUP");
+        }
+        if Instant::now() >= next_drain {
+            next_drain = Instant::now() + DRAIN_EVERY;
+            reloader.drain(dp.steering_mut());
         }
         if !interval.is_zero() && Instant::now() >= next_report {
             next_report += interval;
@@ -530,6 +562,49 @@ fn run(a: &RunArgs) -> i32 {
         "xnat stopped, XDP detached"
     );
     exit
+}
+
+/// How often removed forwards and pools are checked for connections still using them.
+const DRAIN_EVERY: Duration = Duration::from_secs(2);
+
+fn reload(
+    r: &mut crate::reload::Reloader,
+    dp: &mut Dataplane,
+    by: &str,
+) -> Result<serde_json::Value, String> {
+    let res = r.reload(dp.steering_mut());
+    match &res {
+        Ok(v) => {
+            let list = |k: &str| -> Vec<String> {
+                v[k].as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let applied = list("applied");
+            tracing::info!(
+                by,
+                "configuration reloaded: {}",
+                if applied.is_empty() {
+                    "nothing that applies live changed".to_string()
+                } else {
+                    applied.join("; ")
+                }
+            );
+            let restart = list("restart_needed");
+            if !restart.is_empty() {
+                tracing::warn!(
+                    "changed settings that need a restart (the running values stay): {}",
+                    restart.join(", ")
+                );
+            }
+        }
+        Err(e) => tracing::error!(by, "reload refused, the running configuration stays: {e}"),
+    }
+    res
 }
 
 fn fail(e: impl std::fmt::Display) -> i32 {
@@ -639,6 +714,53 @@ fn cmd_flush(control: &Path, f: &FilterArgs, all: bool) -> i32 {
         Ok(v) => {
             println!("removed {} session(s)", v["removed"].as_u64().unwrap_or(0));
             0
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn cmd_reload(control: &Path, json: bool) -> i32 {
+    match request(control, &Request::Reload {}) {
+        Ok(v) if json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            0
+        }
+        Ok(v) => {
+            let list = |k: &str| -> Vec<String> {
+                v[k].as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            println!(
+                "reloaded {}",
+                v["config"].as_str().unwrap_or("the configuration")
+            );
+            let applied = list("applied");
+            if applied.is_empty() {
+                println!("  nothing that applies live changed");
+            }
+            for l in applied {
+                println!("  {l}");
+            }
+            for l in list("draining") {
+                println!("  still in use, kept until its connections end or are flushed: {l}");
+            }
+            let restart = list("restart_needed");
+            if !restart.is_empty() {
+                println!(
+                    "  changed but needs a restart (the running values stay): {}",
+                    restart.join(", ")
+                );
+            }
+            0
+        }
+        Err(crate::control::ControlError::Refused(msg)) => {
+            eprintln!("xnat: reload refused, the running configuration stays: {msg}");
+            EXIT_BAD_INPUT
         }
         Err(e) => fail(e),
     }

@@ -67,6 +67,19 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Re-read the configuration file of the running gateway (`xnat run --config FILE`) and
+    /// apply port forwards, SNAT pools, the per-source quota and the filtering without a
+    /// restart (also done on SIGHUP). Flags given to `xnat run` still win over the file. An
+    /// invalid file is refused (exit 2) and the running configuration stays; changed
+    /// settings that need a restart are listed.
+    Reload {
+        /// Control socket of the gateway.
+        #[arg(long, value_name = "PATH", default_value = crate::control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        /// The gateway's JSON reply.
+        #[arg(long)]
+        json: bool,
+    },
     /// Debugging aids.
     Debug {
         /// Control socket of the gateway.
@@ -119,7 +132,7 @@ pub enum Mode {
 }
 
 /// Arguments of `xnat run`. Flags override the configuration file.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct RunArgs {
     /// TOML configuration file (see deploy/xnat.toml); flags given here win over it.
     #[arg(long, value_name = "FILE")]

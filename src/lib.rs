@@ -20,6 +20,7 @@ pub mod dataplane;
 pub mod fuzzing;
 pub mod nat;
 pub mod packet;
+pub mod reload;
 pub mod router;
 pub mod state;
 pub mod stats;

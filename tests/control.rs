@@ -24,7 +24,14 @@ fn xnat(args: &[&str]) -> (Option<i32>, String, String) {
 fn cli_messages_and_exit_codes() {
     let (code, out, _) = xnat(&["--help"]);
     assert_eq!(code, Some(0));
-    for cmd in ["run", "stats", "sessions", "flush", "check-config"] {
+    for cmd in [
+        "run",
+        "stats",
+        "sessions",
+        "flush",
+        "reload",
+        "check-config",
+    ] {
         assert!(out.contains(cmd), "--help lacks {cmd}: {out}");
     }
     let (code, out, _) = xnat(&["run", "--help"]);

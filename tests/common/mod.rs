@@ -325,6 +325,17 @@ pub struct EchoClient {
 impl EchoClient {
     /// Connects from `role` to `addr:port` (within 10 s); the error says why it could not.
     pub fn connect(lab: &Lab, role: &str, addr: &str, port: u16) -> Result<EchoClient, String> {
+        Self::connect_within(lab, role, addr, port, 10)
+    }
+
+    /// [`EchoClient::connect`] giving up after `secs` seconds.
+    pub fn connect_within(
+        lab: &Lab,
+        role: &str,
+        addr: &str,
+        port: u16,
+        secs: u32,
+    ) -> Result<EchoClient, String> {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &lab.ns(role)])
             .args([
@@ -333,6 +344,7 @@ impl EchoClient {
                 "client",
                 addr,
                 &port.to_string(),
+                &secs.to_string(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -4,7 +4,8 @@ happens to the gateway in between (a restart, a reload).
 
 echo.py server ADDR PORT SECONDS   echo every line back on every connection for SECONDS;
                                    prints "ready" once listening
-echo.py client ADDR PORT           connect (prints "ready" once connected), then for each
+echo.py client ADDR PORT [SECS]    connect within SECS (default 10; prints "ready" once
+                                   connected, else "error WHY"), then for each
                                    line read on stdin: send it, wait up to 15 s for the
                                    echo and print "ok LINE" or "error WHAT"
 """
@@ -40,9 +41,9 @@ def server(addr, port, seconds):
         threading.Thread(target=serve, args=(c,), daemon=True).start()
 
 
-def client(addr, port):
+def client(addr, port, secs):
     try:
-        s = socket.create_connection((addr, port), timeout=10)
+        s = socket.create_connection((addr, port), timeout=secs)
     except OSError as e:
         print(f"error {e!r}", flush=True)
         return
@@ -66,4 +67,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "server":
         server(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     else:
-        client(sys.argv[2], int(sys.argv[3]))
+        client(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 10)
