@@ -2,7 +2,7 @@
 # Checks the deployment files under deploy/ without running anything on an interface:
 #  (a) systemd: `systemd-analyze verify` on deploy/systemd/xnat.service (with ExecStart
 #      pointed at the built binary) must print nothing about the unit; plus the unit's
-#      essentials (check-config guard, no fake ExecReload, capabilities, AF_XDP, memlock);
+#      essentials (check-config guard, ExecReload through xnat reload, capabilities, AF_XDP, memlock);
 #  (b) Kubernetes: every YAML document in deploy/kubernetes parses (yaml.safe_load_all) and
 #      has the expected kind/apiVersion and DaemonSet facts (hostNetwork, capabilities,
 #      probes, Guaranteed whole CPUs, ConfigMap key and mounts), consistent with the unit;
@@ -77,7 +77,8 @@ directive() { grep -E "^$1=" "$unit" | sed "s/^$1=//" || true; }
   && ok "ExecStart runs xnat run --config /etc/xnat/xnat.toml" || bad "ExecStart is '$(directive ExecStart)'"
 [ "$(directive ExecStartPre)" = "/usr/local/bin/xnat check-config /etc/xnat/xnat.toml" ] \
   && ok "ExecStartPre guards with xnat check-config" || bad "ExecStartPre is '$(directive ExecStartPre)'"
-[ -z "$(directive ExecReload)" ] && ok "no ExecReload (xnat has no live reload)" || bad "ExecReload present"
+[ "$(directive ExecReload)" = "/usr/local/bin/xnat reload --control /run/xnat/xnat.sock" ] \
+  && ok "ExecReload runs xnat reload (errors reach systemctl reload)" || bad "ExecReload is '$(directive ExecReload)'"
 [ "$(directive LimitMEMLOCK)" = infinity ] && ok "LimitMEMLOCK=infinity" || bad "LimitMEMLOCK is '$(directive LimitMEMLOCK)'"
 [ "$(directive Restart)" = on-failure ] && [ "$(directive RestartSec)" = 1 ] \
   && ok "Restart=on-failure, RestartSec=1" || bad "Restart/RestartSec"

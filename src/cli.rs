@@ -134,7 +134,8 @@ pub enum Mode {
 /// Arguments of `xnat run`. Flags override the configuration file.
 #[derive(Clone, Debug, Args)]
 pub struct RunArgs {
-    /// TOML configuration file (see deploy/xnat.toml); flags given here win over it.
+    /// TOML configuration file (see deploy/xnat.toml); flags given here win over it, also
+    /// when `xnat reload` or SIGHUP reads it again.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Inside (private) interface.
@@ -246,7 +247,7 @@ pub struct RunArgs {
     /// Stop after this many seconds (0: run until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0.0)]
     pub duration: f64,
-    /// Control socket path (mode 0600) for `xnat stats|sessions|flush` [default: /run/xnat/xnat.sock].
+    /// Control socket path (mode 0600) for `xnat stats|sessions|flush|reload` [default: /run/xnat/xnat.sock].
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9469). Default: off.
