@@ -460,7 +460,7 @@ fn run(a: &RunArgs) -> i32 {
         .unwrap_or_default();
     let source = StatsSource::new(&dp, mode, table, started).with_nat_addrs(nat_addrs);
     let mut reloader = crate::reload::Reloader::new(a.clone(), &s, nat_parts);
-    let (reload_tx, reload_rx) = crossbeam::channel::bounded::<crate::control::ReloadReply>(4);
+    let (reload_tx, reload_rx) = crossbeam::channel::bounded::<crate::control::MainRequest>(4);
     let control = match crate::control::Server::start(&s.control, source.clone(), Some(reload_tx)) {
         Ok(c) => c,
         Err(e) => {
@@ -527,9 +527,15 @@ fn run(a: &RunArgs) -> i32 {
         }
         // Reloads run here, on the thread that owns the steering maps: asked over the
         // control socket (the reply goes back to `xnat reload`) or by SIGHUP (logged only).
-        while let Ok(reply) = reload_rx.try_recv() {
-            let r = reload(&mut reloader, &mut dp, "control socket");
-            let _ = reply.send(r);
+        while let Ok(req) = reload_rx.try_recv() {
+            match req {
+                crate::control::MainRequest::Reload(reply) => {
+                    let r = reload(&mut reloader, &mut dp, "control socket");
+                    let _ = reply.send(r);
+                }
+                // Removed forwards may have lost their last connection: look now.
+                crate::control::MainRequest::Flushed => next_drain = Instant::now(),
+            }
         }
         if hup.swap(false, Ordering::Relaxed) {
             let _ = reload(&mut reloader, &mut dp, "SIGHUP");
@@ -564,8 +570,9 @@ fn run(a: &RunArgs) -> i32 {
     exit
 }
 
-/// How often removed forwards and pools are checked for connections still using them.
-const DRAIN_EVERY: Duration = Duration::from_secs(2);
+/// How often removed forwards and pools are checked for connections still using them
+/// (a walk of the table, only while some are draining; also right after `xnat flush`).
+const DRAIN_EVERY: Duration = Duration::from_secs(30);
 
 fn reload(
     r: &mut crate::reload::Reloader,

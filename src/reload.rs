@@ -9,7 +9,7 @@
 //! translations: a removed forward or pool address stays steered to the workers (and its
 //! address translated) while connections still use it, so they go on until their timeout
 //! or `xnat flush`; its new connections find no rule. Once none is left it is removed from
-//! the steering maps too ([`Reloader::drain`], every few seconds).
+//! the steering maps too ([`Reloader::drain`], right after `xnat flush` and every 30 s).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -324,8 +324,8 @@ impl Reloader {
     }
 
     /// Forgets removed forwards and NAT ranges that no connection uses any more: their
-    /// packets go to the kernel again. Walks the table: called every few seconds, and only
-    /// does so while something is draining.
+    /// packets go to the kernel again. Walks the table only while something is draining
+    /// (called every 30 s and after a flush).
     pub fn drain(&mut self, st: &mut Steering) {
         let Some(parts) = &mut self.nat else { return };
         if self.retired.is_empty() {

@@ -118,9 +118,21 @@ pub enum Request {
     Reload {},
 }
 
-/// How the control server asks the gateway's main thread for a reload: it sends where the
-/// result should go.
+/// Where the result of a reload goes.
 pub type ReloadReply = crossbeam::channel::Sender<Result<serde_json::Value, String>>;
+
+/// What the control server asks of the gateway's main thread (which owns the steering
+/// maps).
+#[derive(Debug)]
+pub enum MainRequest {
+    /// Reload the configuration; the result goes back through the sender.
+    Reload(ReloadReply),
+    /// Sessions were flushed: removed forwards may now be unused.
+    Flushed,
+}
+
+/// The way to the gateway's main thread.
+pub type ToMain = crossbeam::channel::Sender<MainRequest>;
 
 /// The longest a reload request waits for the gateway.
 const RELOAD_WAIT: Duration = Duration::from_secs(20);
@@ -232,11 +244,7 @@ pub fn parse_envelope(line: &str) -> Result<Request, String> {
 
 /// Answers one request line; `reload` reaches the gateway's main thread (none: reloads are
 /// refused).
-pub fn handle_line(
-    line: &str,
-    src: &StatsSource,
-    reload: Option<&crossbeam::channel::Sender<ReloadReply>>,
-) -> Response {
+pub fn handle_line(line: &str, src: &StatsSource, reload: Option<&ToMain>) -> Response {
     let fail = |e: String| Response {
         version: PROTOCOL_VERSION,
         ok: false,
@@ -261,7 +269,7 @@ pub fn handle_line(
 fn execute(
     req: &Request,
     src: &StatsSource,
-    reload: Option<&crossbeam::channel::Sender<ReloadReply>>,
+    reload: Option<&ToMain>,
 ) -> Result<serde_json::Value, String> {
     let table = || {
         src.table()
@@ -285,6 +293,9 @@ fn execute(
             let n = t.flush(|s| !crate::nat::is_mapping(s) && filter.matches(s));
             // The endpoint-independent mappings the filter names go too (counted apart).
             let m = t.flush(|s| crate::nat::is_mapping(s) && filter.matches(s));
+            if let Some(to_main) = reload {
+                let _ = to_main.try_send(MainRequest::Flushed);
+            }
             Ok(serde_json::json!({ "removed": n, "mappings_removed": m }))
         }
         Request::RemoveHalf { key } => {
@@ -296,7 +307,7 @@ fn execute(
             let to_main = reload.ok_or("this gateway does not take reloads")?;
             let (tx, rx) = crossbeam::channel::bounded(1);
             to_main
-                .send_timeout(tx, RELOAD_WAIT)
+                .send_timeout(MainRequest::Reload(tx), RELOAD_WAIT)
                 .map_err(|_| "the gateway is busy: try again".to_string())?;
             rx.recv_timeout(RELOAD_WAIT)
                 .map_err(|_| "the gateway did not finish the reload in time".to_string())?
@@ -364,7 +375,7 @@ impl Server {
     pub fn start(
         path: &Path,
         src: StatsSource,
-        reload: Option<crossbeam::channel::Sender<ReloadReply>>,
+        reload: Option<ToMain>,
     ) -> Result<Server, ControlError> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
@@ -449,12 +460,7 @@ impl Drop for ClientSlot {
     }
 }
 
-fn serve(
-    listener: UnixListener,
-    src: StatsSource,
-    reload: Option<crossbeam::channel::Sender<ReloadReply>>,
-    stop: Arc<AtomicBool>,
-) {
+fn serve(listener: UnixListener, src: StatsSource, reload: Option<ToMain>, stop: Arc<AtomicBool>) {
     let active = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
@@ -504,12 +510,7 @@ fn reply(stream: &mut UnixStream, r: &Response) -> std::io::Result<()> {
     stream.write_all(&line)
 }
 
-fn client(
-    stream: UnixStream,
-    src: &StatsSource,
-    reload: Option<&crossbeam::channel::Sender<ReloadReply>>,
-    stop: &AtomicBool,
-) {
+fn client(stream: UnixStream, src: &StatsSource, reload: Option<&ToMain>, stop: &AtomicBool) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let Ok(mut writer) = stream.try_clone() else {
