@@ -241,6 +241,23 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
     })
 }
 
+/// Every NAT address with the size of its port range, for the port usage figures.
+fn nat_addr_sizes(n: &NatConfig, outside: &str) -> Vec<(u32, u32)> {
+    let mut v: Vec<(u32, u32)> = n
+        .pools
+        .iter()
+        .flat_map(|p| p.addrs.iter().map(move |a| (u32::from(*a), p.ports.len())))
+        .collect();
+    if n.masquerade {
+        v.extend(
+            iface::ipv4_addrs(outside)
+                .into_iter()
+                .map(|a| (u32::from(a), n.ports.len())),
+        );
+    }
+    v
+}
+
 fn write_stats(path: &std::path::Path, s: &Snapshot) {
     let tmp = path.with_extension("tmp");
     match serde_json::to_vec_pretty(s) {
@@ -439,24 +456,10 @@ fn run(a: &RunArgs) -> i32 {
             return code;
         }
     };
-    let nat_addrs: Vec<(u32, u32)> = s
+    let nat_addrs = s
         .nat
         .as_ref()
-        .map(|n| {
-            let outside: Vec<u32> = iface::ipv4_addrs(&s.dataplane.outside)
-                .into_iter()
-                .map(u32::from)
-                .collect();
-            let mut v: Vec<(u32, u32)> = n
-                .pools
-                .iter()
-                .flat_map(|p| p.addrs.iter().map(move |a| (u32::from(*a), p.ports.len())))
-                .collect();
-            if n.masquerade {
-                v.extend(outside.iter().map(|&a| (a, n.ports.len())));
-            }
-            v
-        })
+        .map(|n| nat_addr_sizes(n, &s.dataplane.outside))
         .unwrap_or_default();
     let source = StatsSource::new(&dp, mode, table, started).with_nat_addrs(nat_addrs);
     let mut reloader = crate::reload::Reloader::new(a.clone(), &s, nat_parts);
@@ -531,6 +534,9 @@ fn run(a: &RunArgs) -> i32 {
             match req {
                 crate::control::MainRequest::Reload(reply) => {
                     let r = reload(&mut reloader, &mut dp, "control socket");
+                    if let Some(n) = reloader.running() {
+                        source.set_nat_addrs(nat_addr_sizes(n, &s.dataplane.outside));
+                    }
                     let _ = reply.send(r);
                 }
                 // Removed forwards may have lost their last connection: look now.
@@ -539,6 +545,9 @@ fn run(a: &RunArgs) -> i32 {
         }
         if hup.swap(false, Ordering::Relaxed) {
             let _ = reload(&mut reloader, &mut dp, "SIGHUP");
+            if let Some(n) = reloader.running() {
+                source.set_nat_addrs(nat_addr_sizes(n, &s.dataplane.outside));
+            }
         }
         if Instant::now() >= next_drain {
             next_drain = Instant::now() + DRAIN_EVERY;

@@ -194,6 +194,11 @@ impl Reloader {
         }
     }
 
+    /// The NAT configuration in force (NAT mode).
+    pub fn running(&self) -> Option<&crate::config::NatConfig> {
+        self.running.as_ref()
+    }
+
     /// Reads the configuration file again and applies what can be applied live. On an
     /// invalid file (the messages of `check-config`) nothing changes.
     pub fn reload(&mut self, st: &mut Steering) -> Result<serde_json::Value, String> {

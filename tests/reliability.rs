@@ -292,6 +292,20 @@ impl Drop for RemoveOnDrop {
 fn a_restart_with_default_flags_takes_over_an_idle_connection() {
     // The one test that lets the gateway use the default /run/xnat/table: alone.
     let _alone = default_state_lock();
+    // Never touch the file of a real gateway running on this host.
+    if let Ok(f) = std::fs::File::open(DEFAULT_STATE_FILE) {
+        // SAFETY: flock(2) on a descriptor we own; released when `f` is dropped.
+        let r = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        assert_eq!(
+            r, 0,
+            "a gateway on this host holds {DEFAULT_STATE_FILE}: this test needs the default path"
+        );
+    }
     let _cleanup = RemoveOnDrop(DEFAULT_STATE_FILE);
     let lab = Lab::up("defstate", 1);
     // Nothing about state on the command line; a dedicated routed pool address as in the

@@ -173,13 +173,13 @@ fn settings_that_need_a_restart_are_named_and_keep_their_running_value() {
     let cfg_s = cfg.to_string_lossy().to_string();
     write(&cfg, &config(&[(40001, 7001)]));
     let gw = Gateway::start(&lab, &["--config", &cfg_s, "--table-size", "4096"]);
-    // The table size is a flag (flags win, also on reload); the timeouts, the quota and
-    // the filtering come from the file.
+    // The table size is a flag (flags win, also on reload); the timeouts, the quota, the
+    // filtering and a second pool address come from the file.
     write(
         &cfg,
         &format!(
             "{}max_sessions_per_source = 3\nfiltering = \"endpoint-independent\"\ntable_size = 100000\n\n[timeouts]\nudp = 600\n",
-            config(&[(40001, 7001)])
+            config(&[(40001, 7001)]).replace("\"198.19.2.1\"", "\"198.19.2.1-198.19.2.2\"")
         ),
     );
     let out = gw.ctl(&["reload"]);
@@ -188,12 +188,18 @@ fn settings_that_need_a_restart_are_named_and_keep_their_running_value() {
     assert!(
         said.contains("nat.max_sessions_per_source: 0 -> 3")
             && said.contains("nat.filtering: AddressAndPortDependent -> EndpointIndependent")
-            && said.contains("needs a restart (the running values stay): timeouts"),
+            && said.contains("needs a restart (the running values stay): timeouts")
+            && said.contains("NAT addresses: pool 198.19.2.1-198.19.2.2"),
         "{said}"
     );
     assert!(!said.contains("nat.table_size"), "the flag wins: {said}");
     let s = gw.ctl_json(&["stats"]);
     assert_eq!(num(&s, "/table/capacity"), 4096, "{s}");
+    let pools: Vec<&str> = s["ports"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["addr"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(pools, ["198.19.2.1", "198.19.2.2"], "{s}");
     // The quota applies: 3 sessions from one host, the rest refused.
     let conns = tool("conns.py");
     let mut srv = lab.spawn(
