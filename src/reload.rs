@@ -31,7 +31,7 @@ pub struct Steer {
 
 /// A forward or a NAT address range removed by a reload, steered until no connection
 /// uses it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Retired {
     Forward { addr: u32, port: u16, proto: u8 },
     Range { addr: u32, lo: u16, hi: u16 },
@@ -255,7 +255,7 @@ impl Reloader {
                     retired.push(Retired::Range { addr, lo, hi });
                 }
             }
-            retired.sort_unstable_by_key(|r| format!("{r:?}"));
+            retired.sort_unstable();
             retired.dedup();
 
             let old_t = old_rules.forward_targets();
