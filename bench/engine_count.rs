@@ -65,6 +65,8 @@ fn main() {
         // default), its inside endpoint's mapping, at under 70 % fill.
         table_size: Some((live + packets) * 3),
         mapping: args.get(4).cloned(),
+        // In memory: never the default state file a running gateway may own.
+        no_state_file: true,
         ..Default::default()
     };
     let cfg = nat_config(&FileConfig::default(), &flags).unwrap_or_else(|e| {

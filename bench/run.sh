@@ -129,7 +129,8 @@ EOF
       if [ "$mode" = xnat-nat ]; then
         # Same table capacity as the kernel's conntrack (nf_conntrack_max is not settable
         # per namespace), so the NAT comparison is like for like.
-        args=(--mode nat --table-size "$ctmax")
+        # A fresh table for every cell, and never the default /run/xnat/table.
+        args=(--mode nat --table-size "$ctmax" --no-state-file)
         if [ "$flows" -gt "$pool_threshold" ]; then args+=(--snat "$nat_pool"); else args+=(--masquerade); fi
       fi
       local c; c=$(cores_for gw "$q")

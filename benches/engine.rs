@@ -30,6 +30,8 @@ fn engine(capacity: u64) -> Engine {
     let flags = NatFlags {
         snat: vec!["198.19.255.1-198.19.255.16".into()],
         table_size: Some(capacity),
+        // In memory: never the default state file a running gateway may own.
+        no_state_file: true,
         ..Default::default()
     };
     let cfg = nat_config(&FileConfig::default(), &flags).expect("bench config");

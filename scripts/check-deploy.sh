@@ -2,7 +2,7 @@
 # Checks the deployment files under deploy/ without running anything on an interface:
 #  (a) systemd: `systemd-analyze verify` on deploy/systemd/xnat.service (with ExecStart
 #      pointed at the built binary) must print nothing about the unit; plus the unit's
-#      essentials (check-config guard, no fake ExecReload, capabilities, AF_XDP, memlock);
+#      essentials (check-config guard, ExecReload through xnat reload, capabilities, AF_XDP, memlock);
 #  (b) Kubernetes: every YAML document in deploy/kubernetes parses (yaml.safe_load_all) and
 #      has the expected kind/apiVersion and DaemonSet facts (hostNetwork, capabilities,
 #      probes, Guaranteed whole CPUs, ConfigMap key and mounts), consistent with the unit;
@@ -77,7 +77,8 @@ directive() { grep -E "^$1=" "$unit" | sed "s/^$1=//" || true; }
   && ok "ExecStart runs xnat run --config /etc/xnat/xnat.toml" || bad "ExecStart is '$(directive ExecStart)'"
 [ "$(directive ExecStartPre)" = "/usr/local/bin/xnat check-config /etc/xnat/xnat.toml" ] \
   && ok "ExecStartPre guards with xnat check-config" || bad "ExecStartPre is '$(directive ExecStartPre)'"
-[ -z "$(directive ExecReload)" ] && ok "no ExecReload (xnat has no live reload)" || bad "ExecReload present"
+[ "$(directive ExecReload)" = "/usr/local/bin/xnat reload --control /run/xnat/xnat.sock" ] \
+  && ok "ExecReload runs xnat reload (errors reach systemctl reload)" || bad "ExecReload is '$(directive ExecReload)'"
 [ "$(directive LimitMEMLOCK)" = infinity ] && ok "LimitMEMLOCK=infinity" || bad "LimitMEMLOCK is '$(directive LimitMEMLOCK)'"
 [ "$(directive Restart)" = on-failure ] && [ "$(directive RestartSec)" = 1 ] \
   && ok "Restart=on-failure, RestartSec=1" || bad "Restart/RestartSec"
@@ -251,6 +252,23 @@ if m and "emptyDir" in vols.get(m["name"], {}):
     ok(f"control socket {sock} on an emptyDir")
 else:
     bad(f"no emptyDir mounted at {sockdir} for the control socket {sock}")
+# The table's state file (default /run/xnat/table) must fit in the volume it is on.
+state = cfg.get("nat", {}).get("state_file", "/run/xnat/table")
+if state is False:
+    ok("nat.state_file = false: the table is in process memory")
+else:
+    m = mounts.get(os.path.dirname(state))
+    ed = vols.get(m["name"], {}).get("emptyDir") if m else None
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    lim = str((ed or {}).get("sizeLimit", ""))
+    need = cfg.get("nat", {}).get("table_size", 1 << 20) * 96 + 4096
+    have = int(lim[:-2]) * units[lim[-2:]] if lim[-2:] in units and lim[:-2].isdigit() else None
+    if ed is None:
+        bad(f"no emptyDir mounted at {os.path.dirname(state)} for the state file {state}")
+    elif have is not None and have < need:
+        bad(f"emptyDir sizeLimit {lim} < the state file {state} ({need >> 20} MiB for table_size)")
+    else:
+        ok(f"state file {state} ({need >> 20} MiB) fits the emptyDir (sizeLimit {lim or 'none'})")
 if conf_path:
     m = mounts.get(os.path.dirname(conf_path))
     v = vols.get(m["name"], {}) if m else {}

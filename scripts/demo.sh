@@ -30,7 +30,10 @@ ip netns exec "$PFX-srv" iperf3 -s -B 198.19.0.2 -1 >/dev/null 2>&1 &
 pids+=($!)
 
 nat_args=()
-[ "$MODE" = nat ] && nat_args=(--masquerade --dnat tcp:198.19.0.1:40080=198.18.0.2:8080)
+# The table's state file in the demo's own directory, never the default /run/xnat/table
+# a real gateway on this host may hold.
+[ "$MODE" = nat ] && nat_args=(--masquerade --dnat tcp:198.19.0.1:40080=198.18.0.2:8080 \
+  --state-file "$work/table")
 echo "== starting xnat ($MODE mode) in $PFX-gw: ${nat_args[*]}"
 ip netns exec "$PFX-gw" "$bin" run --inside in0 --outside out0 --mode "$MODE" "${nat_args[@]}" \
    --stats-interval 1 --control "$work/xnat.sock" 2>&1 | sed 's/^/[xnat] /' &

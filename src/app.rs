@@ -13,7 +13,8 @@ use crate::dataplane::forward::Forwarder;
 use crate::dataplane::{
     iface, Dataplane, DataplaneConfig, DataplaneError, PollMode, RingSizes, XdpMode, ZeroCopy,
 };
-use crate::nat::{make_table, Engine, NatHandler, Quota, Rules};
+use crate::nat::{make_table, Engine, LiveRules, NatHandler, Quota, Rules};
+use crate::state::{Outcome, StateFile};
 use crate::stats::{Snapshot, StatsSource};
 use crate::table::Table;
 
@@ -44,6 +45,7 @@ pub fn main(cli: Cli) -> i32 {
             filter,
             all,
         } => cmd_flush(&control, &filter, all),
+        Command::Reload { control, json } => cmd_reload(&control, json),
         Command::Debug { control, what } => cmd_debug(&control, what),
     }
 }
@@ -177,6 +179,7 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
                 table_size: a.table_size,
                 evict_established: a.evict_established,
                 state_file: a.state_file.clone(),
+                no_state_file: a.no_state_file,
                 max_sessions_per_source: a.max_sessions_per_source,
                 mapping: a.mapping.clone(),
                 filtering: a.filtering.clone(),
@@ -238,6 +241,23 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
     })
 }
 
+/// Every NAT address with the size of its port range, for the port usage figures.
+fn nat_addr_sizes(n: &NatConfig, outside: &str) -> Vec<(u32, u32)> {
+    let mut v: Vec<(u32, u32)> = n
+        .pools
+        .iter()
+        .flat_map(|p| p.addrs.iter().map(move |a| (u32::from(*a), p.ports.len())))
+        .collect();
+    if n.masquerade {
+        v.extend(
+            iface::ipv4_addrs(outside)
+                .into_iter()
+                .map(|a| (u32::from(a), n.ports.len())),
+        );
+    }
+    v
+}
+
 fn write_stats(path: &std::path::Path, s: &Snapshot) {
     let tmp = path.with_extension("tmp");
     match serde_json::to_vec_pretty(s) {
@@ -270,11 +290,17 @@ fn check_config(path: &std::path::Path) -> i32 {
                 s.nat
                     .as_ref()
                     .map(|n| format!(
-                        ", {} SNAT pool(s){}, {} port forward(s), table {} connections",
+                        ", {} SNAT pool(s){}, {} port forward(s), table {} connections {}",
                         n.pools.len(),
                         if n.masquerade { " + masquerade" } else { "" },
                         n.dnat.len(),
-                        n.table_size
+                        n.table_size,
+                        n.state_file
+                            .as_ref()
+                            .map_or("in memory only".into(), |p| format!(
+                                "kept in {}",
+                                p.display()
+                            ))
                     ))
                     .unwrap_or_default()
             );
@@ -297,8 +323,17 @@ fn exit_code(e: &DataplaneError) -> i32 {
     }
 }
 
-/// A started dataplane and, in NAT mode, its table; or a message and an exit code.
-type Started = Result<(Dataplane, Option<Arc<Table>>), (String, i32)>;
+/// A started dataplane and, in NAT mode, its table, the lock on its state file and what a
+/// reload changes; or a message and an exit code.
+type Started = Result<
+    (
+        Dataplane,
+        Option<Arc<Table>>,
+        Option<StateFile>,
+        Option<crate::reload::NatParts>,
+    ),
+    (String, i32),
+>;
 
 fn start(s: &Settings) -> Started {
     let dp_err = |e: DataplaneError| (e.to_string(), exit_code(&e));
@@ -308,7 +343,7 @@ fn start(s: &Settings) -> Started {
             |_| Ok(()),
             |_q, nh, ports| Forwarder::new(nh, ports, s.router),
         )
-        .map(|dp| (dp, None))
+        .map(|dp| (dp, None, None, None))
         .map_err(dp_err),
         Some(nat) => {
             // Interfaces are checked first so that a missing one is reported as such.
@@ -322,31 +357,37 @@ fn start(s: &Settings) -> Started {
                 .map(|a| u32::from(*a));
             let rules =
                 Arc::new(Rules::new(nat, &outside, inside).map_err(|m| (m, EXIT_BAD_INPUT))?);
+            let live = LiveRules::new(Arc::clone(&rules));
+            let steer_map = crate::reload::desired(&rules, &[], &[]);
+            // One gateway per state file, locked before the table touches it (a second
+            // gateway on other interfaces would otherwise resize the file under the first).
+            let state = match &nat.state_file {
+                Some(p) => Some(StateFile::lock(p).map_err(|m| (m, EXIT_BAD_INPUT))?),
+                None => None,
+            };
             let (table, resumed) = make_table(nat).map_err(|m| (m, EXIT_BAD_INPUT))?;
             let table = Arc::new(table);
             tracing::info!(
                 connections = table.capacity(),
                 bytes_per_connection = table.bytes_per_connection(),
                 mib = table.memory_bytes() >> 20,
-                state_file = ?nat.state_file,
+                state_file = %nat.state_file.as_ref().map_or("none (in memory)".into(), |p| p.display().to_string()),
                 "translation table allocated"
             );
-            if resumed {
-                tracing::info!(
+            match state.as_ref().map(|st| (st.path(), st.outcome(resumed))) {
+                Some((_, Outcome::Resumed)) => tracing::info!(
                     live = table.len(),
                     "took over the live connections of the previous process"
-                );
+                ),
+                Some((p, Outcome::Incompatible { reason })) => tracing::warn!(
+                    state_file = %p.display(),
+                    "state file not taken over, started with an empty table: {reason}"
+                ),
+                Some((_, Outcome::New)) | None => {}
             }
-            let r2 = Arc::clone(&rules);
+            let s2 = steer_map.clone();
             let steer = move |st: &mut crate::dataplane::Steering| -> Result<(), DataplaneError> {
-                for (addr, lo, hi) in r2.nat_addresses() {
-                    st.add_nat_addr(addr, lo, hi)?;
-                }
-                for (addr, port, proto) in r2.forwards() {
-                    st.add_forward_addr(addr)?;
-                    st.add_forward_rule(addr, port, proto)?;
-                }
-                Ok(())
+                crate::reload::apply(st, &crate::reload::Steer::default(), &s2)
             };
             let t2 = Arc::clone(&table);
             let quota = Arc::new(Quota::new(nat.max_sessions_per_source));
@@ -355,18 +396,19 @@ fn start(s: &Settings) -> Started {
                 let seed =
                     0x9E37_79B9_7F4A_7C15u64 ^ (u64::from(q) << 32) ^ u64::from(std::process::id());
                 let engine =
-                    Engine::with_quota(Arc::clone(&t2), Arc::clone(&rules), Arc::clone(&q2), seed);
+                    Engine::following(Arc::clone(&t2), Arc::clone(&live), Arc::clone(&q2), seed);
                 NatHandler::new(engine, nh, ports, s.router)
             })
             .map_err(dp_err)?;
-            if nat.max_sessions_per_source > 0 {
-                let (t3, stop) = (Arc::clone(&table), dp.stop_flag());
+            // Also without a quota: a reload may set one.
+            {
+                let (t3, q3, stop) = (Arc::clone(&table), Arc::clone(&quota), dp.stop_flag());
                 let spawned =
                     std::thread::Builder::new()
                         .name("xnat-quota".into())
                         .spawn(move || {
                             while !stop.load(Ordering::Relaxed) {
-                                quota.recount(&t3, crate::nat::coarse_now());
+                                q3.recount(&t3, crate::nat::coarse_now());
                                 std::thread::sleep(Duration::from_secs(1));
                             }
                         });
@@ -374,7 +416,13 @@ fn start(s: &Settings) -> Started {
                     return Err(("could not start the quota thread".into(), EXIT_FAILURE));
                 }
             }
-            Ok((dp, Some(table)))
+            let parts = crate::reload::NatParts {
+                live,
+                quota,
+                table: Arc::clone(&table),
+                installed: steer_map,
+            };
+            Ok((dp, Some(table), state, Some(parts)))
         }
     }
 }
@@ -400,34 +448,23 @@ fn run(a: &RunArgs) -> i32 {
         Mode::Nat => "nat",
     };
     let started = Instant::now();
-    let (dp, table) = match start(&s) {
+    // `_state` holds the state file's lock until the process ends.
+    let (mut dp, table, _state, nat_parts) = match start(&s) {
         Ok(x) => x,
         Err((msg, code)) => {
             eprintln!("xnat: {msg}");
             return code;
         }
     };
-    let nat_addrs: Vec<(u32, u32)> = s
+    let nat_addrs = s
         .nat
         .as_ref()
-        .map(|n| {
-            let outside: Vec<u32> = iface::ipv4_addrs(&s.dataplane.outside)
-                .into_iter()
-                .map(u32::from)
-                .collect();
-            let mut v: Vec<(u32, u32)> = n
-                .pools
-                .iter()
-                .flat_map(|p| p.addrs.iter().map(move |a| (u32::from(*a), p.ports.len())))
-                .collect();
-            if n.masquerade {
-                v.extend(outside.iter().map(|&a| (a, n.ports.len())));
-            }
-            v
-        })
+        .map(|n| nat_addr_sizes(n, &s.dataplane.outside))
         .unwrap_or_default();
     let source = StatsSource::new(&dp, mode, table, started).with_nat_addrs(nat_addrs);
-    let control = match crate::control::Server::start(&s.control, source.clone()) {
+    let mut reloader = crate::reload::Reloader::new(a.clone(), &s, nat_parts);
+    let (reload_tx, reload_rx) = crossbeam::channel::bounded::<crate::control::MainRequest>(4);
+    let control = match crate::control::Server::start(&s.control, source.clone(), Some(reload_tx)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("xnat: {e}");
@@ -465,11 +502,17 @@ fn run(a: &RunArgs) -> i32 {
     );
 
     let term = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&term)) {
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGINT, &term),
+        (signal_hook::consts::SIGTERM, &term),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
             tracing::warn!(error = %e, "could not install a signal handler");
         }
     }
+    let mut next_drain = Instant::now();
     let mut prev: Option<Snapshot> = None;
     let mut next_report = Instant::now() + interval;
     let mut exit = 0;
@@ -484,6 +527,31 @@ fn run(a: &RunArgs) -> i32 {
             );
             exit = EXIT_FAILURE;
             break;
+        }
+        // Reloads run here, on the thread that owns the steering maps: asked over the
+        // control socket (the reply goes back to `xnat reload`) or by SIGHUP (logged only).
+        while let Ok(req) = reload_rx.try_recv() {
+            match req {
+                crate::control::MainRequest::Reload(reply) => {
+                    let r = reload(&mut reloader, &mut dp, "control socket");
+                    if let Some(n) = reloader.running() {
+                        source.set_nat_addrs(nat_addr_sizes(n, &s.dataplane.outside));
+                    }
+                    let _ = reply.send(r);
+                }
+                // Removed forwards may have lost their last connection: look now.
+                crate::control::MainRequest::Flushed => next_drain = Instant::now(),
+            }
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            let _ = reload(&mut reloader, &mut dp, "SIGHUP");
+            if let Some(n) = reloader.running() {
+                source.set_nat_addrs(nat_addr_sizes(n, &s.dataplane.outside));
+            }
+        }
+        if Instant::now() >= next_drain {
+            next_drain = Instant::now() + DRAIN_EVERY;
+            reloader.drain(dp.steering_mut());
         }
         if !interval.is_zero() && Instant::now() >= next_report {
             next_report += interval;
@@ -509,6 +577,50 @@ fn run(a: &RunArgs) -> i32 {
         "xnat stopped, XDP detached"
     );
     exit
+}
+
+/// How often removed forwards and pools are checked for connections still using them
+/// (a walk of the table, only while some are draining; also right after `xnat flush`).
+const DRAIN_EVERY: Duration = Duration::from_secs(30);
+
+fn reload(
+    r: &mut crate::reload::Reloader,
+    dp: &mut Dataplane,
+    by: &str,
+) -> Result<serde_json::Value, String> {
+    let res = r.reload(dp.steering_mut());
+    match &res {
+        Ok(v) => {
+            let list = |k: &str| -> Vec<String> {
+                v[k].as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let applied = list("applied");
+            tracing::info!(
+                by,
+                "configuration reloaded: {}",
+                if applied.is_empty() {
+                    "nothing that applies live changed".to_string()
+                } else {
+                    applied.join("; ")
+                }
+            );
+            let restart = list("restart_needed");
+            if !restart.is_empty() {
+                tracing::warn!(
+                    "changed settings that need a restart (the running values stay): {}",
+                    restart.join(", ")
+                );
+            }
+        }
+        Err(e) => tracing::error!(by, "reload refused, the running configuration stays: {e}"),
+    }
+    res
 }
 
 fn fail(e: impl std::fmt::Display) -> i32 {
@@ -618,6 +730,53 @@ fn cmd_flush(control: &Path, f: &FilterArgs, all: bool) -> i32 {
         Ok(v) => {
             println!("removed {} session(s)", v["removed"].as_u64().unwrap_or(0));
             0
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn cmd_reload(control: &Path, json: bool) -> i32 {
+    match request(control, &Request::Reload {}) {
+        Ok(v) if json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            0
+        }
+        Ok(v) => {
+            let list = |k: &str| -> Vec<String> {
+                v[k].as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            println!(
+                "reloaded {}",
+                v["config"].as_str().unwrap_or("the configuration")
+            );
+            let applied = list("applied");
+            if applied.is_empty() {
+                println!("  nothing that applies live changed");
+            }
+            for l in applied {
+                println!("  {l}");
+            }
+            for l in list("draining") {
+                println!("  still in use, kept until its connections end or are flushed: {l}");
+            }
+            let restart = list("restart_needed");
+            if !restart.is_empty() {
+                println!(
+                    "  changed but needs a restart (the running values stay): {}",
+                    restart.join(", ")
+                );
+            }
+            0
+        }
+        Err(crate::control::ControlError::Refused(msg)) => {
+            eprintln!("xnat: reload refused, the running configuration stays: {msg}");
+            EXIT_BAD_INPUT
         }
         Err(e) => fail(e),
     }

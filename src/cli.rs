@@ -67,6 +67,19 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Re-read the configuration file of the running gateway (`xnat run --config FILE`) and
+    /// apply port forwards, SNAT pools, the per-source quota and the filtering without a
+    /// restart (also done on SIGHUP). Flags given to `xnat run` still win over the file. An
+    /// invalid file is refused (exit 2) and the running configuration stays; changed
+    /// settings that need a restart are listed.
+    Reload {
+        /// Control socket of the gateway.
+        #[arg(long, value_name = "PATH", default_value = crate::control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        /// The gateway's JSON reply.
+        #[arg(long)]
+        json: bool,
+    },
     /// Debugging aids.
     Debug {
         /// Control socket of the gateway.
@@ -119,9 +132,10 @@ pub enum Mode {
 }
 
 /// Arguments of `xnat run`. Flags override the configuration file.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct RunArgs {
-    /// TOML configuration file (see deploy/xnat.toml); flags given here win over it.
+    /// TOML configuration file (see deploy/xnat.toml); flags given here win over it, also
+    /// when `xnat reload` or SIGHUP reads it again.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Inside (private) interface.
@@ -155,11 +169,15 @@ pub struct RunArgs {
     /// refusing new connections (the default, as conntrack and VPP do).
     #[arg(long, help_heading = "NAT")]
     pub evict_established: bool,
-    /// Keep the translation table in this file (put it on a tmpfs, e.g. /run/xnat/table):
-    /// a gateway restarted with the same file and table size takes over every live
-    /// connection.
+    /// Keep the translation table in this file, on a tmpfs: a gateway restarted with the
+    /// same file and table size takes over every live connection; a different size or an
+    /// incompatible file is logged and the table starts empty. One gateway per file (it is
+    /// locked) [default: /run/xnat/table].
     #[arg(long, value_name = "PATH", help_heading = "NAT")]
     pub state_file: Option<PathBuf>,
+    /// Keep the translation table in process memory only: a restart starts empty.
+    #[arg(long, conflicts_with = "state_file", help_heading = "NAT")]
+    pub no_state_file: bool,
     /// Most live outbound sessions one inside address may hold; further new connections
     /// from it are dropped and counted (quota_exceeded) [default: 0 = unlimited].
     #[arg(long, value_name = "N", help_heading = "NAT")]
@@ -229,7 +247,7 @@ pub struct RunArgs {
     /// Stop after this many seconds (0: run until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0.0)]
     pub duration: f64,
-    /// Control socket path (mode 0600) for `xnat stats|sessions|flush` [default: /run/xnat/xnat.sock].
+    /// Control socket path (mode 0600) for `xnat stats|sessions|flush|reload` [default: /run/xnat/xnat.sock].
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9469). Default: off.
@@ -252,6 +270,7 @@ impl RunArgs {
             table_size: None,
             evict_established: false,
             state_file: None,
+            no_state_file: false,
             max_sessions_per_source: None,
             mapping: None,
             filtering: None,

@@ -238,8 +238,10 @@ pub struct NatFile {
     /// When the table is full: also evict established connections (`true`, LRU-like) or
     /// refuse new connections instead (`false`, default, like conntrack and VPP).
     pub evict_established: Option<bool>,
-    /// Keep the table in this file (on a tmpfs) so a restarted gateway takes over.
-    pub state_file: Option<String>,
+    /// Where the table is kept so that a restarted gateway takes over: a path (on a
+    /// tmpfs), or `false` for a table in process memory only. Default
+    /// [`DEFAULT_STATE_FILE`].
+    pub state_file: Option<toml::Value>,
     /// Most live outbound sessions one inside address may hold (0: unlimited).
     pub max_sessions_per_source: Option<u32>,
     /// `endpoint-independent` (default) or `endpoint-dependent`.
@@ -440,6 +442,8 @@ pub struct NatFlags {
     pub evict_established: bool,
     /// `--state-file`.
     pub state_file: Option<std::path::PathBuf>,
+    /// `--no-state-file`.
+    pub no_state_file: bool,
     /// `--max-sessions-per-source`.
     pub max_sessions_per_source: Option<u32>,
     /// `--mapping`.
@@ -511,6 +515,43 @@ pub fn default_ports(masquerade: bool) -> &'static str {
         "1024-32767"
     } else {
         "1024-65535"
+    }
+}
+
+/// Where `xnat run` keeps the translation table by default (on the tmpfs `/run`): a
+/// restarted gateway takes over every live translation from it.
+pub const DEFAULT_STATE_FILE: &str = "/run/xnat/table";
+
+/// The state file from the flags (`--state-file PATH` or `--no-state-file` win) or the file
+/// (`nat.state_file = "PATH"`, or `false` for none); [`DEFAULT_STATE_FILE`] otherwise.
+fn state_file(
+    file: &FileConfig,
+    flags: &NatFlags,
+) -> Result<Option<std::path::PathBuf>, ConfigError> {
+    if flags.no_state_file {
+        return Ok(None);
+    }
+    if let Some(p) = &flags.state_file {
+        if p.as_os_str().is_empty() {
+            return Err(err(
+                "--state-file",
+                "",
+                "expected a path (use --no-state-file for none)",
+            ));
+        }
+        return Ok(Some(p.clone()));
+    }
+    match &file.nat.state_file {
+        None | Some(toml::Value::Boolean(true)) => {
+            Ok(Some(std::path::PathBuf::from(DEFAULT_STATE_FILE)))
+        }
+        Some(toml::Value::Boolean(false)) => Ok(None),
+        Some(toml::Value::String(s)) if !s.is_empty() => Ok(Some(std::path::PathBuf::from(s))),
+        Some(v) => Err(err(
+            "nat.state_file",
+            v,
+            "expected a path such as \"/run/xnat/table\", or false to keep the table in memory only",
+        )),
     }
 }
 
@@ -655,10 +696,7 @@ pub fn nat_config(file: &FileConfig, flags: &NatFlags) -> Result<NatConfig, Conf
             .max_sessions_per_source
             .or(file.nat.max_sessions_per_source)
             .unwrap_or(0),
-        state_file: flags
-            .state_file
-            .clone()
-            .or_else(|| file.nat.state_file.as_ref().map(std::path::PathBuf::from)),
+        state_file: state_file(file, flags)?,
     })
 }
 
@@ -856,6 +894,40 @@ mod tests {
             assert!(c.timeouts.allow_below_rfc);
             let at = format!("[timeouts]\n{name} = {min}\n");
             assert!(nat_config(&FileConfig::parse(&at).unwrap(), &flags()).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_state_file_is_on_by_default_and_can_be_moved_or_turned_off() {
+        let path = |toml: &str, f: NatFlags| {
+            nat_config(&FileConfig::parse(toml).unwrap(), &f).map(|c| c.state_file)
+        };
+        let on = Some(std::path::PathBuf::from(DEFAULT_STATE_FILE));
+        assert_eq!(path("", flags()), Ok(on.clone()));
+        assert_eq!(path("[nat]\nstate_file = true\n", flags()), Ok(on));
+        assert_eq!(path("[nat]\nstate_file = false\n", flags()), Ok(None));
+        assert_eq!(
+            path("[nat]\nstate_file = \"/run/x/t\"\n", flags()),
+            Ok(Some("/run/x/t".into()))
+        );
+        // Flags win over the file.
+        let no = NatFlags {
+            no_state_file: true,
+            ..flags()
+        };
+        assert_eq!(path("[nat]\nstate_file = \"/run/x/t\"\n", no), Ok(None));
+        let other = NatFlags {
+            state_file: Some("/tmp/t".into()),
+            ..flags()
+        };
+        assert_eq!(
+            path("[nat]\nstate_file = false\n", other),
+            Ok(Some("/tmp/t".into()))
+        );
+        for bad in ["\"\"", "3", "[\"/a\"]"] {
+            let e = path(&format!("[nat]\nstate_file = {bad}\n"), flags()).unwrap_err();
+            assert_eq!(e.key, "nat.state_file", "{e}");
+            assert!(e.to_string().contains("or false"), "{e}");
         }
     }
 

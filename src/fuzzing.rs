@@ -134,6 +134,8 @@ pub fn engine() -> crate::nat::Engine {
         snat: vec!["198.19.0.1".into()],
         dnat: vec!["tcp:198.19.0.1:80=198.18.0.2:8080,snat".into()],
         table_size: Some(64),
+        // In memory: never the default state file a running gateway may own.
+        no_state_file: true,
         ..Default::default()
     };
     let cfg = crate::config::nat_config(&crate::config::FileConfig::default(), &flags)

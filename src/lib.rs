@@ -6,6 +6,7 @@
 //! - [`router`]: the IPv4 router around the NAT: partial checksums, MTU, fragmentation, ICMP
 //!   origination, MSS clamping.
 //! - [`nat`]: SNAT/DNAT rules, port allocation, translation; [`config`]: file + flags.
+//! - [`state`]: the table's state file (one gateway per file, what became of the last table).
 //! - [`stats`]: point-in-time counters for logs and the CLI; [`control`]: the control socket.
 //! - [`cli`]: command-line types; [`app`]: what each command does.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -19,6 +20,8 @@ pub mod dataplane;
 pub mod fuzzing;
 pub mod nat;
 pub mod packet;
+pub mod reload;
 pub mod router;
+pub mod state;
 pub mod stats;
 pub mod table;

@@ -230,25 +230,38 @@ pub struct StatsSource {
     table: Option<Arc<Table>>,
     mode: &'static str,
     started: Instant,
-    nat_addrs: Vec<(u32, u32)>,
+    /// NAT addresses and their port-range sizes (replaced by a reload).
+    nat_addrs: Arc<std::sync::Mutex<Vec<(u32, u32)>>>,
 }
 
 impl StatsSource {
     /// Declares the NAT addresses and their port-range sizes, for port usage figures.
-    pub fn with_nat_addrs(mut self, addrs: Vec<(u32, u32)>) -> Self {
-        self.nat_addrs = addrs;
+    pub fn with_nat_addrs(self, addrs: Vec<(u32, u32)>) -> Self {
+        self.set_nat_addrs(addrs);
         self
+    }
+
+    /// Replaces the NAT addresses (after a reload), for every clone of this source.
+    pub fn set_nat_addrs(&self, addrs: Vec<(u32, u32)>) {
+        match self.nat_addrs.lock() {
+            Ok(mut v) => *v = addrs,
+            Err(p) => *p.into_inner() = addrs,
+        }
     }
 
     /// A snapshot plus port usage per NAT address (walks the table: for on-demand views).
     pub fn snapshot_with_ports(&self) -> Snapshot {
         let mut s = self.snapshot();
         if let Some(t) = self.table() {
+            let nat_addrs = match self.nat_addrs.lock() {
+                Ok(v) => v.clone(),
+                Err(p) => p.into_inner().clone(),
+            };
             let now = crate::nat::coarse_now();
             // Per address: (mappings, sessions). With endpoint-independent mapping a port is
             // one mapping whatever its sessions; otherwise each session holds one.
             let mut count: std::collections::HashMap<u32, (u64, u64)> =
-                self.nat_addrs.iter().map(|&(a, _)| (a, (0, 0))).collect();
+                nat_addrs.iter().map(|&(a, _)| (a, (0, 0))).collect();
             for sess in t.sessions(now) {
                 if let Some(n) = count.get_mut(&sess.xlate.src) {
                     if !crate::nat::is_mapping(&sess) {
@@ -262,8 +275,7 @@ impl StatsSource {
                 .into_iter()
                 .map(|(a, (m, s))| (a, if m > 0 { m } else { s }))
                 .collect();
-            s.ports = self
-                .nat_addrs
+            s.ports = nat_addrs
                 .iter()
                 .map(|&(a, size)| PortUsage {
                     addr: std::net::Ipv4Addr::from(a),
@@ -292,7 +304,7 @@ impl StatsSource {
             table,
             mode,
             started,
-            nat_addrs: Vec::new(),
+            nat_addrs: Arc::new(std::sync::Mutex::new(Vec::new())),
         }
     }
 

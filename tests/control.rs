@@ -24,7 +24,14 @@ fn xnat(args: &[&str]) -> (Option<i32>, String, String) {
 fn cli_messages_and_exit_codes() {
     let (code, out, _) = xnat(&["--help"]);
     assert_eq!(code, Some(0));
-    for cmd in ["run", "stats", "sessions", "flush", "check-config"] {
+    for cmd in [
+        "run",
+        "stats",
+        "sessions",
+        "flush",
+        "reload",
+        "check-config",
+    ] {
         assert!(out.contains(cmd), "--help lacks {cmd}: {out}");
     }
     let (code, out, _) = xnat(&["run", "--help"]);
@@ -44,6 +51,8 @@ fn cli_messages_and_exit_codes() {
         "--mapping",
         "--filtering",
         "--clamp-mss",
+        "--state-file",
+        "--no-state-file",
     ] {
         assert!(out.contains(flag), "run --help lacks {flag}");
     }
@@ -350,6 +359,7 @@ fn the_control_path_never_replaces_a_file_that_is_not_a_socket() {
             "--outside",
             "out0",
             "--masquerade",
+            "--no-state-file",
             "--control",
             precious.to_str().unwrap(),
         ],

@@ -278,3 +278,125 @@ fn malformed_frames_are_counted_by_reason_while_good_traffic_flows() {
         "only the ping's session and its endpoint-independent mapping: {after}"
     );
 }
+
+/// Removes the default state file when the test ends, also on failure.
+struct RemoveOnDrop(&'static str);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+#[test]
+fn a_restart_with_default_flags_takes_over_an_idle_connection() {
+    // The one test that lets the gateway use the default /run/xnat/table: alone.
+    let _alone = default_state_lock();
+    // Never touch the file of a real gateway running on this host.
+    if let Ok(f) = std::fs::File::open(DEFAULT_STATE_FILE) {
+        // SAFETY: flock(2) on a descriptor we own; released when `f` is dropped.
+        let r = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        assert_eq!(
+            r, 0,
+            "a gateway on this host holds {DEFAULT_STATE_FILE}: this test needs the default path"
+        );
+    }
+    let _cleanup = RemoveOnDrop(DEFAULT_STATE_FILE);
+    let lab = Lab::up("defstate", 1);
+    // Nothing about state on the command line; a dedicated routed pool address as in the
+    // test above (a masqueraded address is the host's own: its kernel would answer the
+    // gap's packets with RSTs).
+    let args = ["--snat", "198.19.2.1"];
+    let mut gw = Gateway::start_exact(&lab, &args);
+    assert!(
+        gw.log().contains(DEFAULT_STATE_FILE),
+        "the table is not in the default state file: {}",
+        gw.log()
+    );
+    let mut srv = echo_server(&lab, "srv", "198.19.0.2", 7100, 60);
+    let mut conn = EchoClient::connect(&lab, "cli", "198.19.0.2", 7100).expect("connect");
+    assert_eq!(conn.say("before"), "ok before");
+    let before = translated(&gw, 7100).expect("a translation");
+    assert!(before.starts_with("198.19.2.1:"), "{before}");
+
+    // The connection is idle while the gateway restarts.
+    assert_eq!(gw.stop(libc::SIGTERM), Some(0));
+    let gw2 = Gateway::start_exact(&lab, &args);
+    assert!(gw2.log().contains("took over"), "{}", gw2.log());
+    assert_eq!(translated(&gw2, 7100).as_deref(), Some(before.as_str()));
+    assert_eq!(conn.say("after"), "ok after", "{}", gw2.log());
+
+    // Another table size cannot take the file over: said in the log, started empty.
+    let mut gw2 = gw2;
+    assert_eq!(gw2.stop(libc::SIGTERM), Some(0));
+    let gw3 = Gateway::start_exact(&lab, &["--snat", "198.19.2.1", "--table-size", "4096"]);
+    let log = gw3.log();
+    assert!(
+        log.contains("started with an empty table") && log.contains("table size changed"),
+        "{log}"
+    );
+    assert!(!log.contains("took over"), "{log}");
+    assert_eq!(translated(&gw3, 7100), None);
+    let _ = srv.kill();
+    let _ = srv.wait();
+}
+
+#[test]
+fn two_gateways_cannot_share_a_state_file() {
+    let lab = Lab::up("statelock", 1);
+    let state = lab.dir.join("table");
+    let state_s = state.to_string_lossy().to_string();
+    let gw = Gateway::start(&lab, &["--snat", "198.19.2.1", "--state-file", &state_s]);
+    // A second pair of interfaces in the same namespace, so that the second gateway is
+    // not already refused for the XDP programs of the first.
+    for cmd in [
+        "ip link add in1 type veth peer name in1p",
+        "ip link add out1 type veth peer name out1p",
+        "ip addr add 198.18.9.1/24 dev in1",
+        "ip addr add 198.19.9.1/24 dev out1",
+        "for i in in1 in1p out1 out1p; do ip link set $i up; done",
+    ] {
+        let out = lab.sh("gw", cmd);
+        assert!(out.status.success(), "{cmd}: {}", text(&out));
+    }
+    let control = lab.dir.join("second.sock");
+    let out = lab.exec(
+        "gw",
+        &[
+            xnat_bin(),
+            "run",
+            "--inside",
+            "in1",
+            "--outside",
+            "out1",
+            "--snat",
+            "198.19.9.1",
+            "--state-file",
+            &state_s,
+            "--control",
+            control.to_str().unwrap(),
+            "--duration",
+            "5",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another xnat is running with this state file") && err.contains(&state_s),
+        "{err}"
+    );
+    assert!(
+        !lab.xdp_attached("in1"),
+        "nothing attached by the refused one"
+    );
+    // The first one still translates, from its intact table.
+    let ping = lab.exec("cli", &["ping", "-c", "2", "-W", "2", "198.19.0.2"]);
+    assert!(ping.status.success(), "{}\n{}", text(&ping), gw.log());
+    let s = gw.ctl_json(&["stats"]);
+    assert!(num(&s, "/table/connections") >= 1, "{s}");
+}

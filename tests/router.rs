@@ -189,6 +189,7 @@ fn an_interface_with_unserved_queues_is_refused_at_start() {
             "--masquerade",
             "--queues",
             "1",
+            "--no-state-file",
         ],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

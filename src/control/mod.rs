@@ -1,5 +1,5 @@
 //! The control plane: a versioned request/response protocol on a local unix socket,
-//! served by a thread of `xnat run` and spoken by `xnat stats|sessions|flush`.
+//! served by a thread of `xnat run` and spoken by `xnat stats|sessions|flush|reload`.
 //!
 //! One request per line, one response per line, both JSON:
 //!
@@ -114,7 +114,28 @@ pub enum Request {
         /// The key of the half, as a packet of that direction carries it.
         key: TupleJson,
     },
+    /// Read the configuration file again and apply what can be applied live.
+    Reload {},
 }
+
+/// Where the result of a reload goes.
+pub type ReloadReply = crossbeam::channel::Sender<Result<serde_json::Value, String>>;
+
+/// What the control server asks of the gateway's main thread (which owns the steering
+/// maps).
+#[derive(Debug)]
+pub enum MainRequest {
+    /// Reload the configuration; the result goes back through the sender.
+    Reload(ReloadReply),
+    /// Sessions were flushed: removed forwards may now be unused.
+    Flushed,
+}
+
+/// The way to the gateway's main thread.
+pub type ToMain = crossbeam::channel::Sender<MainRequest>;
+
+/// The longest a reload request waits for the gateway.
+const RELOAD_WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
@@ -221,8 +242,9 @@ pub fn parse_envelope(line: &str) -> Result<Request, String> {
     serde_json::from_value(env.request).map_err(|e| format!("bad request: {e}"))
 }
 
-/// Answers one request line.
-pub fn handle_line(line: &str, src: &StatsSource) -> Response {
+/// Answers one request line; `reload` reaches the gateway's main thread (none: reloads are
+/// refused).
+pub fn handle_line(line: &str, src: &StatsSource, reload: Option<&ToMain>) -> Response {
     let fail = |e: String| Response {
         version: PROTOCOL_VERSION,
         ok: false,
@@ -233,7 +255,7 @@ pub fn handle_line(line: &str, src: &StatsSource) -> Response {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    match execute(&req, src) {
+    match execute(&req, src, reload) {
         Ok(v) => Response {
             version: PROTOCOL_VERSION,
             ok: true,
@@ -244,7 +266,11 @@ pub fn handle_line(line: &str, src: &StatsSource) -> Response {
     }
 }
 
-fn execute(req: &Request, src: &StatsSource) -> Result<serde_json::Value, String> {
+fn execute(
+    req: &Request,
+    src: &StatsSource,
+    reload: Option<&ToMain>,
+) -> Result<serde_json::Value, String> {
     let table = || {
         src.table()
             .ok_or_else(|| "the gateway runs in forward mode: it has no sessions".to_string())
@@ -267,12 +293,24 @@ fn execute(req: &Request, src: &StatsSource) -> Result<serde_json::Value, String
             let n = t.flush(|s| !crate::nat::is_mapping(s) && filter.matches(s));
             // The endpoint-independent mappings the filter names go too (counted apart).
             let m = t.flush(|s| crate::nat::is_mapping(s) && filter.matches(s));
+            if let Some(to_main) = reload {
+                let _ = to_main.try_send(MainRequest::Flushed);
+            }
             Ok(serde_json::json!({ "removed": n, "mappings_removed": m }))
         }
         Request::RemoveHalf { key } => {
             let k = tuple_from_json(key)?;
             let removed = table()?.remove_half(&k);
             Ok(serde_json::json!({ "removed": removed }))
+        }
+        Request::Reload {} => {
+            let to_main = reload.ok_or("this gateway does not take reloads")?;
+            let (tx, rx) = crossbeam::channel::bounded(1);
+            to_main
+                .send_timeout(MainRequest::Reload(tx), RELOAD_WAIT)
+                .map_err(|_| "the gateway is busy: try again".to_string())?;
+            rx.recv_timeout(RELOAD_WAIT)
+                .map_err(|_| "the gateway did not finish the reload in time".to_string())?
         }
     }
 }
@@ -332,8 +370,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the socket (mode 0600, parent directory created) and starts serving.
-    pub fn start(path: &Path, src: StatsSource) -> Result<Server, ControlError> {
+    /// Binds the socket (mode 0600, parent directory created) and starts serving; reload
+    /// requests go to `reload`.
+    pub fn start(
+        path: &Path,
+        src: StatsSource,
+        reload: Option<ToMain>,
+    ) -> Result<Server, ControlError> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| io(path, e))?;
@@ -355,7 +398,7 @@ impl Server {
         let stop2 = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("xnat-control".into())
-            .spawn(move || serve(listener, src, stop2))
+            .spawn(move || serve(listener, src, reload, stop2))
             .map_err(|e| io(path, e))?;
         Ok(Server {
             path: path.into(),
@@ -417,7 +460,7 @@ impl Drop for ClientSlot {
     }
 }
 
-fn serve(listener: UnixListener, src: StatsSource, stop: Arc<AtomicBool>) {
+fn serve(listener: UnixListener, src: StatsSource, reload: Option<ToMain>, stop: Arc<AtomicBool>) {
     let active = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
@@ -429,13 +472,13 @@ fn serve(listener: UnixListener, src: StatsSource, stop: Arc<AtomicBool>) {
                 }
                 active.fetch_add(1, Ordering::Relaxed);
                 let slot = ClientSlot(Arc::clone(&active));
-                let (src, stop) = (src.clone(), Arc::clone(&stop));
+                let (src, stop, reload) = (src.clone(), Arc::clone(&stop), reload.clone());
                 // The slot is given back when the thread ends, or at once if it cannot start.
                 let spawned = std::thread::Builder::new()
                     .name("xnat-ctl-client".into())
                     .spawn(move || {
                         let _slot = slot;
-                        client(stream, &src, &stop);
+                        client(stream, &src, reload.as_ref(), &stop);
                     });
                 if spawned.is_err() {
                     tracing::warn!("could not spawn a control client thread");
@@ -467,7 +510,7 @@ fn reply(stream: &mut UnixStream, r: &Response) -> std::io::Result<()> {
     stream.write_all(&line)
 }
 
-fn client(stream: UnixStream, src: &StatsSource, stop: &AtomicBool) {
+fn client(stream: UnixStream, src: &StatsSource, reload: Option<&ToMain>, stop: &AtomicBool) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let Ok(mut writer) = stream.try_clone() else {
@@ -485,7 +528,7 @@ fn client(stream: UnixStream, src: &StatsSource, stop: &AtomicBool) {
             Ok(_) if line.last() == Some(&b'\n') => {
                 idle = 0;
                 let text = String::from_utf8_lossy(&line);
-                let r = handle_line(text.trim_end(), src);
+                let r = handle_line(text.trim_end(), src, reload);
                 if reply(&mut writer, &r).is_err() {
                     return;
                 }
@@ -563,6 +606,10 @@ mod tests {
         assert_eq!(serde_json::from_value::<Request>(v).unwrap(), r);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"stats","x":1}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"reload"}"#).unwrap(),
+            Request::Reload {}
+        );
         assert!(serde_json::from_str::<Request>(
             r#"{"cmd":"flush","filter":{"addr":"300.1.1.1"}}"#
         )

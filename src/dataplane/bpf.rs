@@ -327,6 +327,26 @@ impl Steering {
         update(&self.skel.maps.fwd_rules, &k, &[1], "fwd_rules")
     }
 
+    /// Forgets NAT address `addr` (host order) and its range: its traffic goes to the kernel
+    /// again (`xnat reload` once no connection uses it). Absent already is fine.
+    pub fn remove_nat_addr(&mut self, addr: u32) -> Result<(), DataplaneError> {
+        remove(&self.skel.maps.nat_addrs, &addr.to_be_bytes(), "nat_addrs")
+    }
+
+    /// Stops steering `proto` traffic to `addr:port` (host order) to the workers.
+    pub fn remove_forward_rule(
+        &mut self,
+        addr: u32,
+        port: u16,
+        proto: u8,
+    ) -> Result<(), DataplaneError> {
+        let mut k = [0u8; 8];
+        k[0..4].copy_from_slice(&addr.to_be_bytes());
+        k[4..6].copy_from_slice(&port.to_ne_bytes());
+        k[6] = proto;
+        remove(&self.skel.maps.fwd_rules, &k, "fwd_rules")
+    }
+
     /// Declares `addr` (host order) as one of the gateway's own addresses.
     pub fn add_local_addr(&mut self, addr: u32) -> Result<(), DataplaneError> {
         update(
@@ -394,6 +414,16 @@ fn update(
 ) -> Result<(), DataplaneError> {
     map.update(key, value, MapFlags::ANY)
         .map_err(|e| DataplaneError::Bpf(format!("updating BPF map {name}: {e}")))
+}
+
+fn remove(map: &libbpf_rs::MapMut<'_>, key: &[u8], name: &str) -> Result<(), DataplaneError> {
+    match map.delete(key) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DataplaneError::Bpf(format!(
+            "deleting from BPF map {name}: {e}"
+        ))),
+    }
 }
 
 fn attach_err(ifname: &str, mode: &str, e: std::io::Error) -> DataplaneError {

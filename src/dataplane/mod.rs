@@ -430,6 +430,12 @@ impl Dataplane {
             .map(|(_, &q)| q)
     }
 
+    /// The steering program's maps, to change NAT addresses and port forwards while the
+    /// workers run (`xnat reload`).
+    pub fn steering_mut(&mut self) -> &mut Steering {
+        &mut self.steering
+    }
+
     /// The stop flag shared with the workers.
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.stop)

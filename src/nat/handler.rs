@@ -221,6 +221,7 @@ impl NatHandler {
 
 impl Handler for NatHandler {
     fn begin_batch(&mut self) {
+        self.engine.refresh_rules();
         let changed = self.nh.refresh();
         self.engine.now = coarse_now();
         self.router.begin_batch(&self.nh, self.engine.now, changed);

@@ -29,7 +29,7 @@ use std::sync::Arc;
 pub use handler::{coarse_now, NatHandler};
 pub use in2out::{is_mapping, mapping_key};
 pub use quota::Quota;
-pub use rules::{make_table, Rules, DNAT_SNAT_PORTS};
+pub use rules::{make_table, ForwardTarget, LiveRules, Rules, DNAT_SNAT_PORTS};
 
 use crate::config::{Mapping, Proto};
 use crate::packet::{self, L4Kind, Parsed};
@@ -96,6 +96,8 @@ pub enum Refused {
 pub struct Engine {
     table: Arc<Table>,
     rules: Arc<Rules>,
+    /// Where newer rules are published (`xnat reload`), and the generation in use.
+    live: Option<(Arc<LiveRules>, u64)>,
     quota: Arc<Quota>,
     rng: u64,
     /// Coarse clock in seconds, set by the caller once per batch.
@@ -118,10 +120,41 @@ impl Engine {
         Engine {
             table,
             rules,
+            live: None,
             quota,
             rng: seed | 1,
             now: 0,
         }
+    }
+
+    /// An engine that translates with the rules published in `live`, picking up new ones
+    /// when [`Engine::refresh_rules`] is called (once per batch).
+    pub fn following(
+        table: Arc<Table>,
+        live: Arc<LiveRules>,
+        quota: Arc<Quota>,
+        seed: u64,
+    ) -> Engine {
+        let generation = live.generation();
+        let mut e = Self::with_quota(table, live.current(), quota, seed);
+        e.live = Some((live, generation));
+        e
+    }
+
+    /// Takes newer rules if some were published; one atomic load when none were. Returns
+    /// whether the rules changed.
+    #[inline]
+    pub fn refresh_rules(&mut self) -> bool {
+        let Some((live, seen)) = &mut self.live else {
+            return false;
+        };
+        let g = live.generation();
+        if g == *seen {
+            return false;
+        }
+        *seen = g;
+        self.rules = live.current();
+        true
     }
 
     /// The shared table.

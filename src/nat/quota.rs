@@ -7,7 +7,8 @@ use crate::table::Table;
 /// count at once; [`Quota::recount`], run about once a second, rebuilds it from the table
 /// so that ended sessions give their share back.
 pub struct Quota {
-    limit: u32,
+    /// Changed by `xnat reload`; 0: unlimited.
+    limit: std::sync::atomic::AtomicU32,
     counts: Box<[std::sync::atomic::AtomicU32]>,
 }
 
@@ -16,13 +17,24 @@ const QUOTA_SLOTS: usize = 1 << 16;
 impl Quota {
     /// A quota of `limit` sessions per source (0: unlimited).
     pub fn new(limit: u32) -> Quota {
-        let n = if limit == 0 { 1 } else { QUOTA_SLOTS };
         Quota {
-            limit,
-            counts: (0..n)
+            limit: std::sync::atomic::AtomicU32::new(limit),
+            counts: (0..QUOTA_SLOTS)
                 .map(|_| std::sync::atomic::AtomicU32::new(0))
                 .collect(),
         }
+    }
+
+    /// The limit in force (0: unlimited).
+    pub fn limit(&self) -> u32 {
+        self.limit.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Changes the limit (`xnat reload`); the counts are rebuilt by the next
+    /// [`Quota::recount`].
+    pub fn set_limit(&self, limit: u32) {
+        self.limit
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
     }
 
     #[inline]
@@ -33,12 +45,13 @@ impl Quota {
 
     #[inline]
     pub(super) fn allows(&self, src: u32) -> bool {
-        self.limit == 0 || self.slot(src).load(std::sync::atomic::Ordering::Relaxed) < self.limit
+        let limit = self.limit();
+        limit == 0 || self.slot(src).load(std::sync::atomic::Ordering::Relaxed) < limit
     }
 
     #[inline]
     pub(super) fn charge(&self, src: u32) {
-        if self.limit != 0 {
+        if self.limit() != 0 {
             self.slot(src)
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -46,7 +59,7 @@ impl Quota {
 
     /// Rebuilds the counts from the live outbound (source-NAT) sessions of `table`.
     pub fn recount(&self, table: &Table, now: u32) {
-        if self.limit == 0 {
+        if self.limit() == 0 {
             return;
         }
         let mut fresh = vec![0u32; self.counts.len()];

@@ -2,6 +2,8 @@
 //! table built from the NAT configuration.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::config::{Filtering, Mapping, NatConfig};
 use crate::table::{Table, TableConfig};
@@ -40,6 +42,9 @@ pub struct Rules {
     pub(super) mapping: Mapping,
     /// Filtering behaviour.
     pub(super) filtering: Filtering,
+    /// Addresses of port forwards and pools removed by a reload whose connections still
+    /// live: their packets are still the gateway's to translate (sorted).
+    draining: Vec<u32>,
 }
 
 /// Source ports used on the gateway's inside address for port forwards with SNAT. That
@@ -107,6 +112,7 @@ impl Rules {
         hairpin_addrs.sort_unstable();
         hairpin_addrs.dedup();
         Ok(Rules {
+            draining: Vec::new(),
             hairpin_addrs,
             mapping: cfg.mapping,
             filtering: cfg.filtering,
@@ -146,7 +152,30 @@ impl Rules {
     /// inside address that port forwards with SNAT use.
     #[inline]
     pub fn is_nat_dst(&self, addr: u32) -> bool {
-        self.is_hairpin_dst(addr) || self.dnat_snat_addr == Some(addr)
+        self.is_hairpin_dst(addr)
+            || self.dnat_snat_addr == Some(addr)
+            || (!self.draining.is_empty() && self.draining.binary_search(&addr).is_ok())
+    }
+
+    /// The same rules, also treating `addrs` (of removed forwards and pools whose
+    /// connections still live) as addresses to translate.
+    pub fn with_draining(mut self, mut addrs: Vec<u32>) -> Rules {
+        addrs.sort_unstable();
+        addrs.dedup();
+        self.draining = addrs;
+        self
+    }
+
+    /// `(protocol, external address, external port)` of every port forward with its
+    /// inside end, for reload reports.
+    pub fn forward_targets(&self) -> Vec<ForwardTarget> {
+        let mut v: Vec<_> = self
+            .dnat
+            .iter()
+            .map(|(&k, d)| (k, (d.int_addr, d.int_port)))
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// Whether `addr` is a SNAT pool (or masquerade) address.
@@ -183,6 +212,51 @@ impl Rules {
     }
 }
 
+/// A port forward as `((protocol, external address, port), (inside address, port))`.
+pub type ForwardTarget = ((u8, u32, u16), (u32, u16));
+
+/// The rule set the workers translate with, replaceable while they run (`xnat reload`):
+/// a new set is published under a mutex off the packet path, and each worker compares a
+/// generation counter once per batch, taking the mutex only when it changed (as next-hop
+/// snapshots are published, see [`crate::dataplane::nexthop`]).
+pub struct LiveRules {
+    current: Mutex<Arc<Rules>>,
+    generation: AtomicU64,
+}
+
+impl LiveRules {
+    /// Starts with `rules`.
+    pub fn new(rules: Arc<Rules>) -> Arc<LiveRules> {
+        Arc::new(LiveRules {
+            current: Mutex::new(rules),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// The rules in force.
+    pub fn current(&self) -> Arc<Rules> {
+        match self.current.lock() {
+            Ok(c) => Arc::clone(&c),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Replaces the rules; workers pick them up at their next batch.
+    pub fn publish(&self, rules: Arc<Rules>) {
+        match self.current.lock() {
+            Ok(mut c) => *c = rules,
+            Err(p) => *p.into_inner() = rules,
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes with every publication.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
 /// Builds the shared table from the NAT configuration: in memory, or in the state file
 /// (then also says whether the previous process's connections were taken over).
 pub fn make_table(cfg: &NatConfig) -> Result<(Table, bool), String> {
@@ -201,5 +275,9 @@ pub fn make_table(cfg: &NatConfig) -> Result<(Table, bool), String> {
         None => Table::new(tc).map(|t| (t, false)),
         Some(p) => Table::with_state_file(tc, p),
     }
-    .map_err(|e| format!("--table-size {}: {e}", cfg.table_size))
+    .map_err(|e| match e {
+        // It names the file and what went wrong with it.
+        crate::table::TableError::StateFile { .. } => e.to_string(),
+        e => format!("--table-size {}: {e}", cfg.table_size),
+    })
 }

@@ -15,6 +15,8 @@ fn engine(dnat: &[&str]) -> Engine {
         snat: vec!["198.19.2.1".into()],
         dnat: dnat.iter().map(|s| s.to_string()).collect(),
         table_size: Some(1024),
+        // In memory: never the default state file a running gateway may own.
+        no_state_file: true,
         ..Default::default()
     };
     let cfg = nat_config(&FileConfig::default(), &flags).expect("config");
@@ -309,4 +311,49 @@ fn rfc7857_a_reset_holds_four_minutes_and_traffic_after_it_restores_the_connecti
     e.now = reset_at + t.tcp_closing + 1;
     let mut f = tcp(SRV, 80, na, np, ACK);
     assert!(e.translate(&mut f, false).is_err());
+}
+
+#[test]
+fn an_engine_following_live_rules_takes_new_forwards_and_keeps_existing_connections() {
+    let cfg_with = |dnat: &[&str]| {
+        let flags = NatFlags {
+            snat: vec!["198.19.2.1".into()],
+            dnat: dnat.iter().map(|s| s.to_string()).collect(),
+            table_size: Some(1024),
+            no_state_file: true,
+            ..Default::default()
+        };
+        nat_config(&FileConfig::default(), &flags).expect("config")
+    };
+    let first = cfg_with(&["tcp:198.19.2.1:8080=198.18.0.2:80"]);
+    let rules = |c: &crate::config::NatConfig| Arc::new(Rules::new(c, &[], None).expect("rules"));
+    let live = LiveRules::new(rules(&first));
+    let table = Arc::new(make_table(&first).expect("table").0);
+    let mut e = Engine::following(table, Arc::clone(&live), Arc::new(Quota::new(0)), 7);
+    e.now = 10;
+    // A connection through the forward that the next rules drop.
+    let mut f = tcp(SRV, 5000, NAT_ADDR, 8080, SYN);
+    e.translate(&mut f, false).expect("forwarded");
+    assert!(!e.refresh_rules(), "nothing published yet");
+
+    live.publish(rules(&cfg_with(&["tcp:198.19.2.1:9090=198.18.0.2:90"])));
+    // Until the next batch the engine keeps the rules it has.
+    let mut f = tcp(SRV, 5001, NAT_ADDR, 9090, SYN);
+    assert_eq!(
+        e.translate(&mut f, false).err(),
+        Some(Refused::Nat(NatDrop::NoMapping))
+    );
+    assert!(e.refresh_rules());
+    let mut f = tcp(SRV, 5001, NAT_ADDR, 9090, SYN);
+    e.translate(&mut f, false).expect("the added forward");
+    assert_eq!(packet::parse(&f).unwrap().tuple().dport, 90);
+    // The removed forward: its connection goes on, a new one finds no rule.
+    let mut f = tcp(SRV, 5000, NAT_ADDR, 8080, ACK);
+    e.translate(&mut f, false).expect("existing connection");
+    assert_eq!(packet::parse(&f).unwrap().tuple().dport, 80);
+    let mut f = tcp(SRV, 5002, NAT_ADDR, 8080, SYN);
+    assert_eq!(
+        e.translate(&mut f, false).err(),
+        Some(Refused::Nat(NatDrop::NoMapping))
+    );
 }

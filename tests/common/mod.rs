@@ -3,9 +3,10 @@
 //! also when a test fails.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::io::{BufRead, BufReader, Lines};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -165,7 +166,22 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts `xnat run --inside in0 --outside out0 <extra>` and waits until it reports stats.
+    /// The table stays in memory (`--no-state-file`) unless `extra` names a state file:
+    /// tests running side by side never share the default `/run/xnat/table`.
     pub fn start(lab: &Lab, extra: &[&str]) -> Gateway {
+        let mut v = extra.to_vec();
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--state-file") || *a == "--no-state-file")
+        {
+            v.push("--no-state-file");
+        }
+        Self::start_exact(lab, &v)
+    }
+
+    /// As [`Gateway::start`], with exactly `extra`: without a state flag the gateway keeps
+    /// its table in the default state file (only for a test holding [`default_state_lock`]).
+    pub fn start_exact(lab: &Lab, extra: &[&str]) -> Gateway {
         let stats = lab.dir.join("stats.json");
         let _ = std::fs::remove_file(&stats);
         let stats_s = stats.to_string_lossy().to_string();
@@ -279,6 +295,114 @@ impl Drop for Gateway {
             let _ = c.wait();
         }
     }
+}
+
+/// An echo server (tests/tools/echo.py) in `role` on `addr:port` for `secs` seconds,
+/// listening when this returns.
+pub fn echo_server(lab: &Lab, role: &str, addr: &str, port: u16, secs: u32) -> Child {
+    let (c, _) = lab.spawn_ready(
+        role,
+        &[
+            "python3",
+            &tool("echo.py"),
+            "server",
+            addr,
+            &port.to_string(),
+            &secs.to_string(),
+        ],
+    );
+    c
+}
+
+/// One TCP connection to an echo server that talks only when told to
+/// (tests/tools/echo.py client): it may stay idle across a restart or a reload.
+pub struct EchoClient {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl EchoClient {
+    /// Connects from `role` to `addr:port` (within 10 s); the error says why it could not.
+    pub fn connect(lab: &Lab, role: &str, addr: &str, port: u16) -> Result<EchoClient, String> {
+        Self::connect_within(lab, role, addr, port, 10)
+    }
+
+    /// [`EchoClient::connect`] giving up after `secs` seconds.
+    pub fn connect_within(
+        lab: &Lab,
+        role: &str,
+        addr: &str,
+        port: u16,
+        secs: u32,
+    ) -> Result<EchoClient, String> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &lab.ns(role)])
+            .args([
+                "python3",
+                &tool("echo.py"),
+                "client",
+                addr,
+                &port.to_string(),
+                &secs.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn echo client");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        let c = EchoClient {
+            child,
+            stdin,
+            lines,
+        };
+        if first == "ready" {
+            Ok(c)
+        } else {
+            Err(first)
+        }
+    }
+
+    /// Sends `msg` and returns what came back: "ok MSG" or "error ...".
+    pub fn say(&mut self, msg: &str) -> String {
+        if writeln!(self.stdin, "{msg}")
+            .and_then(|_| self.stdin.flush())
+            .is_err()
+        {
+            return "error: the client is gone".into();
+        }
+        self.lines
+            .next()
+            .and_then(|l| l.ok())
+            .unwrap_or_else(|| "error: no answer".into())
+    }
+}
+
+impl Drop for EchoClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The default state file of `xnat run`.
+pub const DEFAULT_STATE_FILE: &str = "/run/xnat/table";
+
+/// Serialises the tests that let a gateway use [`DEFAULT_STATE_FILE`] (across test
+/// binaries and concurrent runs of the suite): held until dropped.
+pub fn default_state_lock() -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/xnat-default-state-test.lock")
+        .expect("lock file");
+    // SAFETY: flock(2) on a descriptor we own; blocks until the other test is done.
+    let r = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
+    assert_eq!(r, 0, "flock: {}", std::io::Error::last_os_error());
+    f
 }
 
 /// A command's stdout and stderr, for messages.
