@@ -8,6 +8,7 @@
 //! - [`nat`]: SNAT/DNAT rules, port allocation, translation; [`config`]: file + flags.
 //! - [`stats`]: point-in-time counters for logs and the CLI; [`control`]: the control socket.
 //! - [`cli`]: command-line types; [`app`]: what each command does.
+//! - [`logging`]: NAT event logs (IPFIX, syslog) from the workers to a collector.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod fuzzing;
+pub mod logging;
 pub mod nat;
 pub mod packet;
 pub mod router;
