@@ -403,17 +403,27 @@ struct IpfixSink {
     flush: Duration,
 }
 
-fn send(sock: &UdpSocket, buf: &[u8], records: u32, c: &Counters) {
-    match sock.send(buf) {
+/// Sends one datagram; true if it went out whole. A "connection refused" reported by the
+/// kernel belongs to an earlier datagram (an ICMP port unreachable while the collector
+/// was down) and fails this send without sending it: retried once, so that a collector
+/// that came back gets this datagram.
+fn send(sock: &UdpSocket, buf: &[u8], records: u32, c: &Counters) -> bool {
+    let mut r = sock.send(buf);
+    if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused) {
+        r = sock.send(buf);
+    }
+    match r {
         Ok(n) if n == buf.len() => {
             c.messages_sent.fetch_add(1, Ordering::Relaxed);
             c.records_sent
                 .fetch_add(u64::from(records), Ordering::Relaxed);
+            true
         }
         _ => {
             c.send_errors.fetch_add(1, Ordering::Relaxed);
             c.records_lost
                 .fetch_add(u64::from(records), Ordering::Relaxed);
+            false
         }
     }
 }
@@ -424,7 +434,7 @@ impl Sink {
             Sink::Ipfix(s) => s.add(ev, now, wall, sock, c),
             Sink::Syslog(f, line) => {
                 f.format(&ev, line);
-                send(sock, line.as_bytes(), 1, c);
+                let _ = send(sock, line.as_bytes(), 1, c);
             }
         }
     }
@@ -495,16 +505,18 @@ impl IpfixSink {
     fn send(&mut self, now: Instant, wall: u64, sock: &UdpSocket, c: &Counters) {
         let templates = self.enc.has_templates();
         let secs = u32::try_from(wall / 1000).unwrap_or(u32::MAX);
-        match self.enc.finish(secs, &mut self.buf) {
+        let sent = match self.enc.finish(secs, &mut self.buf) {
             Ok(records) => send(sock, &self.buf, records, c),
             Err(_) => {
                 // Lengths are bounded by the size limit (≤ 65507): not reachable.
                 c.send_errors.fetch_add(1, Ordering::Relaxed);
+                false
             }
-        }
+        };
         if templates {
             c.template_messages.fetch_add(1, Ordering::Relaxed);
-            self.last_templates = Some(now);
+            // Templates that did not go out are due again with the next message.
+            self.last_templates = if sent { Some(now) } else { None };
             self.since_templates = 0;
         } else {
             self.since_templates = self.since_templates.saturating_add(1);
