@@ -237,3 +237,44 @@ impl fmt::Display for EventKind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_stay_small_for_the_rings() {
+        // Each ring slot holds one event (plus the queue's own stamp word).
+        assert!(
+            std::mem::size_of::<NatEvent>() <= 32,
+            "{}",
+            std::mem::size_of::<NatEvent>()
+        );
+    }
+
+    #[test]
+    fn blocks_and_sessions_from_their_parts() {
+        let b = PortBlock::contiguous(1, 2, 1024, 1535).unwrap();
+        assert_eq!((b.step, b.num_ports), (1, 512));
+        assert!(PortBlock::contiguous(1, 2, 10, 9).is_none());
+        assert!(
+            PortBlock::contiguous(1, 2, 0, 65535).is_none(),
+            "65536 ports do not fit"
+        );
+        let orig = Tuple::new(0xC612_0002, 40000, 0xC613_0002, 80, 6);
+        let xl = Tuple::new(0xC613_0001, 1100, 0xC613_0002, 80, 6);
+        let s = Session::from_tuples(&orig, &xl);
+        assert_eq!(
+            (
+                s.inside,
+                s.inside_port,
+                s.nat,
+                s.nat_port,
+                s.dst,
+                s.dst_port,
+                s.proto
+            ),
+            (0xC612_0002, 40000, 0xC613_0001, 1100, 0xC613_0002, 80, 6)
+        );
+    }
+}
