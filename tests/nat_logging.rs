@@ -449,3 +449,122 @@ fn full_ring_counts_drops_without_blocking_and_the_rest_arrives() {
     assert_eq!(recs.len() as u64, s2.records_sent);
     assert!(recs.iter().all(|r| get(r, "nat_event_id") == "4"));
 }
+
+/// pmacct's nfacctd decodes the port range elements (361..364) that nfdump 1.7.1 skips,
+/// through an `aggregate_primitives` file. Not run by default: scripts/deps.sh installs
+/// nfdump only. Run with `cargo test --test nat_logging -- --ignored` after
+/// `apt-get install pmacct`.
+#[test]
+#[ignore = "needs pmacct's nfacctd (apt-get install pmacct), not installed by scripts/deps.sh"]
+fn nfacctd_decodes_port_ranges() {
+    use std::os::unix::process::CommandExt;
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("xnat-nfacctd-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let d = dir.display();
+    std::fs::write(
+        dir.join("prims.lst"),
+        "name=pbstart field_type=361 len=2 semantics=u_int\n\
+         name=pbend field_type=362 len=2 semantics=u_int\n\
+         name=pbstep field_type=363 len=2 semantics=u_int\n\
+         name=pbnum field_type=364 len=2 semantics=u_int\n\
+         name=natev field_type=230 len=1 semantics=u_int\n",
+    )
+    .expect("primitives");
+    std::fs::write(
+        dir.join("nfacctd.conf"),
+        format!(
+            "daemonize: false\nnfacctd_ip: 127.0.0.1\nnfacctd_port: {port}\n\
+             aggregate_primitives: {d}/prims.lst\nplugins: print[p]\n\
+             aggregate[p]: src_host, post_nat_src_host, natev, pbstart, pbend, pbstep, pbnum\n\
+             print_output[p]: json\nprint_output_file[p]: {d}/out.json\nprint_refresh_time[p]: 1\n"
+        ),
+    )
+    .expect("config");
+    let log = std::fs::File::create(dir.join("nfacctd.log")).expect("log");
+    let log2 = log.try_clone().expect("log");
+    let child = Command::new("nfacctd")
+        .arg("-f")
+        .arg(dir.join("nfacctd.conf"))
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .expect("spawn nfacctd (apt-get install pmacct)");
+    /// Kills nfacctd's whole process group (core and plugin) on every exit path. SIGKILL:
+    /// its core process does not exit on SIGTERM once the plugin has gone; the output file
+    /// is read before this runs.
+    struct Group(Child);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            if let Ok(pid) = i32::try_from(self.0.id()) {
+                // SAFETY: kill(2) on the process group our own child leads (process_group(0)).
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+            let _ = self.0.wait();
+        }
+    }
+    let _group = Group(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "nfacctd did not bind");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (logger, w) =
+        Logger::start(cfg(SocketAddr::from(([127, 0, 0, 1], port)), 1)).expect("logger");
+    let nat = ip("198.19.0.1");
+    let mut want = vec![];
+    for h in 0..4u16 {
+        let start = 4096 + h * 1000;
+        let b = PortBlock {
+            step: 2,
+            num_ports: 500,
+            ..PortBlock::contiguous(ip("198.18.0.20") + u32::from(h), nat, start, start + 999)
+                .expect("block")
+        };
+        w[0].log(NatEvent::new(EventKind::PortBlockAlloc(b)));
+        want.push((16u64, b));
+        if h % 2 == 1 {
+            w[0].log(NatEvent::new(EventKind::PortBlockDealloc(b)));
+            want.push((17, b));
+        }
+    }
+    settle(&logger, want.len() as u64);
+    assert_eq!(logger.stop().records_sent, want.len() as u64);
+    let out = dir.join("out.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines: Vec<serde_json::Value> = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let v: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if v.len() >= want.len() || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let num = |v: &serde_json::Value, k: &str| -> u64 {
+        match &v[k] {
+            serde_json::Value::String(s) => s.parse().unwrap_or(u64::MAX),
+            serde_json::Value::Number(n) => n.as_u64().unwrap_or(u64::MAX),
+            _ => u64::MAX,
+        }
+    };
+    assert_eq!(lines.len(), want.len(), "{lines:?}");
+    for (ev, b) in &want {
+        let hit = lines.iter().any(|l| {
+            num(l, "natev") == *ev
+                && l["ip_src"] == Ipv4Addr::from(b.inside).to_string()
+                && l["post_nat_ip_src"] == Ipv4Addr::from(b.nat).to_string()
+                && num(l, "pbstart") == u64::from(b.start)
+                && num(l, "pbend") == u64::from(b.end)
+                && num(l, "pbstep") == 2
+                && num(l, "pbnum") == 500
+        });
+        assert!(hit, "event {ev} {b:?} not decoded: {lines:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
