@@ -9,6 +9,7 @@
 //! - [`state`]: the table's state file (one gateway per file, what became of the last table).
 //! - [`stats`]: point-in-time counters for logs and the CLI; [`control`]: the control socket.
 //! - [`cli`]: command-line types; [`app`]: what each command does.
+//! - [`logging`]: NAT event logs (IPFIX, syslog) from the workers to a collector.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod fuzzing;
+pub mod logging;
 pub mod nat;
 pub mod packet;
 pub mod reload;
