@@ -451,11 +451,9 @@ fn full_ring_counts_drops_without_blocking_and_the_rest_arrives() {
 }
 
 /// pmacct's nfacctd decodes the port range elements (361..364) that nfdump 1.7.1 skips,
-/// through an `aggregate_primitives` file. Not run by default: scripts/deps.sh installs
-/// nfdump only. Run with `cargo test --test nat_logging -- --ignored` after
-/// `apt-get install pmacct`.
+/// through an `aggregate_primitives` file (scripts/deps.sh installs pmacct): every block's
+/// start, end, step and size read back from a real collector.
 #[test]
-#[ignore = "needs pmacct's nfacctd (apt-get install pmacct), not installed by scripts/deps.sh"]
 fn nfacctd_decodes_port_ranges() {
     use std::os::unix::process::CommandExt;
     let port = free_port();
