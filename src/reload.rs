@@ -155,7 +155,6 @@ fn restart_only(s: &Settings) -> Vec<(&'static str, String)> {
             ("nat.state_file", format!("{:?}", n.state_file)),
             ("nat.evict_established", n.evict_established.to_string()),
             ("nat.mapping", format!("{:?}", n.mapping)),
-            ("timeouts", format!("{:?}", n.timeouts)),
         ]);
     }
     v
@@ -228,7 +227,6 @@ impl Reloader {
             let mut want = new.clone();
             want.mapping = running.mapping;
             want.table_size = running.table_size;
-            want.timeouts = running.timeouts;
             want.evict_established = running.evict_established;
             want.state_file = running.state_file.clone();
             let outside: Vec<u32> = iface::ipv4_addrs(&fresh.dataplane.outside)
@@ -302,6 +300,12 @@ impl Reloader {
                     running.filtering, want.filtering
                 ));
             }
+            if running.timeouts != want.timeouts {
+                applied.push(format!(
+                    "timeouts: {:?} -> {:?} (existing connections are judged by the new values)",
+                    running.timeouts, want.timeouts
+                ));
+            }
 
             let (ranges, fwds) = extras(&retired);
             let target = desired(&rules, &ranges, &fwds);
@@ -316,6 +320,9 @@ impl Reloader {
             parts.installed = target;
             parts.live.publish(rules);
             parts.quota.set_limit(want.max_sessions_per_source);
+            parts
+                .table
+                .set_timeouts(crate::nat::table_timeouts(&want.timeouts));
             self.retired = retired;
             self.running = Some(want);
         }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 pub use handler::{coarse_now, NatHandler};
 pub use in2out::{is_mapping, mapping_key};
 pub use quota::Quota;
-pub use rules::{make_table, ForwardTarget, LiveRules, Rules, DNAT_SNAT_PORTS};
+pub use rules::{make_table, table_timeouts, ForwardTarget, LiveRules, Rules, DNAT_SNAT_PORTS};
 
 use crate::config::{Mapping, Proto};
 use crate::packet::{self, L4Kind, Parsed};

@@ -257,20 +257,24 @@ impl LiveRules {
     }
 }
 
-/// Builds the shared table from the NAT configuration: in memory, or in the state file
-/// (then also says whether the previous process's connections were taken over).
-pub fn make_table(cfg: &NatConfig) -> Result<(Table, bool), String> {
-    let t = cfg.timeouts;
-    let mut tc = TableConfig::new(cfg.table_size);
-    tc.evict_protected = cfg.evict_established;
-    tc.timeouts = crate::table::Timeouts {
+/// The table's timeouts for configured ones (other protocols take the UDP timeout).
+pub fn table_timeouts(t: &crate::config::Timeouts) -> crate::table::Timeouts {
+    crate::table::Timeouts {
         tcp_syn: t.tcp_syn,
         tcp_established: t.tcp_established,
         tcp_closing: t.tcp_closing,
         udp: t.udp,
         icmp: t.icmp,
         other: t.udp,
-    };
+    }
+}
+
+/// Builds the shared table from the NAT configuration: in memory, or in the state file
+/// (then also says whether the previous process's connections were taken over).
+pub fn make_table(cfg: &NatConfig) -> Result<(Table, bool), String> {
+    let mut tc = TableConfig::new(cfg.table_size);
+    tc.evict_protected = cfg.evict_established;
+    tc.timeouts = table_timeouts(&cfg.timeouts);
     match &cfg.state_file {
         None => Table::new(tc).map(|t| (t, false)),
         Some(p) => Table::with_state_file(tc, p),

@@ -71,8 +71,9 @@ pub struct Table {
     pub(super) nb: u64,
     pub(super) nslots: u32,
     pub(super) seed: [u64; 3],
-    pub(super) tmo: [u32; 16],
-    pub(super) timeouts: Timeouts,
+    /// Timeout of each state code, seconds (changed live by [`Table::set_timeouts`]).
+    pub(super) tmo: [std::sync::atomic::AtomicU32; 16],
+    pub(super) timeouts: std::sync::Mutex<Timeouts>,
     pub(super) evict_protected: bool,
     /// Largest `now` seen (for `flush`'s idle figures); written at most once per second.
     pub(super) clock: AtomicU32,
@@ -89,7 +90,7 @@ impl std::fmt::Debug for Table {
         f.debug_struct("Table")
             .field("capacity", &self.capacity())
             .field("len", &self.len())
-            .field("timeouts", &self.timeouts)
+            .field("timeouts", &self.timeouts())
             .field("evict_protected", &self.evict_protected)
             .finish()
     }
@@ -195,27 +196,14 @@ impl Table {
         seed: [u64; 3],
     ) -> Table {
         let t = cfg.timeouts;
-        let mut tmo = [t.other; 16];
-        for st in [
-            ConnState::TcpSyn,
-            ConnState::TcpEstablished,
-            ConnState::TcpClosing,
-            ConnState::Udp,
-            ConnState::Icmp,
-            ConnState::Other,
-            ConnState::TcpFinOrg,
-            ConnState::TcpFinRev,
-            ConnState::TcpReset,
-        ] {
-            tmo[st.code() as usize] = t.for_state(st);
-        }
+        let tmo = Self::timeout_codes(&t).map(std::sync::atomic::AtomicU32::new);
         Table {
             buckets,
             nb: nb as u64,
             nslots: (nb * WAYS) as u32,
             seed,
             tmo,
-            timeouts: t,
+            timeouts: std::sync::Mutex::new(t),
             evict_protected: cfg.evict_protected,
             clock: AtomicU32::new(0),
             moves: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -254,7 +242,7 @@ impl Table {
 
     #[inline(always)]
     pub(super) fn timeout_of(&self, meta: u64) -> u32 {
-        self.tmo[(m_state_code(meta) & 15) as usize]
+        self.tmo[(m_state_code(meta) & 15) as usize].load(std::sync::atomic::Ordering::Relaxed)
     }
 
     #[inline(always)]
@@ -591,9 +579,44 @@ impl Table {
         (self.memory_bytes() + c / 2) / c
     }
 
-    /// The configured timeouts.
-    pub fn timeouts(&self) -> &Timeouts {
-        &self.timeouts
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> Timeouts {
+        match self.timeouts.lock() {
+            Ok(t) => *t,
+            Err(p) => *p.into_inner(),
+        }
+    }
+
+    /// Changes the timeouts of a running table (a configuration reload). Every half is
+    /// judged by the new values from its next visit on: a shorter timeout can expire
+    /// connections idle for longer than it at once, a longer one keeps them.
+    pub fn set_timeouts(&self, t: Timeouts) {
+        for (slot, v) in self.tmo.iter().zip(Self::timeout_codes(&t)) {
+            slot.store(v, std::sync::atomic::Ordering::Relaxed);
+        }
+        match self.timeouts.lock() {
+            Ok(mut g) => *g = t,
+            Err(p) => *p.into_inner() = t,
+        }
+    }
+
+    /// The timeout of every state code (unused codes: the "other" timeout).
+    fn timeout_codes(t: &Timeouts) -> [u32; 16] {
+        let mut tmo = [t.other; 16];
+        for st in [
+            ConnState::TcpSyn,
+            ConnState::TcpEstablished,
+            ConnState::TcpClosing,
+            ConnState::Udp,
+            ConnState::Icmp,
+            ConnState::Other,
+            ConnState::TcpFinOrg,
+            ConnState::TcpFinRev,
+            ConnState::TcpReset,
+        ] {
+            tmo[st.code() as usize] = t.for_state(st);
+        }
+        tmo
     }
 
     /// Sums of the outcome counters.

@@ -881,3 +881,31 @@ fn a_refresh_through_a_stale_slot_index_leaves_the_slots_new_occupant_alone() {
         "the new occupant was assured/refreshed through the old hit's slot index"
     );
 }
+
+#[test]
+fn timeouts_changed_live_apply_to_existing_connections() {
+    let t = Table::new(cfg(64)).unwrap();
+    let (o, x) = (
+        Tuple::new(0xC612_0002, 5353, 0xC613_0002, 53, UDP),
+        Tuple::new(0xC613_0001, 5353, 0xC613_0002, 53, UDP),
+    );
+    t.insert_pair(&o, &x, ConnState::Udp, 1).unwrap();
+    assert_eq!(t.timeouts().udp, 300);
+    // Longer: a connection idle past the old timeout is kept.
+    t.set_timeouts(Timeouts {
+        udp: 600,
+        ..t.timeouts()
+    });
+    assert_eq!(t.timeouts().udp, 600);
+    assert!(t.peek(&o, 400).is_some(), "kept under the longer timeout");
+    // Shorter: the same idle connection now expires.
+    t.set_timeouts(Timeouts {
+        udp: 120,
+        ..t.timeouts()
+    });
+    assert!(
+        t.lookup(&o, 400).is_none(),
+        "expired under the shorter timeout"
+    );
+    assert_eq!(t.stats().expire, 1);
+}
