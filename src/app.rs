@@ -591,15 +591,7 @@ fn reload(
     let res = r.reload(dp.steering_mut());
     match &res {
         Ok(v) => {
-            let list = |k: &str| -> Vec<String> {
-                v[k].as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
+            let list = |k: &str| json_strings(v, k);
             let applied = list("applied");
             tracing::info!(
                 by,
@@ -742,15 +734,7 @@ fn cmd_reload(control: &Path, json: bool) -> i32 {
             0
         }
         Ok(v) => {
-            let list = |k: &str| -> Vec<String> {
-                v[k].as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
+            let list = |k: &str| json_strings(&v, k);
             println!(
                 "reloaded {}",
                 v["config"].as_str().unwrap_or("the configuration")
@@ -805,4 +789,15 @@ fn cmd_debug(control: &Path, what: DebugCommand) -> i32 {
             }
         }
     }
+}
+
+/// The strings of the array `v[k]` of a control reply (none if it is not an array).
+fn json_strings(v: &serde_json::Value, k: &str) -> Vec<String> {
+    v[k].as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -172,12 +172,7 @@ impl Table {
     /// if the slot still holds the occupant of generation `gen` (else does nothing).
     #[inline]
     pub(super) fn touch(&self, slot: u32, gen: u8, now: u32, assure: bool) {
-        let m = &self.data(slot)[D_META];
-        let mut cur = m.load(Relaxed);
-        loop {
-            if m_gen(cur) != gen {
-                return;
-            }
+        self.update_meta(slot, gen, |cur| {
             let mut new = cur;
             if now > m_last(cur) {
                 new = (cur & !LOW32) | now as u64;
@@ -188,28 +183,33 @@ impl Table {
             if assure {
                 new |= FLAG_ASSURED;
             }
-            if new == cur {
-                return;
-            }
-            match m.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
-                Ok(_) => return,
-                Err(x) => cur = x,
-            }
-        }
+            new
+        });
     }
 
     /// Sets the state in the meta word of `slot` if it still holds generation `gen`.
     pub(super) fn set_meta_state(&self, slot: u32, gen: u8, state: ConnState) {
+        self.update_meta(slot, gen, |cur| {
+            let mut new = (cur & !STATE_MASK) | ((state.code() as u64) << 32);
+            if state == ConnState::TcpEstablished {
+                new |= FLAG_ASSURED;
+            }
+            new
+        });
+    }
+
+    /// Replaces the meta word of `slot` by `f(word)` with a CAS loop, as long as the slot
+    /// holds the occupant of generation `gen` (a write through an old slot index does
+    /// nothing). Outside the seqlock: one word, never torn.
+    #[inline(always)]
+    fn update_meta(&self, slot: u32, gen: u8, f: impl Fn(u64) -> u64) {
         let m = &self.data(slot)[D_META];
         let mut cur = m.load(Relaxed);
         loop {
             if m_gen(cur) != gen {
                 return;
             }
-            let mut new = (cur & !STATE_MASK) | ((state.code() as u64) << 32);
-            if state == ConnState::TcpEstablished {
-                new |= FLAG_ASSURED;
-            }
+            let new = f(cur);
             if new == cur {
                 return;
             }
