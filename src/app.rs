@@ -14,8 +14,9 @@ use crate::dataplane::{
     iface, Dataplane, DataplaneConfig, DataplaneError, PollMode, RingSizes, XdpMode, ZeroCopy,
 };
 use crate::nat::{make_table, Engine, LiveRules, NatHandler, Quota, Rules};
-use crate::state::{Outcome, StateFile};
+use crate::state::StateFile;
 use crate::stats::{Snapshot, StatsSource};
+use crate::table::Resume;
 use crate::table::Table;
 
 /// Exit code for bad input (configuration, flags, environment).
@@ -365,7 +366,7 @@ fn start(s: &Settings) -> Started {
                 Some(p) => Some(StateFile::lock(p).map_err(|m| (m, EXIT_BAD_INPUT))?),
                 None => None,
             };
-            let (table, resumed) = make_table(nat).map_err(|m| (m, EXIT_BAD_INPUT))?;
+            let (table, resume) = make_table(nat).map_err(|m| (m, EXIT_BAD_INPUT))?;
             let table = Arc::new(table);
             tracing::info!(
                 connections = table.capacity(),
@@ -374,16 +375,16 @@ fn start(s: &Settings) -> Started {
                 state_file = %nat.state_file.as_ref().map_or("none (in memory)".into(), |p| p.display().to_string()),
                 "translation table allocated"
             );
-            match state.as_ref().map(|st| (st.path(), st.outcome(resumed))) {
-                Some((_, Outcome::Resumed)) => tracing::info!(
+            match (state.as_ref().map(|st| st.path()), resume) {
+                (Some(_), Resume::Resumed) => tracing::info!(
                     live = table.len(),
                     "took over the live connections of the previous process"
                 ),
-                Some((p, Outcome::Incompatible { reason })) => tracing::warn!(
+                (Some(p), Resume::Reset { reason }) => tracing::warn!(
                     state_file = %p.display(),
                     "state file not taken over, started with an empty table: {reason}"
                 ),
-                Some((_, Outcome::New)) | None => {}
+                _ => {}
             }
             let s2 = steer_map.clone();
             let steer = move |st: &mut crate::dataplane::Steering| -> Result<(), DataplaneError> {

@@ -1,6 +1,6 @@
 //! The table's state file seen from outside the table: one gateway per file (an exclusive
-//! `flock` held for the life of the process) and what became of the previous process's
-//! table, for the log. The file's layout and the take-over itself belong to
+//! `flock` held for the life of the process). The file's layout, the take-over and what
+//! became of the previous process's table ([`crate::table::Resume`]) belong to
 //! [`crate::table::Table::with_state_file`].
 
 use std::fs::{File, OpenOptions};
@@ -12,23 +12,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct StateFile {
     path: PathBuf,
-    file: File,
-    /// Length of the file before this process opened the table (0: none).
-    previous_len: u64,
-}
-
-/// What became of the previous process's table.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Taken over: every live translation continues.
-    Resumed,
-    /// No previous table: a new, empty one.
-    New,
-    /// A table that cannot be taken over: started empty.
-    Incompatible {
-        /// Why, for the log.
-        reason: String,
-    },
+    /// Held open for the lock.
+    _file: File,
 }
 
 impl StateFile {
@@ -50,7 +35,6 @@ impl StateFile {
                     })?;
             }
         }
-        let previous_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -79,34 +63,13 @@ impl StateFile {
         }
         Ok(StateFile {
             path: path.to_path_buf(),
-            file,
-            previous_len,
+            _file: file,
         })
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// What became of the previous table, given whether the table says it `resumed`.
-    pub fn outcome(&self, resumed: bool) -> Outcome {
-        if resumed {
-            return Outcome::Resumed;
-        }
-        if self.previous_len == 0 {
-            return Outcome::New;
-        }
-        let now = self.file.metadata().map(|m| m.len()).unwrap_or(0);
-        let reason = if now != self.previous_len {
-            format!(
-                "it held a table of another size ({} bytes; this table takes {now}): the table size changed, or it is not a table file",
-                self.previous_len
-            )
-        } else {
-            "it held a table of the same size that cannot be taken over (written by another version of xnat, or before the machine rebooted)".to_string()
-        };
-        Outcome::Incompatible { reason }
     }
 }
 
@@ -115,6 +78,7 @@ mod tests {
     use super::*;
     use crate::config::{nat_config, FileConfig, NatFlags};
     use crate::nat::make_table;
+    use crate::table::Resume;
 
     fn dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("xnat-state-{tag}-{}", std::process::id()));
@@ -156,9 +120,8 @@ mod tests {
         let d = dir("size");
         let p = d.join("table");
         let st = StateFile::lock(&p).unwrap();
-        let (t, resumed) = make_table(&config(&p, 1024)).unwrap();
-        assert!(!resumed);
-        assert_eq!(st.outcome(resumed), Outcome::New);
+        let (t, resume) = make_table(&config(&p, 1024)).unwrap();
+        assert_eq!(resume, Resume::New);
         let org = crate::table::Tuple::new(0xC612_0002, 40000, 0xC613_0002, 80, 6);
         let xlate = crate::table::Tuple::new(0xC613_0201, 1025, 0xC613_0002, 80, 6);
         t.insert_pair(&org, &xlate, crate::table::ConnState::TcpEstablished, 10)
@@ -167,17 +130,17 @@ mod tests {
 
         // Same size: taken over.
         let st = StateFile::lock(&p).unwrap();
-        let (t, resumed) = make_table(&config(&p, 1024)).unwrap();
-        assert_eq!(st.outcome(resumed), Outcome::Resumed);
+        let (t, resume) = make_table(&config(&p, 1024)).unwrap();
+        assert_eq!(resume, Resume::Resumed);
         assert_eq!(t.len(), 1, "the connection was taken over");
         drop((t, st));
 
         // Another size: started empty, and the reason names the sizes.
         let st = StateFile::lock(&p).unwrap();
-        let (t, resumed) = make_table(&config(&p, 4096)).unwrap();
+        let (t, resume) = make_table(&config(&p, 4096)).unwrap();
         assert_eq!(t.len(), 0);
-        match st.outcome(resumed) {
-            Outcome::Incompatible { reason } => {
+        match resume {
+            Resume::Reset { reason } => {
                 assert!(reason.contains("table size changed"), "{reason}")
             }
             o => panic!("{o:?}"),
@@ -187,9 +150,25 @@ mod tests {
         // Garbage of any length: started empty, never a crash.
         std::fs::write(&p, vec![0xA5u8; 10_000]).unwrap();
         let st = StateFile::lock(&p).unwrap();
-        let (t, resumed) = make_table(&config(&p, 4096)).unwrap();
+        let (t, resume) = make_table(&config(&p, 4096)).unwrap();
         assert_eq!(t.len(), 0);
-        assert!(matches!(st.outcome(resumed), Outcome::Incompatible { .. }));
+        assert!(
+            matches!(&resume, Resume::Reset { reason } if reason.contains("does not hold a table")),
+            "{resume:?}"
+        );
+        drop((t, st));
+
+        // A table of this size from another boot (the boot id in its header differs).
+        let st = StateFile::lock(&p).unwrap();
+        drop(make_table(&config(&p, 4096)).unwrap());
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[40] ^= 0xFF; // inside the boot id (bytes 32..68 of the header)
+        std::fs::write(&p, bytes).unwrap();
+        let (t, resume) = make_table(&config(&p, 4096)).unwrap();
+        assert!(
+            matches!(&resume, Resume::Reset { reason } if reason.contains("rebooted")),
+            "{resume:?}"
+        );
         drop((t, st));
         let _ = std::fs::remove_dir_all(&d);
     }

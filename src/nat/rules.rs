@@ -271,12 +271,12 @@ pub fn table_timeouts(t: &crate::config::Timeouts) -> crate::table::Timeouts {
 
 /// Builds the shared table from the NAT configuration: in memory, or in the state file
 /// (then also says whether the previous process's connections were taken over).
-pub fn make_table(cfg: &NatConfig) -> Result<(Table, bool), String> {
+pub fn make_table(cfg: &NatConfig) -> Result<(Table, crate::table::Resume), String> {
     let mut tc = TableConfig::new(cfg.table_size);
     tc.evict_protected = cfg.evict_established;
     tc.timeouts = table_timeouts(&cfg.timeouts);
     match &cfg.state_file {
-        None => Table::new(tc).map(|t| (t, false)),
+        None => Table::new(tc).map(|t| (t, crate::table::Resume::New)),
         Some(p) => Table::with_state_file(tc, p),
     }
     .map_err(|e| match e {

@@ -12,7 +12,8 @@ use super::stats::{Counters, Ctr, Tally};
 use super::sync::Ordering::{Acquire, Relaxed};
 use super::sync::{AtomicU32, AtomicU64};
 use super::{
-    ConnState, Dir, Hit, InsertError, Session, TableConfig, TableError, TableStats, Timeouts, Tuple,
+    ConnState, Dir, Hit, InsertError, Resume, Session, TableConfig, TableError, TableStats,
+    Timeouts, Tuple,
 };
 
 /// Rounds a lookup on the packet path waits for a BUSY slot (a claim in flight takes a few
@@ -117,8 +118,9 @@ impl Table {
 
     /// Like [`Table::new`], but the table lives in the state file at `path` (put it on a
     /// tmpfs such as /run or /dev/shm). If the file holds a table of the same size made
-    /// since the last boot, its connections are taken over (`true` is returned with the
-    /// table): a gateway restarted with the same file keeps every live translation.
+    /// since the last boot, its connections are taken over ([`Resume::Resumed`]): a gateway
+    /// restarted with the same file keeps every live translation. Otherwise the outcome
+    /// says whether there was no table or why it could not be taken over.
     /// Otherwise the file is reset to an empty table.
     ///
     /// Only one process may use a state file at a time; the gateway guarantees this by
@@ -127,7 +129,7 @@ impl Table {
     pub fn with_state_file(
         _cfg: TableConfig,
         path: &std::path::Path,
-    ) -> Result<(Table, bool), TableError> {
+    ) -> Result<(Table, Resume), TableError> {
         Err(TableError::StateFile {
             path: path.display().to_string(),
             reason: "no state files under the model checker".into(),
@@ -139,10 +141,10 @@ impl Table {
     pub fn with_state_file(
         cfg: TableConfig,
         path: &std::path::Path,
-    ) -> Result<(Table, bool), TableError> {
+    ) -> Result<(Table, Resume), TableError> {
         let nb = Self::buckets_for(&cfg)?;
         let fresh_seed = cfg.seed.unwrap_or_else(random_seed);
-        let (buckets, resumed, seed_word) =
+        let (buckets, resume, seed_word) =
             Region::<Bucket>::open_state(path, nb, WAYS as u64, fresh_seed).map_err(|reason| {
                 TableError::StateFile {
                     path: path.display().to_string(),
@@ -152,7 +154,7 @@ impl Table {
         let mut s = seed_word;
         let seed = [splitmix(&mut s), splitmix(&mut s), splitmix(&mut s)];
         let t = Self::assemble(cfg, buckets, nb, seed);
-        if resumed {
+        if resume.resumed() {
             // Still single-threaded: a slot left BUSY by a process killed mid-claim would
             // stay BUSY forever (its key could never be looked up or inserted again). Free
             // it; if it held one half of a live pair, the partner restores it on its next
@@ -174,7 +176,7 @@ impl Table {
             tally.add_halves(live as i64);
             t.ctr.flush(&tally);
         }
-        Ok((t, resumed))
+        Ok((t, resume))
     }
 
     pub(super) fn buckets_for(cfg: &TableConfig) -> Result<usize, TableError> {

@@ -442,6 +442,27 @@ impl fmt::Display for InsertError {
 
 impl std::error::Error for InsertError {}
 
+/// What [`Table::with_state_file`] found in its file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// No previous table (no file, or an empty one): a new, empty table.
+    New,
+    /// The previous table, taken over: every live translation continues.
+    Resumed,
+    /// A file that cannot be taken over, reset to an empty table.
+    Reset {
+        /// Why, for the log.
+        reason: String,
+    },
+}
+
+impl Resume {
+    /// Whether the previous table was taken over.
+    pub fn resumed(&self) -> bool {
+        *self == Resume::Resumed
+    }
+}
+
 /// Why a table could not be created.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TableError {

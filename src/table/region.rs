@@ -19,6 +19,9 @@ use std::path::Path;
 use std::ptr::NonNull;
 
 #[cfg(not(loom))]
+use super::Resume;
+
+#[cfg(not(loom))]
 /// Size of the state file's header; the array starts after it.
 pub(super) const HEADER: usize = 4096;
 
@@ -112,41 +115,73 @@ impl<T> Region<T> {
     /// ways. Its header names the format, the layout (`len`, the element size, `ways`), the
     /// boot (a table never outlives a reboot: the kernel's connections are gone) and the hash
     /// seed. A file whose header matches all but the seed is taken over with its own seed
-    /// (`(region, true, seed)`: a table re-opened with the same seed finds its entries in the
-    /// same buckets); anything else is reset to an empty table with `fresh_seed`. Only the
-    /// header is read to decide (the file holds ~96 MB per million connections).
+    /// (a table re-opened with the same seed finds its entries in the same buckets);
+    /// anything else is reset to an empty table with `fresh_seed`, and the outcome says why.
+    /// Only the header is read to decide (the file holds ~96 MB per million connections).
     pub(super) fn open_state(
         path: &Path,
         len: usize,
         ways: u64,
         fresh_seed: u64,
-    ) -> Result<(Region<T>, bool, u64), String> {
+    ) -> Result<(Region<T>, Resume, u64), String> {
+        const MAGIC: &[u8; 8] = b"XNATTBL1";
         let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
         let mut header = Vec::with_capacity(128);
-        header.extend_from_slice(b"XNATTBL1");
+        header.extend_from_slice(MAGIC);
         header.extend_from_slice(&(len as u64).to_le_bytes());
         header.extend_from_slice(&(std::mem::size_of::<T>() as u64).to_le_bytes());
         header.extend_from_slice(&ways.to_le_bytes());
+        let layout_end = header.len();
         let mut b = [0u8; 36];
         let bl = boot.trim().len().min(36);
         b[..bl].copy_from_slice(&boot.trim().as_bytes()[..bl]);
         header.extend_from_slice(&b);
         let prefix_len = header.len();
-        let existing = (|| {
-            use std::io::Read;
-            let mut f = std::fs::File::open(path).ok()?;
-            let mut h = vec![0u8; prefix_len + 8];
-            f.read_exact(&mut h).ok()?;
-            (h[..prefix_len] == header[..]).then(|| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&h[prefix_len..prefix_len + 8]);
-                u64::from_le_bytes(w)
+        // The previous file's header, as far as it goes (empty: no previous table).
+        let mut old = Vec::with_capacity(prefix_len + 8);
+        if let Ok(f) = std::fs::File::open(path) {
+            let _ = f.take((prefix_len + 8) as u64).read_to_end(&mut old);
+        }
+        let verdict = if old.is_empty() {
+            Err(Resume::New)
+        } else if old.len() < prefix_len + 8 || old[..MAGIC.len()] != MAGIC[..] {
+            Err(Resume::Reset {
+                reason: "it does not hold a table of this version of xnat".into(),
             })
-        })();
-        let seed = existing.unwrap_or(fresh_seed);
+        } else if old[..layout_end] != header[..layout_end] {
+            let word = |i: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&old[i..i + 8]);
+                u64::from_le_bytes(w)
+            };
+            Err(Resume::Reset {
+                reason: format!(
+                    "it held a table of another size ({} buckets of {} ways; this table takes {len} of {ways}): the table size changed",
+                    word(8),
+                    word(24)
+                ),
+            })
+        } else if old[layout_end..prefix_len] != header[layout_end..] {
+            Err(Resume::Reset {
+                reason: "it was written before the machine rebooted (its connections are gone)"
+                    .into(),
+            })
+        } else {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&old[prefix_len..prefix_len + 8]);
+            Ok(u64::from_le_bytes(w))
+        };
+        let seed = *verdict.as_ref().unwrap_or(&fresh_seed);
         header.extend_from_slice(&seed.to_le_bytes());
         let (region, resumed) = Self::state_file(path, len, &header)?;
-        Ok((region, resumed, seed))
+        let outcome = match verdict {
+            Ok(_) if resumed => Resume::Resumed,
+            Ok(_) => Resume::Reset {
+                reason: "it could not be read back".into(),
+            },
+            Err(o) => o,
+        };
+        Ok((region, outcome, seed))
     }
 
     /// If the file exists and its header equals `header`, its contents are kept (the

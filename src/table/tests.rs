@@ -622,15 +622,15 @@ fn a_state_file_carries_live_pairs_to_the_next_table() {
     let org = Tuple::new(0xC612_0002, 40000, 0xC613_0002, 80, 6);
     let xlate = Tuple::new(0xC613_0001, 1025, 0xC613_0002, 80, 6);
     {
-        let (t, resumed) = Table::with_state_file(cfg(), &path).unwrap();
-        assert!(!resumed);
+        let (t, resume) = Table::with_state_file(cfg(), &path).unwrap();
+        assert!(!resume.resumed(), "{resume:?}");
         t.insert_pair(&org, &xlate, ConnState::TcpEstablished, 10)
             .unwrap();
         assert_eq!(t.len(), 1);
     }
     // The next process (same size, same boot) takes the connection over.
-    let (t, resumed) = Table::with_state_file(cfg(), &path).unwrap();
-    assert!(resumed);
+    let (t, resume) = Table::with_state_file(cfg(), &path).unwrap();
+    assert!(resume.resumed(), "{resume:?}");
     assert_eq!(t.len(), 1);
     let hit = t
         .lookup(&xlate.reversed(), 11)
@@ -643,8 +643,8 @@ fn a_state_file_carries_live_pairs_to_the_next_table() {
     );
     drop(t);
     // A table of another size starts empty.
-    let (t, resumed) = Table::with_state_file(TableConfig::new(5000), &path).unwrap();
-    assert!(!resumed);
+    let (t, resume) = Table::with_state_file(TableConfig::new(5000), &path).unwrap();
+    assert!(!resume.resumed(), "{resume:?}");
     assert_eq!(t.len(), 0);
     assert!(t.lookup(&org, 12).is_none());
     drop(t);
@@ -689,8 +689,8 @@ fn resuming_frees_slots_a_killed_process_left_busy() {
             .unwrap();
         assert!(t.force_busy(&org), "the ORG half is there");
     }
-    let (t, resumed) = Table::with_state_file(cfg(), &path).unwrap();
-    assert!(resumed);
+    let (t, resume) = Table::with_state_file(cfg(), &path).unwrap();
+    assert!(resume.resumed(), "{resume:?}");
     // The surviving REV half restores the freed ORG half on its hit...
     let hit = t.lookup(&xlate.reversed(), 11).expect("reply half");
     assert!(hit.restored, "the partner was restored");
