@@ -320,11 +320,12 @@ impl Steering {
         port: u16,
         proto: u8,
     ) -> Result<(), DataplaneError> {
-        let mut k = [0u8; 8];
-        k[0..4].copy_from_slice(&addr.to_be_bytes());
-        k[4..6].copy_from_slice(&port.to_ne_bytes());
-        k[6] = proto;
-        update(&self.skel.maps.fwd_rules, &k, &[1], "fwd_rules")
+        update(
+            &self.skel.maps.fwd_rules,
+            &fwd_key(addr, port, proto),
+            &[1],
+            "fwd_rules",
+        )
     }
 
     /// Forgets NAT address `addr` (host order) and its range: its traffic goes to the kernel
@@ -340,11 +341,11 @@ impl Steering {
         port: u16,
         proto: u8,
     ) -> Result<(), DataplaneError> {
-        let mut k = [0u8; 8];
-        k[0..4].copy_from_slice(&addr.to_be_bytes());
-        k[4..6].copy_from_slice(&port.to_ne_bytes());
-        k[6] = proto;
-        remove(&self.skel.maps.fwd_rules, &k, "fwd_rules")
+        remove(
+            &self.skel.maps.fwd_rules,
+            &fwd_key(addr, port, proto),
+            "fwd_rules",
+        )
     }
 
     /// Declares `addr` (host order) as one of the gateway's own addresses.
@@ -404,6 +405,16 @@ impl Steering {
     pub fn detach_all(&mut self) {
         self.links.clear();
     }
+}
+
+/// Key of the `fwd_rules` map (bpf/steer.bpf.c): address in network order, port as the
+/// program reads it from the packet, protocol, one byte of padding.
+fn fwd_key(addr: u32, port: u16, proto: u8) -> [u8; 8] {
+    let mut k = [0u8; 8];
+    k[0..4].copy_from_slice(&addr.to_be_bytes());
+    k[4..6].copy_from_slice(&port.to_ne_bytes());
+    k[6] = proto;
+    k
 }
 
 fn update(
