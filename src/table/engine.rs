@@ -155,10 +155,12 @@ impl Table {
         let seed = [splitmix(&mut s), splitmix(&mut s), splitmix(&mut s)];
         let t = Self::assemble(cfg, buckets, nb, seed);
         if resume.resumed() {
-            // Still single-threaded: a slot left BUSY by a process killed mid-claim would
-            // stay BUSY forever (its key could never be looked up or inserted again). Free
-            // it; if it held one half of a live pair, the partner restores it on its next
-            // hit.
+            // Still single-threaded, one pass over the control words: a slot left BUSY by a
+            // process killed mid-claim would stay BUSY forever (its key could never be
+            // looked up or inserted again): free it; if it held one half of a live pair, the
+            // partner restores it on its next hit. The occupancy counter starts at zero:
+            // count the halves taken over.
+            let mut live = 0usize;
             for slot in 0..t.nslots {
                 let c = t.ctrl(slot).load(Acquire);
                 if c_busy(c) {
@@ -166,12 +168,10 @@ impl Table {
                         c_make(0, c_seq(c).wrapping_add(1)),
                         super::sync::Ordering::Release,
                     );
+                } else if c_live(c) {
+                    live += 1;
                 }
             }
-            // The occupancy counter starts at zero: count the halves taken over.
-            let live = (0..t.nslots)
-                .filter(|&slot| matches!(t.read_slot(slot), View::Live(_)))
-                .count();
             let mut tally = Tally::default();
             tally.add_halves(live as i64);
             t.ctr.flush(&tally);
