@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-use xnat::table::{ConnState, Dir, InsertError, Table, TableConfig, Tuple};
+use xnat::table::{ConnState, Dir, InsertError, PairObserver, Table, TableConfig, Tuple};
 
 const TCP: u8 = 6;
 const THREADS: usize = 3;
@@ -73,6 +73,38 @@ fn table(connections: usize, seed: u64) -> Table {
 }
 
 /// Every invariant holds over the whole table (call with all threads paused).
+/// Counts what the table reports to its observer: inserted minus removed must be the ORG
+/// halves in the table, and no connection is removed that was not inserted.
+#[derive(Default)]
+struct Tally {
+    live: std::sync::Mutex<HashSet<Tuple>>,
+    errors: AtomicU64,
+}
+
+impl PairObserver for Tally {
+    fn inserted(&self, s: &xnat::table::Session) {
+        if !self.live.lock().unwrap().insert(s.org) {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn removed(&self, s: &xnat::table::Session) {
+        if !self.live.lock().unwrap().remove(&s.org) {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Tally {
+    fn check(&self, t: &Table, when: &str) {
+        assert_eq!(self.errors.load(Ordering::Relaxed), 0, "{when}: told twice");
+        let mut want: Vec<Tuple> = t.sessions(0).map(|s| s.org).collect();
+        let mut got: Vec<Tuple> = self.live.lock().unwrap().iter().copied().collect();
+        want.sort_by_key(|k| (k.src, k.sport));
+        got.sort_by_key(|k| (k.src, k.sport));
+        assert_eq!(got, want, "{when}: the observer's connections");
+    }
+}
+
 fn check_audit(t: &Table, when: &str) {
     let a = t.audit();
     assert!(a.is_sound(), "{when}: {a:#?}");
@@ -129,7 +161,25 @@ fn concurrent_churn_never_tears_and_keeps_pairs() {
     const PHASES: u32 = 6;
     const OPS_PER_PHASE: u64 = 25_000;
     let seed = seed("concurrent_churn");
-    let t = Arc::new(table(2048, seed));
+    // Short timeouts: with the clock advancing a second per 2 000 operations, pairs expire
+    // (on lookups, inserts and in the background sweep) as well as being evicted.
+    let t = Arc::new(
+        Table::new(TableConfig {
+            seed: Some(seed),
+            timeouts: xnat::table::Timeouts {
+                tcp_syn: 1,
+                tcp_established: 4,
+                tcp_closing: 1,
+                udp: 1,
+                icmp: 1,
+                other: 1,
+            },
+            ..TableConfig::new(2048)
+        })
+        .unwrap(),
+    );
+    let seen = Arc::new(Tally::default());
+    assert!(t.attach_observer(seen.clone()));
     let n_keys = 4 * t.capacity() as u32;
     let clock = Arc::new(AtomicU32::new(1));
     let ops = Arc::new(AtomicU64::new(0));
@@ -137,6 +187,7 @@ fn concurrent_churn_never_tears_and_keeps_pairs() {
     let mut hs = Vec::new();
     for tid in 0..THREADS {
         let (t, clock, ops, barrier) = (t.clone(), clock.clone(), ops.clone(), barrier.clone());
+        let seen = seen.clone();
         hs.push(std::thread::spawn(move || {
             let mut r = Rng(seed ^ (0x9E37_79B9 + tid as u64 * 7919));
             let mut keys = [Tuple::default(); 32];
@@ -153,7 +204,7 @@ fn concurrent_churn_never_tears_and_keeps_pairs() {
                         &mut out,
                     );
                     n += 1;
-                    if tid == 0 && n.is_multiple_of(20_000) {
+                    if tid == 0 && n.is_multiple_of(2_000) {
                         clock.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -161,6 +212,7 @@ fn concurrent_churn_never_tears_and_keeps_pairs() {
                 barrier.wait();
                 if tid == 0 {
                     check_audit(&t, &format!("after phase {phase}"));
+                    seen.check(&t, &format!("after phase {phase}"));
                 }
                 barrier.wait();
             }
@@ -173,6 +225,7 @@ fn concurrent_churn_never_tears_and_keeps_pairs() {
     let s = t.stats();
     eprintln!("ops={} {:?}", ops.load(Ordering::Relaxed), s);
     assert!(s.evict > 0, "the test must exercise eviction");
+    assert!(s.expire > 0, "the test must exercise expiry");
     assert!(s.relocate > 0, "the test must exercise relocation");
     assert!(s.insert > 0 && s.hit > 0);
     assert_eq!(s.restore, 0, "a half was found alone (nothing removed one)");
@@ -191,6 +244,11 @@ fn churn_op(
 ) {
     let i = (r.next() % n_keys as u64) as u32;
     match r.next() % 16 {
+        0 if r.next().is_multiple_of(4) => {
+            // The background sweep, on a random stretch of slots.
+            let from = (r.next() % (2 * t.capacity() as u64)) as u32;
+            t.reap(from, 64, now);
+        }
         0 => {
             t.remove(&org(i));
         }
@@ -210,6 +268,15 @@ fn churn_op(
             let k = xl(i).reversed();
             if let Some(h) = t.lookup(&k, now) {
                 check_hit(&k, &h.xlate, h.dir);
+                if r.next().is_multiple_of(4) {
+                    // State changes race evictions, moves and reaps (the state gauges).
+                    let st = [
+                        ConnState::TcpEstablished,
+                        ConnState::TcpFinOrg,
+                        ConnState::TcpClosing,
+                    ][(r.next() % 3) as usize];
+                    t.set_state_hit(&h, st);
+                }
             }
         }
         _ => match t.lookup(&org(i), now) {

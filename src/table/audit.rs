@@ -21,6 +21,10 @@ pub struct Audit {
     pub mismatched_partners: u64,
     /// Halves in neither of their key's two candidate buckets, or under another fingerprint.
     pub misplaced: u64,
+    /// LIVE ORG halves per state code (the connections, by state).
+    pub states: Vec<u64>,
+    /// What the state gauges say (must equal `states` when nothing runs).
+    pub counted_states: Vec<u64>,
     /// The first few problems, described.
     pub problems: Vec<String>,
 }
@@ -34,6 +38,7 @@ impl Audit {
             && self.mismatched_partners == 0
             && self.misplaced == 0
             && self.live_halves == self.counted_halves
+            && self.states == self.counted_states
     }
 
     fn note(&mut self, what: String) {
@@ -52,6 +57,8 @@ impl Table {
     pub fn audit(&self) -> Audit {
         let mut a = Audit {
             counted_halves: self.ctr.live_halves(),
+            states: vec![0; super::stats::NSTATES],
+            counted_states: self.ctr.by_state().to_vec(),
             ..Audit::default()
         };
         let mut live = std::collections::HashMap::new();
@@ -64,6 +71,9 @@ impl Table {
                 }
                 View::Live(s) => {
                     a.live_halves += 1;
+                    if s.dir() == super::Dir::Org {
+                        a.states[m_state_code(s.meta()) as usize % super::stats::NSTATES] += 1;
+                    }
                     let (k0, k1) = (s.d[D_K0], s.d[D_K1] & KEY1_MASK);
                     let l = self.locate(k0, k1);
                     let b = slot / WAYS as u32;
@@ -100,6 +110,12 @@ impl Table {
                     }
                 }
             }
+        }
+        if a.states != a.counted_states {
+            a.note(format!(
+                "state gauges {:?} but ORG halves per state {:?}",
+                a.counted_states, a.states
+            ));
         }
         a
     }

@@ -84,6 +84,8 @@ pub struct Table {
     /// meanwhile (the relocation race between a key's two bucket scans).
     pub(super) moves: [AtomicU64; MOVE_STRIPES],
     pub(super) ctr: Counters,
+    /// Told of connections coming and going (see [`Table::attach_observer`]).
+    pub(super) observer: std::sync::OnceLock<std::sync::Arc<dyn super::PairObserver>>,
 }
 
 impl std::fmt::Debug for Table {
@@ -160,7 +162,9 @@ impl Table {
             // looked up or inserted again): free it; if it held one half of a live pair, the
             // partner restores it on its next hit. The occupancy counter starts at zero:
             // count the halves taken over.
+            // The state gauges too: the ORG halves per state.
             let mut live = 0usize;
+            let mut tally = Tally::default();
             for slot in 0..t.nslots {
                 let c = t.ctrl(slot).load(Acquire);
                 if c_busy(c) {
@@ -170,9 +174,12 @@ impl Table {
                     );
                 } else if c_live(c) {
                     live += 1;
+                    let d = t.data(slot);
+                    if d[D_K1].load(Relaxed) & DIR_REV_BIT == 0 {
+                        tally.add_state(m_state_code(d[D_META].load(Relaxed)), 1);
+                    }
                 }
             }
-            let mut tally = Tally::default();
             tally.add_halves(live as i64);
             t.ctr.flush(&tally);
         }
@@ -210,6 +217,7 @@ impl Table {
             clock: AtomicU32::new(0),
             moves: std::array::from_fn(|_| AtomicU64::new(0)),
             ctr: Counters::new(),
+            observer: std::sync::OnceLock::new(),
         }
     }
 
@@ -486,7 +494,9 @@ impl Table {
             return;
         }
         if let View::Live(s) = self.read_slot(slot) {
-            self.set_state_snap(slot, &s, state);
+            let mut t = Tally::default();
+            self.set_state_snap(slot, &s, state, &mut t);
+            self.ctr.flush(&t);
         }
     }
 
@@ -498,7 +508,9 @@ impl Table {
         }
         match self.read_slot(hit.slot) {
             View::Live(s) if s.dir() == hit.dir && s.xlate() == hit.xlate => {
-                self.set_state_snap(hit.slot, &s, state);
+                let mut t = Tally::default();
+                self.set_state_snap(hit.slot, &s, state, &mut t);
+                self.ctr.flush(&t);
                 true
             }
             _ => false,
@@ -517,6 +529,7 @@ impl Table {
             if !t.try_claim(slot, s.ctrl, c_fp(s.ctrl)) {
                 return false;
             }
+            t.retire(slot, s, None, tally);
             t.free(slot, c_next(s.ctrl, c_fp(s.ctrl)));
             tally.add_halves(-1);
             true
@@ -546,9 +559,18 @@ impl Table {
     /// skipped, never shown half-written. Not a snapshot: concurrent changes may or may not
     /// be seen.
     pub fn sessions(&self, now: u32) -> Sessions<'_> {
+        self.sessions_in(0, u32::MAX, now)
+    }
+
+    /// Like [`Table::sessions`], over the `max_slots` slots from slot `from` on only: one
+    /// page of a listing (bounded work per request however sparse the table);
+    /// [`Sessions::next_slot`] says where the next page starts.
+    pub fn sessions_in(&self, from: u32, max_slots: u32, now: u32) -> Sessions<'_> {
+        let next = from.min(self.nslots);
         Sessions {
             table: self,
-            next: 0,
+            next,
+            end: next.saturating_add(max_slots).min(self.nslots),
             now,
         }
     }
@@ -631,14 +653,22 @@ impl Table {
 pub struct Sessions<'a> {
     table: &'a Table,
     next: u32,
+    end: u32,
     now: u32,
+}
+
+impl Sessions<'_> {
+    /// The slot the iteration goes on from; `None` once the whole table is behind it.
+    pub fn next_slot(&self) -> Option<u32> {
+        (self.next < self.table.nslots).then_some(self.next)
+    }
 }
 
 impl Iterator for Sessions<'_> {
     type Item = Session;
 
     fn next(&mut self) -> Option<Session> {
-        while self.next < self.table.nslots {
+        while self.next < self.end {
             let slot = self.next;
             self.next += 1;
             if let View::Live(s) = self.table.read_slot(slot) {

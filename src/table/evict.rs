@@ -120,6 +120,7 @@ impl Table {
                     let Some(expired) = self.rescore(v, mine, partner, now, 0) else {
                         continue;
                     };
+                    self.retire(v, &s, partner, t);
                     if let Some((p, pb)) = partner {
                         self.free(p, pb);
                         t.add_halves(-1);
@@ -198,6 +199,7 @@ impl Table {
         }
         let (mine, partner) = self.claim_pair(v, &s)?;
         let expired = self.rescore(v, mine, partner, now, PROTECTED_MAX_SCORE)?;
+        self.retire(v, &s, partner, t);
         if let Some((p, pb)) = partner {
             self.free(p, pb);
             t.add_halves(-1);
@@ -274,8 +276,10 @@ impl Table {
             for i in 0..D_META {
                 dst[i].store(src[i].load(Relaxed), Relaxed);
             }
-            // The moved half is a new occupant of `d`: next generation of that slot.
-            let meta = src[D_META].load(Relaxed);
+            // The moved half is a new occupant of `d`: next generation of that slot. Sealed
+            // in its old slot first: a state change through the old index fails instead of
+            // being lost with the old copy (and miscounted in the state gauges).
+            let meta = self.seal(slot);
             dst[D_META].store(
                 m_with_gen(meta, m_gen(dst[D_META].load(Relaxed)).wrapping_add(1)),
                 Relaxed,

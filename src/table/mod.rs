@@ -170,6 +170,7 @@ mod audit;
 mod engine;
 mod evict;
 mod layout;
+mod observe;
 mod pair;
 mod policy;
 mod region;
@@ -182,6 +183,7 @@ mod tests;
 
 pub use audit::Audit;
 pub use engine::{Sessions, Table};
+pub use observe::PairObserver;
 pub use stats::TableStats;
 
 use std::fmt;
@@ -275,6 +277,34 @@ pub enum ConnState {
 }
 
 impl ConnState {
+    /// Every state, in code order.
+    pub const ALL: [ConnState; 9] = [
+        ConnState::TcpSyn,
+        ConnState::TcpEstablished,
+        ConnState::TcpClosing,
+        ConnState::Udp,
+        ConnState::Icmp,
+        ConnState::Other,
+        ConnState::TcpFinOrg,
+        ConnState::TcpFinRev,
+        ConnState::TcpReset,
+    ];
+
+    /// The state's name in listings, stats and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ConnState::TcpSyn => "syn",
+            ConnState::TcpEstablished => "established",
+            ConnState::TcpClosing => "closing",
+            ConnState::Udp => "udp",
+            ConnState::Icmp => "icmp",
+            ConnState::Other => "other",
+            ConnState::TcpFinOrg => "half_closed_org",
+            ConnState::TcpFinRev => "half_closed_rev",
+            ConnState::TcpReset => "reset",
+        }
+    }
+
     pub(crate) const fn code(self) -> u8 {
         match self {
             ConnState::TcpSyn => 0,

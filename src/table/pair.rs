@@ -46,6 +46,7 @@ impl Table {
     pub(super) fn remove_pair_snap(&self, slot: u32, s: &Snap, t: &mut Tally) -> bool {
         match self.claim_pair(slot, s) {
             Some((mine, partner)) => {
+                self.retire(slot, s, partner, t);
                 if let Some((p, pb)) = partner {
                     self.free(p, pb);
                     t.add_halves(-1);
@@ -120,6 +121,7 @@ impl Table {
             },
             Partner::Conflict => {
                 if self.try_claim(slot, s.ctrl, c_fp(s.ctrl)) {
+                    self.retire(slot, s, None, t);
                     self.free(slot, c_next(s.ctrl, c_fp(s.ctrl)));
                     t.add_halves(-1);
                     t.inc(Ctr::Orphan);
@@ -169,6 +171,7 @@ impl Table {
                     return RestoreOutcome::Other;
                 }
                 // The partner key belongs to another connection now: we are an orphan.
+                self.retire(slot, s, None, t);
                 self.free(slot, hb);
                 t.add_halves(-1);
                 t.inc(Ctr::Orphan);
@@ -187,6 +190,11 @@ impl Table {
         let old = s.d[D_X1];
         self.data(slot)[D_X1].store((old & LOW32) | ((p as u64) << 32), Relaxed);
         self.touch(slot, m_gen(s.meta()), now, false);
+        if pdir == Dir::Org {
+            let mut sess = Self::session_of(s, now);
+            sess.state = ConnState::from_code(m_state_code(meta));
+            self.born(&sess, t);
+        }
         self.publish(p, pb);
         self.publish(slot, hb);
         t.add_halves(1);
@@ -327,6 +335,17 @@ impl Table {
             }
             self.write_half(so, o0, o1, Dir::Org, xlate, sr, meta);
             self.write_half(sr, r0, r1, Dir::Rev, &org.reversed(), so, meta);
+            // Counted while both halves are still ours: nobody can remove (and report) the
+            // connection before it is reported born.
+            self.born(
+                &Session {
+                    org: *org,
+                    xlate: *xlate,
+                    state,
+                    idle_secs: 0,
+                },
+                t,
+            );
             self.publish(sr, br);
             self.publish(so, bo);
             t.add_halves(2);
@@ -342,10 +361,23 @@ impl Table {
         Err(InsertError::Busy)
     }
 
-    pub(super) fn set_state_snap(&self, slot: u32, s: &Snap, state: ConnState) {
-        self.set_meta_state(slot, m_gen(s.meta()), state);
+    /// Sets the state of both halves; the state gauges follow the ORG half's change.
+    pub(super) fn set_state_snap(&self, slot: u32, s: &Snap, state: ConnState, t: &mut Tally) {
+        let mut count = |was: Option<u8>| {
+            if let Some(was) = was {
+                t.add_state(was, -1);
+                t.add_state(state.code(), 1);
+            }
+        };
+        let was = self.set_meta_state(slot, m_gen(s.meta()), state);
+        if s.dir() == Dir::Org {
+            count(was);
+        }
         if let Partner::Ok(p, ps) = self.partner_of(slot, s) {
-            self.set_meta_state(p, m_gen(ps.meta()), state);
+            let was = self.set_meta_state(p, m_gen(ps.meta()), state);
+            if ps.dir() == Dir::Org {
+                count(was);
+            }
         }
     }
 

@@ -172,7 +172,7 @@ impl Table {
     /// if the slot still holds the occupant of generation `gen` (else does nothing).
     #[inline]
     pub(super) fn touch(&self, slot: u32, gen: u8, now: u32, assure: bool) {
-        self.update_meta(slot, gen, |cur| {
+        let _ = self.update_meta(slot, gen, |cur| {
             let mut new = cur;
             if now > m_last(cur) {
                 new = (cur & !LOW32) | now as u64;
@@ -188,33 +188,52 @@ impl Table {
     }
 
     /// Sets the state in the meta word of `slot` if it still holds generation `gen`.
-    pub(super) fn set_meta_state(&self, slot: u32, gen: u8, state: ConnState) {
-        self.update_meta(slot, gen, |cur| {
+    /// Returns the state code it replaced, if it changed the state.
+    pub(super) fn set_meta_state(&self, slot: u32, gen: u8, state: ConnState) -> Option<u8> {
+        let old = self.update_meta(slot, gen, |cur| {
             let mut new = (cur & !STATE_MASK) | ((state.code() as u64) << 32);
             if state == ConnState::TcpEstablished {
                 new |= FLAG_ASSURED;
             }
             new
-        });
+        })?;
+        let was = m_state_code(old);
+        (was != state.code()).then_some(was)
+    }
+
+    /// Seals the meta word of the claimed slot `slot`: bumps its generation, so that no
+    /// refresh or state change through an older slot index lands on it any more, and
+    /// returns the word as it was (the occupant's final state, for the state gauges).
+    pub(super) fn seal(&self, slot: u32) -> u64 {
+        let m = &self.data(slot)[D_META];
+        let mut cur = m.load(Relaxed);
+        loop {
+            let new = m_with_gen(cur, m_gen(cur).wrapping_add(1));
+            match m.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
+                Ok(_) => return cur,
+                Err(x) => cur = x,
+            }
+        }
     }
 
     /// Replaces the meta word of `slot` by `f(word)` with a CAS loop, as long as the slot
     /// holds the occupant of generation `gen` (a write through an old slot index does
-    /// nothing). Outside the seqlock: one word, never torn.
+    /// nothing). Outside the seqlock: one word, never torn. Returns the word it replaced,
+    /// if it changed it.
     #[inline(always)]
-    fn update_meta(&self, slot: u32, gen: u8, f: impl Fn(u64) -> u64) {
+    fn update_meta(&self, slot: u32, gen: u8, f: impl Fn(u64) -> u64) -> Option<u64> {
         let m = &self.data(slot)[D_META];
         let mut cur = m.load(Relaxed);
         loop {
             if m_gen(cur) != gen {
-                return;
+                return None;
             }
             let new = f(cur);
             if new == cur {
-                return;
+                return None;
             }
             match m.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
-                Ok(_) => return,
+                Ok(_) => return Some(cur),
                 Err(x) => cur = x,
             }
         }

@@ -34,9 +34,13 @@ pub(crate) enum Ctr {
     Halves,
 }
 
-pub(crate) const NCTR: usize = 16;
+/// Outcome counters, then one signed delta of live connections per state code.
+pub(crate) const NOUTCOMES: usize = 16;
+/// State codes with a gauge (every code the table stores is below this).
+pub(crate) const NSTATES: usize = 16;
+pub(crate) const NCTR: usize = NOUTCOMES + NSTATES;
 
-/// One stripe: 16 counters, 128 bytes, aligned to 128 (two lines: adjacent-line prefetch).
+/// One stripe: 32 counters, 256 bytes, aligned to 128 (two lines: adjacent-line prefetch).
 #[repr(C, align(128))]
 pub(crate) struct Stripe([AtomicU64; NCTR]);
 
@@ -64,6 +68,15 @@ impl Tally {
     #[inline(always)]
     pub(crate) fn add_halves(&mut self, delta: i64) {
         let i = Ctr::Halves as usize;
+        self.v[i] = self.v[i].wrapping_add(delta as u64);
+        self.mask |= 1 << i;
+    }
+
+    /// Adds `delta` to the live connections in state `code` (the gauge of ORG halves per
+    /// state: +1 when an ORG half is written, -1 when one is removed, -1/+1 on a change).
+    #[inline(always)]
+    pub(crate) fn add_state(&mut self, code: u8, delta: i64) {
+        let i = NOUTCOMES + (code as usize & (NSTATES - 1));
         self.v[i] = self.v[i].wrapping_add(delta as u64);
         self.mask |= 1 << i;
     }
@@ -120,9 +133,20 @@ impl Counters {
     }
 
     fn sum(&self, c: Ctr) -> u64 {
-        self.stripes.iter().fold(0u64, |a, s| {
-            a.wrapping_add(s.0[c as usize].load(Ordering::Relaxed))
-        })
+        self.sum_at(c as usize)
+    }
+
+    fn sum_at(&self, i: usize) -> u64 {
+        self.stripes
+            .iter()
+            .fold(0u64, |a, s| a.wrapping_add(s.0[i].load(Ordering::Relaxed)))
+    }
+
+    /// Live connections per state code (ORG halves in the table, expired ones included
+    /// until they are reaped or evicted). Each is a sum of signed deltas: 0 if a transient
+    /// sum is negative.
+    pub(crate) fn by_state(&self) -> [u64; NSTATES] {
+        std::array::from_fn(|c| (self.sum_at(NOUTCOMES + c) as i64).max(0) as u64)
     }
 
     pub(crate) fn live_halves(&self) -> u64 {

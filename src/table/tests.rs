@@ -497,6 +497,28 @@ impl Model {
     }
 }
 
+/// An observer that keeps the set of connections it was told of (and fails on a
+/// connection told twice or removed without being inserted).
+#[derive(Default)]
+struct Seen(std::sync::Mutex<std::collections::HashSet<Tuple>>);
+
+impl PairObserver for Seen {
+    fn inserted(&self, s: &Session) {
+        assert!(
+            self.0.lock().unwrap().insert(s.org),
+            "{:?} inserted twice",
+            s.org
+        );
+    }
+    fn removed(&self, s: &Session) {
+        assert!(
+            self.0.lock().unwrap().remove(&s.org),
+            "{:?} removed unseen",
+            s.org
+        );
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Insert(u8, u8, u8),
@@ -505,6 +527,7 @@ enum Op {
     RemoveHalf(u8),
     RevTaken(u8),
     Advance(u8),
+    Reap,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -515,6 +538,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..13u8).prop_map(Op::RemoveHalf),
         1 => (0..4u8).prop_map(Op::RevTaken),
         2 => (0..6u8).prop_map(Op::Advance),
+        1 => Just(Op::Reap),
     ]
 }
 
@@ -548,6 +572,8 @@ proptest! {
     fn matches_reference_model(ops in proptest::collection::vec(op(), 1..80)) {
         let tm = Timeouts { tcp_syn: 20, tcp_established: 500, tcp_closing: 20, udp: 60, icmp: 60, other: 60 };
         let t = Table::new(TableConfig { timeouts: tm, seed: Some(1), ..TableConfig::new(4096) }).unwrap();
+        let seen = std::sync::Arc::new(Seen::default());
+        prop_assert!(t.attach_observer(seen.clone()));
         let mut m = Model { tm: Some(tm), ..Model::default() };
         let states = [ConnState::TcpSyn, ConnState::TcpEstablished, ConnState::Udp];
         let mut now = 100u32;
@@ -591,6 +617,13 @@ proptest! {
                     prop_assert_eq!(t.is_rev_taken(&key, now), want);
                 }
                 Op::Advance(s) => now += [0, 1, 2, 15, 40, 200][s as usize],
+                Op::Reap => {
+                    let n = m.pairs.len();
+                    let tm = m.tm();
+                    m.pairs.retain(|p| now.saturating_sub(p.last) <= tm.for_state(p.state));
+                    let (next, reaped) = t.reap(0, u32::MAX, now);
+                    prop_assert_eq!((next, reaped), (0, n - m.pairs.len()));
+                }
             }
             m.gc();
             prop_assert_eq!(t.stats().live_halves, m.halves());
@@ -604,6 +637,12 @@ proptest! {
                 "{:?}", a
             );
             prop_assert_eq!(a.live_halves, a.counted_halves);
+            prop_assert_eq!(&a.states, &a.counted_states, "state gauges");
+            let mut told: Vec<Tuple> = seen.0.lock().unwrap().iter().copied().collect();
+            let mut orgs: Vec<Tuple> = t.sessions(now).map(|s| s.org).collect();
+            told.sort();
+            orgs.sort();
+            prop_assert_eq!(told, orgs, "the observer's connections");
         }
         let mut got: Vec<_> = t.sessions(now).map(|s| (s.org, s.xlate, s.state, s.idle_secs)).collect();
         let mut want: Vec<_> = m.pairs.iter().filter(|p| p.has_org)
