@@ -13,7 +13,7 @@ use crate::dataplane::forward::Forwarder;
 use crate::dataplane::{
     iface, Dataplane, DataplaneConfig, DataplaneError, PollMode, RingSizes, XdpMode, ZeroCopy,
 };
-use crate::nat::{make_table, Engine, LiveRules, NatHandler, Quota, Rules};
+use crate::nat::{make_table, Census, Engine, LiveRules, NatHandler, Quota, Rules};
 use crate::state::StateFile;
 use crate::stats::{Snapshot, StatsSource};
 use crate::table::Resume;
@@ -393,6 +393,17 @@ fn start(s: &Settings) -> Started {
             let t2 = Arc::clone(&table);
             let quota = Arc::new(Quota::new(nat.max_sessions_per_source));
             let q2 = Arc::clone(&quota);
+            // The counts stats, metrics and the quota read (never a walk of the table per
+            // scrape): attached before any worker runs; a resumed table's connections are
+            // counted in by one walk here.
+            let census = Arc::new(Census::new(
+                &nat_addr_sizes(nat, &s.dataplane.outside)
+                    .iter()
+                    .map(|a| a.0)
+                    .collect::<Vec<_>>(),
+                Arc::clone(&quota),
+            ));
+            table.attach_observer(census.clone());
             let dp = Dataplane::start(&s.dataplane, steer, |q, nh, ports| {
                 let seed =
                     0x9E37_79B9_7F4A_7C15u64 ^ (u64::from(q) << 32) ^ u64::from(std::process::id());
@@ -401,25 +412,30 @@ fn start(s: &Settings) -> Started {
                 NatHandler::new(engine, nh, ports, s.router)
             })
             .map_err(dp_err)?;
-            // Also without a quota: a reload may set one.
+            // The background sweep: removes expired connections (counting them out), a
+            // slice at a time, the whole table every REAP_PASS.
             {
-                let (t3, q3, stop) = (Arc::clone(&table), Arc::clone(&quota), dp.stop_flag());
-                let spawned =
-                    std::thread::Builder::new()
-                        .name("xnat-quota".into())
-                        .spawn(move || {
-                            while !stop.load(Ordering::Relaxed) {
-                                q3.recount(&t3, crate::nat::coarse_now());
-                                std::thread::sleep(Duration::from_secs(1));
-                            }
-                        });
+                let (t3, stop) = (Arc::clone(&table), dp.stop_flag());
+                let slots = u32::try_from(table.capacity().saturating_mul(2)).unwrap_or(u32::MAX);
+                let per_tick =
+                    (slots / (REAP_PASS.as_millis() / REAP_TICK.as_millis()) as u32).max(1024);
+                let spawned = std::thread::Builder::new()
+                    .name("xnat-reaper".into())
+                    .spawn(move || {
+                        let mut next = 0;
+                        while !stop.load(Ordering::Relaxed) {
+                            next = t3.reap(next, per_tick, crate::nat::coarse_now()).0;
+                            std::thread::sleep(REAP_TICK);
+                        }
+                    });
                 if spawned.is_err() {
-                    return Err(("could not start the quota thread".into(), EXIT_FAILURE));
+                    return Err(("could not start the reaper thread".into(), EXIT_FAILURE));
                 }
             }
             let parts = crate::reload::NatParts {
                 live,
                 quota,
+                census,
                 table: Arc::clone(&table),
                 installed: steer_map,
             };
@@ -462,7 +478,10 @@ fn run(a: &RunArgs) -> i32 {
         .as_ref()
         .map(|n| nat_addr_sizes(n, &s.dataplane.outside))
         .unwrap_or_default();
-    let source = StatsSource::new(&dp, mode, table, started).with_nat_addrs(nat_addrs);
+    let census = nat_parts.as_ref().map(|p| Arc::clone(&p.census));
+    let source = StatsSource::new(&dp, mode, table, started)
+        .with_census(census)
+        .with_nat_addrs(nat_addrs);
     let mut reloader = crate::reload::Reloader::new(a.clone(), &s, nat_parts);
     let (reload_tx, reload_rx) = crossbeam::channel::bounded::<crate::control::MainRequest>(4);
     let control = match crate::control::Server::start(&s.control, source.clone(), Some(reload_tx)) {
@@ -583,6 +602,10 @@ fn run(a: &RunArgs) -> i32 {
 /// How often removed forwards and pools are checked for connections still using them
 /// (a walk of the table, only while some are draining; also right after `xnat flush`).
 const DRAIN_EVERY: Duration = Duration::from_secs(30);
+/// The background sweep visits the whole table once per pass, a slice per tick: an
+/// expired connection leaves the counts (port use, quota, states) within a pass.
+const REAP_PASS: Duration = Duration::from_secs(10);
+const REAP_TICK: Duration = Duration::from_millis(100);
 
 fn reload(
     r: &mut crate::reload::Reloader,
@@ -683,33 +706,56 @@ fn cmd_stats(control: &Path, json: bool, watch: Option<f64>) -> i32 {
 }
 
 fn cmd_sessions(control: &Path, f: &FilterArgs, limit: Option<usize>, json: bool) -> i32 {
-    let req = Request::Sessions {
-        filter: filter(f),
-        limit,
-    };
-    let v = match request(control, &req) {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
+    // Page by page (each reply bounded, see `control::SESSIONS_PAGE`), printed as they come.
+    let mut left = limit.unwrap_or(usize::MAX);
+    let mut cursor = None;
+    let mut shown = 0usize;
     if json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return 0;
-    }
-    let list: Vec<SessionJson> = match serde_json::from_value(v) {
-        Ok(l) => l,
-        Err(e) => return fail(format!("unexpected sessions document: {e}")),
-    };
-    println!(
-        "{:<5} {:<45} {:<45} {:<12} {:>6}",
-        "proto", "original", "translated", "state", "idle"
-    );
-    for s in &list {
+        print!("[");
+    } else {
         println!(
-            "{:<5} {:<45} {:<45} {:<12} {:>5}s",
-            s.proto, s.original, s.translated, s.state, s.idle_secs
+            "{:<5} {:<45} {:<45} {:<12} {:>6}",
+            "proto", "original", "translated", "state", "idle"
         );
     }
-    println!("{} session(s)", list.len());
+    while left > 0 {
+        let req = Request::Sessions {
+            filter: filter(f),
+            limit: Some(left.min(crate::control::SESSIONS_PAGE)),
+            cursor,
+        };
+        let v = match request(control, &req) {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        };
+        let page: Vec<SessionJson> = match serde_json::from_value(v["sessions"].clone()) {
+            Ok(l) => l,
+            Err(e) => return fail(format!("unexpected sessions document: {e}")),
+        };
+        for s in &page {
+            if json {
+                let item = serde_json::to_string_pretty(s).unwrap_or_default();
+                print!("{}\n{item}", if shown == 0 { "" } else { "," });
+            } else {
+                println!(
+                    "{:<5} {:<45} {:<45} {:<12} {:>5}s",
+                    s.proto, s.original, s.translated, s.state, s.idle_secs
+                );
+            }
+            shown += 1;
+        }
+        left = left.saturating_sub(page.len());
+        cursor = match v["next"].as_u64().map(u32::try_from) {
+            Some(Ok(c)) => Some(c),
+            Some(Err(_)) => return fail("unexpected sessions document: bad next".to_string()),
+            None => break,
+        };
+    }
+    if json {
+        println!("{}]", if shown == 0 { "" } else { "\n" });
+    } else {
+        println!("{shown} session(s)");
+    }
     0
 }
 

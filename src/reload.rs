@@ -166,6 +166,9 @@ pub struct NatParts {
     pub live: Arc<LiveRules>,
     /// The per-source quota.
     pub quota: Arc<Quota>,
+    /// The counts kept as connections come and go (new NAT addresses are declared to it
+    /// before any connection can use them).
+    pub census: Arc<crate::nat::Census>,
     /// The table (to see which removed rules are still in use).
     pub table: Arc<Table>,
     /// What the steering maps hold now.
@@ -318,6 +321,10 @@ impl Reloader {
                 return Err(format!("could not update the steering maps: {e}"));
             }
             parts.installed = target;
+            let addrs: Vec<u32> = rules.nat_addresses().iter().map(|a| a.0).collect();
+            if parts.census.declare(&addrs) > 0 {
+                tracing::warn!("more NAT addresses than at start: port use of the new ones is not counted (restart to count them)");
+            }
             parts.live.publish(rules);
             parts.quota.set_limit(want.max_sessions_per_source);
             parts

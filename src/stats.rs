@@ -172,6 +172,9 @@ pub struct PortUsage {
 pub struct TableSnapshot {
     /// Live connections.
     pub connections: usize,
+    /// Live connections per state (states with none left out).
+    #[serde(default)]
+    pub states: Vec<StateCount>,
     /// Capacity in connections.
     pub capacity: usize,
     /// Memory per connection (both halves).
@@ -196,12 +199,43 @@ pub struct TableSnapshot {
     pub rev_taken: u64,
 }
 
+/// Connections in one state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateCount {
+    /// The state's name (`established`, `syn`, `udp`, ...).
+    pub state: String,
+    /// Connections in it.
+    pub connections: u64,
+}
+
+/// Ports in use of each NAT address `(address, range size)`, from the counts `census`
+/// keeps: constant in the table's size (what every `stats` and metrics scrape reads).
+pub fn port_usage(census: &crate::nat::Census, nat_addrs: &[(u32, u32)]) -> Vec<PortUsage> {
+    nat_addrs
+        .iter()
+        .map(|&(a, size)| PortUsage {
+            addr: std::net::Ipv4Addr::from(a),
+            used: census.ports_used(a),
+            size,
+        })
+        .collect()
+}
+
 impl TableSnapshot {
     /// Reads the table's counters.
     pub fn take(t: &Table) -> Self {
         let s = t.stats();
         TableSnapshot {
             connections: t.len(),
+            states: t
+                .by_state()
+                .into_iter()
+                .filter(|&(_, n)| n > 0)
+                .map(|(st, n)| StateCount {
+                    state: st.name().to_string(),
+                    connections: n,
+                })
+                .collect(),
             capacity: t.capacity(),
             bytes_per_connection: t.bytes_per_connection(),
             hit: s.hit,
@@ -232,6 +266,8 @@ pub struct StatsSource {
     started: Instant,
     /// NAT addresses and their port-range sizes (replaced by a reload).
     nat_addrs: Arc<std::sync::Mutex<Vec<(u32, u32)>>>,
+    /// Ports in use per NAT address (NAT mode).
+    census: Option<Arc<crate::nat::Census>>,
 }
 
 impl StatsSource {
@@ -243,46 +279,31 @@ impl StatsSource {
 
     /// Replaces the NAT addresses (after a reload), for every clone of this source.
     pub fn set_nat_addrs(&self, addrs: Vec<(u32, u32)>) {
+        if let Some(c) = &self.census {
+            c.declare(&addrs.iter().map(|a| a.0).collect::<Vec<_>>());
+        }
         match self.nat_addrs.lock() {
             Ok(mut v) => *v = addrs,
             Err(p) => *p.into_inner() = addrs,
         }
     }
 
-    /// A snapshot plus port usage per NAT address (walks the table: for on-demand views).
+    /// Counts ports in use from `census` (NAT mode).
+    pub fn with_census(mut self, census: Option<Arc<crate::nat::Census>>) -> Self {
+        self.census = census;
+        self
+    }
+
+    /// A snapshot plus port usage per NAT address. Constant in the table's size: the
+    /// counts are kept as connections come and go (see [`crate::nat::Census`]).
     pub fn snapshot_with_ports(&self) -> Snapshot {
         let mut s = self.snapshot();
-        if let Some(t) = self.table() {
+        if let Some(c) = &self.census {
             let nat_addrs = match self.nat_addrs.lock() {
                 Ok(v) => v.clone(),
                 Err(p) => p.into_inner().clone(),
             };
-            let now = crate::nat::coarse_now();
-            // Per address: (mappings, sessions). With endpoint-independent mapping a port is
-            // one mapping whatever its sessions; otherwise each session holds one.
-            let mut count: std::collections::HashMap<u32, (u64, u64)> =
-                nat_addrs.iter().map(|&(a, _)| (a, (0, 0))).collect();
-            for sess in t.sessions(now) {
-                if let Some(n) = count.get_mut(&sess.xlate.src) {
-                    if !crate::nat::is_mapping(&sess) {
-                        n.1 += 1;
-                    } else if sess.org.dst == 0 {
-                        n.0 += 1;
-                    }
-                }
-            }
-            let used: std::collections::HashMap<u32, u64> = count
-                .into_iter()
-                .map(|(a, (m, s))| (a, if m > 0 { m } else { s }))
-                .collect();
-            s.ports = nat_addrs
-                .iter()
-                .map(|&(a, size)| PortUsage {
-                    addr: std::net::Ipv4Addr::from(a),
-                    used: used.get(&a).copied().unwrap_or(0),
-                    size,
-                })
-                .collect();
+            s.ports = port_usage(c, &nat_addrs);
         }
         s
     }
@@ -305,6 +326,7 @@ impl StatsSource {
             mode,
             started,
             nat_addrs: Arc::new(std::sync::Mutex::new(Vec::new())),
+            census: None,
         }
     }
 
@@ -494,6 +516,14 @@ impl Snapshot {
                 "table: {} / {} connections ({} B each) | hit {} miss {} insert {} evict {} expire {} restore {} full {} race_lost {}",
                 tb.connections, tb.capacity, tb.bytes_per_connection, tb.hit, tb.miss, tb.insert, tb.evict, tb.expire, tb.restore, tb.full, tb.race_lost
             );
+            if !tb.states.is_empty() {
+                let states: Vec<String> = tb
+                    .states
+                    .iter()
+                    .map(|c| format!("{} {}", c.state, c.connections))
+                    .collect();
+                let _ = writeln!(o, "states: {}", states.join(", "));
+            }
         }
         if !self.ports.is_empty() {
             let ports: Vec<String> = self

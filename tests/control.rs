@@ -175,11 +175,20 @@ fn stats_sessions_flush_and_garbage_against_a_live_gateway() {
     );
     assert_eq!(after["ports"][0]["addr"], "198.19.0.1", "{after}");
     assert!(num(&after, "/ports/0/used") >= 1, "{after}");
+    // The state gauges: the ping's ICMP session (counted as it came, not by a walk).
+    let states = after["table"]["states"].as_array().expect("states");
+    assert!(
+        states
+            .iter()
+            .any(|c| c["state"] == "icmp" && c["connections"].as_u64() >= Some(1)),
+        "{after}"
+    );
     let text = gw.ctl(&["stats"]);
     let t = String::from_utf8_lossy(&text.stdout);
     assert!(
         t.contains("in0 rx")
             && t.contains("table:")
+            && t.contains("states: ")
             && t.contains("AF_XDP copy")
             && t.contains("af_xdp (in/out): rx_ring_full 0/0"),
         "{t}"
@@ -211,7 +220,7 @@ fn stats_sessions_flush_and_garbage_against_a_live_gateway() {
             "version",
         ),
         (
-            b"{\"version\":1,\"request\":{\"cmd\":\"reboot\"}}\n".to_vec(),
+            b"{\"version\":2,\"request\":{\"cmd\":\"reboot\"}}\n".to_vec(),
             "bad request",
         ),
         (

@@ -222,7 +222,18 @@ fn one_source_cannot_exceed_its_session_quota() {
         String::from_utf8_lossy(&out.stdout).starts_with("198.19.0.1:"),
         "{out:?}"
     );
-    drop(srv);
+    let mut srv = srv;
+    let _ = srv.kill();
+    let _ = srv.wait();
+    // Ended sessions give their share back at once (counted as they go, no recount).
+    let f = gw.ctl(&["flush", "--all"]);
+    assert!(f.status.success(), "{f:?}");
+    let s = gw.ctl_json(&["stats"]);
+    assert_eq!(num(&s, "/table/connections"), 0, "{s}");
+    let (mut srv, j) = parallel_connections(&lab, 8);
+    assert_eq!(j["ok"], 5, "{j}\n{}", gw.log());
+    let _ = srv.kill();
+    let _ = srv.wait();
 }
 
 #[test]

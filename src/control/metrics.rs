@@ -77,6 +77,11 @@ pub fn render(s: &Snapshot) -> String {
         "table_entries",
         "Live connections in the translation table",
     );
+    let by_state = gauge_family(
+        &mut reg,
+        "table_connections",
+        "Live connections in the translation table by state (kept as connections come and go)",
+    );
     let capacity = gauge_family(
         &mut reg,
         "table_capacity",
@@ -174,6 +179,11 @@ pub fn render(s: &Snapshot) -> String {
                 .inc_by(v);
         }
         entries.get_or_create(&Vec::new()).set(t.connections as i64);
+        for c in &t.states {
+            by_state
+                .get_or_create(&l(&[("state", &c.state)]))
+                .set(c.connections as i64);
+        }
         capacity.get_or_create(&Vec::new()).set(t.capacity as i64);
     }
     for p in &s.ports {
@@ -338,6 +348,10 @@ mod tests {
             neighbours: 1,
             table: Some(TableSnapshot {
                 connections: 3,
+                states: vec![crate::stats::StateCount {
+                    state: "established".into(),
+                    connections: 3,
+                }],
                 capacity: 1_024,
                 bytes_per_connection: 128,
                 hit: 1,

@@ -4,9 +4,9 @@
 //! One request per line, one response per line, both JSON:
 //!
 //! ```text
-//! -> {"version":1,"request":{"cmd":"sessions","filter":{"proto":"tcp"},"limit":10}}
-//! <- {"version":1,"ok":true,"result":[...]}
-//! <- {"version":1,"ok":false,"error":"unknown command ..."}
+//! -> {"version":2,"request":{"cmd":"sessions","filter":{"proto":"tcp"},"limit":10}}
+//! <- {"version":2,"ok":true,"result":{"sessions":[...],"next":65536}}
+//! <- {"version":2,"ok":false,"error":"unknown command ..."}
 //! ```
 //!
 //! Requests are limited to [`MAX_REQUEST`] bytes; a malformed or oversized request gets an
@@ -29,14 +29,20 @@ pub mod metrics;
 
 use crate::nat::proto_name;
 use crate::stats::StatsSource;
-use crate::table::{ConnState, Session, Tuple};
+use crate::table::{Session, Table, Tuple};
 
-/// Version of the protocol spoken here.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the protocol spoken here (2: `sessions` replies in pages).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest accepted request line.
 pub const MAX_REQUEST: usize = 64 * 1024;
 /// Most clients served at once.
 pub const MAX_CLIENTS: usize = 16;
+/// Most sessions in one page of a `sessions` reply.
+pub const SESSIONS_PAGE: usize = 1000;
+/// Most table slots one `sessions` page looks at (a page may hold fewer sessions than
+/// asked, with a `next` to go on from).
+pub const SESSIONS_SCAN: u32 = 1 << 16;
+
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/xnat/xnat.sock";
 
@@ -99,9 +105,12 @@ pub enum Request {
         /// Which ones.
         #[serde(default)]
         filter: Filter,
-        /// At most this many.
+        /// At most this many in this page (and never more than [`SESSIONS_PAGE`]).
         #[serde(default)]
         limit: Option<usize>,
+        /// Where the page starts: the `next` of the previous page (none: the beginning).
+        #[serde(default)]
+        cursor: Option<u32>,
     },
     /// Remove translations (both halves).
     Flush {
@@ -182,27 +191,13 @@ pub fn tuple_text(t: &Tuple) -> String {
     format!("{} -> {}", ep(t.src, t.sport), ep(t.dst, t.dport))
 }
 
-fn state_name(s: ConnState) -> &'static str {
-    match s {
-        ConnState::TcpSyn => "syn",
-        ConnState::TcpEstablished => "established",
-        ConnState::TcpClosing => "closing",
-        ConnState::Udp => "udp",
-        ConnState::Icmp => "icmp",
-        ConnState::Other => "other",
-        ConnState::TcpFinOrg => "half_closed_org",
-        ConnState::TcpFinRev => "half_closed_rev",
-        ConnState::TcpReset => "reset",
-    }
-}
-
 impl From<&Session> for SessionJson {
     fn from(s: &Session) -> Self {
         SessionJson {
             proto: proto_name(s.org.proto).to_string(),
             original: tuple_text(&s.org),
             translated: tuple_text(&s.xlate),
-            state: state_name(s.state).to_string(),
+            state: s.state.name().to_string(),
             idle_secs: s.idle_secs,
         }
     }
@@ -278,16 +273,11 @@ fn execute(
     let now = crate::nat::coarse_now();
     match req {
         Request::Stats {} => to_value(&src.snapshot_with_ports()),
-        Request::Sessions { filter, limit } => {
-            let t = table()?;
-            let list: Vec<SessionJson> = t
-                .sessions(now)
-                .filter(|s| !crate::nat::is_mapping(s) && filter.matches(s))
-                .take(limit.unwrap_or(usize::MAX))
-                .map(|s| SessionJson::from(&s))
-                .collect();
-            to_value(&list)
-        }
+        Request::Sessions {
+            filter,
+            limit,
+            cursor,
+        } => sessions_page(table()?, filter, *limit, *cursor, now),
         Request::Flush { filter } => {
             let t = table()?;
             let n = t.flush(|s| !crate::nat::is_mapping(s) && filter.matches(s));
@@ -313,6 +303,31 @@ fn execute(
                 .map_err(|_| "the gateway did not finish the reload in time".to_string())?
         }
     }
+}
+
+/// One bounded page of a listing: at most [`SESSIONS_PAGE`] sessions (and `limit`) from at
+/// most [`SESSIONS_SCAN`] slots from `cursor` on, however large and sparse the table;
+/// `next` says where the next page starts (`null`: the table is done).
+fn sessions_page(
+    t: &Table,
+    filter: &Filter,
+    limit: Option<usize>,
+    cursor: Option<u32>,
+    now: u32,
+) -> Result<serde_json::Value, String> {
+    let want = limit.unwrap_or(SESSIONS_PAGE).min(SESSIONS_PAGE);
+    let mut it = t.sessions_in(cursor.unwrap_or(0), SESSIONS_SCAN, now);
+    let mut list: Vec<SessionJson> = Vec::new();
+    while list.len() < want {
+        match it.next() {
+            Some(s) if !crate::nat::is_mapping(&s) && filter.matches(&s) => {
+                list.push(SessionJson::from(&s))
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    Ok(serde_json::json!({ "sessions": to_value(&list)?, "next": it.next_slot() }))
 }
 
 fn to_value<T: Serialize>(v: &T) -> Result<serde_json::Value, String> {
@@ -590,6 +605,51 @@ pub fn request(path: &Path, req: &Request) -> Result<serde_json::Value, ControlE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::ConnState;
+
+    #[test]
+    fn session_listings_come_in_bounded_pages_that_cover_the_table_once() {
+        use crate::table::TableConfig;
+        let t = Table::new(TableConfig::new(100_000)).unwrap();
+        let n = 2_500u32;
+        for i in 0..n {
+            let o = Tuple::new(0xC612_0000 | i, 1000, 0xC613_0063, 80, 6);
+            let x = Tuple::new(0xC613_0001, 1024 + i as u16, 0xC613_0063, 80, 6);
+            t.insert_pair(&o, &x, ConnState::TcpEstablished, 1).unwrap();
+        }
+        let mut seen = std::collections::HashSet::new();
+        let (mut cursor, mut pages) = (None, 0);
+        loop {
+            let v = sessions_page(&t, &Filter::default(), None, cursor, 1).unwrap();
+            let page = v["sessions"].as_array().unwrap();
+            assert!(page.len() <= SESSIONS_PAGE, "{}", page.len());
+            for s in page {
+                assert!(seen.insert(s["original"].to_string()), "listed twice: {s}");
+            }
+            pages += 1;
+            match v["next"].as_u64() {
+                Some(c) => cursor = Some(u32::try_from(c).unwrap()),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), n as usize);
+        // 200 000+ slots: more pages than the 3 that 2 500 sessions fill, since a page
+        // never looks at more than SESSIONS_SCAN slots.
+        assert!(pages > 3, "{pages} pages");
+        // A limit and a filter hold within a page.
+        let v = sessions_page(&t, &Filter::default(), Some(7), None, 1).unwrap();
+        assert_eq!(v["sessions"].as_array().unwrap().len(), 7);
+        let f = Filter {
+            proto: Some("udp".into()),
+            ..Filter::default()
+        };
+        let v = sessions_page(&t, &f, None, None, 1).unwrap();
+        assert!(v["sessions"].as_array().unwrap().is_empty());
+        assert!(
+            v["next"].as_u64().is_some(),
+            "one page never scans the whole table"
+        );
+    }
 
     #[test]
     fn requests_round_trip_and_reject_unknown_fields() {
@@ -600,6 +660,7 @@ mod tests {
                 port: Some(80),
             },
             limit: Some(5),
+            cursor: Some(65536),
         };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["cmd"], "sessions");

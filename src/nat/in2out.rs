@@ -67,7 +67,7 @@ impl Engine {
                 self.session_to(t, addr, port, t.dst, t.dport, state)?
             }
         };
-        self.quota.charge(t.src);
+        // The table's observer counts it against the quota (`Census`).
         Ok(hit)
     }
 

@@ -5,13 +5,14 @@
 //! Split by direction, as VPP's NAT44-ED is: `in2out` (outbound sessions, mappings, the
 //! port allocator), `out2in` (inbound sessions: port forwards and filtering), `hairpin`
 //! (inside to a NAT address), `icmp` (ICMP errors), `tcp` (TCP state), `fragments`
-//! (shallow virtual reassembly); `rules` holds the rule set and `quota` the per-source
-//! quota.
+//! (shallow virtual reassembly); `rules` holds the rule set, `quota` the per-source
+//! quota and `census` the counts kept as connections come and go.
 //!
 //! This module knows packets (through [`crate::packet`]) and the table (through
 //! [`crate::table`]) but nothing of sockets: the dataplane calls [`NatHandler`], which
 //! adds the next hop and hands the frame back.
 
+mod census;
 mod fragments;
 mod hairpin;
 mod handler;
@@ -26,6 +27,7 @@ mod tests;
 
 use std::sync::Arc;
 
+pub use census::Census;
 pub use handler::{coarse_now, NatHandler};
 pub use in2out::{is_mapping, mapping_key};
 pub use quota::Quota;

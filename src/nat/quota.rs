@@ -1,15 +1,16 @@
 //! The per-source session quota (`--max-sessions-per-source`).
 
-use crate::table::Table;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering::Relaxed};
 
 /// Per-source session quota: live outbound sessions counted per inside source address
-/// (hashed into a fixed array, so two sources may rarely share a count). Inserts add to the
-/// count at once; [`Quota::recount`], run about once a second, rebuilds it from the table
-/// so that ended sessions give their share back.
+/// (hashed into a fixed array, so two sources may rarely share a count). The counts are
+/// kept by the table's observer ([`super::census::Census`]): +1 when a session is
+/// inserted, -1 when it is removed, evicted, expires or is reaped; always kept, so that a
+/// reload that sets a limit applies at once.
 pub struct Quota {
     /// Changed by `xnat reload`; 0: unlimited.
-    limit: std::sync::atomic::AtomicU32,
-    counts: Box<[std::sync::atomic::AtomicU32]>,
+    limit: AtomicU32,
+    counts: Box<[AtomicI32]>,
 }
 
 const QUOTA_SLOTS: usize = 1 << 16;
@@ -18,59 +19,37 @@ impl Quota {
     /// A quota of `limit` sessions per source (0: unlimited).
     pub fn new(limit: u32) -> Quota {
         Quota {
-            limit: std::sync::atomic::AtomicU32::new(limit),
-            counts: (0..QUOTA_SLOTS)
-                .map(|_| std::sync::atomic::AtomicU32::new(0))
-                .collect(),
+            limit: AtomicU32::new(limit),
+            counts: (0..QUOTA_SLOTS).map(|_| AtomicI32::new(0)).collect(),
         }
     }
 
     /// The limit in force (0: unlimited).
     pub fn limit(&self) -> u32 {
-        self.limit.load(std::sync::atomic::Ordering::Relaxed)
+        self.limit.load(Relaxed)
     }
 
-    /// Changes the limit (`xnat reload`); the counts are rebuilt by the next
-    /// [`Quota::recount`].
+    /// Changes the limit (`xnat reload`).
     pub fn set_limit(&self, limit: u32) {
-        self.limit
-            .store(limit, std::sync::atomic::Ordering::Relaxed);
+        self.limit.store(limit, Relaxed);
     }
 
     #[inline]
-    fn slot(&self, src: u32) -> &std::sync::atomic::AtomicU32 {
+    fn slot(&self, src: u32) -> &AtomicI32 {
         let i = (src.wrapping_mul(0x9E37_79B1) >> 16) as usize & (self.counts.len() - 1);
         &self.counts[i]
     }
 
+    /// Whether `src` may open one more session.
     #[inline]
     pub(super) fn allows(&self, src: u32) -> bool {
         let limit = self.limit();
-        limit == 0 || self.slot(src).load(std::sync::atomic::Ordering::Relaxed) < limit
+        limit == 0 || i64::from(self.slot(src).load(Relaxed)) < i64::from(limit)
     }
 
+    /// Adds `d` to the live sessions of `src`.
     #[inline]
-    pub(super) fn charge(&self, src: u32) {
-        if self.limit() != 0 {
-            self.slot(src)
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    /// Rebuilds the counts from the live outbound (source-NAT) sessions of `table`.
-    pub fn recount(&self, table: &Table, now: u32) {
-        if self.limit() == 0 {
-            return;
-        }
-        let mut fresh = vec![0u32; self.counts.len()];
-        for s in table.sessions(now) {
-            if s.xlate.src != s.org.src && s.xlate.dst == s.org.dst && !super::is_mapping(&s) {
-                let i = (s.org.src.wrapping_mul(0x9E37_79B1) >> 16) as usize & (fresh.len() - 1);
-                fresh[i] = fresh[i].saturating_add(1);
-            }
-        }
-        for (c, f) in self.counts.iter().zip(fresh) {
-            c.store(f, std::sync::atomic::Ordering::Relaxed);
-        }
+    pub(super) fn add(&self, src: u32, d: i32) {
+        self.slot(src).fetch_add(d, Relaxed);
     }
 }
