@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use xnat::config::{nat_config, FileConfig, NatFlags};
-use xnat::nat::{make_table, Engine, Rules};
+use xnat::nat::{make_table, Census, Engine, Quota, Rules};
 use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
 
 fn flow(i: u64) -> (u32, u16, u32, u16) {
@@ -85,7 +85,11 @@ fn main() {
             })
             .0,
     );
-    let mut e = Engine::new(table, rules, 7);
+    // Counted as a running gateway counts (port use, quota): the observer's cost included.
+    let quota = Arc::new(Quota::new(0));
+    let addrs: Vec<u32> = rules.nat_addresses().iter().map(|a| a.0).collect();
+    table.attach_observer(Arc::new(Census::new(&addrs, Arc::clone(&quota))));
+    let mut e = Engine::with_quota(table, rules, quota, 7);
     e.now = 100;
     let mut buf = [0u8; 64];
     for i in 0..live {

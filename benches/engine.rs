@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use xnat::config::{nat_config, FileConfig, NatFlags};
-use xnat::nat::{make_table, Engine, Rules};
+use xnat::nat::{make_table, Census, Engine, Quota, Rules};
 use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
 
 const FRAME: usize = 64;
@@ -37,7 +37,11 @@ fn engine(capacity: u64) -> Engine {
     let cfg = nat_config(&FileConfig::default(), &flags).expect("bench config");
     let rules = Arc::new(Rules::new(&cfg, &[], None).expect("rules"));
     let table = Arc::new(make_table(&cfg).expect("table").0);
-    let mut e = Engine::new(table, rules, 0x1234_5678);
+    // Counted as a running gateway counts (port use, quota): the observer's cost included.
+    let quota = Arc::new(Quota::new(0));
+    let addrs: Vec<u32> = rules.nat_addresses().iter().map(|a| a.0).collect();
+    table.attach_observer(Arc::new(Census::new(&addrs, Arc::clone(&quota))));
+    let mut e = Engine::with_quota(table, rules, quota, 0x1234_5678);
     e.now = 100;
     e
 }

@@ -176,7 +176,7 @@ impl Table {
                     live += 1;
                     let d = t.data(slot);
                     if d[D_K1].load(Relaxed) & DIR_REV_BIT == 0 {
-                        tally.add_state(m_state_code(d[D_META].load(Relaxed)), 1);
+                        t.ctr.add_state(m_state_code(d[D_META].load(Relaxed)), 1);
                     }
                 }
             }
@@ -494,9 +494,7 @@ impl Table {
             return;
         }
         if let View::Live(s) = self.read_slot(slot) {
-            let mut t = Tally::default();
-            self.set_state_snap(slot, &s, state, &mut t);
-            self.ctr.flush(&t);
+            self.set_state_snap(slot, &s, state);
         }
     }
 
@@ -508,9 +506,7 @@ impl Table {
         }
         match self.read_slot(hit.slot) {
             View::Live(s) if s.dir() == hit.dir && s.xlate() == hit.xlate => {
-                let mut t = Tally::default();
-                self.set_state_snap(hit.slot, &s, state, &mut t);
-                self.ctr.flush(&t);
+                self.set_state_snap(hit.slot, &s, state);
                 true
             }
             _ => false,
@@ -529,7 +525,7 @@ impl Table {
             if !t.try_claim(slot, s.ctrl, c_fp(s.ctrl)) {
                 return false;
             }
-            t.retire(slot, s, None, tally);
+            t.retire(slot, s, None);
             t.free(slot, c_next(s.ctrl, c_fp(s.ctrl)));
             tally.add_halves(-1);
             true

@@ -120,7 +120,7 @@ impl Table {
                     let Some(expired) = self.rescore(v, mine, partner, now, 0) else {
                         continue;
                     };
-                    self.retire(v, &s, partner, t);
+                    self.retire(v, &s, partner);
                     if let Some((p, pb)) = partner {
                         self.free(p, pb);
                         t.add_halves(-1);
@@ -199,7 +199,7 @@ impl Table {
         }
         let (mine, partner) = self.claim_pair(v, &s)?;
         let expired = self.rescore(v, mine, partner, now, PROTECTED_MAX_SCORE)?;
-        self.retire(v, &s, partner, t);
+        self.retire(v, &s, partner);
         if let Some((p, pb)) = partner {
             self.free(p, pb);
             t.add_halves(-1);

@@ -29,20 +29,22 @@ pub trait PairObserver: Send + Sync {
 
 impl Table {
     /// Attaches the observer (once; later calls return `false`). Connections already in
-    /// the table (a resumed state file) are reported to it as inserted, by one walk: call
-    /// this before the workers start.
+    /// the table (a resumed state file) are reported to it as inserted, by one walk (none
+    /// for an empty table): call this before the workers start.
     pub fn attach_observer(&self, o: Arc<dyn PairObserver>) -> bool {
-        let now = self.clock.load(super::sync::Ordering::Relaxed);
-        for s in self.sessions(now) {
-            o.inserted(&s);
+        if !self.is_empty() {
+            let now = self.clock.load(super::sync::Ordering::Relaxed);
+            for s in self.sessions(now) {
+                o.inserted(&s);
+            }
         }
         self.observer.set(o).is_ok()
     }
 
     /// Counts the ORG half just written from `s`'s data (insert, restore).
     #[inline]
-    pub(super) fn born(&self, s: &Session, t: &mut Tally) {
-        t.add_state(s.state.code(), 1);
+    pub(super) fn born(&self, s: &Session) {
+        self.ctr.add_state(s.state.code(), 1);
         if let Some(o) = self.observer.get() {
             o.inserted(s);
         }
@@ -52,7 +54,7 @@ impl Table {
     /// the claim) whose claimed partner is `partner`: called once both are ours, before
     /// they are freed or reused. Does nothing if neither half is the ORG half (a lone REV
     /// half: its connection was retired with its ORG half).
-    pub(super) fn retire(&self, slot: u32, s: &Snap, partner: Option<(u32, u64)>, t: &mut Tally) {
+    pub(super) fn retire(&self, slot: u32, s: &Snap, partner: Option<(u32, u64)>) {
         let org = match (s.dir(), partner) {
             (Dir::Org, _) => slot,
             (Dir::Rev, Some((p, _))) => p,
@@ -60,7 +62,7 @@ impl Table {
         };
         let meta = self.seal(org);
         let code = m_state_code(meta);
-        t.add_state(code, -1);
+        self.ctr.add_state(code, -1);
         if let Some(o) = self.observer.get() {
             let mut sess = Self::session_of(s, self.clock.load(super::sync::Ordering::Relaxed));
             sess.state = ConnState::from_code(code);
@@ -97,7 +99,7 @@ impl Table {
                 }
                 continue;
             }
-            self.retire(slot, &s, partner, &mut t);
+            self.retire(slot, &s, partner);
             if let Some((p, pb)) = partner {
                 self.free(p, pb);
                 t.add_halves(-1);

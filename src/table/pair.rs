@@ -46,7 +46,7 @@ impl Table {
     pub(super) fn remove_pair_snap(&self, slot: u32, s: &Snap, t: &mut Tally) -> bool {
         match self.claim_pair(slot, s) {
             Some((mine, partner)) => {
-                self.retire(slot, s, partner, t);
+                self.retire(slot, s, partner);
                 if let Some((p, pb)) = partner {
                     self.free(p, pb);
                     t.add_halves(-1);
@@ -121,7 +121,7 @@ impl Table {
             },
             Partner::Conflict => {
                 if self.try_claim(slot, s.ctrl, c_fp(s.ctrl)) {
-                    self.retire(slot, s, None, t);
+                    self.retire(slot, s, None);
                     self.free(slot, c_next(s.ctrl, c_fp(s.ctrl)));
                     t.add_halves(-1);
                     t.inc(Ctr::Orphan);
@@ -171,7 +171,7 @@ impl Table {
                     return RestoreOutcome::Other;
                 }
                 // The partner key belongs to another connection now: we are an orphan.
-                self.retire(slot, s, None, t);
+                self.retire(slot, s, None);
                 self.free(slot, hb);
                 t.add_halves(-1);
                 t.inc(Ctr::Orphan);
@@ -193,7 +193,7 @@ impl Table {
         if pdir == Dir::Org {
             let mut sess = Self::session_of(s, now);
             sess.state = ConnState::from_code(m_state_code(meta));
-            self.born(&sess, t);
+            self.born(&sess);
         }
         self.publish(p, pb);
         self.publish(slot, hb);
@@ -337,15 +337,12 @@ impl Table {
             self.write_half(sr, r0, r1, Dir::Rev, &org.reversed(), so, meta);
             // Counted while both halves are still ours: nobody can remove (and report) the
             // connection before it is reported born.
-            self.born(
-                &Session {
-                    org: *org,
-                    xlate: *xlate,
-                    state,
-                    idle_secs: 0,
-                },
-                t,
-            );
+            self.born(&Session {
+                org: *org,
+                xlate: *xlate,
+                state,
+                idle_secs: 0,
+            });
             self.publish(sr, br);
             self.publish(so, bo);
             t.add_halves(2);
@@ -362,11 +359,11 @@ impl Table {
     }
 
     /// Sets the state of both halves; the state gauges follow the ORG half's change.
-    pub(super) fn set_state_snap(&self, slot: u32, s: &Snap, state: ConnState, t: &mut Tally) {
-        let mut count = |was: Option<u8>| {
+    pub(super) fn set_state_snap(&self, slot: u32, s: &Snap, state: ConnState) {
+        let count = |was: Option<u8>| {
             if let Some(was) = was {
-                t.add_state(was, -1);
-                t.add_state(state.code(), 1);
+                self.ctr.add_state(was, -1);
+                self.ctr.add_state(state.code(), 1);
             }
         };
         let was = self.set_meta_state(slot, m_gen(s.meta()), state);

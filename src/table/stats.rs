@@ -50,11 +50,14 @@ impl Stripe {
     }
 }
 
-/// A local tally, flushed once per public operation (one batch = one flush); `mask` marks
-/// the counters touched, so a flush costs one atomic add per counter actually used.
+/// A local tally of the outcome counters, flushed once per public operation (one batch =
+/// one flush); `mask` marks the counters touched, so a flush costs one atomic add per
+/// counter actually used. (The state gauges change rarely, on inserts, removals and state
+/// changes: they go straight to the stripe, see [`Counters::add_state`], which keeps the
+/// tally small on the lookup path.)
 #[derive(Default, Clone, Copy)]
 pub(crate) struct Tally {
-    v: [u64; NCTR],
+    v: [u64; NOUTCOMES],
     mask: u32,
 }
 
@@ -68,15 +71,6 @@ impl Tally {
     #[inline(always)]
     pub(crate) fn add_halves(&mut self, delta: i64) {
         let i = Ctr::Halves as usize;
-        self.v[i] = self.v[i].wrapping_add(delta as u64);
-        self.mask |= 1 << i;
-    }
-
-    /// Adds `delta` to the live connections in state `code` (the gauge of ORG halves per
-    /// state: +1 when an ORG half is written, -1 when one is removed, -1/+1 on a change).
-    #[inline(always)]
-    pub(crate) fn add_state(&mut self, code: u8, delta: i64) {
-        let i = NOUTCOMES + (code as usize & (NSTATES - 1));
         self.v[i] = self.v[i].wrapping_add(delta as u64);
         self.mask |= 1 << i;
     }
@@ -130,6 +124,14 @@ impl Counters {
             s.0[i].fetch_add(t.v[i], Ordering::Relaxed);
             m &= m - 1;
         }
+    }
+
+    /// Adds `delta` to the live connections in state `code` (the gauge of ORG halves per
+    /// state: +1 when an ORG half is written, -1 when one is removed, -1/+1 on a change).
+    #[inline]
+    pub(crate) fn add_state(&self, code: u8, delta: i64) {
+        let i = NOUTCOMES + (code as usize & (NSTATES - 1));
+        self.stripes[my_stripe()].0[i].fetch_add(delta as u64, Ordering::Relaxed);
     }
 
     fn sum(&self, c: Ctr) -> u64 {
