@@ -445,6 +445,19 @@ fn start(s: &Settings) -> Started {
 }
 
 fn run(a: &RunArgs) -> i32 {
+    // Before anything else: a SIGHUP (reload) or SIGTERM arriving while the gateway starts
+    // is remembered and acted on once it runs, instead of ending the process half-started.
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGINT, &term),
+        (signal_hook::consts::SIGTERM, &term),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
+            tracing::warn!(error = %e, "could not install a signal handler");
+        }
+    }
     let s = match settings(a) {
         Ok(s) => s,
         Err(msg) => {
@@ -520,18 +533,9 @@ fn run(a: &RunArgs) -> i32 {
         control = %s.control.display(),
         "xnat running"
     );
+    // Under systemd (Type=notify): started now; a reload asked meanwhile was held back.
+    crate::notify::notify("READY=1");
 
-    let term = Arc::new(AtomicBool::new(false));
-    let hup = Arc::new(AtomicBool::new(false));
-    for (sig, flag) in [
-        (signal_hook::consts::SIGINT, &term),
-        (signal_hook::consts::SIGTERM, &term),
-        (signal_hook::consts::SIGHUP, &hup),
-    ] {
-        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
-            tracing::warn!(error = %e, "could not install a signal handler");
-        }
-    }
     let mut next_drain = Instant::now();
     let mut prev: Option<Snapshot> = None;
     let mut next_report = Instant::now() + interval;

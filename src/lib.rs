@@ -8,7 +8,8 @@
 //! - [`nat`]: SNAT/DNAT rules, port allocation, translation; [`config`]: file + flags.
 //! - [`state`]: the table's state file (one gateway per file, what became of the last table).
 //! - [`stats`]: point-in-time counters for logs and the CLI; [`control`]: the control socket.
-//! - [`cli`]: command-line types; [`app`]: what each command does.
+//! - [`cli`]: command-line types; [`app`]: what each command does; [`notify`]: readiness
+//!   for the service manager.
 //! - [`logging`]: NAT event logs (IPFIX, syslog) from the workers to a collector.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -21,6 +22,7 @@ pub mod dataplane;
 pub mod fuzzing;
 pub mod logging;
 pub mod nat;
+pub mod notify;
 pub mod packet;
 pub mod reload;
 pub mod router;

@@ -231,3 +231,118 @@ fn settings_that_need_a_restart_are_named_and_keep_their_running_value() {
     let _ = srv.kill();
     let _ = srv.wait();
 }
+
+/// `systemctl reload` (SIGHUP) while the gateway is still starting: taken as a reload once
+/// it runs, never the default action of SIGHUP (ending the process).
+#[test]
+fn a_sighup_while_starting_is_a_reload_not_an_exit() {
+    let lab = Lab::up("hupstart", 1);
+    let cfg = lab.dir.join("xnat.toml");
+    let cfg_s = cfg.to_string_lossy().to_string();
+    write(&cfg, &config(&[(40001, 7001)]));
+    let (mut child, stats) = spawn_gateway(&lab, &cfg_s, &[]);
+    let pid = child.id();
+    // From the moment xnat logs its first step of starting (the table, before XDP and the
+    // sockets), a SIGHUP every 5 ms until the gateway runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !lab.read("xnat.log").contains("translation table allocated") {
+        assert!(
+            std::time::Instant::now() < deadline && matches!(child.try_wait(), Ok(None)),
+            "{}",
+            lab.read("xnat.log")
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut sent = 0;
+    while !stats.exists() && std::time::Instant::now() < deadline {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(5));
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!(
+                "xnat ended after {sent} SIGHUP(s) while starting ({st}): {}",
+                lab.read("xnat.log")
+            );
+        }
+    }
+    assert!(
+        stats.exists(),
+        "xnat did not start: {}",
+        lab.read("xnat.log")
+    );
+    // Still running, and the SIGHUP was taken as a reload.
+    assert!(
+        wait_for(Duration::from_secs(5), || lab
+            .read("xnat.log")
+            .contains("configuration reloaded")),
+        "{}",
+        lab.read("xnat.log")
+    );
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "{}",
+        lab.read("xnat.log")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `xnat run --config CFG` in the gateway namespace with `env` set (`NAME=value`), not
+/// waiting for it; returns the child and the stats file that appears once it runs.
+fn spawn_gateway(lab: &Lab, cfg: &str, env: &[&str]) -> (std::process::Child, std::path::PathBuf) {
+    let stats = lab.dir.join("stats.json");
+    let stats_s = stats.to_string_lossy().to_string();
+    let control = lab.dir.join("xnat.sock");
+    let control_s = control.to_string_lossy().to_string();
+    let mut args = vec!["env"];
+    args.extend_from_slice(env);
+    args.extend_from_slice(&[
+        xnat_bin(),
+        "run",
+        "--config",
+        cfg,
+        "--no-state-file",
+        "--stats-interval",
+        "0.2",
+        "--stats-file",
+        &stats_s,
+        "--control",
+        &control_s,
+    ]);
+    (lab.spawn("gw", &args, "xnat.log"), stats)
+}
+
+/// Under systemd (`Type=notify`) the gateway says READY=1 once it runs: its control socket
+/// answers by then.
+#[test]
+fn the_service_manager_hears_ready_once_the_gateway_answers() {
+    let lab = Lab::up("notify", 1);
+    let cfg = lab.dir.join("xnat.toml");
+    let cfg_s = cfg.to_string_lossy().to_string();
+    write(&cfg, &config(&[]));
+    let sock = lab.dir.join("notify.sock");
+    let rx = std::os::unix::net::UnixDatagram::bind(&sock).expect("notify socket");
+    rx.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let env = format!("NOTIFY_SOCKET={}", sock.display());
+    let (mut child, _) = spawn_gateway(&lab, &cfg_s, &[&env]);
+    let mut buf = [0u8; 256];
+    let got = rx.recv(&mut buf);
+    let n = got.unwrap_or_else(|e| panic!("no READY=1 ({e}): {}", lab.read("xnat.log")));
+    assert_eq!(&buf[..n], b"READY=1");
+    let control = lab.dir.join("xnat.sock");
+    let out = lab.exec(
+        "gw",
+        &[
+            xnat_bin(),
+            "stats",
+            "--json",
+            "--control",
+            &control.to_string_lossy(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
