@@ -102,6 +102,8 @@ pub struct Settings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Router settings (both modes).
     pub router: crate::router::RouterConfig,
+    /// Translation logs (NAT mode).
+    pub logging: Option<crate::logging::LogSettings>,
 }
 
 /// Merges the configuration file (if any) with the flags; flags win.
@@ -218,7 +220,13 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
             .map_err(|e| format!("invalid dataplane.clamp_mss = {v:?}: {e}"))?,
         (None, None) => crate::router::MssClamp::Off,
     };
+    let logging = crate::logging::log_settings(
+        &file.logging,
+        a.log_format.as_deref(),
+        a.log_collector.as_deref(),
+    )?;
     Ok(Settings {
+        logging,
         metrics_listen,
         control,
         mode,
@@ -308,6 +316,12 @@ fn check_config(path: &std::path::Path) -> i32 {
             for line in s.nat.iter().flat_map(|n| n.describe_pools()) {
                 println!("  {line}");
             }
+            if let Some(l) = &s.logging {
+                println!(
+                    "  translation logs: {:?} to {}, events {:?}, destinations {}",
+                    l.cfg.format, l.cfg.collector, l.events, l.cfg.destinations
+                );
+            }
             0
         }
         Err(msg) => {
@@ -393,23 +407,62 @@ fn start(s: &Settings) -> Started {
             let t2 = Arc::clone(&table);
             let quota = Arc::new(Quota::new(nat.max_sessions_per_source));
             let q2 = Arc::clone(&quota);
+            // Translation logs: one ring per worker, one more for the other threads.
+            let (logger, mut rings, events) = match &s.logging {
+                None => (None, Vec::new(), None),
+                Some(l) => {
+                    let cfg = crate::logging::LogConfig {
+                        workers: s.dataplane.queues.len() + 1,
+                        ..l.cfg.clone()
+                    };
+                    let (logger, mut rings) = crate::logging::Logger::start(cfg)
+                        .map_err(|e| (e.to_string(), EXIT_BAD_INPUT))?;
+                    let shared = rings
+                        .pop()
+                        .ok_or(("no logging ring".to_string(), EXIT_FAILURE))?;
+                    let events = Arc::new(crate::logging::EventLog::new(shared, l.events));
+                    tracing::info!(
+                        format = ?l.cfg.format,
+                        collector = %l.cfg.collector,
+                        events = ?l.events,
+                        "translation logs on"
+                    );
+                    let rings: Vec<_> = rings.into_iter().map(Arc::new).collect();
+                    (Some(logger), rings, Some(events))
+                }
+            };
             // The counts stats, metrics and the quota read (never a walk of the table per
             // scrape): attached before any worker runs; a resumed table's connections are
             // counted in by one walk here.
-            let census = Arc::new(Census::new(
+            let mut census = Census::new(
                 &nat_addr_sizes(nat, &s.dataplane.outside)
                     .iter()
                     .map(|a| a.0)
                     .collect::<Vec<_>>(),
                 Arc::clone(&quota),
-            ));
+            );
+            if let Some(ev) = &events {
+                census = census.with_log(Arc::clone(ev));
+            }
+            let census = Arc::new(census);
             table.attach_observer(census.clone());
             let dp = Dataplane::start(&s.dataplane, steer, |q, nh, ports| {
                 let seed =
                     0x9E37_79B9_7F4A_7C15u64 ^ (u64::from(q) << 32) ^ u64::from(std::process::id());
-                let engine =
+                let mut engine =
                     Engine::following(Arc::clone(&t2), Arc::clone(&live), Arc::clone(&q2), seed);
-                NatHandler::new(engine, nh, ports, s.router)
+                let h = match &events {
+                    Some(ev) => {
+                        engine.set_log(Arc::clone(ev));
+                        NatHandler::new(engine, nh, ports, s.router)
+                    }
+                    None => NatHandler::new(engine, nh, ports, s.router),
+                };
+                // Workers are made in queue order: each takes the next ring.
+                match rings.is_empty() {
+                    true => h,
+                    false => h.with_log_ring(rings.remove(0)),
+                }
             })
             .map_err(dp_err)?;
             // The background sweep: removes expired connections (counting them out), a
@@ -436,6 +489,7 @@ fn start(s: &Settings) -> Started {
                 live,
                 quota,
                 census,
+                logger,
                 table: Arc::clone(&table),
                 installed: steer_map,
             };
@@ -492,8 +546,12 @@ fn run(a: &RunArgs) -> i32 {
         .map(|n| nat_addr_sizes(n, &s.dataplane.outside))
         .unwrap_or_default();
     let census = nat_parts.as_ref().map(|p| Arc::clone(&p.census));
+    let log_stats = nat_parts
+        .as_ref()
+        .and_then(|p| p.logger.as_ref().map(|l| l.reader()));
     let source = StatsSource::new(&dp, mode, table, started)
         .with_census(census)
+        .with_log_stats(log_stats)
         .with_nat_addrs(nat_addrs);
     let mut reloader = crate::reload::Reloader::new(a.clone(), &s, nat_parts);
     let (reload_tx, reload_rx) = crossbeam::channel::bounded::<crate::control::MainRequest>(4);

@@ -253,6 +253,13 @@ pub struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9469). Default: off.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Translation logs (CGN): `ipfix` or `syslog` (the other keys are in `[logging]` of
+    /// the file) [default: off].
+    #[arg(long, value_name = "FORMAT", help_heading = "Translation logs")]
+    pub log_format: Option<String>,
+    /// Where translation logs go: the collector's ADDR:PORT (UDP).
+    #[arg(long, value_name = "ADDR:PORT", help_heading = "Translation logs")]
+    pub log_collector: Option<String>,
 }
 
 impl RunArgs {
@@ -274,6 +281,8 @@ impl RunArgs {
             max_sessions_per_source: None,
             mapping: None,
             filtering: None,
+            log_format: None,
+            log_collector: None,
             queues: None,
             cores: Vec::new(),
             xdp_mode: None,

@@ -318,6 +318,43 @@ pub struct FileConfig {
     /// Control plane.
     #[serde(default)]
     pub control: ControlFile,
+    /// Translation logs (CGN).
+    #[serde(default)]
+    pub logging: LoggingFile,
+}
+
+/// The `[logging]` section: translation logs to an IPFIX or syslog collector (see
+/// [`crate::logging::settings`] for the defaults and ranges).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingFile {
+    /// `ipfix` or `syslog`; absent: no translation logs.
+    pub format: Option<String>,
+    /// `ADDR:PORT` of the collector.
+    pub collector: Option<String>,
+    /// Local `ADDR:PORT` to send from.
+    pub source: Option<String>,
+    /// Add destination address and port to session events.
+    pub destinations: Option<bool>,
+    /// What is logged: `sessions` (one record per session created and deleted) or
+    /// `none` (only exhaustion and quota events).
+    pub events: Option<String>,
+    /// Events each worker's ring holds.
+    pub ring_size: Option<u64>,
+    /// Largest IPFIX message, bytes.
+    pub mtu: Option<u64>,
+    /// Longest wait of a record in a partial message, milliseconds.
+    pub flush_interval_ms: Option<u64>,
+    /// Templates resent at least this often, seconds.
+    pub template_refresh_secs: Option<u64>,
+    /// And after this many messages.
+    pub template_refresh_messages: Option<u64>,
+    /// IPFIX observation domain ID.
+    pub observation_domain: Option<u64>,
+    /// Syslog facility (0..=23).
+    pub syslog_facility: Option<u64>,
+    /// Syslog HOSTNAME.
+    pub hostname: Option<String>,
 }
 
 impl FileConfig {

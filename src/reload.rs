@@ -148,6 +148,7 @@ fn restart_only(s: &Settings) -> Vec<(&'static str, String)> {
         ("control.socket", format!("{:?}", s.control)),
         ("control.metrics_listen", format!("{:?}", s.metrics_listen)),
         ("control.stats_interval", format!("{:?}", s.stats_interval)),
+        ("logging", format!("{:?}", s.logging)),
     ];
     if let Some(n) = &s.nat {
         v.extend([
@@ -169,6 +170,9 @@ pub struct NatParts {
     /// The counts kept as connections come and go (new NAT addresses are declared to it
     /// before any connection can use them).
     pub census: Arc<crate::nat::Census>,
+    /// The translation logger, if on (kept running for the gateway's life; the logging
+    /// settings need a restart).
+    pub logger: Option<crate::logging::Logger>,
     /// The table (to see which removed rules are still in use).
     pub table: Arc<Table>,
     /// What the steering maps hold now.

@@ -154,6 +154,9 @@ pub struct Snapshot {
     /// NAT ports in use per NAT address (NAT mode).
     #[serde(default)]
     pub ports: Vec<PortUsage>,
+    /// Translation logs (when on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<crate::logging::LogStats>,
 }
 
 /// How many ports of a NAT address live sessions use.
@@ -268,6 +271,8 @@ pub struct StatsSource {
     nat_addrs: Arc<std::sync::Mutex<Vec<(u32, u32)>>>,
     /// Ports in use per NAT address (NAT mode).
     census: Option<Arc<crate::nat::Census>>,
+    /// The translation logger's counters (when on).
+    log: Option<crate::logging::StatsReader>,
 }
 
 impl StatsSource {
@@ -286,6 +291,12 @@ impl StatsSource {
             Ok(mut v) => *v = addrs,
             Err(p) => *p.into_inner() = addrs,
         }
+    }
+
+    /// Reports the translation logger's counters from `log` (when on).
+    pub fn with_log_stats(mut self, log: Option<crate::logging::StatsReader>) -> Self {
+        self.log = log;
+        self
     }
 
     /// Counts ports in use from `census` (NAT mode).
@@ -327,6 +338,7 @@ impl StatsSource {
             started,
             nat_addrs: Arc::new(std::sync::Mutex::new(Vec::new())),
             census: None,
+            log: None,
         }
     }
 
@@ -373,6 +385,7 @@ impl StatsSource {
             neighbours: self.next_hops.snapshot().neighbours(),
             table: self.table().map(TableSnapshot::take),
             ports: Vec::new(),
+            logging: self.log.as_ref().map(|r| r.read()),
         }
     }
 }
@@ -524,6 +537,13 @@ impl Snapshot {
                     .collect();
                 let _ = writeln!(o, "states: {}", states.join(", "));
             }
+        }
+        if let Some(lg) = &self.logging {
+            let _ = writeln!(
+                o,
+                "logs: {} record(s) sent in {} message(s) | dropped {} (rings full) | send errors {} ({} record(s) lost) | queued {}",
+                lg.records_sent, lg.messages_sent, lg.dropped, lg.send_errors, lg.records_lost, lg.queued
+            );
         }
         if !self.ports.is_empty() {
             let ports: Vec<String> = self

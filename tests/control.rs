@@ -108,6 +108,15 @@ fn check_config_accepts_the_sample_and_names_bad_keys() {
         ("[interfaces]\ninside='a'\noutside='b'\n[dataplane]\nxdp_mode='turbo'\n[nat]\nmasquerade=true\n", "dataplane.xdp_mode"),
         ("[interfaces]\ninside='a'\n[nat]\nmasquerade=true\n", "outside"),
         ("this is not toml", "config"),
+        (
+            "[interfaces]\ninside='a'\noutside='b'\n[nat]\nmasquerade=true\n[logging]\nformat='ipfix'\ncollector='198.19.0.2:4739'\nmtu=20\n",
+            "logging.mtu = 20",
+        ),
+        (
+            "[interfaces]\ninside='a'\noutside='b'\n[nat]\nmasquerade=true\n[logging]\nformat='ipfix'\ncollector='198.19.0.2'\n",
+            "logging.collector",
+        ),
+        ("[interfaces]\ninside='a'\noutside='b'\n[nat]\nmasquerade=true\n[logging]\nformatt='ipfix'\n", "formatt"),
     ];
     // A forward inside the pool's range: accepted, its port reserved out of the pool.
     let f = dir.join("reserved.toml");

@@ -5,6 +5,8 @@
 //! nfcapd must be installed (`scripts/deps.sh` installs `nfdump`); the tests fail when it
 //! is missing unless `XNAT_SKIP_NFDUMP=1` is set, in which case they say so and pass.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -51,6 +53,11 @@ struct Nfcapd {
 
 impl Nfcapd {
     fn start(tag: &str, port: u16) -> Nfcapd {
+        Self::start_in(None, "127.0.0.1", tag, port)
+    }
+
+    /// nfcapd on `bind:port`, in network namespace `netns` if given (a lab host).
+    fn start_in(netns: Option<&str>, bind: &str, tag: &str, port: u16) -> Nfcapd {
         let dir =
             std::env::temp_dir().join(format!("xnat-nfcapd-{}-{tag}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -58,10 +65,18 @@ impl Nfcapd {
         let log = std::fs::File::create(dir.join("nfcapd.log")).expect("log");
         let log2 = log.try_clone().expect("log");
         std::fs::create_dir_all(dir.join("flows")).expect("flows dir");
-        let child = Command::new("nfcapd")
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "nfcapd"]);
+                c
+            }
+            None => Command::new("nfcapd"),
+        };
+        let child = cmd
             .arg("-w")
             .arg(dir.join("flows"))
-            .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-t", "3600"])
+            .args(["-b", bind, "-p", &port.to_string(), "-t", "3600"])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -74,8 +89,24 @@ impl Nfcapd {
         };
         // Ready once its socket is bound: the port is taken.
         let deadline = Instant::now() + Duration::from_secs(10);
+        let bound = || match netns {
+            None => UdpSocket::bind(("127.0.0.1", port)).is_err(),
+            Some(ns) => Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    ns,
+                    "ss",
+                    "-Hlun",
+                    "sport",
+                    "=",
+                    &format!(":{port}"),
+                ])
+                .output()
+                .is_ok_and(|o| !o.stdout.is_empty()),
+        };
         loop {
-            if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            if bound() {
                 break;
             }
             if let Some(ch) = c.child.as_mut() {
@@ -565,4 +596,94 @@ fn nfacctd_decodes_port_ranges() {
         assert!(hit, "event {ev} {b:?} not decoded: {lines:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The gateway itself logs to a collector in the outside namespace: every connection of
+/// two inside hosts arrives as a session create record with the inside address and port
+/// and the NAT address and port the server saw, and, once flushed, as a delete record.
+#[test]
+fn the_gateway_logs_sessions_to_a_collector_across_the_lab() {
+    if !have_nfdump() {
+        return;
+    }
+    let lab = common::Lab::up("natlog", 1);
+    let mut c = Nfcapd::start_in(Some(&lab.ns("srv")), "198.19.0.2", "lab", 4739);
+    let gw = common::Gateway::start(
+        &lab,
+        &[
+            "--snat",
+            "198.19.0.1",
+            "--log-format",
+            "ipfix",
+            "--log-collector",
+            "198.19.0.2:4739",
+        ],
+    );
+    assert!(lab
+        .exec(
+            "cli",
+            &["ip", "addr", "add", "198.18.0.3/24", "dev", "eth0"]
+        )
+        .status
+        .success());
+    let conns = common::tool("conns.py");
+    let mut srv = lab.spawn(
+        "srv",
+        &["python3", &conns, "server", "198.19.0.2", "9000", "30"],
+        "conns-srv.log",
+    );
+    assert!(common::wait_for(Duration::from_secs(10), || lab
+        .sh("srv", "ss -ltn | grep -q ':9000 '")
+        .status
+        .success()));
+    // (inside address, inside port, NAT port) of each connection, as both ends saw it.
+    let mut seen = Vec::new();
+    for inside in ["198.18.0.2", "198.18.0.3"] {
+        for _ in 0..3 {
+            let py = format!(
+                "import socket; s=socket.create_connection(('198.19.0.2',9000),timeout=5,source_address=('{inside}',0)); print(s.getsockname()[1], s.recv(100).decode().strip())"
+            );
+            let out = lab.exec("cli", &["python3", "-c", &py]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let (iport, peer) = text
+                .trim()
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("{out:?}"));
+            let (nat, nport) = peer.split_once(':').unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(nat, "198.19.0.1", "{text}");
+            seen.push((inside.to_string(), iport.to_string(), nport.to_string()));
+        }
+    }
+    // Every session ends: delete records.
+    assert!(gw.ctl(&["flush", "--all"]).status.success());
+    // The logger flushes partial messages within a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    let stats = gw.ctl_json(&["stats"]);
+    let sent = stats["logging"]["records_sent"].as_u64().unwrap_or(0);
+    assert!(sent >= 12, "{stats}");
+    assert_eq!(stats["logging"]["dropped"], 0, "{stats}");
+    let recs = c.stop_and_read();
+    for (inside, iport, nport) in &seen {
+        for ev in [
+            nat_event::NAT44_SESSION_CREATE,
+            nat_event::NAT44_SESSION_DELETE,
+        ] {
+            let found = find(&recs, |r| {
+                get(r, "nat_event_id") == ev.to_string()
+                    && get(r, "src4_addr") == inside
+                    && get(r, "src_port") == iport
+                    && get(r, "src4_xlt_ip") == "198.19.0.1"
+                    && get(r, "src_xlt_port") == nport
+                    && get(r, "proto") == "6"
+            });
+            assert_eq!(
+                found.len(),
+                1,
+                "event {ev} of {inside}:{iport} -> 198.19.0.1:{nport} in {} records: {recs:?}",
+                recs.len()
+            );
+        }
+    }
+    let _ = srv.kill();
+    let _ = srv.wait();
 }

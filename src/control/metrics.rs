@@ -193,6 +193,41 @@ pub fn render(s: &Snapshot) -> String {
             .get_or_create(&l(&[("addr", &a)]))
             .set(i64::from(p.size));
     }
+    if let Some(lg) = &s.logging {
+        let records = counter_family(
+            &mut reg,
+            "log_records",
+            "Translation log records (IPFIX records or syslog lines): sent, dropped (a worker's ring was full), lost (in a datagram whose send failed)",
+        );
+        for (outcome, v) in [
+            ("sent", lg.records_sent),
+            ("dropped", lg.dropped),
+            ("lost", lg.records_lost),
+        ] {
+            records.get_or_create(&l(&[("outcome", outcome)])).inc_by(v);
+        }
+        let messages = counter_family(
+            &mut reg,
+            "log_messages",
+            "Translation log datagrams: sent, failed, and those that carried the IPFIX templates",
+        );
+        for (outcome, v) in [
+            ("sent", lg.messages_sent),
+            ("failed", lg.send_errors),
+            ("templates", lg.template_messages),
+        ] {
+            messages
+                .get_or_create(&l(&[("outcome", outcome)]))
+                .inc_by(v);
+        }
+        gauge_family(
+            &mut reg,
+            "log_queued",
+            "Translation log events waiting in the rings",
+        )
+        .get_or_create(&Vec::new())
+        .set(lg.queued as i64);
+    }
     let xdp_modes = format!("{}/{}", s.info.xdp_mode[0], s.info.xdp_mode[1]);
     info.get_or_create(&l(&[
         ("mode", &s.mode),
@@ -369,6 +404,15 @@ mod tests {
                 used: 3,
                 size: 64_512,
             }],
+            logging: Some(crate::logging::LogStats {
+                dropped: 1,
+                queued: 1,
+                records_sent: 1,
+                messages_sent: 1,
+                send_errors: 1,
+                records_lost: 1,
+                template_messages: 1,
+            }),
         }
     }
 

@@ -179,7 +179,7 @@ struct Counters {
 }
 
 /// Logging counters at one point in time.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogStats {
     /// Events dropped by the workers because their ring was full (sum of all rings).
     pub dropped: u64,

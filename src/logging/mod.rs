@@ -18,15 +18,19 @@
 //! assert_eq!(stats.dropped, 0);
 //! ```
 
+mod emit;
 mod event;
 pub mod ipfix;
 mod logger;
+pub mod settings;
 pub mod syslog;
 
+pub use emit::EventLog;
 pub use event::{
     nat_event, now_ms, EventKind, NatEvent, PortBlock, Session, KINDS, QUOTA_MAX_ENTRIES_PER_USER,
 };
 pub use logger::{Format, LogConfig, LogStats, Logger, StatsReader, WorkerLog};
+pub use settings::{log_settings, Events, LogSettings};
 
 use std::net::SocketAddr;
 

@@ -1,10 +1,13 @@
 //! Counts kept as connections come and go (the table's [`PairObserver`]): ports in use per
 //! NAT address and live outbound sessions per inside source (the quota). Stats, metrics
-//! and the quota read these in constant time; nothing walks the table to count.
+//! and the quota read these in constant time; nothing walks the table to count. With
+//! translation logs on, it also logs every session created and deleted (whoever removes
+//! it: a worker's eviction, the reaper, a flush), so the log knows when a session ended.
 
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
+use crate::logging::{EventKind, EventLog, Session as LogSession};
 use crate::table::{PairObserver, Session};
 
 use super::quota::Quota;
@@ -13,6 +16,8 @@ use super::quota::Quota;
 pub struct Census {
     addrs: AddrGauges,
     quota: Arc<Quota>,
+    /// Session create and delete events (translation logs), if wanted.
+    log: Option<Arc<EventLog>>,
 }
 
 impl Census {
@@ -22,9 +27,18 @@ impl Census {
         let c = Census {
             addrs: AddrGauges::with_room(addrs.len().saturating_mul(4).max(1024)),
             quota,
+            log: None,
         };
         c.declare(addrs);
         c
+    }
+
+    /// Logs every session created and deleted to `log` (if it wants sessions).
+    pub fn with_log(mut self, log: Arc<EventLog>) -> Census {
+        if log.sessions() {
+            self.log = Some(log);
+        }
+        self
     }
 
     /// Declares NAT addresses to count ports for (a reload, a new masquerade address).
@@ -49,6 +63,16 @@ impl Census {
 
     fn account(&self, s: &Session, d: i64) {
         let mapping = super::is_mapping(s);
+        // Source translations only: who held a NAT address:port (port forwards are static
+        // configuration; mapping and filter entries are not sessions).
+        if let (Some(log), false, true) = (&self.log, mapping, s.xlate.src != s.org.src) {
+            let ls = LogSession::from_tuples(&s.org, &s.xlate);
+            log.emit(if d > 0 {
+                EventKind::SessionCreate(ls)
+            } else {
+                EventKind::SessionDelete(ls)
+            });
+        }
         if s.xlate.src != s.org.src && s.xlate.dst == s.org.dst && !mapping {
             self.quota.add(s.org.src, d as i32);
         }

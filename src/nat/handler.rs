@@ -79,6 +79,8 @@ pub struct NatHandler {
     /// (it costs a second parse per packet). Re-decided once a second.
     prefetching: bool,
     decided_at: u32,
+    /// This worker's translation-log ring, bound to its thread at the first batch.
+    log_ring: Option<std::sync::Arc<crate::logging::WorkerLog>>,
 }
 
 /// Live connections above which batches are prefetched (the table then no longer fits in
@@ -113,7 +115,15 @@ impl NatHandler {
             saved: [0; SAVED],
             prefetching: false,
             decided_at: u32::MAX,
+            log_ring: None,
         }
+    }
+
+    /// Events noticed on this worker's thread (sessions ending by eviction, exhaustion)
+    /// go to `ring`.
+    pub fn with_log_ring(mut self, ring: std::sync::Arc<crate::logging::WorkerLog>) -> Self {
+        self.log_ring = Some(ring);
+        self
     }
 
     /// Routes a translated frame (TTL already decremented) to next hop `hop` out of
@@ -221,6 +231,10 @@ impl NatHandler {
 
 impl Handler for NatHandler {
     fn begin_batch(&mut self) {
+        if let Some(ring) = self.log_ring.take() {
+            // On the worker's own thread, once.
+            crate::logging::EventLog::bind_thread(ring);
+        }
         self.engine.refresh_rules();
         let changed = self.nh.refresh();
         self.engine.now = coarse_now();

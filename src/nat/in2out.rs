@@ -55,6 +55,11 @@ impl Engine {
     /// An outbound session for `t` (from the inside, to a destination outside).
     pub(super) fn create_snat(&mut self, t: &Tuple, p: &Parsed) -> Result<Hit, Refused> {
         if !self.quota.allows(t.src) {
+            let limit = self.quota.limit();
+            self.report(crate::logging::EventKind::QuotaExceeded {
+                inside: t.src,
+                limit,
+            });
             return Err(Refused::Nat(NatDrop::QuotaExceeded));
         }
         let state = state_for(t.proto, p.tcp_flags());
@@ -249,6 +254,7 @@ impl Engine {
             }
             tries += 1;
             if tries >= RANDOM_TRIES + span.min(1024) || tries >= span + RANDOM_TRIES {
+                self.report(crate::logging::EventKind::PortsExhausted { nat: x.src });
                 return Err(Refused::Nat(NatDrop::PortsExhausted));
             }
             candidate = if tries < RANDOM_TRIES {

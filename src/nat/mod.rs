@@ -104,7 +104,16 @@ pub struct Engine {
     rng: u64,
     /// Coarse clock in seconds, set by the caller once per batch.
     pub now: u32,
+    /// Translation logs (exhaustion and quota events; sessions are logged by the census).
+    log: Option<Arc<crate::logging::EventLog>>,
+    /// Exhaustion and quota events this worker may still log in second `log_second`.
+    log_budget: u32,
+    log_second: u32,
 }
+
+/// Most exhaustion and quota events one worker logs per second (a flood of refused
+/// connections must not flood the collector; the drops are counted anyway).
+const LOG_EVENTS_PER_SECOND: u32 = 64;
 
 impl Engine {
     /// An engine for one worker; `seed` decorrelates the workers' port choices.
@@ -126,6 +135,27 @@ impl Engine {
             quota,
             rng: seed | 1,
             now: 0,
+            log: None,
+            log_budget: 0,
+            log_second: u32::MAX,
+        }
+    }
+
+    /// Logs exhaustion and quota events to `log`.
+    pub fn set_log(&mut self, log: Arc<crate::logging::EventLog>) {
+        self.log = Some(log);
+    }
+
+    /// Logs an exhaustion or quota event, at most [`LOG_EVENTS_PER_SECOND`] a second.
+    fn report(&mut self, kind: crate::logging::EventKind) {
+        let Some(log) = &self.log else { return };
+        if self.log_second != self.now {
+            self.log_second = self.now;
+            self.log_budget = LOG_EVENTS_PER_SECOND;
+        }
+        if self.log_budget > 0 {
+            self.log_budget -= 1;
+            log.emit(kind);
         }
     }
 
