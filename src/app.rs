@@ -183,6 +183,8 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
                 evict_established: a.evict_established,
                 state_file: a.state_file.clone(),
                 no_state_file: a.no_state_file,
+                port_block_size: a.port_block_size,
+                port_blocks_per_subscriber: a.port_blocks_per_subscriber,
                 max_sessions_per_source: a.max_sessions_per_source,
                 mapping: a.mapping.clone(),
                 filtering: a.filtering.clone(),
@@ -420,11 +422,19 @@ fn start(s: &Settings) -> Started {
                     let shared = rings
                         .pop()
                         .ok_or(("no logging ring".to_string(), EXIT_FAILURE))?;
-                    let events = Arc::new(crate::logging::EventLog::new(shared, l.events));
+                    // With port blocks one record per block replaces one per session,
+                    // unless sessions are asked for explicitly.
+                    let what = l.events.unwrap_or(if nat.port_blocks.is_some() {
+                        crate::logging::Events::None
+                    } else {
+                        crate::logging::Events::Sessions
+                    });
+                    let events = Arc::new(crate::logging::EventLog::new(shared, what));
                     tracing::info!(
                         format = ?l.cfg.format,
                         collector = %l.cfg.collector,
-                        events = ?l.events,
+                        events = ?what,
+                        port_blocks = nat.port_blocks.is_some(),
                         "translation logs on"
                     );
                     let rings: Vec<_> = rings.into_iter().map(Arc::new).collect();
@@ -444,6 +454,18 @@ fn start(s: &Settings) -> Started {
             if let Some(ev) = &events {
                 census = census.with_log(Arc::clone(ev));
             }
+            // Port blocks: the subscribers' blocks, counted by the census, logged once per
+            // block.
+            let blocks = nat.port_blocks.map(|cfg| {
+                let mut b = crate::nat::PortBlocks::new(cfg, &rules.pool_addresses());
+                if let Some(ev) = &events {
+                    b = b.with_log(Arc::clone(ev));
+                }
+                Arc::new(b)
+            });
+            if let Some(b) = &blocks {
+                census = census.with_blocks(Arc::clone(b));
+            }
             let census = Arc::new(census);
             table.attach_observer(census.clone());
             let dp = Dataplane::start(&s.dataplane, steer, |q, nh, ports| {
@@ -451,13 +473,13 @@ fn start(s: &Settings) -> Started {
                     0x9E37_79B9_7F4A_7C15u64 ^ (u64::from(q) << 32) ^ u64::from(std::process::id());
                 let mut engine =
                     Engine::following(Arc::clone(&t2), Arc::clone(&live), Arc::clone(&q2), seed);
-                let h = match &events {
-                    Some(ev) => {
-                        engine.set_log(Arc::clone(ev));
-                        NatHandler::new(engine, nh, ports, s.router)
-                    }
-                    None => NatHandler::new(engine, nh, ports, s.router),
-                };
+                if let Some(ev) = &events {
+                    engine.set_log(Arc::clone(ev));
+                }
+                if let Some(b) = &blocks {
+                    engine.set_port_blocks(Arc::clone(b));
+                }
+                let h = NatHandler::new(engine, nh, ports, s.router);
                 // Workers are made in queue order: each takes the next ring.
                 match rings.is_empty() {
                     true => h,
@@ -468,16 +490,22 @@ fn start(s: &Settings) -> Started {
             // The background sweep: removes expired connections (counting them out), a
             // slice at a time, the whole table every REAP_PASS.
             {
-                let (t3, stop) = (Arc::clone(&table), dp.stop_flag());
+                let (t3, stop, b3) = (Arc::clone(&table), dp.stop_flag(), blocks.clone());
                 let slots = u32::try_from(table.capacity().saturating_mul(2)).unwrap_or(u32::MAX);
                 let per_tick =
                     (slots / (REAP_PASS.as_millis() / REAP_TICK.as_millis()) as u32).max(1024);
                 let spawned = std::thread::Builder::new()
                     .name("xnat-reaper".into())
                     .spawn(move || {
-                        let mut next = 0;
+                        let (mut next, mut released_at) = (0, 0);
                         while !stop.load(Ordering::Relaxed) {
-                            next = t3.reap(next, per_tick, crate::nat::coarse_now()).0;
+                            let now = crate::nat::coarse_now();
+                            next = t3.reap(next, per_tick, now).0;
+                            // Port blocks empty for their hold time go back, once a second.
+                            if let (Some(b), true) = (&b3, now != released_at) {
+                                released_at = now;
+                                b.release_idle(now);
+                            }
                             std::thread::sleep(REAP_TICK);
                         }
                     });
@@ -490,6 +518,7 @@ fn start(s: &Settings) -> Started {
                 quota,
                 census,
                 logger,
+                blocks,
                 table: Arc::clone(&table),
                 installed: steer_map,
             };
@@ -549,9 +578,11 @@ fn run(a: &RunArgs) -> i32 {
     let log_stats = nat_parts
         .as_ref()
         .and_then(|p| p.logger.as_ref().map(|l| l.reader()));
+    let blocks = nat_parts.as_ref().and_then(|p| p.blocks.clone());
     let source = StatsSource::new(&dp, mode, table, started)
         .with_census(census)
         .with_log_stats(log_stats)
+        .with_port_blocks(blocks)
         .with_nat_addrs(nat_addrs);
     let mut reloader = crate::reload::Reloader::new(a.clone(), &s, nat_parts);
     let (reload_tx, reload_rx) = crossbeam::channel::bounded::<crate::control::MainRequest>(4);

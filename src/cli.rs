@@ -178,6 +178,14 @@ pub struct RunArgs {
     /// Keep the translation table in process memory only: a restart starts empty.
     #[arg(long, conflicts_with = "state_file", help_heading = "NAT")]
     pub no_state_file: bool,
+    /// Port block allocation (carrier-grade NAT): each inside address gets blocks of N
+    /// consecutive ports on one NAT address on demand, logged once per block
+    /// [default: off].
+    #[arg(long, value_name = "N", help_heading = "NAT")]
+    pub port_block_size: Option<u32>,
+    /// Most port blocks one inside address holds at once [default: 4].
+    #[arg(long, value_name = "K", help_heading = "NAT")]
+    pub port_blocks_per_subscriber: Option<u32>,
     /// Most live outbound sessions one inside address may hold; further new connections
     /// from it are dropped and counted (quota_exceeded) [default: 0 = unlimited].
     #[arg(long, value_name = "N", help_heading = "NAT")]
@@ -278,6 +286,8 @@ impl RunArgs {
             evict_established: false,
             state_file: None,
             no_state_file: false,
+            port_block_size: None,
+            port_blocks_per_subscriber: None,
             max_sessions_per_source: None,
             mapping: None,
             filtering: None,

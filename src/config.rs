@@ -242,6 +242,12 @@ pub struct NatFile {
     /// tmpfs), or `false` for a table in process memory only. Default
     /// [`DEFAULT_STATE_FILE`].
     pub state_file: Option<toml::Value>,
+    /// Port block allocation: ports per block (absent or 0: off).
+    pub port_block_size: Option<u32>,
+    /// Most blocks one subscriber (inside address) holds at once.
+    pub port_blocks_per_subscriber: Option<u32>,
+    /// Seconds a block stays with its subscriber after its last connection ended.
+    pub port_block_hold_secs: Option<u32>,
     /// Most live outbound sessions one inside address may hold (0: unlimited).
     pub max_sessions_per_source: Option<u32>,
     /// `endpoint-independent` (default) or `endpoint-dependent`.
@@ -405,6 +411,8 @@ pub struct NatConfig {
     pub evict_established: bool,
     /// Table state file (restarts keep the translations).
     pub state_file: Option<std::path::PathBuf>,
+    /// Port block allocation (off: `None`).
+    pub port_blocks: Option<crate::nat::BlockConfig>,
     /// Per-source session limit (0: none).
     pub max_sessions_per_source: u32,
     /// Mapping behaviour.
@@ -481,6 +489,10 @@ pub struct NatFlags {
     pub state_file: Option<std::path::PathBuf>,
     /// `--no-state-file`.
     pub no_state_file: bool,
+    /// `--port-block-size`.
+    pub port_block_size: Option<u32>,
+    /// `--port-blocks-per-subscriber`.
+    pub port_blocks_per_subscriber: Option<u32>,
     /// `--max-sessions-per-source`.
     pub max_sessions_per_source: Option<u32>,
     /// `--mapping`.
@@ -719,7 +731,9 @@ pub fn nat_config(file: &FileConfig, flags: &NatFlags) -> Result<NatConfig, Conf
         (None, Some(v)) => v.parse().map_err(|e: String| err("nat.filtering", v, e))?,
         (None, None) => Filtering::default(),
     };
+    let port_blocks = port_blocks(file, flags, &pools, ports, masquerade, &timeouts)?;
     Ok(NatConfig {
+        port_blocks,
         mapping,
         filtering,
         masquerade,
@@ -735,6 +749,78 @@ pub fn nat_config(file: &FileConfig, flags: &NatFlags) -> Result<NatConfig, Conf
             .unwrap_or(0),
         state_file: state_file(file, flags)?,
     })
+}
+
+/// Port block settings: off unless a block size is given; every block must fit the
+/// smallest port range; the hold time at least RFC 6888's 120 s unless
+/// `timeouts.allow_below_rfc`.
+fn port_blocks(
+    file: &FileConfig,
+    flags: &NatFlags,
+    pools: &[Pool],
+    ports: PortRange,
+    masquerade: bool,
+    timeouts: &Timeouts,
+) -> Result<Option<crate::nat::BlockConfig>, ConfigError> {
+    let (size_key, size) = match (flags.port_block_size, file.nat.port_block_size) {
+        (Some(v), _) => ("--port-block-size", v),
+        (None, Some(v)) => ("nat.port_block_size", v),
+        (None, None) => return Ok(None),
+    };
+    if size == 0 {
+        return Ok(None);
+    }
+    let smallest = pools
+        .iter()
+        .map(|p| p.ports.len())
+        .chain(masquerade.then(|| ports.len()))
+        .min()
+        .unwrap_or(0);
+    if smallest == 0 {
+        return Err(err(
+            size_key,
+            size,
+            "port blocks need a SNAT pool or --masquerade",
+        ));
+    }
+    if !(8..=smallest).contains(&size) {
+        return Err(err(
+            size_key,
+            size,
+            format!("must be within 8..={smallest} (the smallest NAT port range)"),
+        ));
+    }
+    let (per_key, per) = match (
+        flags.port_blocks_per_subscriber,
+        file.nat.port_blocks_per_subscriber,
+    ) {
+        (Some(v), _) => ("--port-blocks-per-subscriber", v),
+        (None, Some(v)) => ("nat.port_blocks_per_subscriber", v),
+        (None, None) => ("nat.port_blocks_per_subscriber", 4),
+    };
+    if !(1..=1024).contains(&per) {
+        return Err(err(per_key, per, "must be within 1..=1024"));
+    }
+    let hold = file.nat.port_block_hold_secs.unwrap_or(120);
+    if hold == 0 || hold > 86_400 {
+        return Err(err(
+            "nat.port_block_hold_secs",
+            hold,
+            "must be within 1..=86400",
+        ));
+    }
+    if hold < 120 && !timeouts.allow_below_rfc {
+        return Err(err(
+            "nat.port_block_hold_secs",
+            hold,
+            "is below the 120 seconds RFC 6888 asks before a port is reused (set timeouts.allow_below_rfc = true to accept it)",
+        ));
+    }
+    Ok(Some(crate::nat::BlockConfig {
+        size: u16::try_from(size).map_err(|_| err(size_key, size, "too large"))?,
+        max_per_subscriber: u16::try_from(per).map_err(|_| err(per_key, per, "too large"))?,
+        hold_secs: hold,
+    }))
 }
 
 #[cfg(test)]

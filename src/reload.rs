@@ -156,6 +156,7 @@ fn restart_only(s: &Settings) -> Vec<(&'static str, String)> {
             ("nat.state_file", format!("{:?}", n.state_file)),
             ("nat.evict_established", n.evict_established.to_string()),
             ("nat.mapping", format!("{:?}", n.mapping)),
+            ("nat.port_block_*", format!("{:?}", n.port_blocks)),
         ]);
     }
     v
@@ -173,6 +174,8 @@ pub struct NatParts {
     /// The translation logger, if on (kept running for the gateway's life; the logging
     /// settings need a restart).
     pub logger: Option<crate::logging::Logger>,
+    /// The port block allocator, if on (new pool addresses are given to it).
+    pub blocks: Option<Arc<crate::nat::PortBlocks>>,
     /// The table (to see which removed rules are still in use).
     pub table: Arc<Table>,
     /// What the steering maps hold now.
@@ -325,6 +328,9 @@ impl Reloader {
                 return Err(format!("could not update the steering maps: {e}"));
             }
             parts.installed = target;
+            if let Some(b) = &parts.blocks {
+                b.set_pools(&rules.pool_addresses());
+            }
             let addrs: Vec<u32> = rules.nat_addresses().iter().map(|a| a.0).collect();
             if parts.census.declare(&addrs) > 0 {
                 tracing::warn!("more NAT addresses than at start: port use of the new ones is not counted (restart to count them)");

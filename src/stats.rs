@@ -157,6 +157,9 @@ pub struct Snapshot {
     /// Translation logs (when on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<crate::logging::LogStats>,
+    /// Port blocks (when on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_blocks: Option<crate::nat::BlockStats>,
 }
 
 /// How many ports of a NAT address live sessions use.
@@ -273,6 +276,8 @@ pub struct StatsSource {
     census: Option<Arc<crate::nat::Census>>,
     /// The translation logger's counters (when on).
     log: Option<crate::logging::StatsReader>,
+    /// The port block allocator (when on).
+    blocks: Option<Arc<crate::nat::PortBlocks>>,
 }
 
 impl StatsSource {
@@ -291,6 +296,17 @@ impl StatsSource {
             Ok(mut v) => *v = addrs,
             Err(p) => *p.into_inner() = addrs,
         }
+    }
+
+    /// Reports the port blocks of `blocks` (when on).
+    pub fn with_port_blocks(mut self, blocks: Option<Arc<crate::nat::PortBlocks>>) -> Self {
+        self.blocks = blocks;
+        self
+    }
+
+    /// Who holds the port block with `nat:port` now (port blocks on).
+    pub fn block_owner(&self, nat: u32, port: u16) -> Option<Option<(u32, u16, u16)>> {
+        self.blocks.as_ref().map(|b| b.owner(nat, port))
     }
 
     /// Reports the translation logger's counters from `log` (when on).
@@ -339,6 +355,7 @@ impl StatsSource {
             nat_addrs: Arc::new(std::sync::Mutex::new(Vec::new())),
             census: None,
             log: None,
+            blocks: None,
         }
     }
 
@@ -386,6 +403,7 @@ impl StatsSource {
             table: self.table().map(TableSnapshot::take),
             ports: Vec::new(),
             logging: self.log.as_ref().map(|r| r.read()),
+            port_blocks: self.blocks.as_ref().map(|b| b.stats()),
         }
     }
 }
@@ -537,6 +555,13 @@ impl Snapshot {
                     .collect();
                 let _ = writeln!(o, "states: {}", states.join(", "));
             }
+        }
+        if let Some(b) = &self.port_blocks {
+            let _ = writeln!(
+                o,
+                "port blocks: {} of {} in use by {} subscriber(s) | allocated {} released {} | refused: subscriber limit {} pool exhausted {}",
+                b.in_use, b.total, b.subscribers, b.allocated, b.released, b.refused_subscriber_limit, b.refused_pool_exhausted
+            );
         }
         if let Some(lg) = &self.logging {
             let _ = writeln!(

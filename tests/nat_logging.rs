@@ -484,63 +484,134 @@ fn full_ring_counts_drops_without_blocking_and_the_rest_arrives() {
 /// pmacct's nfacctd decodes the port range elements (361..364) that nfdump 1.7.1 skips,
 /// through an `aggregate_primitives` file (scripts/deps.sh installs pmacct): every block's
 /// start, end, step and size read back from a real collector.
-#[test]
-fn nfacctd_decodes_port_ranges() {
-    use std::os::unix::process::CommandExt;
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("xnat-nfacctd-{}-{port}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let d = dir.display();
-    std::fs::write(
-        dir.join("prims.lst"),
-        "name=pbstart field_type=361 len=2 semantics=u_int\n\
-         name=pbend field_type=362 len=2 semantics=u_int\n\
-         name=pbstep field_type=363 len=2 semantics=u_int\n\
-         name=pbnum field_type=364 len=2 semantics=u_int\n\
-         name=natev field_type=230 len=1 semantics=u_int\n",
-    )
-    .expect("primitives");
-    std::fs::write(
-        dir.join("nfacctd.conf"),
-        format!(
-            "daemonize: false\nnfacctd_ip: 127.0.0.1\nnfacctd_port: {port}\n\
-             aggregate_primitives: {d}/prims.lst\nplugins: print[p]\n\
-             aggregate[p]: src_host, post_nat_src_host, natev, pbstart, pbend, pbstep, pbnum\n\
-             print_output[p]: json\nprint_output_file[p]: {d}/out.json\nprint_refresh_time[p]: 1\n"
-        ),
-    )
-    .expect("config");
-    let log = std::fs::File::create(dir.join("nfacctd.log")).expect("log");
-    let log2 = log.try_clone().expect("log");
-    let child = Command::new("nfacctd")
-        .arg("-f")
-        .arg(dir.join("nfacctd.conf"))
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .spawn()
-        .expect("spawn nfacctd (apt-get install pmacct)");
-    /// Kills nfacctd's whole process group (core and plugin) on every exit path. SIGKILL:
-    /// its core process does not exit on SIGTERM once the plugin has gone; the output file
-    /// is read before this runs.
-    struct Group(Child);
-    impl Drop for Group {
-        fn drop(&mut self) {
-            if let Ok(pid) = i32::try_from(self.0.id()) {
-                // SAFETY: kill(2) on the process group our own child leads (process_group(0)).
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
+/// pmacct's nfacctd on `bind:port` (in network namespace `netns` if given), printing every
+/// record with the NAT and port block fields as JSON lines (appended once a second); its
+/// whole process group is killed on drop.
+struct Nfacctd {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Nfacctd {
+    fn start_in(netns: Option<&str>, bind: &str, port: u16) -> Nfacctd {
+        use std::os::unix::process::CommandExt;
+        let dir = std::env::temp_dir().join(format!("xnat-nfacctd-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let d = dir.display();
+        std::fs::write(
+            dir.join("prims.lst"),
+            "name=pbstart field_type=361 len=2 semantics=u_int\n\
+             name=pbend field_type=362 len=2 semantics=u_int\n\
+             name=pbstep field_type=363 len=2 semantics=u_int\n\
+             name=pbnum field_type=364 len=2 semantics=u_int\n\
+             name=natev field_type=230 len=1 semantics=u_int\n",
+        )
+        .expect("primitives");
+        std::fs::write(
+            dir.join("nfacctd.conf"),
+            format!(
+                "daemonize: false\nnfacctd_ip: {bind}\nnfacctd_port: {port}\n\
+                 aggregate_primitives: {d}/prims.lst\nplugins: print[p]\n\
+                 aggregate[p]: src_host, post_nat_src_host, natev, pbstart, pbend, pbstep, pbnum\n\
+                 print_output[p]: json\nprint_output_file[p]: {d}/out.json\n\
+                 print_output_file_append[p]: true\nprint_refresh_time[p]: 1\n"
+            ),
+        )
+        .expect("config");
+        let log = std::fs::File::create(dir.join("nfacctd.log")).expect("log");
+        let log2 = log.try_clone().expect("log");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "nfacctd"]);
+                c
             }
-            let _ = self.0.wait();
+            None => Command::new("nfacctd"),
+        };
+        let child = cmd
+            .arg("-f")
+            .arg(dir.join("nfacctd.conf"))
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .expect("spawn nfacctd (apt-get install pmacct)");
+        let c = Nfacctd { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let bound = || match netns {
+            None => UdpSocket::bind(("127.0.0.1", port)).is_err(),
+            Some(ns) => Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    ns,
+                    "ss",
+                    "-Hlun",
+                    "sport",
+                    "=",
+                    &format!(":{port}"),
+                ])
+                .output()
+                .is_ok_and(|o| !o.stdout.is_empty()),
+        };
+        while !bound() {
+            assert!(Instant::now() < deadline, "nfacctd did not bind");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    /// The records printed so far, once there are at least `want` (or after 10 s).
+    fn records(&self, want: usize) -> Vec<serde_json::Value> {
+        let out = self.dir.join("out.json");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let v: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if v.len() >= want || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
-    let _group = Group(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        assert!(Instant::now() < deadline, "nfacctd did not bind");
-        std::thread::sleep(Duration::from_millis(50));
+}
+
+impl Drop for Nfacctd {
+    /// SIGKILL to the whole group: its core process does not exit on SIGTERM once the
+    /// plugin has gone.
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on the process group our own child leads (process_group(0)).
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+/// A number field of an nfacctd JSON record (printed as a number or a string).
+fn num(v: &serde_json::Value, k: &str) -> u64 {
+    match &v[k] {
+        serde_json::Value::String(s) => s.parse().unwrap_or(u64::MAX),
+        serde_json::Value::Number(n) => n.as_u64().unwrap_or(u64::MAX),
+        _ => u64::MAX,
+    }
+}
+
+/// pmacct's nfacctd decodes the port range elements (361..364) that nfdump 1.7.1 skips,
+/// through an `aggregate_primitives` file (scripts/deps.sh installs pmacct): every block's
+/// start, end, step and size read back from a real collector.
+#[test]
+fn nfacctd_decodes_port_ranges() {
+    let port = free_port();
+    let col = Nfacctd::start_in(None, "127.0.0.1", port);
     let (logger, w) =
         Logger::start(cfg(SocketAddr::from(([127, 0, 0, 1], port)), 1)).expect("logger");
     let nat = ip("198.19.0.1");
@@ -562,26 +633,7 @@ fn nfacctd_decodes_port_ranges() {
     }
     settle(&logger, want.len() as u64);
     assert_eq!(logger.stop().records_sent, want.len() as u64);
-    let out = dir.join("out.json");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let lines: Vec<serde_json::Value> = loop {
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        let v: Vec<serde_json::Value> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if v.len() >= want.len() || Instant::now() > deadline {
-            break v;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let num = |v: &serde_json::Value, k: &str| -> u64 {
-        match &v[k] {
-            serde_json::Value::String(s) => s.parse().unwrap_or(u64::MAX),
-            serde_json::Value::Number(n) => n.as_u64().unwrap_or(u64::MAX),
-            _ => u64::MAX,
-        }
-    };
+    let lines = col.records(want.len());
     assert_eq!(lines.len(), want.len(), "{lines:?}");
     for (ev, b) in &want {
         let hit = lines.iter().any(|l| {
@@ -595,7 +647,6 @@ fn nfacctd_decodes_port_ranges() {
         });
         assert!(hit, "event {ev} {b:?} not decoded: {lines:?}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The gateway itself logs to a collector in the outside namespace: every connection of

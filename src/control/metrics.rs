@@ -193,6 +193,37 @@ pub fn render(s: &Snapshot) -> String {
             .get_or_create(&l(&[("addr", &a)]))
             .set(i64::from(p.size));
     }
+    if let Some(b) = &s.port_blocks {
+        let g = gauge_family(
+            &mut reg,
+            "port_blocks",
+            "Port blocks (carrier-grade NAT): held by subscribers, and in the pools in all",
+        );
+        g.get_or_create(&l(&[("state", "in_use")]))
+            .set(b.in_use as i64);
+        g.get_or_create(&l(&[("state", "total")]))
+            .set(b.total as i64);
+        gauge_family(
+            &mut reg,
+            "port_block_subscribers",
+            "Inside addresses holding at least one port block",
+        )
+        .get_or_create(&Vec::new())
+        .set(b.subscribers as i64);
+        let ev = counter_family(
+            &mut reg,
+            "port_block_events",
+            "Port blocks allocated, released, and refused (the subscriber at its limit, or the pool address out of blocks)",
+        );
+        for (event, v) in [
+            ("allocated", b.allocated),
+            ("released", b.released),
+            ("refused_subscriber_limit", b.refused_subscriber_limit),
+            ("refused_pool_exhausted", b.refused_pool_exhausted),
+        ] {
+            ev.get_or_create(&l(&[("event", event)])).inc_by(v);
+        }
+    }
     if let Some(lg) = &s.logging {
         let records = counter_family(
             &mut reg,
@@ -404,6 +435,15 @@ mod tests {
                 used: 3,
                 size: 64_512,
             }],
+            port_blocks: Some(crate::nat::BlockStats {
+                allocated: 1,
+                released: 1,
+                in_use: 1,
+                total: 1,
+                subscribers: 1,
+                refused_subscriber_limit: 1,
+                refused_pool_exhausted: 1,
+            }),
             logging: Some(crate::logging::LogStats {
                 dropped: 1,
                 queued: 1,

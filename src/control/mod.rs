@@ -125,6 +125,13 @@ pub enum Request {
     },
     /// Read the configuration file again and apply what can be applied live.
     Reload {},
+    /// Who holds NAT address:port now (port blocks: the subscriber of its block).
+    Lookup {
+        /// The NAT address.
+        addr: Ipv4Addr,
+        /// The NAT port.
+        port: u16,
+    },
 }
 
 /// Where the result of a reload goes.
@@ -293,6 +300,15 @@ fn execute(
             let removed = table()?.remove_half(&k);
             Ok(serde_json::json!({ "removed": removed }))
         }
+        Request::Lookup { addr, port } => match src.block_owner(u32::from(*addr), *port) {
+            None => Err("this gateway does not allocate port blocks (nat.port_block_size)".into()),
+            Some(None) => Ok(serde_json::json!({ "inside": null })),
+            Some(Some((inside, lo, hi))) => Ok(serde_json::json!({
+                "inside": Ipv4Addr::from(inside),
+                "nat": addr,
+                "ports": [lo, hi],
+            })),
+        },
         Request::Reload {} => {
             let to_main = reload.ok_or("this gateway does not take reloads")?;
             let (tx, rx) = crossbeam::channel::bounded(1);

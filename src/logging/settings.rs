@@ -10,9 +10,11 @@ use crate::config::LoggingFile;
 /// What the NAT logs besides exhaustion and quota events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Events {
-    /// One record per session created and one per session deleted (the default).
+    /// One record per session created and one per session deleted (the default without
+    /// port blocks).
     Sessions,
-    /// Only exhaustion and quota events.
+    /// No session records: port blocks (when on), exhaustion and quota events only (the
+    /// default with port blocks).
     None,
 }
 
@@ -21,8 +23,8 @@ pub enum Events {
 pub struct LogSettings {
     /// The logger's configuration (`workers` is set when the gateway starts).
     pub cfg: LogConfig,
-    /// What is logged.
-    pub events: Events,
+    /// What is logged (`None`: the default, sessions unless port blocks are on).
+    pub events: Option<Events>,
 }
 
 fn bad(key: &str, value: impl std::fmt::Display, why: &str) -> String {
@@ -100,8 +102,9 @@ pub fn log_settings(
         .map(|v| addr("logging.source", v))
         .transpose()?;
     let events = match f.events.as_deref() {
-        None | Some("sessions") => Events::Sessions,
-        Some("none") => Events::None,
+        None => None,
+        Some("sessions") => Some(Events::Sessions),
+        Some("none") => Some(Events::None),
         Some(other) => {
             return Err(bad(
                 "logging.events",
@@ -183,14 +186,14 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(s.cfg.format, Format::Ipfix);
-        assert_eq!(s.events, Events::Sessions);
+        assert_eq!(s.events, None);
         let f = file(
             "[logging]\nformat='syslog'\ncollector='198.19.0.2:514'\nmtu=9000\nevents='none'\n",
         );
         let s = log_settings(&f, None, None).unwrap().unwrap();
         assert_eq!(
             (s.cfg.format, s.cfg.mtu, s.events),
-            (Format::Syslog, 9000, Events::None)
+            (Format::Syslog, 9000, Some(Events::None))
         );
         // A flag wins over the file.
         let s = log_settings(&f, Some("ipfix"), Some("198.19.0.3:4739"))

@@ -18,6 +18,8 @@ pub struct Census {
     quota: Arc<Quota>,
     /// Session create and delete events (translation logs), if wanted.
     log: Option<Arc<EventLog>>,
+    /// Port blocks (their connections counted in and out), if on.
+    blocks: Option<Arc<super::PortBlocks>>,
 }
 
 impl Census {
@@ -28,6 +30,7 @@ impl Census {
             addrs: AddrGauges::with_room(addrs.len().saturating_mul(4).max(1024)),
             quota,
             log: None,
+            blocks: None,
         };
         c.declare(addrs);
         c
@@ -38,6 +41,12 @@ impl Census {
         if log.sessions() {
             self.log = Some(log);
         }
+        self
+    }
+
+    /// Counts every connection in and out of its port block in `blocks`.
+    pub fn with_blocks(mut self, blocks: Arc<super::PortBlocks>) -> Census {
+        self.blocks = Some(blocks);
         self
     }
 
@@ -75,6 +84,16 @@ impl Census {
         }
         if s.xlate.src != s.org.src && s.xlate.dst == s.org.dst && !mapping {
             self.quota.add(s.org.src, d as i32);
+        }
+        if let (Some(b), true) = (&self.blocks, s.xlate.src != s.org.src) {
+            // Sessions and mapping entries alike hold their port.
+            b.account(
+                s.org.src,
+                s.xlate.src,
+                s.xlate.sport,
+                d as i32,
+                super::coarse_now(),
+            );
         }
         if let Some(g) = self.addrs.get(s.xlate.src) {
             if !mapping {

@@ -29,7 +29,7 @@ use crate::config::{Filtering, Mapping};
 use crate::table::{ConnState, Dir, Hit, InsertError, Session, Tuple};
 
 use super::tcp::state_for;
-use super::{Engine, NatDrop, Refused};
+use super::{BlockRefusal, Engine, NatDrop, PortBlocks, Refused};
 use crate::packet::Parsed;
 
 /// The table key of the mapping of inside endpoint `addr:port` for `proto`.
@@ -128,17 +128,92 @@ impl Engine {
                 return Ok((h.xlate.src, h.xlate.sport));
             }
         }
-        let Some((addr, lo, hi)) = self.rules.pool_for(t.src) else {
-            return Err(Refused::Nat(NatDrop::NoSnatRule));
-        };
-        let h = self.allocate(&key, t.sport, lo, hi, state, |port| Tuple {
+        let proto = t.proto;
+        let make = move |addr: u32, port: u16| Tuple {
             src: addr,
             sport: port,
             dst: 0,
             dport: 0,
-            proto: t.proto,
-        })?;
+            proto,
+        };
+        let h = self.allocate_for(&key, t.sport, state, make)?;
         Ok((h.xlate.src, h.xlate.sport))
+    }
+
+    /// Inserts the pair `org` <-> `make(addr, port)` for a NAT address and port of the
+    /// inside host `org.src`: from its port blocks when they are on, else from its paired
+    /// pool address's range.
+    fn allocate_for(
+        &mut self,
+        org: &Tuple,
+        preferred: u16,
+        state: ConnState,
+        make: impl Fn(u32, u16) -> Tuple,
+    ) -> Result<Hit, Refused> {
+        if let Some(blocks) = self.blocks.clone() {
+            return self.allocate_in_blocks(&blocks, org, preferred, state, make);
+        }
+        let Some((addr, lo, hi)) = self.rules.pool_for(org.src) else {
+            return Err(Refused::Nat(NatDrop::NoSnatRule));
+        };
+        let r = self.allocate(org, preferred, lo, hi, state, |port| make(addr, port));
+        if r == Err(Refused::Nat(NatDrop::PortsExhausted)) {
+            self.report(crate::logging::EventKind::PortsExhausted { nat: addr });
+        }
+        r
+    }
+
+    /// [`Engine::allocate_for`] with port blocks: a port in one of the subscriber's
+    /// blocks (newest first), or in a new block when they are all full.
+    fn allocate_in_blocks(
+        &mut self,
+        blocks: &PortBlocks,
+        org: &Tuple,
+        preferred: u16,
+        state: ConnState,
+        make: impl Fn(u32, u16) -> Tuple,
+    ) -> Result<Hit, Refused> {
+        let inside = org.src;
+        let paired = self.rules.pool_for(inside).map(|p| p.0);
+        let mut ranges = std::mem::take(&mut self.block_ranges);
+        let got = blocks.ranges(inside, paired, self.now, &mut ranges);
+        let mut result = Err(Refused::Nat(NatDrop::PortsExhausted));
+        if let Ok(nat) = got {
+            for &(lo, hi) in &ranges {
+                result = self.allocate(org, preferred, lo, hi, state, |port| make(nat, port));
+                if result != Err(Refused::Nat(NatDrop::PortsExhausted)) {
+                    break;
+                }
+            }
+        }
+        self.block_ranges = ranges;
+        if result != Err(Refused::Nat(NatDrop::PortsExhausted)) {
+            return result;
+        }
+        // Every block full (or none to be had): one more block.
+        let refusal = match got.and_then(|_| blocks.grow(inside, self.now)) {
+            Ok((nat, lo, hi)) => {
+                return self.allocate(org, preferred, lo, hi, state, |port| make(nat, port))
+            }
+            Err(r) => r,
+        };
+        match refusal {
+            BlockRefusal::SubscriberLimit => {
+                let c = blocks.config();
+                self.report(crate::logging::EventKind::QuotaExceeded {
+                    inside,
+                    limit: u32::from(c.size) * u32::from(c.max_per_subscriber),
+                });
+                Err(Refused::Nat(NatDrop::PortBlockLimit))
+            }
+            BlockRefusal::PoolExhausted => {
+                if let Some(nat) = paired {
+                    self.report(crate::logging::EventKind::PortsExhausted { nat });
+                }
+                Err(Refused::Nat(NatDrop::PortsExhausted))
+            }
+            BlockRefusal::NoPool => Err(Refused::Nat(NatDrop::NoSnatRule)),
+        }
     }
 
     /// The inside endpoint a session hit concerns: the sender of an outbound packet, the
@@ -193,16 +268,14 @@ impl Engine {
         dport: u16,
         state: ConnState,
     ) -> Result<Hit, Refused> {
-        let Some((addr, lo, hi)) = self.rules.pool_for(t.src) else {
-            return Err(Refused::Nat(NatDrop::NoSnatRule));
-        };
         let icmp = t.proto == 1;
-        self.allocate(t, t.sport, lo, hi, state, |port| Tuple {
+        let proto = t.proto;
+        self.allocate_for(t, t.sport, state, move |addr, port| Tuple {
             src: addr,
             sport: port,
             dst,
             dport: if icmp { port } else { dport },
-            proto: t.proto,
+            proto,
         })
     }
 
@@ -254,7 +327,6 @@ impl Engine {
             }
             tries += 1;
             if tries >= RANDOM_TRIES + span.min(1024) || tries >= span + RANDOM_TRIES {
-                self.report(crate::logging::EventKind::PortsExhausted { nat: x.src });
                 return Err(Refused::Nat(NatDrop::PortsExhausted));
             }
             candidate = if tries < RANDOM_TRIES {

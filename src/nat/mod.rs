@@ -12,6 +12,7 @@
 //! [`crate::table`]) but nothing of sockets: the dataplane calls [`NatHandler`], which
 //! adds the next hop and hands the frame back.
 
+mod blocks;
 mod census;
 mod fragments;
 mod hairpin;
@@ -27,6 +28,7 @@ mod tests;
 
 use std::sync::Arc;
 
+pub use blocks::{BlockConfig, BlockRefusal, BlockStats, PortBlocks};
 pub use census::Census;
 pub use handler::{coarse_now, NatHandler};
 pub use in2out::{is_mapping, mapping_key};
@@ -65,11 +67,14 @@ pub enum NatDrop {
     Martian,
     /// An ICMP message whose checksum does not verify (RFC 5508 REQ-3).
     BadIcmpChecksum,
+    /// Port blocks: the inside address holds `--port-blocks-per-subscriber` blocks and
+    /// every port of them is in use (other subscribers are not affected).
+    PortBlockLimit,
 }
 
 impl NatDrop {
     /// Number of reasons.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     /// Names, indexed by discriminant.
     pub const NAMES: [&'static str; NatDrop::COUNT] = [
         "no_mapping",
@@ -82,6 +87,7 @@ impl NatDrop {
         "quota_exceeded",
         "martian",
         "bad_icmp_checksum",
+        "port_block_limit",
     ];
 }
 
@@ -109,6 +115,10 @@ pub struct Engine {
     /// Exhaustion and quota events this worker may still log in second `log_second`.
     log_budget: u32,
     log_second: u32,
+    /// Port block allocation (carrier-grade NAT), if on.
+    blocks: Option<Arc<PortBlocks>>,
+    /// Scratch: the port ranges of the subscriber at hand.
+    block_ranges: Vec<(u16, u16)>,
 }
 
 /// Most exhaustion and quota events one worker logs per second (a flood of refused
@@ -138,7 +148,14 @@ impl Engine {
             log: None,
             log_budget: 0,
             log_second: u32::MAX,
+            blocks: None,
+            block_ranges: Vec::new(),
         }
+    }
+
+    /// Takes NAT ports from the subscribers' port blocks in `blocks`.
+    pub fn set_port_blocks(&mut self, blocks: Arc<PortBlocks>) {
+        self.blocks = Some(blocks);
     }
 
     /// Logs exhaustion and quota events to `log`.

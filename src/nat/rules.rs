@@ -123,6 +123,11 @@ impl Rules {
         })
     }
 
+    /// `(address, first port, last port)` of every SNAT pool address (masquerade included).
+    pub fn pool_addresses(&self) -> Vec<(u32, u16, u16)> {
+        self.snat_addrs.clone()
+    }
+
     /// `(address, first port, last port)` of every NAT address, for the steering program.
     pub fn nat_addresses(&self) -> Vec<(u32, u16, u16)> {
         let (lo, hi) = self.dnat_snat_ports;
