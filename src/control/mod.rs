@@ -192,7 +192,8 @@ fn state_name(s: ConnState) -> &'static str {
         ConnState::Other => "other",
         ConnState::TcpFinOrg => "half_closed_org",
         ConnState::TcpFinRev => "half_closed_rev",
-        ConnState::TcpReset => "reset",
+        ConnState::TcpResetOrg => "reset_org",
+        ConnState::TcpResetRev => "reset_rev",
     }
 }
 

@@ -289,7 +289,7 @@ fn rfc7857_a_reset_holds_four_minutes_and_traffic_after_it_restores_the_connecti
     e.now = 20;
     let mut f = tcp(SRV, 80, na, np, RST);
     e.translate(&mut f, false).unwrap();
-    assert_eq!(state_of(&e), ConnState::TcpReset);
+    assert_eq!(state_of(&e), ConnState::TcpResetRev);
     // ...but the connection goes on: established again, with its long timeout.
     e.now = 30;
     let mut f = tcp(CLI, 40000, SRV, 80, ACK);
@@ -305,12 +305,86 @@ fn rfc7857_a_reset_holds_four_minutes_and_traffic_after_it_restores_the_connecti
     e.now = reset_at + t.tcp_closing - 1;
     assert_eq!(
         state_of(&e),
-        ConnState::TcpReset,
+        ConnState::TcpResetOrg,
         "held for the transitory timeout"
     );
     e.now = reset_at + t.tcp_closing + 1;
     let mut f = tcp(SRV, 80, na, np, ACK);
     assert!(e.translate(&mut f, false).is_err());
+}
+
+#[test]
+fn rfc7857_a_spoofed_rst_from_outside_is_undone_by_the_inside_challenge_ack() {
+    let mut e = engine(&[]);
+    let t = crate::config::Timeouts::default();
+    let (na, np) = handshake(&mut e, 10);
+    // A spoofed RST "from the server", not at the client's next expected sequence number...
+    e.now = 20;
+    let mut f = tcp(SRV, 80, na, np, RST);
+    e.translate(&mut f, false).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpResetRev);
+    // ...the client refuses it and answers with a challenge ACK: established again.
+    let mut f = tcp(CLI, 40000, SRV, 80, ACK);
+    e.translate(&mut f, true).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpEstablished);
+    // The idle connection outlives the transitory timeout.
+    e.now = 20 + t.tcp_closing + 600;
+    let mut f = tcp(SRV, 80, na, np, ACK);
+    assert!(
+        e.translate(&mut f, false).is_ok(),
+        "the connection was lost"
+    );
+    // The same from inside (a port forward's client would be outside; here the ORG end
+    // resets and the REV end's ACK restores).
+    let mut f = tcp(CLI, 40000, SRV, 80, RST);
+    e.translate(&mut f, true).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpResetOrg);
+    let mut f = tcp(SRV, 80, na, np, ACK);
+    e.translate(&mut f, false).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpEstablished);
+}
+
+#[test]
+fn rfc7857_the_rst_senders_own_packets_do_not_undo_its_reset() {
+    let mut e = engine(&[]);
+    let t = crate::config::Timeouts::default();
+    let (na, np) = handshake(&mut e, 10);
+    e.now = 20;
+    let mut f = tcp(SRV, 80, na, np, RST);
+    e.translate(&mut f, false).unwrap();
+    // Whatever the RST's sender sends next (a spoofer covering its tracks, or a SYN from
+    // the wrong side), the session stays reset.
+    for flags in [ACK, FIN_ACK, SYN, SYN | ACK, RST, ACK] {
+        let mut f = tcp(SRV, 80, na, np, flags);
+        e.translate(&mut f, false).unwrap();
+        assert_eq!(
+            state_of(&e),
+            ConnState::TcpResetRev,
+            "after flags {flags:#x}"
+        );
+    }
+    // Nothing from the receiver: gone after the transitory timeout.
+    e.now = 20 + t.tcp_closing + 1;
+    let mut f = tcp(SRV, 80, na, np, ACK);
+    assert!(e.translate(&mut f, false).is_err());
+    // The other direction: the client resets, its own later segments change nothing.
+    let mut e = engine(&[]);
+    handshake(&mut e, 10);
+    let mut f = tcp(CLI, 40000, SRV, 80, RST);
+    e.translate(&mut f, true).unwrap();
+    for flags in [ACK, FIN_ACK, ACK] {
+        let mut f = tcp(CLI, 40000, SRV, 80, flags);
+        e.translate(&mut f, true).unwrap();
+        assert_eq!(
+            state_of(&e),
+            ConnState::TcpResetOrg,
+            "after flags {flags:#x}"
+        );
+    }
+    // A new connection from the client on the same ports starts over.
+    let mut f = tcp(CLI, 40000, SRV, 80, SYN);
+    e.translate(&mut f, true).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpSyn);
 }
 
 #[test]
