@@ -458,3 +458,67 @@ fn rfc7857_a_half_closed_tcp_connection_is_kept_until_both_fins() {
     );
     let _ = srv.wait();
 }
+
+/// An idle connection through SNAT receives a spoofed RST "from the server" whose sequence
+/// number is `offset` bytes past the one the client expects; the transitory timeout is
+/// shortened to 2 s and the connection left idle 4 s. Returns the server's and the
+/// client's reports.
+fn spoofed_rst_scenario(tag: &str, offset: &str) -> (Vec<String>, String, String) {
+    let lab = Lab::up(tag, 1);
+    // Challenge ACKs must not be switched off in the client's namespace (0 = none sent).
+    let limit = lab.exec("cli", &["sysctl", "-n", "net.ipv4.tcp_challenge_ack_limit"]);
+    if String::from_utf8_lossy(&limit.stdout).trim() == "0" {
+        lab.exec(
+            "cli",
+            &["sysctl", "-qw", "net.ipv4.tcp_challenge_ack_limit=1000"],
+        );
+    }
+    let cfg = lab.dir.join("short.toml");
+    std::fs::write(
+        &cfg,
+        "[nat]\nmasquerade = true\n[timeouts]\ntcp_closing = 2\nallow_below_rfc = true\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(&lab, &["--config", cfg.to_str().unwrap()]);
+    let tool_path = tool("idle_rst.py");
+    let (mut srv, lines) = lab.spawn_ready(
+        "srv",
+        &[
+            "/usr/bin/python3",
+            &tool_path,
+            "server",
+            "eth0",
+            "198.19.0.2",
+            "7200",
+            offset,
+            "4",
+        ],
+    );
+    let out = lab.exec(
+        "cli",
+        &["python3", &tool_path, "client", "198.19.0.2", "7200"],
+    );
+    let server: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    let _ = srv.wait();
+    (
+        server,
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        gw.log(),
+    )
+}
+
+#[test]
+fn rfc7857_a_spoofed_rst_does_not_end_an_idle_connection() {
+    // In the client's window but not the expected sequence number: the client refuses it
+    // with a challenge ACK (RFC 5961 3.2), which puts the session back to established.
+    let (server, client, log) = spoofed_rst_scenario("spoofrst", "1000");
+    assert!(
+        server.iter().any(|l| l == "challenge ack seen"),
+        "{server:?}"
+    );
+    assert_eq!(client, "got late from server", "{server:?}\n{log}");
+    assert!(
+        server.iter().any(|l| l == "answer late from client"),
+        "{server:?}\n{log}"
+    );
+}
