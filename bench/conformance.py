@@ -21,8 +21,8 @@ Usage (as root, from anywhere):
 
 Exit status: 0 when the run completed (whatever passed or failed), 2 on setup errors
 (not root, binary or tools missing, another run in progress), 130 when interrupted.
-Python 3 standard library only; req14-ooo, mss-clamp and spoofed-rst use scapy (Debian's
-python3-scapy) in their helper tools.
+Python 3 standard library only; req14-ooo, mss-clamp, icmp-timestamp and spoofed-rst use
+scapy (Debian's python3-scapy) in their helper tools.
 """
 import argparse
 import datetime
@@ -597,6 +597,20 @@ def sc_spoofed_rst(t):
     return [(ok(in_kept), in_note), ("kept" if out_kept else "lost", out_note)]
 
 
+def sc_icmp_timestamp(t):
+    t.need_scapy()
+    t.lab_up()
+    t.start_gateway()
+    sniff = t.ready_tool("srv", [PY, tool("sniff_ip.py"), "eth0", "8", "icmp and icmp[0] == 13"],
+                         "sniff")
+    _, out = t.exec("cli", [PY, tool("icmp_query.py"), "eth0", "198.19.0.2", "13", "4660"],
+                    timeout=15)
+    reply = out.strip().splitlines()[-1] if out.strip() else "no output"
+    at_server = (sniff.readline(2) or "nothing").split(" ")[0]
+    good = reply == "reply 14 id 4660 from 198.19.0.2" and at_server == NAT_IP
+    return [(ok(good), f"client: {reply}; the server saw the request from {at_server}")]
+
+
 SCENARIOS = [
     ("req1-eim", sc_req1_eim,
      ["RFC 4787 REQ-1: endpoint-independent mapping"]),
@@ -618,6 +632,8 @@ SCENARIOS = [
      ["TCP with default veth offloads: 10 MiB over HTTP, sha256 equal"]),
     ("mss-clamp", sc_mss,
      ["MSS clamping to the outside MTU (1400 -> mss 1360)"]),
+    ("icmp-timestamp", sc_icmp_timestamp,
+     ["RFC 5508 REQ-1 (§3.1): an ICMP timestamp query and its reply cross the NAT"]),
     ("spoofed-rst", sc_spoofed_rst,
      ["RFC 7857 §2.2: a spoofed RST in the window (challenge ACK) does not end an idle TCP "
       "connection",

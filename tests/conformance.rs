@@ -522,3 +522,46 @@ fn rfc7857_a_spoofed_rst_does_not_end_an_idle_connection() {
         "{server:?}\n{log}"
     );
 }
+
+#[test]
+fn rfc5508_req1_an_icmp_timestamp_query_crosses_the_nat() {
+    // RFC 5508 3.1: every ICMP query, not only echo, is mapped by its identifier. Linux
+    // answers timestamp requests by default.
+    let lab = Lab::up("icmpts", 1);
+    let gw = Gateway::start(&lab, &["--masquerade"]);
+    let (mut sniff, mut seen) = lab.spawn_ready(
+        "srv",
+        &[
+            "/usr/bin/python3",
+            &tool("sniff_ip.py"),
+            "eth0",
+            "8",
+            "icmp and icmp[0] == 13",
+        ],
+    );
+    let out = lab.exec(
+        "cli",
+        &[
+            "/usr/bin/python3",
+            &tool("icmp_query.py"),
+            "eth0",
+            "198.19.0.2",
+            "13",
+            "4660",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "reply 14 id 4660 from 198.19.0.2",
+        "{}\n{}",
+        text(&out),
+        gw.log()
+    );
+    let at_server = seen.next().and_then(|l| l.ok()).unwrap_or_default();
+    assert!(
+        at_server.starts_with("198.19.0.1 "),
+        "the server must see the NAT address: {at_server:?}"
+    );
+    let _ = sniff.kill();
+    let _ = sniff.wait();
+}

@@ -54,8 +54,8 @@ pub enum NatDrop {
     IcmpNoSession,
     /// Outbound traffic with no SNAT pool configured (DNAT-only gateway).
     NoSnatRule,
-    /// An ICMP query other than echo arriving from outside, or an echo request to a NAT
-    /// address (the gateway's own kernel answers those; they are never steered here).
+    /// An ICMP message from the inside that matches no session and is no query request
+    /// (echo, timestamp, information, address mask: only those open a session).
     UnexpectedIcmp,
     /// The inside source already has `--max-sessions-per-source` live sessions.
     QuotaExceeded,
@@ -254,7 +254,7 @@ impl Engine {
             }));
         }
         if from_inside {
-            if t.proto == 1 && p.kind() != L4Kind::IcmpEchoRequest {
+            if t.proto == 1 && p.kind() != L4Kind::IcmpQueryRequest {
                 return Err(Refused::Nat(NatDrop::UnexpectedIcmp));
             }
             if self.rules.is_hairpin_dst(t.dst) {

@@ -313,6 +313,69 @@ fn rfc7857_a_reset_holds_four_minutes_and_traffic_after_it_restores_the_connecti
     assert!(e.translate(&mut f, false).is_err());
 }
 
+/// An ICMP query or reply of `icmp_type` with identifier `id` (a timestamp message carries
+/// its 12 bytes of timestamps).
+fn icmp_query(icmp_type: u8, src: u32, dst: u32, id: u16) -> Vec<u8> {
+    let mut spec = FrameSpec::new([2; 6], [4; 6], src, dst);
+    spec.payload_len = if matches!(icmp_type, 13 | 14) { 12 } else { 4 };
+    let mut b = vec![0u8; 128];
+    let n = crate::packet::builder::build_icmp_query(&mut b, &spec, icmp_type, id, 1).unwrap();
+    b.truncate(n);
+    b
+}
+
+#[test]
+fn rfc5508_req1_icmp_queries_other_than_echo_are_translated_by_identifier() {
+    let t = crate::config::Timeouts::default();
+    // Timestamp (13/14), information (15/16), address mask (17/18).
+    for (request, reply) in [(13u8, 14u8), (15, 16), (17, 18)] {
+        let mut e = engine(&[]);
+        e.now = 10;
+        let mut out = icmp_query(request, CLI, SRV, 0x4242);
+        e.translate(&mut out, true).expect("request translated");
+        let p = packet::parse(&out).unwrap();
+        let x = p.tuple();
+        assert_eq!(x.src, NAT_ADDR, "type {request}");
+        assert_eq!(out[34], request, "the type is kept");
+        assert!(crate::packet::checksum::verify(&out[p.l4()..p.end()]));
+        let s = e
+            .table()
+            .sessions(e.now)
+            .find(|s| !is_mapping(s))
+            .expect("a session");
+        assert_eq!(s.state, ConnState::Icmp);
+        // The reply comes back to the client with its own identifier.
+        e.now = 20;
+        let mut back = icmp_query(reply, SRV, NAT_ADDR, x.sport);
+        e.translate(&mut back, false).expect("reply translated");
+        let p = packet::parse(&back).unwrap();
+        assert_eq!(
+            (p.tuple().dst, p.tuple().dport, back[34]),
+            (CLI, 0x4242, reply)
+        );
+        assert!(crate::packet::checksum::verify(&back[p.l4()..p.end()]));
+        // The ICMP query timeout applies.
+        e.now = 20 + t.icmp + 1;
+        let mut late = icmp_query(reply, SRV, NAT_ADDR, x.sport);
+        assert_eq!(
+            e.translate(&mut late, false).err(),
+            Some(Refused::Nat(NatDrop::NoMapping)),
+            "type {reply} after the ICMP timeout"
+        );
+        // From outside, a request opens nothing; from inside, a reply neither.
+        let mut unsolicited = icmp_query(request, SRV, NAT_ADDR, 0x5151);
+        assert_eq!(
+            e.translate(&mut unsolicited, false).err(),
+            Some(Refused::Nat(NatDrop::NoMapping))
+        );
+        let mut stray = icmp_query(reply, CLI, SRV, 0x5252);
+        assert_eq!(
+            e.translate(&mut stray, true).err(),
+            Some(Refused::Nat(NatDrop::UnexpectedIcmp))
+        );
+    }
+}
+
 #[test]
 fn rfc7857_a_spoofed_rst_from_outside_is_undone_by_the_inside_challenge_ack() {
     let mut e = engine(&[]);

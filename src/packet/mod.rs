@@ -8,7 +8,7 @@
 //! The flow of one packet:
 //!
 //! 1. [`parse`] validates the frame and returns a [`Parsed`]: the [`Tuple`] (protocol,
-//!    host-order addresses, ports; the identifier for ICMP echo), TCP flags, header offsets,
+//!    host-order addresses, ports; the identifier for ICMP queries), TCP flags, header offsets,
 //!    and for an ICMP error the [`Embedded`] packet it quotes; or a [`Drop`] reason, whose
 //!    [`Drop::is_not_for_us`] tells the frames to hand to the kernel.
 //! 2. The NAT looks the tuple up and rewrites the frame with [`set_src`] / [`set_dst`] (and
