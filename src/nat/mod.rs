@@ -102,6 +102,9 @@ pub struct Engine {
     rng: u64,
     /// Coarse clock in seconds, set by the caller once per batch.
     pub now: u32,
+    /// The segment just translated was an RST that ended a live TCP connection (see
+    /// [`Engine::take_rst_probe`]).
+    rst_probe: bool,
 }
 
 impl Engine {
@@ -124,6 +127,7 @@ impl Engine {
             quota,
             rng: seed | 1,
             now: 0,
+            rst_probe: false,
         }
     }
 
@@ -207,6 +211,7 @@ impl Engine {
         p: &Parsed,
         from_inside: bool,
     ) -> Result<(), Refused> {
+        self.rst_probe = false;
         if p.proto() == 1 && !icmp::icmp_checksum_ok(frame, p) {
             return Err(Refused::Nat(NatDrop::BadIcmpChecksum));
         }

@@ -451,6 +451,39 @@ fn rfc7857_the_rst_senders_own_packets_do_not_undo_its_reset() {
 }
 
 #[test]
+fn rfc7857_only_an_rst_that_resets_a_live_connection_asks_for_a_probe() {
+    let mut e = engine(&[]);
+    let (na, np) = handshake(&mut e, 10);
+    let mut f = tcp(CLI, 40000, SRV, 80, ACK);
+    e.translate(&mut f, true).unwrap();
+    assert!(!e.take_rst_probe(), "not for an ordinary segment");
+    let mut f = tcp(SRV, 80, na, np, RST);
+    e.translate(&mut f, false).unwrap();
+    assert!(e.take_rst_probe(), "an established connection reset");
+    assert!(!e.take_rst_probe(), "taken once");
+    let mut f = tcp(SRV, 80, na, np, RST);
+    e.translate(&mut f, false).unwrap();
+    assert!(!e.take_rst_probe(), "not for a second RST");
+    // Half-closed counts as live; an RST during the handshake (a refused connection) not.
+    let mut f = tcp(CLI, 40000, SRV, 80, ACK);
+    e.translate(&mut f, true).unwrap();
+    let mut f = tcp(CLI, 40000, SRV, 80, FIN_ACK);
+    e.translate(&mut f, true).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpFinOrg);
+    let mut f = tcp(SRV, 80, na, np, RST);
+    e.translate(&mut f, false).unwrap();
+    assert!(e.take_rst_probe(), "a half-closed connection reset");
+    let mut e = engine(&[]);
+    e.now = 10;
+    let mut f = tcp(CLI, 40001, SRV, 81, SYN);
+    e.translate(&mut f, true).unwrap();
+    let x = packet::parse(&f).unwrap().tuple();
+    let mut f = tcp(SRV, 81, x.src, x.sport, RST | ACK);
+    e.translate(&mut f, false).unwrap();
+    assert!(!e.take_rst_probe(), "a refused connection is not probed");
+}
+
+#[test]
 fn an_engine_following_live_rules_takes_new_forwards_and_keeps_existing_connections() {
     let cfg_with = |dnat: &[&str]| {
         let flags = NatFlags {

@@ -53,4 +53,4 @@ pub use ether::set_macs;
 pub use icmp::Embedded;
 pub use ipv4::forward_hop;
 pub use parse::{parse, Drop, L4Kind, Parsed, Tuple};
-pub use rewrite::{set_dst, set_inner_dst, set_inner_src, set_src};
+pub use rewrite::{make_rst_probe, set_dst, set_inner_dst, set_inner_src, set_src};

@@ -18,7 +18,8 @@ use super::checksum::Delta;
 use super::icmp::{ICMP_CHECKSUM, ICMP_HEADER_LEN, ICMP_QUERY_ID};
 use super::ipv4::{IPV4_CHECKSUM, IPV4_DST, IPV4_MIN_HEADER_LEN, IPV4_SRC};
 use super::l4::{
-    TCP_CHECKSUM, TCP_DPORT, TCP_MIN_HEADER_LEN, TCP_SPORT, UDP_CHECKSUM, UDP_HEADER_LEN,
+    TCP_ACK, TCP_ACK_NUM, TCP_CHECKSUM, TCP_DPORT, TCP_FLAGS, TCP_MIN_HEADER_LEN, TCP_SEQ_NUM,
+    TCP_SPORT, UDP_CHECKSUM, UDP_HEADER_LEN,
 };
 use super::{L4Kind, Parsed};
 
@@ -231,4 +232,39 @@ pub fn set_inner_src(frame: &mut [u8], p: &Parsed, ip: u32, port: u16) {
 #[inline]
 pub fn set_inner_dst(frame: &mut [u8], p: &Parsed, ip: u32, port: u16) {
     let _ = set_inner(frame, p, End::Dst, ip, port);
+}
+
+/// Turns a copy of a translated TCP segment (an RST; `p` is the parse of the frame it was
+/// copied from, so the offsets hold) into the probe the NAT sends the RST's receiver (see
+/// `nat::tcp`): an ACK whose sequence and acknowledgment numbers are half the sequence
+/// space away from the segment's, so outside any window. A TCP endpoint answers such a
+/// segment with an ACK while its connection lives (RFC 793 3.9: "If an incoming segment is
+/// not acceptable, an acknowledgment should be sent in reply"), with an RST once it is
+/// gone. The TCP checksum is computed anew. `None` (frame left as it was) if the frame is
+/// not the whole TCP segment `p` describes.
+pub fn make_rst_probe(frame: &mut [u8], p: &Parsed) -> Option<()> {
+    // A first fragment holds part of the segment: its checksum cannot be made.
+    if p.kind() != L4Kind::Tcp || p.is_first_fragment() {
+        return None;
+    }
+    let f = frame.get_mut(..p.end())?;
+    let (hdr, seg) = f
+        .get_mut(p.l3()..)?
+        .split_at_mut_checked(p.l4().wrapping_sub(p.l3()))?;
+    let hdr = hdr.first_chunk::<IPV4_MIN_HEADER_LEN>()?;
+    if seg.len() < TCP_MIN_HEADER_LEN {
+        return None;
+    }
+    let rd = |h: &[u8], o: usize| u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+    let (src, dst) = (rd(hdr, IPV4_SRC), rd(hdr, IPV4_DST));
+    let half = 1u32 << 31;
+    let seq = rd(seg, TCP_SEQ_NUM).wrapping_add(half);
+    let ack = rd(seg, TCP_ACK_NUM).wrapping_add(half);
+    seg[TCP_SEQ_NUM..TCP_SEQ_NUM + 4].copy_from_slice(&seq.to_be_bytes());
+    seg[TCP_ACK_NUM..TCP_ACK_NUM + 4].copy_from_slice(&ack.to_be_bytes());
+    seg[TCP_FLAGS] = TCP_ACK;
+    seg[TCP_CHECKSUM..TCP_CHECKSUM + 2].copy_from_slice(&[0, 0]);
+    let c = super::checksum::l4_checksum(src, dst, super::ipv4::PROTO_TCP, seg);
+    seg[TCP_CHECKSUM..TCP_CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    Some(())
 }

@@ -1055,3 +1055,33 @@ fn every_icmp_query_and_reply_has_its_identifier_as_ports() {
         );
     }
 }
+
+#[test]
+fn an_rst_probe_is_an_ack_half_the_sequence_space_away() {
+    let mut buf = [0u8; 128];
+    let n = build_tcp_syn(&mut buf, &spec(), 4000, 80, 0x8000_0010).unwrap();
+    let mut f = buf[..n].to_vec();
+    f[34 + 13] = 0x14; // RST|ACK
+    f[34 + 8..34 + 12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    let p = parse(&f).unwrap();
+    let mut probe = f.clone();
+    make_rst_probe(&mut probe, &p).expect("a TCP segment");
+    let rd = |o: usize| u32::from_be_bytes([probe[o], probe[o + 1], probe[o + 2], probe[o + 3]]);
+    assert_eq!(probe[34 + 13], TCP_ACK);
+    assert_eq!(
+        rd(34 + 4),
+        0x0000_0010,
+        "sequence number half the space away"
+    );
+    assert_eq!(rd(34 + 8), 0x9234_5678, "acknowledgment number too");
+    // Same addresses and ports, a valid TCP checksum.
+    assert_eq!(parse(&probe).unwrap().tuple(), p.tuple());
+    let seg = &probe[p.l4()..p.end()];
+    assert_eq!(checksum::l4_checksum(HOST, REMOTE, PROTO_TCP, seg), 0);
+    // Not TCP: untouched.
+    let n = build_udp(&mut buf, &spec(), 1, 2).unwrap();
+    let mut u = buf[..n].to_vec();
+    let pu = parse(&u).unwrap();
+    assert!(make_rst_probe(&mut u, &pu).is_none());
+    assert_eq!(u, buf[..n]);
+}
