@@ -21,8 +21,8 @@ Usage (as root, from anywhere):
 
 Exit status: 0 when the run completed (whatever passed or failed), 2 on setup errors
 (not root, binary or tools missing, another run in progress), 130 when interrupted.
-Python 3 standard library only; scenarios 7 and 9 use scapy (Debian's python3-scapy) in
-their helper tools.
+Python 3 standard library only; req14-ooo, mss-clamp, icmp-timestamp and spoofed-rst use
+scapy (Debian's python3-scapy) in their helper tools.
 """
 import argparse
 import datetime
@@ -559,6 +559,57 @@ def sc_mss(t):
     return [(ok(seen == "mss 1360"), f"SYN at the server: {seen} (client link 1500, outside 1400)")]
 
 
+def sc_spoofed_rst(t):
+    """An idle TCP connection through the NAT, a spoofed RST "from the server", then 7 s
+    idle with the transitory (xnat) / CLOSE (conntrack) timeout at 4 s."""
+    t.need_scapy()
+    t.lab_up()
+    _, limit = t.exec("cli", ["sysctl", "-n", "net.ipv4.tcp_challenge_ack_limit"])
+    if limit.strip() == "0":
+        t.exec("cli", ["sysctl", "-qw", "net.ipv4.tcp_challenge_ack_limit=1000"], check=True)
+    if t.backend == "xnat":
+        cfg = os.path.join(t.dir, "short.toml")
+        with open(cfg, "w") as f:
+            f.write("[timeouts]\ntcp_closing = 4\nallow_below_rfc = true\n")
+        t.start_gateway(xnat_flags=["--config", cfg])
+        t.setup = ("xnat run --masquerade --config short.toml (`[timeouts] tcp_closing = 4`, "
+                   "`allow_below_rfc = true`)")
+    else:
+        t.start_gateway()
+        t.exec("gw", ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_close=4"],
+               check=True)
+        t.setup += "; nf_conntrack_tcp_timeout_close=4"
+    res = []
+    for port, offset, what in ((7200, 1000, "in the window, not the expected sequence number"),
+                               (7201, 2**31, "outside the window")):
+        srv = t.ready_tool("srv", [PY, tool("idle_rst.py"), "server", "eth0", "198.19.0.2",
+                                   str(port), str(offset), "7"], f"rst-{port}")
+        _, out = t.exec("cli", [PY, tool("idle_rst.py"), "client", "198.19.0.2", str(port)],
+                        timeout=30)
+        server = srv.rest(15)
+        client = out.strip().splitlines()[-1] if out.strip() else "no output"
+        kept = client == "got late from server" and "answer late from client" in server
+        ack = next((l for l in server if "challenge ack" in l), "no report")
+        note = (f"RST {what}; {ack}; after 7 s idle: client {client!r}, server "
+                f"{(server[-1] if server else 'no output')!r}")
+        res.append((kept, note))
+    return [(ok(kept), note) for kept, note in res]
+
+
+def sc_icmp_timestamp(t):
+    t.need_scapy()
+    t.lab_up()
+    t.start_gateway()
+    sniff = t.ready_tool("srv", [PY, tool("sniff_ip.py"), "eth0", "8", "icmp and icmp[0] == 13"],
+                         "sniff")
+    _, out = t.exec("cli", [PY, tool("icmp_query.py"), "eth0", "198.19.0.2", "13", "4660"],
+                    timeout=15)
+    reply = out.strip().splitlines()[-1] if out.strip() else "no output"
+    at_server = (sniff.readline(2) or "nothing").split(" ")[0]
+    good = reply == "reply 14 id 4660 from 198.19.0.2" and at_server == NAT_IP
+    return [(ok(good), f"client: {reply}; the server saw the request from {at_server}")]
+
+
 SCENARIOS = [
     ("req1-eim", sc_req1_eim,
      ["RFC 4787 REQ-1: endpoint-independent mapping"]),
@@ -580,6 +631,13 @@ SCENARIOS = [
      ["TCP with default veth offloads: 10 MiB over HTTP, sha256 equal"]),
     ("mss-clamp", sc_mss,
      ["MSS clamping to the outside MTU (1400 -> mss 1360)"]),
+    ("icmp-timestamp", sc_icmp_timestamp,
+     ["RFC 5508 REQ-1 (§3.1): an ICMP timestamp query and its reply cross the NAT"]),
+    ("spoofed-rst", sc_spoofed_rst,
+     ["RFC 7857 §2.2: a spoofed RST in the window (challenge ACK) does not end an idle TCP "
+      "connection",
+      "RFC 7857 §2.2: a spoofed RST outside the window (no challenge ACK) does not end an idle "
+      "TCP connection"]),
 ]
 
 

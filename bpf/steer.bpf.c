@@ -20,11 +20,12 @@
  *   7. multicast (224/4) or limited broadcast destination    -> PASS (ip_group)
  *   8. destination is a NAT address (SNAT pool or DNAT):
  *        TCP/UDP to a port inside the address's range or a port-forward rule;
- *        ICMP echo replies whose identifier is in the range; ICMP errors quoting a
- *        packet sent from a port (or with an identifier) in the range; a fragment
+ *        ICMP query replies (echo, timestamp, information, address mask) whose
+ *        identifier is in the range; ICMP errors quoting a packet sent from a
+ *        port (or with an identifier) in the range; a fragment
  *        other than the first, unless its first went to the host  -> REDIRECT
  *        otherwise: the host's own traffic on that address (its sockets' ports,
- *        echo requests to it, errors about its own connections, the fragments of
+ *        query requests to it, errors about its own connections, the fragments of
  *        its datagrams)                                       -> PASS (host)
  *   9. destination is one of the gateway's own addresses     -> PASS (local)
  *  10. inside role, or outside role with route_all set       -> REDIRECT
@@ -167,11 +168,13 @@ static __always_inline int nat_addr(struct xdp_md *ctx, const struct xnat_if_cfg
 	if ((void *)(l4 + 8) > data_end)
 		return redirect(ctx, ifc); /* the workers count it as malformed */
 	if (ip->protocol == IPPROTO_ICMP) {
-		if (l4[0] == 0) /* echo reply: the identifier is the port */
+		/* Query replies (echo 0, timestamp 14, information 16, address mask 18): the
+		 * identifier is the port. */
+		if (l4[0] == 0 || l4[0] == 14 || l4[0] == 16 || l4[0] == 18)
 			return in_range(nat, rd16(l4 + 4)) ? redirect(ctx, ifc)
 							   : pass(XNAT_CNT_PASS_HOST);
 		if (l4[0] != 3 && l4[0] != 11 && l4[0] != 12)
-			return pass(XNAT_CNT_PASS_HOST); /* echo requests: the host answers */
+			return pass(XNAT_CNT_PASS_HOST); /* query requests: the host answers */
 		/* An error about a packet this address sent: whose port did it leave from? */
 		struct iphdr *q = (struct iphdr *)(l4 + 8);
 		__u8 *ql4;

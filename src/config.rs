@@ -189,7 +189,7 @@ pub struct Timeouts {
     pub tcp_closing: u32,
     /// UDP.
     pub udp: u32,
-    /// ICMP echo.
+    /// ICMP queries (echo, timestamp, information, address mask).
     pub icmp: u32,
     /// Accept values below the RFC minimums (for operators who knowingly trade
     /// conformance for table space).

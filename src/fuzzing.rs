@@ -64,7 +64,7 @@ pub fn frame(data: &[u8]) {
     assert_eq!((t.src, t.dst), (ip_a, ip_b));
     match p.kind() {
         L4Kind::Tcp | L4Kind::Udp => assert_eq!((t.sport, t.dport), (port_a, port_b)),
-        L4Kind::IcmpEchoRequest | L4Kind::IcmpEchoReply => {
+        L4Kind::IcmpQueryRequest | L4Kind::IcmpQueryReply => {
             assert_eq!((t.sport, t.dport), (port_b, port_b))
         }
         L4Kind::IcmpError => {

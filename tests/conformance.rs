@@ -458,3 +458,165 @@ fn rfc7857_a_half_closed_tcp_connection_is_kept_until_both_fins() {
     );
     let _ = srv.wait();
 }
+
+/// What [`spoofed_rst_scenario`] saw.
+struct SpoofedRst {
+    /// The server's report lines (`idle_rst.py server`).
+    server: Vec<String>,
+    /// The client's last line.
+    client: String,
+    /// The states of the connection's session 2 s after the server's report on the
+    /// challenge ACK (so 3 s after the RST: past the gateway's probe).
+    states: Vec<String>,
+    /// The gateway's counters and log, for failure messages.
+    log: String,
+}
+
+/// An idle connection through SNAT receives a spoofed RST "from the server" whose sequence
+/// number is `offset` bytes past the one the client expects; the transitory timeout is
+/// shortened to 4 s (beyond the 1-2 s after which the gateway probes the client) and the
+/// connection left idle 7 s.
+fn spoofed_rst_scenario(tag: &str, offset: &str) -> SpoofedRst {
+    let lab = Lab::up(tag, 1);
+    // Challenge ACKs must not be switched off in the client's namespace (0 = none sent).
+    let limit = lab.exec("cli", &["sysctl", "-n", "net.ipv4.tcp_challenge_ack_limit"]);
+    if String::from_utf8_lossy(&limit.stdout).trim() == "0" {
+        lab.exec(
+            "cli",
+            &["sysctl", "-qw", "net.ipv4.tcp_challenge_ack_limit=1000"],
+        );
+    }
+    let cfg = lab.dir.join("short.toml");
+    std::fs::write(
+        &cfg,
+        "[nat]\nmasquerade = true\n[timeouts]\ntcp_closing = 4\nallow_below_rfc = true\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(&lab, &["--config", cfg.to_str().unwrap()]);
+    let tool_path = tool("idle_rst.py");
+    let (mut srv, mut lines) = lab.spawn_ready(
+        "srv",
+        &[
+            "/usr/bin/python3",
+            &tool_path,
+            "server",
+            "eth0",
+            "198.19.0.2",
+            "7200",
+            offset,
+            "7",
+        ],
+    );
+    let mut cli = lab.spawn(
+        "cli",
+        &["python3", &tool_path, "client", "198.19.0.2", "7200"],
+        "client.log",
+    );
+    let mut server: Vec<String> = lines.next().and_then(|l| l.ok()).into_iter().collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let sessions = gw.ctl_json(&["sessions", "--proto", "tcp"]);
+    let states = sessions
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|s| {
+                    s["original"]
+                        .as_str()
+                        .is_some_and(|o| o.ends_with("198.19.0.2:7200"))
+                })
+                .map(|s| s["state"].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    server.extend(lines.map_while(|l| l.ok()));
+    let _ = srv.wait();
+    let _ = wait_for(Duration::from_secs(20), || {
+        matches!(cli.try_wait(), Ok(Some(_)))
+    });
+    let _ = cli.kill();
+    let _ = cli.wait();
+    let client = lab
+        .read("client.log")
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    let stats = gw.fresh_stats();
+    SpoofedRst {
+        server,
+        client,
+        states,
+        log: format!("{}\n{}", stats["total"], gw.log()),
+    }
+}
+
+#[test]
+fn rfc7857_a_spoofed_rst_does_not_end_an_idle_connection() {
+    // In the client's window but not the expected sequence number: the client refuses it
+    // with a challenge ACK (RFC 5961 3.2), which puts the session back to established.
+    let r = spoofed_rst_scenario("spoofrst", "1000");
+    assert!(
+        r.server.iter().any(|l| l == "challenge ack seen"),
+        "{:?}",
+        r.server
+    );
+    assert_eq!(r.states, ["established"], "{:?}\n{}", r.server, r.log);
+    assert_eq!(
+        r.client, "got late from server",
+        "{:?}\n{}",
+        r.server, r.log
+    );
+    assert!(
+        r.server.iter().any(|l| l == "answer late from client"),
+        "{:?}\n{}",
+        r.server,
+        r.log
+    );
+}
+
+#[test]
+fn rfc7857_a_spoofed_rst_outside_the_window_does_not_end_an_idle_connection() {
+    // The client drops an RST outside its window without a word (RFC 793); the gateway's
+    // probe a moment later (an ACK outside the window, which the client answers with an
+    // ACK) puts the session back to established.
+    let r = spoofed_rst_scenario("spoofrstoow", "2147483648");
+    assert!(
+        r.server.iter().any(|l| l == "no challenge ack"),
+        "{:?}",
+        r.server
+    );
+    assert_eq!(r.states, ["established"], "{:?}\n{}", r.server, r.log);
+    assert_eq!(
+        r.client, "got late from server",
+        "{:?}\n{}",
+        r.server, r.log
+    );
+    assert!(
+        r.server.iter().any(|l| l == "answer late from client"),
+        "{:?}\n{}",
+        r.server,
+        r.log
+    );
+}
+
+#[test]
+fn rfc7857_an_rst_the_endpoint_accepts_still_ends_the_session() {
+    // At the expected sequence number the client takes the RST: its connection is gone,
+    // and it answers the gateway's probe with an RST, so the session stays reset (and goes
+    // after the transitory timeout) instead of being restored.
+    let r = spoofed_rst_scenario("acceptedrst", "0");
+    assert!(
+        r.client.contains("reset"),
+        "the client must see its connection reset: {:?}",
+        r.client
+    );
+    assert_eq!(r.states.len(), 1, "{:?}\n{}", r.states, r.log);
+    assert!(
+        r.states[0].starts_with("reset"),
+        "{:?}\n{}",
+        r.states,
+        r.log
+    );
+    assert!(r.log.contains("\"rst_probes\":1"), "{}", r.log);
+}

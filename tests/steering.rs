@@ -4,7 +4,9 @@
 
 use xnat::dataplane::bpf::{Role, SteerCounters};
 use xnat::dataplane::Steering;
-use xnat::packet::builder::{build_icmp_echo, build_icmp_error, build_udp, EchoKind, FrameSpec};
+use xnat::packet::builder::{
+    build_icmp_echo, build_icmp_error, build_icmp_query, build_udp, EchoKind, FrameSpec,
+};
 use xnat::packet::checksum;
 
 const XDP_DROP: u32 = 1;
@@ -166,6 +168,15 @@ fn icmp_to_a_nat_address_is_split_between_workers_and_host() {
     assert_eq!(decide(&s, &b[..n]), "host", "reply to the host's own ping");
     let n = build_icmp_echo(&mut b, &spec, EchoKind::Request, 7, 1).unwrap();
     assert_eq!(decide(&s, &b[..n]), "host", "a ping of the gateway");
+    // The other queries (RFC 5508 3.1): replies by identifier, requests to the host.
+    for (reply, request) in [(14u8, 13u8), (16, 15), (18, 17)] {
+        let n = build_icmp_query(&mut b, &spec, reply, 20000, 1).unwrap();
+        assert_eq!(decide(&s, &b[..n]), "redirect", "type {reply} to a NAT id");
+        let n = build_icmp_query(&mut b, &spec, reply, 40000, 1).unwrap();
+        assert_eq!(decide(&s, &b[..n]), "host", "type {reply} to the host's id");
+        let n = build_icmp_query(&mut b, &spec, request, 20000, 1).unwrap();
+        assert_eq!(decide(&s, &b[..n]), "host", "type {request} to the gateway");
+    }
     // Errors about packets the NAT address sent: from a NAT port, or the host's own.
     for (sport, want) in [(20000u16, "redirect"), (40000, "host")] {
         let quoted = udp(OUR_MAC, NAT, REMOTE, sport, 53);

@@ -82,10 +82,13 @@ pub enum Event {
     HeldSent,
     /// A packet to a neighbour not yet resolved was held.
     NeighbourHeld,
+    /// A probe was queued for the receiver of an RST that reset a live TCP connection
+    /// (sent 1 to 2 s later, see `nat::tcp`).
+    RstProbes,
 }
 
 /// Number of [`Event`]s.
-pub const EVENT_COUNT: usize = 11;
+pub const EVENT_COUNT: usize = 12;
 /// Names of the events, indexed by [`Event`].
 pub const EVENT_NAMES: [&str; EVENT_COUNT] = [
     "checksum_completed",
@@ -99,6 +102,7 @@ pub const EVENT_NAMES: [&str; EVENT_COUNT] = [
     "fragments_held",
     "held_sent",
     "neighbour_held",
+    "rst_probes",
 ];
 
 /// Event counts, indexed by [`Event`].

@@ -8,6 +8,13 @@ use crate::dataplane::{Action, Handler, Port, Ports};
 use crate::packet::frag::{self, FragKey};
 use crate::packet::{self, ipv4};
 use crate::router::hold::{Release, Wait};
+
+/// Largest RST frame copied into a probe (headers with options and a little data).
+const PROBE_MAX: usize = 256;
+/// Coarse seconds after the RST that its probe leaves: 1 to 2 s, past the endpoint's own
+/// answer to the RST (a challenge ACK) and its rate limit on such answers (Linux:
+/// `net.ipv4.tcp_invalid_ratelimit`, 500 ms), so that the probe is answered too.
+const PROBE_DELAY: u32 = 2;
 use crate::router::{flow_hash, Decision, Fit, IcmpKind, Router, RouterConfig, RouterDrops};
 
 use super::fragments::{self, FragCache, FragXlate};
@@ -174,6 +181,27 @@ impl NatHandler {
         t.drops[TOO_BIG] += dropped as u64;
     }
 
+    /// Queues the probe of an RST that reset a live connection (`frame`, translated and
+    /// addressed, leaving out of `port`): see `nat::tcp`. Without a free slot, no probe.
+    fn queue_rst_probe(&mut self, frame: &[u8], p: &packet::Parsed, port: Port) {
+        let mut probe = [0u8; PROBE_MAX];
+        let Some(copy) = probe.get_mut(..frame.len()) else {
+            return;
+        };
+        copy.copy_from_slice(frame);
+        if packet::make_rst_probe(copy, p).is_none() {
+            return;
+        }
+        let now = self.engine.now;
+        let wait = Wait::Time {
+            due: now.wrapping_add(PROBE_DELAY),
+            port,
+        };
+        if self.router.hold.park(copy, wait, now).is_ok() {
+            self.router.tally.events[Event::RstProbes as usize] += 1;
+        }
+    }
+
     /// A fragment other than the first: translated as its first fragment was, or held
     /// until that arrives.
     fn later_fragment(&mut self, frame: &mut [u8], ingress: Port) -> Action {
@@ -337,7 +365,13 @@ impl Handler for NatHandler {
         if p.is_first_fragment() {
             self.first_fragment(frame, key, egress, hop);
         }
-        self.send(frame, hop, egress, fit)
+        let action = self.send(frame, hop, egress, fit);
+        if self.engine.take_rst_probe() {
+            if let Action::Transmit(port) = action {
+                self.queue_rst_probe(frame, &p, port);
+            }
+        }
+        action
     }
 
     fn drop_reasons(&self) -> &'static [&'static str] {

@@ -58,8 +58,8 @@ pub enum NatDrop {
     IcmpNoSession,
     /// Outbound traffic with no SNAT pool configured (DNAT-only gateway).
     NoSnatRule,
-    /// An ICMP query other than echo arriving from outside, or an echo request to a NAT
-    /// address (the gateway's own kernel answers those; they are never steered here).
+    /// An ICMP message from the inside that matches no session and is no query request
+    /// (echo, timestamp, information, address mask: only those open a session).
     UnexpectedIcmp,
     /// The inside source already has `--max-sessions-per-source` live sessions.
     QuotaExceeded,
@@ -119,6 +119,9 @@ pub struct Engine {
     blocks: Option<Arc<PortBlocks>>,
     /// Scratch: the port ranges of the subscriber at hand.
     block_ranges: Vec<(u16, u16)>,
+    /// The segment just translated was an RST that ended a live TCP connection (see
+    /// [`Engine::take_rst_probe`]).
+    rst_probe: bool,
 }
 
 /// Most exhaustion and quota events one worker logs per second (a flood of refused
@@ -150,6 +153,7 @@ impl Engine {
             log_second: u32::MAX,
             blocks: None,
             block_ranges: Vec::new(),
+            rst_probe: false,
         }
     }
 
@@ -256,6 +260,7 @@ impl Engine {
         p: &Parsed,
         from_inside: bool,
     ) -> Result<(), Refused> {
+        self.rst_probe = false;
         if p.proto() == 1 && !icmp::icmp_checksum_ok(frame, p) {
             return Err(Refused::Nat(NatDrop::BadIcmpChecksum));
         }
@@ -303,7 +308,7 @@ impl Engine {
             }));
         }
         if from_inside {
-            if t.proto == 1 && p.kind() != L4Kind::IcmpEchoRequest {
+            if t.proto == 1 && p.kind() != L4Kind::IcmpQueryRequest {
                 return Err(Refused::Nat(NatDrop::UnexpectedIcmp));
             }
             if self.rules.is_hairpin_dst(t.dst) {

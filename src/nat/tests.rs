@@ -289,7 +289,7 @@ fn rfc7857_a_reset_holds_four_minutes_and_traffic_after_it_restores_the_connecti
     e.now = 20;
     let mut f = tcp(SRV, 80, na, np, RST);
     e.translate(&mut f, false).unwrap();
-    assert_eq!(state_of(&e), ConnState::TcpReset);
+    assert_eq!(state_of(&e), ConnState::TcpResetRev);
     // ...but the connection goes on: established again, with its long timeout.
     e.now = 30;
     let mut f = tcp(CLI, 40000, SRV, 80, ACK);
@@ -305,12 +305,182 @@ fn rfc7857_a_reset_holds_four_minutes_and_traffic_after_it_restores_the_connecti
     e.now = reset_at + t.tcp_closing - 1;
     assert_eq!(
         state_of(&e),
-        ConnState::TcpReset,
+        ConnState::TcpResetOrg,
         "held for the transitory timeout"
     );
     e.now = reset_at + t.tcp_closing + 1;
     let mut f = tcp(SRV, 80, na, np, ACK);
     assert!(e.translate(&mut f, false).is_err());
+}
+
+/// An ICMP query or reply of `icmp_type` with identifier `id` (a timestamp message carries
+/// its 12 bytes of timestamps).
+fn icmp_query(icmp_type: u8, src: u32, dst: u32, id: u16) -> Vec<u8> {
+    let mut spec = FrameSpec::new([2; 6], [4; 6], src, dst);
+    spec.payload_len = if matches!(icmp_type, 13 | 14) { 12 } else { 4 };
+    let mut b = vec![0u8; 128];
+    let n = crate::packet::builder::build_icmp_query(&mut b, &spec, icmp_type, id, 1).unwrap();
+    b.truncate(n);
+    b
+}
+
+#[test]
+fn rfc5508_req1_icmp_queries_other_than_echo_are_translated_by_identifier() {
+    let t = crate::config::Timeouts::default();
+    // Timestamp (13/14), information (15/16), address mask (17/18).
+    for (request, reply) in [(13u8, 14u8), (15, 16), (17, 18)] {
+        let mut e = engine(&[]);
+        e.now = 10;
+        let mut out = icmp_query(request, CLI, SRV, 0x4242);
+        e.translate(&mut out, true).expect("request translated");
+        let p = packet::parse(&out).unwrap();
+        let x = p.tuple();
+        assert_eq!(x.src, NAT_ADDR, "type {request}");
+        assert_eq!(out[34], request, "the type is kept");
+        assert!(crate::packet::checksum::verify(&out[p.l4()..p.end()]));
+        let s = e
+            .table()
+            .sessions(e.now)
+            .find(|s| !is_mapping(s))
+            .expect("a session");
+        assert_eq!(s.state, ConnState::Icmp);
+        // The reply comes back to the client with its own identifier.
+        e.now = 20;
+        let mut back = icmp_query(reply, SRV, NAT_ADDR, x.sport);
+        e.translate(&mut back, false).expect("reply translated");
+        let p = packet::parse(&back).unwrap();
+        assert_eq!(
+            (p.tuple().dst, p.tuple().dport, back[34]),
+            (CLI, 0x4242, reply)
+        );
+        assert!(crate::packet::checksum::verify(&back[p.l4()..p.end()]));
+        // The ICMP query timeout applies.
+        e.now = 20 + t.icmp + 1;
+        let mut late = icmp_query(reply, SRV, NAT_ADDR, x.sport);
+        assert_eq!(
+            e.translate(&mut late, false).err(),
+            Some(Refused::Nat(NatDrop::NoMapping)),
+            "type {reply} after the ICMP timeout"
+        );
+        // From outside, a request opens nothing; from inside, a reply neither.
+        let mut unsolicited = icmp_query(request, SRV, NAT_ADDR, 0x5151);
+        assert_eq!(
+            e.translate(&mut unsolicited, false).err(),
+            Some(Refused::Nat(NatDrop::NoMapping))
+        );
+        let mut stray = icmp_query(reply, CLI, SRV, 0x5252);
+        assert_eq!(
+            e.translate(&mut stray, true).err(),
+            Some(Refused::Nat(NatDrop::UnexpectedIcmp))
+        );
+    }
+}
+
+#[test]
+fn rfc7857_a_spoofed_rst_from_outside_is_undone_by_the_inside_challenge_ack() {
+    let mut e = engine(&[]);
+    let t = crate::config::Timeouts::default();
+    let (na, np) = handshake(&mut e, 10);
+    // A spoofed RST "from the server", not at the client's next expected sequence number...
+    e.now = 20;
+    let mut f = tcp(SRV, 80, na, np, RST);
+    e.translate(&mut f, false).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpResetRev);
+    // ...the client refuses it and answers with a challenge ACK: established again.
+    let mut f = tcp(CLI, 40000, SRV, 80, ACK);
+    e.translate(&mut f, true).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpEstablished);
+    // The idle connection outlives the transitory timeout.
+    e.now = 20 + t.tcp_closing + 600;
+    let mut f = tcp(SRV, 80, na, np, ACK);
+    assert!(
+        e.translate(&mut f, false).is_ok(),
+        "the connection was lost"
+    );
+    // The same from inside (a port forward's client would be outside; here the ORG end
+    // resets and the REV end's ACK restores).
+    let mut f = tcp(CLI, 40000, SRV, 80, RST);
+    e.translate(&mut f, true).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpResetOrg);
+    let mut f = tcp(SRV, 80, na, np, ACK);
+    e.translate(&mut f, false).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpEstablished);
+}
+
+#[test]
+fn rfc7857_the_rst_senders_own_packets_do_not_undo_its_reset() {
+    let mut e = engine(&[]);
+    let t = crate::config::Timeouts::default();
+    let (na, np) = handshake(&mut e, 10);
+    e.now = 20;
+    let mut f = tcp(SRV, 80, na, np, RST);
+    e.translate(&mut f, false).unwrap();
+    // Whatever the RST's sender sends next (a spoofer covering its tracks, or a SYN from
+    // the wrong side), the session stays reset.
+    for flags in [ACK, FIN_ACK, SYN, SYN | ACK, RST, ACK] {
+        let mut f = tcp(SRV, 80, na, np, flags);
+        e.translate(&mut f, false).unwrap();
+        assert_eq!(
+            state_of(&e),
+            ConnState::TcpResetRev,
+            "after flags {flags:#x}"
+        );
+    }
+    // Nothing from the receiver: gone after the transitory timeout.
+    e.now = 20 + t.tcp_closing + 1;
+    let mut f = tcp(SRV, 80, na, np, ACK);
+    assert!(e.translate(&mut f, false).is_err());
+    // The other direction: the client resets, its own later segments change nothing.
+    let mut e = engine(&[]);
+    handshake(&mut e, 10);
+    let mut f = tcp(CLI, 40000, SRV, 80, RST);
+    e.translate(&mut f, true).unwrap();
+    for flags in [ACK, FIN_ACK, ACK] {
+        let mut f = tcp(CLI, 40000, SRV, 80, flags);
+        e.translate(&mut f, true).unwrap();
+        assert_eq!(
+            state_of(&e),
+            ConnState::TcpResetOrg,
+            "after flags {flags:#x}"
+        );
+    }
+    // A new connection from the client on the same ports starts over.
+    let mut f = tcp(CLI, 40000, SRV, 80, SYN);
+    e.translate(&mut f, true).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpSyn);
+}
+
+#[test]
+fn rfc7857_only_an_rst_that_resets_a_live_connection_asks_for_a_probe() {
+    let mut e = engine(&[]);
+    let (na, np) = handshake(&mut e, 10);
+    let mut f = tcp(CLI, 40000, SRV, 80, ACK);
+    e.translate(&mut f, true).unwrap();
+    assert!(!e.take_rst_probe(), "not for an ordinary segment");
+    let mut f = tcp(SRV, 80, na, np, RST);
+    e.translate(&mut f, false).unwrap();
+    assert!(e.take_rst_probe(), "an established connection reset");
+    assert!(!e.take_rst_probe(), "taken once");
+    let mut f = tcp(SRV, 80, na, np, RST);
+    e.translate(&mut f, false).unwrap();
+    assert!(!e.take_rst_probe(), "not for a second RST");
+    // Half-closed counts as live; an RST during the handshake (a refused connection) not.
+    let mut f = tcp(CLI, 40000, SRV, 80, ACK);
+    e.translate(&mut f, true).unwrap();
+    let mut f = tcp(CLI, 40000, SRV, 80, FIN_ACK);
+    e.translate(&mut f, true).unwrap();
+    assert_eq!(state_of(&e), ConnState::TcpFinOrg);
+    let mut f = tcp(SRV, 80, na, np, RST);
+    e.translate(&mut f, false).unwrap();
+    assert!(e.take_rst_probe(), "a half-closed connection reset");
+    let mut e = engine(&[]);
+    e.now = 10;
+    let mut f = tcp(CLI, 40001, SRV, 81, SYN);
+    e.translate(&mut f, true).unwrap();
+    let x = packet::parse(&f).unwrap().tuple();
+    let mut f = tcp(SRV, 81, x.src, x.sport, RST | ACK);
+    e.translate(&mut f, false).unwrap();
+    assert!(!e.take_rst_probe(), "a refused connection is not probed");
 }
 
 #[test]

@@ -186,6 +186,24 @@ pub fn build_tcp_syn(
     Ok(n)
 }
 
+/// Writes an ICMP query or reply of type `icmp_type` (echo, timestamp, information, address
+/// mask) from `spec` with identifier `ident`, sequence number `seq`, `spec.payload_len`
+/// zero bytes after the header (12 for a timestamp message, 4 for an address mask) and a
+/// valid ICMP checksum; returns its length.
+pub fn build_icmp_query(
+    buf: &mut [u8],
+    spec: &FrameSpec,
+    icmp_type: u8,
+    ident: u16,
+    seq: u16,
+) -> Result<usize, BuildError> {
+    let mut rest = [0u8; 4];
+    rest[0..2].copy_from_slice(&ident.to_be_bytes());
+    rest[2..4].copy_from_slice(&seq.to_be_bytes());
+    let l4_len = ICMP_HEADER_LEN.saturating_add(spec.payload_len);
+    write_icmp(buf, spec, icmp_type, 0, rest, l4_len, &[])
+}
+
 /// Writes an ICMP echo request or reply from `spec` with identifier `ident` and sequence
 /// number `seq` and a valid ICMP checksum; returns its length.
 pub fn build_icmp_echo(
@@ -199,11 +217,7 @@ pub fn build_icmp_echo(
         EchoKind::Request => ICMP_ECHO_REQUEST,
         EchoKind::Reply => ICMP_ECHO_REPLY,
     };
-    let mut rest = [0u8; 4];
-    rest[0..2].copy_from_slice(&ident.to_be_bytes());
-    rest[2..4].copy_from_slice(&seq.to_be_bytes());
-    let l4_len = ICMP_HEADER_LEN.saturating_add(spec.payload_len);
-    write_icmp(buf, spec, ty, 0, rest, l4_len, &[])
+    build_icmp_query(buf, spec, ty, ident, seq)
 }
 
 /// Writes an ICMP error (`icmp_type`, `code`, the 4 type-specific bytes `rest`, e.g. the

@@ -10,9 +10,10 @@ pub const ICMP_TYPE: usize = 0;
 pub const ICMP_CODE: usize = 1;
 /// Offset of the ICMP checksum (over the whole ICMP message, no pseudo-header).
 pub const ICMP_CHECKSUM: usize = 2;
-/// Offset of the echo identifier.
-pub const ICMP_ECHO_ID: usize = 4;
-/// Offset of the echo sequence number.
+/// Offset of the identifier of every query message (echo, timestamp, information, address
+/// mask: RFC 792, RFC 950), which a NAPT translates like a port (RFC 5508 3.1).
+pub const ICMP_QUERY_ID: usize = 4;
+/// Offset of the sequence number of a query message.
 pub const ICMP_ECHO_SEQ: usize = 6;
 /// Offset of the next-hop MTU in a "fragmentation needed" message (RFC 1191).
 pub const ICMP_NEXT_HOP_MTU: usize = 6;
@@ -27,6 +28,18 @@ pub const ICMP_ECHO_REQUEST: u8 = 8;
 pub const ICMP_TIME_EXCEEDED: u8 = 11;
 /// ICMP type: parameter problem.
 pub const ICMP_PARAM_PROBLEM: u8 = 12;
+/// ICMP type: timestamp request.
+pub const ICMP_TIMESTAMP: u8 = 13;
+/// ICMP type: timestamp reply.
+pub const ICMP_TIMESTAMP_REPLY: u8 = 14;
+/// ICMP type: information request (obsolete, RFC 6918).
+pub const ICMP_INFO_REQUEST: u8 = 15;
+/// ICMP type: information reply (obsolete).
+pub const ICMP_INFO_REPLY: u8 = 16;
+/// ICMP type: address mask request (RFC 950, obsolete).
+pub const ICMP_MASK_REQUEST: u8 = 17;
+/// ICMP type: address mask reply (obsolete).
+pub const ICMP_MASK_REPLY: u8 = 18;
 
 /// Destination unreachable code: port unreachable.
 pub const ICMP_CODE_PORT_UNREACH: u8 = 3;
@@ -40,6 +53,25 @@ pub const fn is_error_type(icmp_type: u8) -> bool {
     matches!(
         icmp_type,
         ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAM_PROBLEM
+    )
+}
+
+/// Returns `true` for the ICMP query requests: echo, timestamp, information and address
+/// mask requests. All carry an identifier at [`ICMP_QUERY_ID`] that their reply copies.
+#[inline]
+pub const fn is_query_request(icmp_type: u8) -> bool {
+    matches!(
+        icmp_type,
+        ICMP_ECHO_REQUEST | ICMP_TIMESTAMP | ICMP_INFO_REQUEST | ICMP_MASK_REQUEST
+    )
+}
+
+/// Returns `true` for the replies to the queries of [`is_query_request`].
+#[inline]
+pub const fn is_query_reply(icmp_type: u8) -> bool {
+    matches!(
+        icmp_type,
+        ICMP_ECHO_REPLY | ICMP_TIMESTAMP_REPLY | ICMP_INFO_REPLY | ICMP_MASK_REPLY
     )
 }
 
@@ -72,14 +104,14 @@ impl Embedded {
         self.icmp_code
     }
 
-    /// Transport of the quoted packet: TCP, UDP, or an ICMP echo request/reply (never an
+    /// Transport of the quoted packet: TCP, UDP, or an ICMP query or reply (never an
     /// error).
     #[inline]
     pub const fn kind(&self) -> super::L4Kind {
         self.kind
     }
 
-    /// Tuple of the quoted packet (for a quoted echo, both ports are its identifier).
+    /// Tuple of the quoted packet (for a quoted query, both ports are its identifier).
     #[inline]
     pub const fn tuple(&self) -> Tuple {
         self.tuple

@@ -8,7 +8,7 @@
 //! The flow of one packet:
 //!
 //! 1. [`parse`] validates the frame and returns a [`Parsed`]: the [`Tuple`] (protocol,
-//!    host-order addresses, ports; the identifier for ICMP echo), TCP flags, header offsets,
+//!    host-order addresses, ports; the identifier for ICMP queries), TCP flags, header offsets,
 //!    and for an ICMP error the [`Embedded`] packet it quotes; or a [`Drop`] reason, whose
 //!    [`Drop::is_not_for_us`] tells the frames to hand to the kernel.
 //! 2. The NAT looks the tuple up and rewrites the frame with [`set_src`] / [`set_dst`] (and
@@ -53,4 +53,4 @@ pub use ether::set_macs;
 pub use icmp::Embedded;
 pub use ipv4::forward_hop;
 pub use parse::{parse, Drop, L4Kind, Parsed, Tuple};
-pub use rewrite::{set_dst, set_inner_dst, set_inner_src, set_src};
+pub use rewrite::{make_rst_probe, set_dst, set_inner_dst, set_inner_src, set_src};

@@ -4,7 +4,7 @@ use super::ether::{
     ETHERTYPE_IPV4, ETHERTYPE_QINQ, ETHERTYPE_QINQ_OLD, ETHERTYPE_VLAN, ETH_HEADER_LEN, ETH_TYPE,
 };
 use super::icmp::{
-    is_error_type, Embedded, ICMP_ECHO_ID, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER_LEN,
+    is_error_type, is_query_reply, is_query_request, Embedded, ICMP_HEADER_LEN, ICMP_QUERY_ID,
 };
 use super::ipv4::{
     IPV4_DST, IPV4_FRAG, IPV4_FRAG_OFFSET_MASK, IPV4_MIN_HEADER_LEN, IPV4_PROTO, IPV4_SRC,
@@ -70,7 +70,8 @@ pub enum Drop {
     /// The UDP length is below 8 or larger than the IP payload.
     #[error("bad UDP length")]
     BadUdpLen,
-    /// An ICMP type other than echo request/reply and the errors 3, 11 and 12.
+    /// An ICMP type other than the queries (echo, timestamp, information, address mask),
+    /// their replies, and the errors 3, 11 and 12.
     #[error("unsupported ICMP type")]
     IcmpUnsupportedType,
     /// An ICMP error whose quoted packet lacks its full IPv4 header or the first 8 bytes of
@@ -78,7 +79,7 @@ pub enum Drop {
     #[error("ICMP error quotes a truncated packet")]
     IcmpTruncatedInner,
     /// An ICMP error quoting something NAT cannot map: not IPv4, IHL below 5, a non-first
-    /// fragment, a protocol other than TCP/UDP, or ICMP other than an echo.
+    /// fragment, a protocol other than TCP/UDP, or ICMP other than a query or its reply.
     #[error("ICMP error quotes an unsupported packet")]
     IcmpBadInner,
 }
@@ -157,8 +158,8 @@ impl Drop {
 }
 
 /// The flow 5-tuple, shared with the translation table ([`crate::table::Tuple`]):
-/// addresses are host-order `u32`. For ICMP echo request and reply, `sport` and `dport` are
-/// both the echo identifier, so that [`reversed`](Tuple::reversed) of a request's tuple is
+/// addresses are host-order `u32`. For ICMP queries and replies (echo, timestamp,
+/// information, address mask), `sport` and `dport` are both the identifier, so that [`reversed`](Tuple::reversed) of a request's tuple is
 /// its reply's tuple. For an ICMP error both ports are 0 (see [`Parsed::embedded`] for the
 /// tuple it refers to).
 pub use crate::table::Tuple;
@@ -170,10 +171,12 @@ pub enum L4Kind {
     Tcp,
     /// UDP.
     Udp,
-    /// ICMP echo request (type 8); the identifier is the "port".
-    IcmpEchoRequest,
-    /// ICMP echo reply (type 0); the identifier is the "port".
-    IcmpEchoReply,
+    /// ICMP query: echo (type 8), timestamp (13), information (15) or address mask (17)
+    /// request; the identifier is the "port".
+    IcmpQueryRequest,
+    /// ICMP query reply: echo (0), timestamp (14), information (16) or address mask (18)
+    /// reply; the identifier is the "port".
+    IcmpQueryReply,
     /// ICMP destination unreachable, time exceeded or parameter problem, quoting a packet
     /// described by [`Parsed::embedded`].
     IcmpError,
@@ -380,13 +383,13 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Drop> {
                 return Err(Drop::TooShortL4);
             };
             match c[0] {
-                ICMP_ECHO_REQUEST => {
-                    let id = rd16(c, ICMP_ECHO_ID);
-                    (L4Kind::IcmpEchoRequest, id, id)
+                t if is_query_request(t) => {
+                    let id = rd16(c, ICMP_QUERY_ID);
+                    (L4Kind::IcmpQueryRequest, id, id)
                 }
-                ICMP_ECHO_REPLY => {
-                    let id = rd16(c, ICMP_ECHO_ID);
-                    (L4Kind::IcmpEchoReply, id, id)
+                t if is_query_reply(t) => {
+                    let id = rd16(c, ICMP_QUERY_ID);
+                    (L4Kind::IcmpQueryReply, id, id)
                 }
                 t if is_error_type(t) => {
                     embedded = Some(parse_embedded(l4, l4_off, t, c[1])?);
@@ -456,10 +459,10 @@ fn parse_embedded(
         PROTO_TCP => (L4Kind::Tcp, rd16(t, 0), rd16(t, 2)),
         PROTO_UDP => (L4Kind::Udp, rd16(t, 0), rd16(t, 2)),
         PROTO_ICMP => {
-            let id = rd16(t, ICMP_ECHO_ID);
+            let id = rd16(t, ICMP_QUERY_ID);
             match t[0] {
-                ICMP_ECHO_REQUEST => (L4Kind::IcmpEchoRequest, id, id),
-                ICMP_ECHO_REPLY => (L4Kind::IcmpEchoReply, id, id),
+                q if is_query_request(q) => (L4Kind::IcmpQueryRequest, id, id),
+                q if is_query_reply(q) => (L4Kind::IcmpQueryReply, id, id),
                 _ => return Err(Drop::IcmpBadInner),
             }
         }

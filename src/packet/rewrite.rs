@@ -8,17 +8,18 @@
 //! |---------------|---------------------------------|--------------------------------|
 //! | TCP           | IPv4 header, TCP (pseudo-header)| TCP                            |
 //! | UDP           | IPv4 header, UDP unless 0       | UDP unless 0                   |
-//! | ICMP echo     | IPv4 header                     | ICMP (identifier)              |
+//! | ICMP query    | IPv4 header                     | ICMP (identifier)              |
 //! | ICMP error    | outer IPv4 header only          | — (see [`set_inner_src`])      |
 //!
 //! A frame shorter than the `Parsed` describes (i.e. not the frame it was parsed from) is
 //! left untouched; nothing here panics.
 
 use super::checksum::Delta;
-use super::icmp::{ICMP_CHECKSUM, ICMP_ECHO_ID, ICMP_HEADER_LEN};
+use super::icmp::{ICMP_CHECKSUM, ICMP_HEADER_LEN, ICMP_QUERY_ID};
 use super::ipv4::{IPV4_CHECKSUM, IPV4_DST, IPV4_MIN_HEADER_LEN, IPV4_SRC};
 use super::l4::{
-    TCP_CHECKSUM, TCP_DPORT, TCP_MIN_HEADER_LEN, TCP_SPORT, UDP_CHECKSUM, UDP_HEADER_LEN,
+    TCP_ACK, TCP_ACK_NUM, TCP_CHECKSUM, TCP_DPORT, TCP_FLAGS, TCP_MIN_HEADER_LEN, TCP_SEQ_NUM,
+    TCP_SPORT, UDP_CHECKSUM, UDP_HEADER_LEN,
 };
 use super::{L4Kind, Parsed};
 
@@ -114,7 +115,7 @@ fn set_outer(frame: &mut [u8], p: &Parsed, end: End, ip: u32, port: u16) -> Opti
     // whole.
     let port_ok = match p.kind() {
         L4Kind::Tcp => l4.len() >= TCP_MIN_HEADER_LEN,
-        L4Kind::Udp | L4Kind::IcmpEchoRequest | L4Kind::IcmpEchoReply => l4.len() >= 8,
+        L4Kind::Udp | L4Kind::IcmpQueryRequest | L4Kind::IcmpQueryReply => l4.len() >= 8,
         L4Kind::IcmpError => true,
     };
     if !port_ok {
@@ -138,10 +139,10 @@ fn set_outer(frame: &mut [u8], p: &Parsed, end: End, ip: u32, port: u16) -> Opti
             let old = swap16_at(u, end.port_off(), port);
             fix_csum_at(u, UDP_CHECKSUM, d_ip.word(old, port), true);
         }
-        L4Kind::IcmpEchoRequest | L4Kind::IcmpEchoReply => {
+        L4Kind::IcmpQueryRequest | L4Kind::IcmpQueryReply => {
             // The ICMP checksum has no pseudo-header: only the identifier matters.
             let c = l4.first_chunk_mut::<ICMP_HEADER_LEN>()?;
-            let old = swap16_at(c, ICMP_ECHO_ID, port);
+            let old = swap16_at(c, ICMP_QUERY_ID, port);
             fix_csum_at(c, ICMP_CHECKSUM, Delta::ZERO.word(old, port), false);
         }
         L4Kind::IcmpError => {}
@@ -152,7 +153,7 @@ fn set_outer(frame: &mut [u8], p: &Parsed, end: End, ip: u32, port: u16) -> Opti
 /// Rewrites the source address to `ip` and the source port to `port` (host order), with all
 /// checksums updated (see the module table).
 ///
-/// For an ICMP echo `port` is written to the identifier (which is both "ports" of its
+/// For an ICMP query or reply `port` is written to the identifier (which is both "ports" of its
 /// [`Tuple`](super::Tuple)); for an ICMP error only the outer source address changes and
 /// `port` is ignored.
 #[inline]
@@ -197,8 +198,8 @@ fn set_inner(frame: &mut [u8], p: &Parsed, end: End, ip: u32, port: u16) -> Opti
             let (o, n) = fix_csum_udp(f, il4 + UDP_CHECKSUM, d_ip.word(old, port))?;
             icmp = icmp.word(o, n);
         }
-        L4Kind::IcmpEchoRequest | L4Kind::IcmpEchoReply => {
-            let old = swap16(f, il4 + ICMP_ECHO_ID, port)?;
+        L4Kind::IcmpQueryRequest | L4Kind::IcmpQueryReply => {
+            let old = swap16(f, il4 + ICMP_QUERY_ID, port)?;
             icmp = icmp.word(old, port);
             let (o, n) = fix_csum(f, il4 + ICMP_CHECKSUM, Delta::ZERO.word(old, port))?;
             icmp = icmp.word(o, n);
@@ -212,7 +213,7 @@ fn set_inner(frame: &mut [u8], p: &Parsed, end: End, ip: u32, port: u16) -> Opti
 }
 
 /// For an ICMP error, rewrites the *quoted* packet's source address and port (identifier for
-/// a quoted echo), updating the quoted IPv4 header checksum, the quoted TCP/UDP/ICMP checksum
+/// a quoted query), updating the quoted IPv4 header checksum, the quoted TCP/UDP/ICMP checksum
 /// when it lies within the quoted bytes (a quoted UDP checksum of 0 stays 0), and the outer
 /// ICMP checksum for every word changed. Does nothing for other packets.
 ///
@@ -231,4 +232,39 @@ pub fn set_inner_src(frame: &mut [u8], p: &Parsed, ip: u32, port: u16) {
 #[inline]
 pub fn set_inner_dst(frame: &mut [u8], p: &Parsed, ip: u32, port: u16) {
     let _ = set_inner(frame, p, End::Dst, ip, port);
+}
+
+/// Turns a copy of a translated TCP segment (an RST; `p` is the parse of the frame it was
+/// copied from, so the offsets hold) into the probe the NAT sends the RST's receiver (see
+/// `nat::tcp`): an ACK whose sequence and acknowledgment numbers are half the sequence
+/// space away from the segment's, so outside any window. A TCP endpoint answers such a
+/// segment with an ACK while its connection lives (RFC 793 3.9: "If an incoming segment is
+/// not acceptable, an acknowledgment should be sent in reply"), with an RST once it is
+/// gone. The TCP checksum is computed anew. `None` (frame left as it was) if the frame is
+/// not the whole TCP segment `p` describes.
+pub fn make_rst_probe(frame: &mut [u8], p: &Parsed) -> Option<()> {
+    // A first fragment holds part of the segment: its checksum cannot be made.
+    if p.kind() != L4Kind::Tcp || p.is_first_fragment() {
+        return None;
+    }
+    let f = frame.get_mut(..p.end())?;
+    let (hdr, seg) = f
+        .get_mut(p.l3()..)?
+        .split_at_mut_checked(p.l4().wrapping_sub(p.l3()))?;
+    let hdr = hdr.first_chunk::<IPV4_MIN_HEADER_LEN>()?;
+    if seg.len() < TCP_MIN_HEADER_LEN {
+        return None;
+    }
+    let rd = |h: &[u8], o: usize| u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+    let (src, dst) = (rd(hdr, IPV4_SRC), rd(hdr, IPV4_DST));
+    let half = 1u32 << 31;
+    let seq = rd(seg, TCP_SEQ_NUM).wrapping_add(half);
+    let ack = rd(seg, TCP_ACK_NUM).wrapping_add(half);
+    seg[TCP_SEQ_NUM..TCP_SEQ_NUM + 4].copy_from_slice(&seq.to_be_bytes());
+    seg[TCP_ACK_NUM..TCP_ACK_NUM + 4].copy_from_slice(&ack.to_be_bytes());
+    seg[TCP_FLAGS] = TCP_ACK;
+    seg[TCP_CHECKSUM..TCP_CHECKSUM + 2].copy_from_slice(&[0, 0]);
+    let c = super::checksum::l4_checksum(src, dst, super::ipv4::PROTO_TCP, seg);
+    seg[TCP_CHECKSUM..TCP_CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    Some(())
 }

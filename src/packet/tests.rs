@@ -245,8 +245,8 @@ fn builders_produce_valid_frames_of_every_size() {
         }
 
         for (kind, lk) in [
-            (EchoKind::Request, L4Kind::IcmpEchoRequest),
-            (EchoKind::Reply, L4Kind::IcmpEchoReply),
+            (EchoKind::Request, L4Kind::IcmpQueryRequest),
+            (EchoKind::Reply, L4Kind::IcmpQueryReply),
         ] {
             let n = build_icmp_echo(&mut buf, &s, kind, 0x4242, 9).unwrap();
             assert_eq!(n, (42 + payload_len).max(60));
@@ -352,7 +352,7 @@ fn parse_udp_tcp_echo() {
     let f = ep_packet(true, t, Gen::EchoReply { seq: 3 }, 9, &[], b"ping");
     let p = parse(&f).unwrap();
     assert_eq!(p.tuple(), t);
-    assert_eq!(p.kind(), L4Kind::IcmpEchoReply);
+    assert_eq!(p.kind(), L4Kind::IcmpQueryReply);
 }
 
 #[test]
@@ -420,8 +420,8 @@ fn parse_icmp_errors() {
             let k = match gen {
                 Gen::Tcp { .. } => L4Kind::Tcp,
                 Gen::Udp { .. } => L4Kind::Udp,
-                Gen::EchoRequest { .. } => L4Kind::IcmpEchoRequest,
-                Gen::EchoReply { .. } => L4Kind::IcmpEchoReply,
+                Gen::EchoRequest { .. } => L4Kind::IcmpQueryRequest,
+                Gen::EchoReply { .. } => L4Kind::IcmpQueryReply,
             };
             assert_eq!(e.kind(), k);
         }
@@ -522,8 +522,8 @@ fn drop_cases() -> Vec<(&'static str, Vec<u8>, Drop)> {
 
     let n = build_icmp_echo(&mut buf, &spec(), EchoKind::Request, 1, 1).unwrap();
     let mut f = buf[..n].to_vec();
-    f[34] = 13; // timestamp
-    case("icmp timestamp", f, Drop::IcmpUnsupportedType);
+    f[34] = 9; // router advertisement
+    case("icmp router advertisement", f, Drop::IcmpUnsupportedType);
     let mut f = buf[..n].to_vec();
     f[34] = 5; // redirect
     case("icmp redirect", f, Drop::IcmpUnsupportedType);
@@ -1013,4 +1013,75 @@ fn ttl_expiry_is_reported_only_for_otherwise_valid_packets() {
     assert_eq!(parse(&b[..n]), Err(Drop::TtlExpired));
     b[38..40].copy_from_slice(&3u16.to_be_bytes()); // UDP length 3 < 8
     assert_eq!(parse(&b[..n]), Err(Drop::BadUdpLen));
+}
+
+#[test]
+fn every_icmp_query_and_reply_has_its_identifier_as_ports() {
+    // RFC 5508 3.1: echo, timestamp, information and address mask share the layout.
+    let mut buf = [0u8; 128];
+    for (ty, want) in [
+        (8u8, L4Kind::IcmpQueryRequest),
+        (0, L4Kind::IcmpQueryReply),
+        (13, L4Kind::IcmpQueryRequest),
+        (14, L4Kind::IcmpQueryReply),
+        (15, L4Kind::IcmpQueryRequest),
+        (16, L4Kind::IcmpQueryReply),
+        (17, L4Kind::IcmpQueryRequest),
+        (18, L4Kind::IcmpQueryReply),
+    ] {
+        let mut s = spec();
+        s.payload_len = 12;
+        let n = super::builder::build_icmp_query(&mut buf, &s, ty, 0x1234, 9).unwrap();
+        let p = parse(&buf[..n]).unwrap();
+        assert_eq!(p.kind(), want, "type {ty}");
+        assert_eq!((p.tuple().sport, p.tuple().dport), (0x1234, 0x1234));
+        // Quoted by an error (a router's Time Exceeded about it), it is understood too.
+        let mut e = [0u8; 128];
+        let en = build_icmp_error(
+            &mut e,
+            &FrameSpec::new(MAC_B, MAC_A, REMOTE, HOST),
+            11,
+            0,
+            [0; 4],
+            &buf[14..n.min(14 + 28)],
+        )
+        .unwrap();
+        let pe = parse(&e[..en]).unwrap();
+        let q = pe.embedded().expect("quoted query");
+        assert_eq!(
+            (q.kind(), q.tuple().sport),
+            (want, 0x1234),
+            "quoted type {ty}"
+        );
+    }
+}
+
+#[test]
+fn an_rst_probe_is_an_ack_half_the_sequence_space_away() {
+    let mut buf = [0u8; 128];
+    let n = build_tcp_syn(&mut buf, &spec(), 4000, 80, 0x8000_0010).unwrap();
+    let mut f = buf[..n].to_vec();
+    f[34 + 13] = 0x14; // RST|ACK
+    f[34 + 8..34 + 12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    let p = parse(&f).unwrap();
+    let mut probe = f.clone();
+    make_rst_probe(&mut probe, &p).expect("a TCP segment");
+    let rd = |o: usize| u32::from_be_bytes([probe[o], probe[o + 1], probe[o + 2], probe[o + 3]]);
+    assert_eq!(probe[34 + 13], TCP_ACK);
+    assert_eq!(
+        rd(34 + 4),
+        0x0000_0010,
+        "sequence number half the space away"
+    );
+    assert_eq!(rd(34 + 8), 0x9234_5678, "acknowledgment number too");
+    // Same addresses and ports, a valid TCP checksum.
+    assert_eq!(parse(&probe).unwrap().tuple(), p.tuple());
+    let seg = &probe[p.l4()..p.end()];
+    assert_eq!(checksum::l4_checksum(HOST, REMOTE, PROTO_TCP, seg), 0);
+    // Not TCP: untouched.
+    let n = build_udp(&mut buf, &spec(), 1, 2).unwrap();
+    let mut u = buf[..n].to_vec();
+    let pu = parse(&u).unwrap();
+    assert!(make_rst_probe(&mut u, &pu).is_none());
+    assert_eq!(u, buf[..n]);
 }

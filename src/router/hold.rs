@@ -1,7 +1,8 @@
 //! Frames a worker keeps for a moment instead of sending or dropping them: packets to a
 //! next hop whose MAC address the kernel is still resolving (as the kernel's own unresolved
 //! queue keeps them), and fragments that arrived before the first fragment of their datagram
-//! (the NAT's shallow virtual reassembly). The pool is allocated once per worker and bounded
+//! (the NAT's shallow virtual reassembly), and probes the NAT sends a moment after a TCP
+//! RST (see `nat::tcp`). The pool is allocated once per worker and bounded
 //! in count, bytes and time, with a share per kind so that a flood of lone fragments cannot
 //! crowd out packets waiting for a neighbour: a frame that cannot be parked, or waits too
 //! long, is dropped and counted by the caller, so memory never grows.
@@ -15,6 +16,8 @@ pub const SLOTS: usize = 64;
 pub const FRAGMENT_SLOTS: usize = 48;
 /// And at most this many packets waiting for one neighbour.
 pub const PER_NEIGHBOUR: usize = 4;
+/// And at most this many frames waiting for their time.
+pub const TIMED_SLOTS: usize = 8;
 /// Largest frame held (one UMEM frame).
 pub const SLOT_BYTES: usize = crate::dataplane::xsk::FRAME_SIZE as usize;
 /// Seconds a frame may wait (on the coarse seconds clock, so 2 to 3 seconds).
@@ -31,6 +34,13 @@ pub enum Wait {
         nh: u32,
         /// Output interface index.
         oif: u32,
+    },
+    /// A time on the coarse seconds clock, then out of `port` (the frame is complete).
+    Time {
+        /// When to send it.
+        due: u32,
+        /// Where.
+        port: Port,
     },
 }
 
@@ -89,6 +99,8 @@ pub struct Expired {
     pub fragments: usize,
     /// Packets whose next hop was not resolved in time.
     pub neighbours: usize,
+    /// Timed frames not sent by [`MAX_WAIT_SECS`] after their time (the worker stalled).
+    pub timed: usize,
 }
 
 impl Hold {
@@ -115,6 +127,7 @@ impl Hold {
             .flatten()
             .filter(|s| match (s.wait, wait) {
                 (Wait::Fragment(_), Wait::Fragment(_)) => true,
+                (Wait::Time { .. }, Wait::Time { .. }) => true,
                 (a @ Wait::Neighbour { .. }, b) => a == b,
                 _ => false,
             })
@@ -122,6 +135,7 @@ impl Hold {
         let cap = match wait {
             Wait::Fragment(_) => FRAGMENT_SLOTS,
             Wait::Neighbour { .. } => PER_NEIGHBOUR,
+            Wait::Time { .. } => TIMED_SLOTS,
         };
         if same_kind >= cap {
             return Err(HoldError::Full);
@@ -194,10 +208,19 @@ impl Hold {
         }
         for slot in self.slots.iter_mut() {
             if let Some(s) = slot {
-                if s.ready.is_none() && now.wrapping_sub(s.since) > MAX_WAIT_SECS {
+                let overdue = match s.wait {
+                    // Not before its time (which is ahead until then).
+                    Wait::Time { due, .. } => {
+                        let late = now.wrapping_sub(due);
+                        late < 1 << 31 && late > MAX_WAIT_SECS
+                    }
+                    _ => now.wrapping_sub(s.since) > MAX_WAIT_SECS,
+                };
+                if s.ready.is_none() && overdue {
                     match s.wait {
                         Wait::Fragment(_) => e.fragments += 1,
                         Wait::Neighbour { .. } => e.neighbours += 1,
+                        Wait::Time { .. } => e.timed += 1,
                     }
                     *slot = None;
                     self.used -= 1;
@@ -308,10 +331,52 @@ mod tests {
             e,
             Expired {
                 fragments: 2 * per_key,
-                neighbours: PER_NEIGHBOUR + 1 + per_key
+                neighbours: PER_NEIGHBOUR + 1 + per_key,
+                timed: 0,
             }
         );
         assert!(h.is_empty());
         assert!(h.park(&[1; 60], key(1), 20).is_ok());
+    }
+
+    #[test]
+    fn a_timed_frame_waits_for_its_time_and_only_so_long() {
+        let mut h = Hold::default();
+        let at = |due| Wait::Time {
+            due,
+            port: Port::Inside,
+        };
+        let due_now = |now: u32| move |w: &Wait| matches!(*w, Wait::Time { due, .. } if now.wrapping_sub(due) < 1 << 31);
+        let send = |_: &mut [u8], w: &Wait| match *w {
+            Wait::Time { port, .. } => Release::Send(port),
+            _ => Release::Keep,
+        };
+        h.park(&[1; 60], at(12), 10).unwrap();
+        // Ahead of its time it neither expires nor leaves.
+        assert_eq!(h.expire(11), Expired::default());
+        assert_eq!(h.release(due_now(11), send), (0, 0));
+        assert_eq!(h.emit(|_, _| true), (0, 0));
+        assert_eq!(h.release(due_now(12), send), (1, 0));
+        let mut out = vec![];
+        assert_eq!(
+            h.emit(|p, b| {
+                out.push((p, b.len()));
+                true
+            }),
+            (1, 0)
+        );
+        assert_eq!(out, [(Port::Inside, 60)]);
+        assert!(h.is_empty());
+        // Long past its time (a stalled worker), dropped.
+        h.park(&[1; 60], at(12), 10).unwrap();
+        assert_eq!(h.expire(12 + MAX_WAIT_SECS).timed, 0);
+        assert_eq!(h.expire(13 + MAX_WAIT_SECS).timed, 1);
+        // Bounded apart from the others.
+        for _ in 0..TIMED_SLOTS {
+            h.park(&[1; 60], at(20), 19).unwrap();
+        }
+        assert_eq!(h.park(&[1; 60], at(20), 19), Err(HoldError::Full));
+        h.park(&[2; 60], key(1), 19)
+            .expect("fragments have their own share");
     }
 }

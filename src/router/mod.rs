@@ -199,6 +199,14 @@ impl Router {
         if self.hold.is_empty() {
             return;
         }
+        // Frames whose time has come (wrapping: due at most a few seconds ahead).
+        self.hold.release(
+            |w| matches!(*w, Wait::Time { due, .. } if now.wrapping_sub(due) < 1 << 31),
+            |_, w| match *w {
+                Wait::Time { port, .. } => Release::Send(port),
+                _ => Release::Keep,
+            },
+        );
         let e = self.hold.expire(now);
         self.tally.drops[self.drops.fragment_expired] += e.fragments as u64;
         self.tally.drops[self.drops.unresolved] += e.neighbours as u64;
@@ -215,7 +223,7 @@ impl Router {
                         }
                         None => Release::Keep,
                     },
-                    Wait::Fragment(_) => Release::Keep,
+                    Wait::Fragment(_) | Wait::Time { .. } => Release::Keep,
                 },
             );
         }

@@ -632,7 +632,8 @@ impl Table {
             ConnState::Other,
             ConnState::TcpFinOrg,
             ConnState::TcpFinRev,
-            ConnState::TcpReset,
+            ConnState::TcpResetOrg,
+            ConnState::TcpResetRev,
         ] {
             tmo[st.code() as usize] = t.for_state(st);
         }

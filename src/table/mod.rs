@@ -138,7 +138,7 @@
 //! 1. expired pairs (longest past their timeout first),
 //! 2. pairs never *assured* (no packet seen in the reply direction — SYN floods, scans,
 //!    unanswered UDP), longest idle first — Linux conntrack's `early_drop` rule,
-//! 3. TCP pairs in [`ConnState::TcpClosing`] or [`ConnState::TcpReset`] (both FINs or an
+//! 3. TCP pairs in [`ConnState::TcpClosing`] or a reset state (both FINs or an
 //!    RST seen: lingering for stray retransmissions), longest idle first,
 //! 4. *probationary* pairs: assured, not TCP-established (nor half-closed), and refreshed
 //!    in fewer than two distinct seconds (one-shot DNS-style exchanges), longest idle first,
@@ -270,15 +270,19 @@ pub enum ConnState {
     TcpFinOrg,
     /// TCP half-closed by the responder (REV direction).
     TcpFinRev,
-    /// TCP reset seen: kept for the transitory timeout (RFC 7857 2.2), back to established
-    /// if anything but a reset follows (RFC 6146 3.5.2.2), so a stray RST cannot end a
-    /// connection that goes on.
-    TcpReset,
+    /// TCP reset sent by the initiator (ORG direction): kept for the transitory timeout
+    /// (RFC 7857 2.2), back to established if the receiver of the reset (the REV end) sends
+    /// anything but a reset (RFC 6146 3.5.2.2), so a stray RST cannot end a connection that
+    /// goes on. (Code 8 was a reset of either direction before the direction was recorded;
+    /// a state file of that time reads it as this state.)
+    TcpResetOrg,
+    /// TCP reset sent by the responder (REV direction); the ORG end's traffic restores it.
+    TcpResetRev,
 }
 
 impl ConnState {
     /// Every state, in code order.
-    pub const ALL: [ConnState; 9] = [
+    pub const ALL: [ConnState; 10] = [
         ConnState::TcpSyn,
         ConnState::TcpEstablished,
         ConnState::TcpClosing,
@@ -287,7 +291,8 @@ impl ConnState {
         ConnState::Other,
         ConnState::TcpFinOrg,
         ConnState::TcpFinRev,
-        ConnState::TcpReset,
+        ConnState::TcpResetOrg,
+        ConnState::TcpResetRev,
     ];
 
     /// The state's name in listings, stats and metrics.
@@ -301,7 +306,8 @@ impl ConnState {
             ConnState::Other => "other",
             ConnState::TcpFinOrg => "half_closed_org",
             ConnState::TcpFinRev => "half_closed_rev",
-            ConnState::TcpReset => "reset",
+            ConnState::TcpResetOrg => "reset_org",
+            ConnState::TcpResetRev => "reset_rev",
         }
     }
 
@@ -315,7 +321,8 @@ impl ConnState {
             ConnState::Other => 5,
             ConnState::TcpFinOrg => 6,
             ConnState::TcpFinRev => 7,
-            ConnState::TcpReset => 8,
+            ConnState::TcpResetOrg => 8,
+            ConnState::TcpResetRev => 9,
         }
     }
 
@@ -328,7 +335,8 @@ impl ConnState {
             4 => ConnState::Icmp,
             6 => ConnState::TcpFinOrg,
             7 => ConnState::TcpFinRev,
-            8 => ConnState::TcpReset,
+            8 => ConnState::TcpResetOrg,
+            9 => ConnState::TcpResetRev,
             _ => ConnState::Other,
         }
     }
@@ -381,7 +389,7 @@ impl Timeouts {
             ConnState::Icmp => self.icmp,
             ConnState::Other => self.other,
             ConnState::TcpFinOrg | ConnState::TcpFinRev => self.tcp_established,
-            ConnState::TcpReset => self.tcp_closing,
+            ConnState::TcpResetOrg | ConnState::TcpResetRev => self.tcp_closing,
         }
     }
 }

@@ -28,7 +28,10 @@ pub(super) fn score(
         Some(((5 << 40) | (idle - timeout) as u64, true))
     } else if meta & FLAG_ASSURED == 0 {
         Some(((4 << 40) | idle as u64, false))
-    } else if state == ConnState::TcpClosing.code() || state == ConnState::TcpReset.code() {
+    } else if state == ConnState::TcpClosing.code()
+        || state == ConnState::TcpResetOrg.code()
+        || state == ConnState::TcpResetRev.code()
+    {
         Some(((3 << 40) | idle as u64, false))
     } else if state != ConnState::TcpEstablished.code()
         && state != ConnState::TcpFinOrg.code()
@@ -68,13 +71,15 @@ mod tests {
         let expired = meta(TIMEOUT + 1, ConnState::Udp, true, 9);
         let unassured = meta(TIMEOUT, ConnState::TcpSyn, false, 0);
         let closing = meta(TIMEOUT, ConnState::TcpClosing, true, 9);
-        let reset = meta(TIMEOUT, ConnState::TcpReset, true, 9);
+        let reset = meta(TIMEOUT, ConnState::TcpResetOrg, true, 9);
+        let reset_rev = meta(TIMEOUT, ConnState::TcpResetRev, true, 9);
         let probationary = meta(TIMEOUT, ConnState::Udp, true, 1);
         let protected_udp = meta(TIMEOUT, ConnState::Udp, true, PROTECT_AFTER);
         let established = meta(TIMEOUT, ConnState::TcpEstablished, true, 0);
         assert!(s(expired) > s(unassured));
         assert!(s(unassured) > s(closing));
         assert_eq!(s(closing) >> 40, s(reset) >> 40);
+        assert_eq!(s(closing) >> 40, s(reset_rev) >> 40);
         assert!(s(closing) > s(probationary));
         assert!(s(probationary) > s(protected_udp));
         assert_eq!(s(protected_udp) >> 40, s(established) >> 40);

@@ -948,3 +948,26 @@ fn timeouts_changed_live_apply_to_existing_connections() {
     );
     assert_eq!(t.stats().expire, 1);
 }
+
+#[test]
+fn state_codes_stay_what_state_files_hold() {
+    // Codes are stored in the table and its state file: new states only ever get new codes.
+    let all = [
+        (ConnState::TcpSyn, 0),
+        (ConnState::TcpEstablished, 1),
+        (ConnState::TcpClosing, 2),
+        (ConnState::Udp, 3),
+        (ConnState::Icmp, 4),
+        (ConnState::Other, 5),
+        (ConnState::TcpFinOrg, 6),
+        (ConnState::TcpFinRev, 7),
+        // 8 was "reset, either direction" before the direction was recorded.
+        (ConnState::TcpResetOrg, 8),
+        (ConnState::TcpResetRev, 9),
+    ];
+    for (st, code) in all {
+        assert_eq!(st.code(), code);
+        assert_eq!(ConnState::from_code(code), st);
+    }
+    assert_eq!(ConnState::from_code(200), ConnState::Other);
+}
