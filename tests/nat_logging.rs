@@ -738,3 +738,122 @@ fn the_gateway_logs_sessions_to_a_collector_across_the_lab() {
     let _ = srv.kill();
     let _ = srv.wait();
 }
+
+/// Port blocks through the whole gateway: three inside hosts open 4, 20 and 36
+/// connections; blocks of 16 ports, at most 2 per host. The collector (pmacct's nfacctd in
+/// the outside namespace, which decodes the port range elements) gets one allocation per
+/// block with the right inside address, NAT address and range; every NAT port the server
+/// saw lies in a block of its own host; the third host is refused past its 32 ports while
+/// the others are not touched; after a flush every block goes back (one de-allocation
+/// each) once its hold time has passed.
+#[test]
+fn port_blocks_hold_every_connection_and_are_logged_once_per_block() {
+    let lab = common::Lab::up("blocks", 1);
+    let col = Nfacctd::start_in(Some(&lab.ns("srv")), "198.19.0.2", 4739);
+    let cfg = lab.dir.join("xnat.toml");
+    std::fs::write(
+        &cfg,
+        "[nat]\nsnat = [\"198.19.0.1\"]\nports = \"2000-2127\"\nport_block_size = 16\n\
+         port_blocks_per_subscriber = 2\nport_block_hold_secs = 2\n\
+         [timeouts]\nallow_below_rfc = true\n\
+         [logging]\nformat = \"ipfix\"\ncollector = \"198.19.0.2:4739\"\nflush_interval_ms = 200\n",
+    )
+    .expect("config");
+    let gw = common::Gateway::start(&lab, &["--config", &cfg.to_string_lossy()]);
+    for a in ["198.18.0.3/24", "198.18.0.4/24"] {
+        assert!(lab
+            .exec("cli", &["ip", "addr", "add", a, "dev", "eth0"])
+            .status
+            .success());
+    }
+    let conns = common::tool("conns.py");
+    let mut srv = lab.spawn(
+        "srv",
+        &["python3", &conns, "server", "198.19.0.2", "9000", "60"],
+        "conns-srv.log",
+    );
+    assert!(common::wait_for(Duration::from_secs(10), || lab
+        .sh("srv", "ss -ltn | grep -q ':9000 '")
+        .status
+        .success()));
+    // Each host: N connections one after the other, kept open; prints the NAT port of
+    // each that got through and the number that did not.
+    let open = |inside: &str, n: u32| -> (Vec<u16>, u32) {
+        let py = format!(
+            "import socket\nkeep=[]\nfailed=0\n\
+             for i in range({n}):\n\
+             \x20 try:\n\
+             \x20   s=socket.create_connection(('198.19.0.2',9000),timeout=1,source_address=('{inside}',0))\n\
+             \x20   keep.append(s); print(s.recv(100).decode().strip().split(':')[1])\n\
+             \x20 except OSError:\n\
+             \x20   failed+=1\n\
+             print('failed', failed)\n"
+        );
+        let out = lab.exec("cli", &["python3", "-c", &py]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut ports = Vec::new();
+        let mut failed = u32::MAX;
+        for line in text.lines() {
+            match line.strip_prefix("failed ") {
+                Some(f) => failed = f.parse().unwrap_or(u32::MAX),
+                None => ports.push(line.parse().unwrap_or_else(|_| panic!("{text}"))),
+            }
+        }
+        (ports, failed)
+    };
+    let hosts = [("198.18.0.2", 4u32), ("198.18.0.3", 20), ("198.18.0.4", 36)];
+    let mut seen = Vec::new();
+    for &(h, n) in &hosts {
+        let (ports, failed) = open(h, n);
+        seen.push((h, ports, failed));
+    }
+    assert_eq!(seen[0].1.len(), 4, "{seen:?}");
+    assert_eq!(seen[1].1.len(), 20, "{seen:?}");
+    assert_eq!((seen[2].1.len(), seen[2].2), (32, 4), "{seen:?}\n{}", gw.log());
+    let s = gw.ctl_json(&["stats"]);
+    assert_eq!(s["port_blocks"]["allocated"], 5, "{s}");
+    assert_eq!(s["port_blocks"]["subscribers"], 3, "{s}");
+    assert!(s["total"]["drops"]["port_block_limit"].as_u64() >= Some(4), "{s}");
+    // Every session ends; the blocks go back once empty for 2 s.
+    assert!(gw.ctl(&["flush", "--all"]).status.success());
+    assert!(
+        common::wait_for(Duration::from_secs(10), || gw.ctl_json(&["stats"])
+            ["port_blocks"]["released"]
+            == 5),
+        "{}",
+        gw.ctl_json(&["stats"])
+    );
+    let recs = col.records(10);
+    let blocks = |ev: u64, inside: &str| -> Vec<(u64, u64)> {
+        recs.iter()
+            .filter(|r| {
+                num(r, "natev") == ev
+                    && r["ip_src"] == inside
+                    && r["post_nat_ip_src"] == "198.19.0.1"
+                    && num(r, "pbstep") == 1
+                    && num(r, "pbnum") == 16
+            })
+            .map(|r| (num(r, "pbstart"), num(r, "pbend")))
+            .collect()
+    };
+    for (h, ports, _) in &seen {
+        let alloc = blocks(16, h);
+        let want = if ports.len() > 16 { 2 } else { 1 };
+        assert_eq!(alloc.len(), want, "allocations of {h}: {recs:?}");
+        let mut dealloc = blocks(17, h);
+        let mut a2 = alloc.clone();
+        dealloc.sort();
+        a2.sort();
+        assert_eq!(dealloc, a2, "de-allocations of {h}: {recs:?}");
+        for &p in ports {
+            assert!(
+                alloc
+                    .iter()
+                    .any(|&(lo, hi)| (lo..=hi).contains(&u64::from(p)) && hi - lo == 15),
+                "{h}'s NAT port {p} outside its blocks {alloc:?}"
+            );
+        }
+    }
+    let _ = srv.kill();
+    let _ = srv.wait();
+}
