@@ -154,6 +154,10 @@ pub struct Snapshot {
     /// NAT ports in use per NAT address (NAT mode).
     #[serde(default)]
     pub ports: Vec<PortUsage>,
+    /// Times the masquerade NAT addresses followed a change of the outside interface's
+    /// addresses.
+    #[serde(default)]
+    pub nat_address_changes: u64,
 }
 
 /// How many ports of a NAT address live sessions use.
@@ -232,6 +236,8 @@ pub struct StatsSource {
     started: Instant,
     /// NAT addresses and their port-range sizes (replaced by a reload).
     nat_addrs: Arc<std::sync::Mutex<Vec<(u32, u32)>>>,
+    /// Changes of the masquerade addresses followed.
+    nat_address_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StatsSource {
@@ -247,6 +253,12 @@ impl StatsSource {
             Ok(mut v) => *v = addrs,
             Err(p) => *p.into_inner() = addrs,
         }
+    }
+
+    /// Counts a change of the masquerade addresses, for every clone of this source.
+    pub fn count_nat_address_change(&self) {
+        self.nat_address_changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A snapshot plus port usage per NAT address (walks the table: for on-demand views).
@@ -305,6 +317,7 @@ impl StatsSource {
             mode,
             started,
             nat_addrs: Arc::new(std::sync::Mutex::new(Vec::new())),
+            nat_address_changes: Arc::default(),
         }
     }
 
@@ -351,6 +364,9 @@ impl StatsSource {
             neighbours: self.next_hops.snapshot().neighbours(),
             table: self.table().map(TableSnapshot::take),
             ports: Vec::new(),
+            nat_address_changes: self
+                .nat_address_changes
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -360,3 +360,69 @@ fn ecmp_spreads_flows_over_two_upstreams_and_keeps_each_on_one() {
     }
     assert_eq!(per_mac.len(), 2, "both upstreams carry flows: {per_mac:?}");
 }
+
+#[test]
+fn masquerade_follows_a_change_of_the_outside_address() {
+    let lab = Lab::up("addrchg", 1);
+    std::fs::write(lab.dir.join("hello.txt"), "hello\n").unwrap();
+    let mut srv = http_server(&lab, "srv", "198.19.0.2", 8080, "http.log");
+    let gw = Gateway::start(&lab, &["--masquerade"]);
+    let get = || {
+        let out = lab.exec(
+            "cli",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "3",
+                "http://198.19.0.2:8080/hello.txt",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(get(), "hello\n", "{}", gw.log());
+    assert!(lab.read("http.log").contains("198.19.0.1 - -"));
+    // A UDP flow that goes on across the change (the same socket address each time).
+    let mut who = who_server(&lab, "srv", "198.19.0.2", "5353");
+    let udp = || seen_by(&lab, "198.18.0.2", "40000", "198.19.0.2", "5353");
+    assert!(udp().starts_with("198.19.0.1:"), "{}", gw.log());
+
+    // The upstream hands out another address (as DHCP or PPPoE do): 198.19.0.1 goes,
+    // and for a moment there is none;
+    let out = lab.sh("gw", "ip addr del 198.19.0.1/24 dev out0");
+    assert!(out.status.success(), "{}", text(&out));
+    let none = wait_for(Duration::from_secs(3), || {
+        gw.log().contains("no IPv4 address any more")
+    });
+    assert!(none, "{}", gw.log());
+    // then 198.19.0.7 comes; the default route went with the old address and comes back.
+    for c in [
+        "ip addr add 198.19.0.7/24 dev out0",
+        "ip route add default via 198.19.0.2",
+    ] {
+        let out = lab.sh("gw", c);
+        assert!(out.status.success(), "{c}: {}", text(&out));
+    }
+    // Within the time of a notification, not of the 10 s safety net.
+    let followed = wait_for(Duration::from_secs(3), || {
+        get() == "hello\n" && lab.read("http.log").contains("198.19.0.7 - -")
+    });
+    assert!(
+        followed,
+        "server log: {}\n{}",
+        lab.read("http.log"),
+        gw.log()
+    );
+    // The flow's connection on the removed address was ended: its next datagram made a
+    // new one on the new address (kept, it would hold the dead address as long as it
+    // goes on sending).
+    let seen = udp();
+    assert!(seen.starts_with("198.19.0.7:"), "{seen}\n{}", gw.log());
+    let s = gw.fresh_stats();
+    assert_eq!(num(&s, "/nat_address_changes"), 2, "{s}");
+    assert!(gw.log().contains("outside address changed"), "{}", gw.log());
+    for c in [&mut srv, &mut who] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

@@ -355,6 +355,7 @@ mod tests {
                 used: 3,
                 size: 64_512,
             }],
+            nat_address_changes: 1,
         }
     }
 

@@ -246,6 +246,8 @@ pub struct NextHops {
     /// Interfaces whose MTU the snapshots carry (the gateway's ports).
     watch: Mutex<Vec<u32>>,
     generation: AtomicU64,
+    /// Address notifications seen (IPv4 addresses added or removed on any interface).
+    address_changes: AtomicU64,
     requests: Sender<(u32, u32)>,
     rx: Receiver<(u32, u32)>,
 }
@@ -258,6 +260,7 @@ impl NextHops {
             current: Mutex::new(Arc::new(Snapshot::default())),
             watch: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
+            address_changes: AtomicU64::new(0),
             requests: tx,
             rx,
         })
@@ -268,6 +271,13 @@ impl NextHops {
             *cur = Arc::new(snap);
         }
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many IPv4 address notifications (an address added to or removed from any
+    /// interface) the resolver has seen: a change of this number tells the owner of the
+    /// NAT addresses to look at the interfaces again.
+    pub fn address_changes(&self) -> u64 {
+        self.address_changes.load(Ordering::Acquire)
     }
 
     /// The current snapshot.
@@ -379,6 +389,9 @@ impl NextHops {
             if let Some(sock) = &events {
                 while let Ok(n) = sock.recv(&mut &mut buf[..], 0) {
                     changed |= n > 0;
+                    if buf.get(..n).is_some_and(has_address_message) {
+                        self.address_changes.fetch_add(1, Ordering::Release);
+                    }
                 }
             }
             if changed || last.elapsed() >= period {
@@ -389,6 +402,27 @@ impl NextHops {
             }
         }
     }
+}
+
+/// Whether a datagram of rtnetlink notifications holds an address added or removed
+/// (RTM_NEWADDR, RTM_DELADDR): walks the netlink headers, stops at anything malformed.
+fn has_address_message(mut buf: &[u8]) -> bool {
+    const RTM_NEWADDR: u16 = 20;
+    const RTM_DELADDR: u16 = 21;
+    while let (Some(len), Some(kind)) = (buf.get(0..4), buf.get(4..6)) {
+        let len = u32::from_ne_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let kind = u16::from_ne_bytes([kind[0], kind[1]]);
+        if kind == RTM_NEWADDR || kind == RTM_DELADDR {
+            return true;
+        }
+        // Messages are 4-byte aligned (NLMSG_ALIGN).
+        let next = len.saturating_add(3) & !3;
+        if len < 16 || next > buf.len() {
+            return false;
+        }
+        buf = &buf[next..];
+    }
+    false
 }
 
 /// A non-blocking socket on the rtnetlink groups of links, IPv4 addresses, IPv4 routes and
@@ -675,6 +709,36 @@ mod tests {
 
     fn ip(s: &str) -> u32 {
         u32::from(s.parse::<Ipv4Addr>().unwrap())
+    }
+
+    #[test]
+    fn address_notifications_are_told_from_the_others() {
+        // A netlink header: length, type, flags, sequence, port; then `body` bytes.
+        let msg = |kind: u16, body: usize| {
+            let mut m = Vec::new();
+            m.extend_from_slice(&((16 + body) as u32).to_ne_bytes());
+            m.extend_from_slice(&kind.to_ne_bytes());
+            m.extend_from_slice(&[0; 10]);
+            m.resize(16 + body, 0);
+            m.resize((16 + body + 3) & !3, 0);
+            m
+        };
+        const NEWROUTE: u16 = 24;
+        const NEWNEIGH: u16 = 28;
+        assert!(!has_address_message(&msg(NEWROUTE, 40)));
+        assert!(has_address_message(&msg(20, 40)), "RTM_NEWADDR");
+        assert!(has_address_message(&msg(21, 41)), "RTM_DELADDR");
+        // Second in a datagram, after an unaligned message.
+        let mut two = msg(NEWNEIGH, 37);
+        two.extend(msg(21, 8));
+        assert!(has_address_message(&two));
+        // Truncated or malformed: no panic, no match beyond.
+        assert!(!has_address_message(&two[..10]));
+        let mut bad = msg(NEWROUTE, 4);
+        bad[0..4].copy_from_slice(&3u32.to_ne_bytes());
+        bad.extend(msg(20, 4));
+        assert!(!has_address_message(&bad));
+        assert!(!has_address_message(&[]));
     }
 
     #[test]

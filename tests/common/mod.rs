@@ -719,3 +719,31 @@ pub fn iperf3(lab: &Lab, udp: bool, reverse: bool, secs: u32) -> IperfResult {
         }
     }
 }
+
+/// Starts `udp_who.py serve` on `addr:port` in `role`.
+pub fn who_server(lab: &Lab, role: &str, addr: &str, port: &str) -> Child {
+    let (c, _) = lab.spawn_ready(
+        role,
+        &["python3", &tool("udp_who.py"), "serve", addr, port, "20"],
+    );
+    c
+}
+
+/// What `dst:dport` sees as the source of a datagram from `bind:bport` in the client
+/// namespace ("ip:port"), or "timeout".
+pub fn seen_by(lab: &Lab, bind: &str, bport: &str, dst: &str, dport: &str) -> String {
+    let out = lab.exec(
+        "cli",
+        &[
+            "python3",
+            &tool("udp_who.py"),
+            "ask",
+            bind,
+            bport,
+            dst,
+            dport,
+        ],
+    );
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    s.strip_prefix("seen ").unwrap_or(&s).to_string()
+}
