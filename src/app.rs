@@ -629,9 +629,10 @@ fn follow_addresses(
                 );
             } else {
                 tracing::info!(
+                    now = %show(&c.after),
                     was = %show(&c.before),
                     ended = c.ended,
-                    "outside address changed: new connections are translated to {}; connections on a removed address were ended",
+                    "outside address changed: new connections are translated to {} (connections on a removed address are ended)",
                     show(&c.after)
                 );
             }
