@@ -365,10 +365,7 @@ fn start(s: &Settings) -> Started {
         Some(nat) => {
             // Interfaces are checked first so that a missing one is reported as such.
             crate::dataplane::validate(&s.dataplane).map_err(dp_err)?;
-            let outside: Vec<u32> = iface::ipv4_addrs(&s.dataplane.outside)
-                .into_iter()
-                .map(u32::from)
-                .collect();
+            let outside = crate::reload::addrs_of(&s.dataplane.outside);
             let inside = iface::ipv4_addrs(&s.dataplane.inside)
                 .first()
                 .map(|a| u32::from(*a));
@@ -521,6 +518,7 @@ fn start(s: &Settings) -> Started {
                 blocks,
                 table: Arc::clone(&table),
                 installed: steer_map,
+                outside_addrs: outside,
             };
             Ok((dp, Some(table), state, Some(parts)))
         }
@@ -626,6 +624,8 @@ fn run(a: &RunArgs) -> i32 {
     crate::notify::notify("READY=1");
 
     let mut next_drain = Instant::now();
+    let mut addr_changes_seen = dp.next_hops.address_changes();
+    let mut next_addr_check = Instant::now() + ADDR_CHECK_EVERY;
     let mut prev: Option<Snapshot> = None;
     let mut next_report = Instant::now() + interval;
     let mut exit = 0;
@@ -662,6 +662,15 @@ fn run(a: &RunArgs) -> i32 {
                 source.set_nat_addrs(nat_addr_sizes(n, &s.dataplane.outside));
             }
         }
+        // An address added or removed (DHCP, PPPoE): the steering program's own addresses
+        // and, with --masquerade, the NAT addresses follow. Also every 10 s, should a
+        // notification have been missed.
+        let changes = dp.next_hops.address_changes();
+        if changes != addr_changes_seen || Instant::now() >= next_addr_check {
+            addr_changes_seen = changes;
+            next_addr_check = Instant::now() + ADDR_CHECK_EVERY;
+            follow_addresses(&mut reloader, &mut dp, &source, &s);
+        }
         if Instant::now() >= next_drain {
             next_drain = Instant::now() + DRAIN_EVERY;
             reloader.drain(dp.steering_mut());
@@ -690,6 +699,60 @@ fn run(a: &RunArgs) -> i32 {
         "xnat stopped, XDP detached"
     );
     exit
+}
+
+/// How often the interfaces' addresses are compared with what the gateway uses, besides
+/// after every address notification.
+const ADDR_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// Brings the steering program's own addresses and, with `--masquerade`, the NAT
+/// addresses up to date with the interfaces; logs and counts a change of NAT address.
+fn follow_addresses(
+    r: &mut crate::reload::Reloader,
+    dp: &mut Dataplane,
+    source: &StatsSource,
+    s: &Settings,
+) {
+    if let Err(e) = dp.sync_local_addrs() {
+        tracing::warn!(error = %e, "could not update the gateway's own addresses in the steering maps");
+    }
+    let show = |v: &[u32]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter()
+                .map(|a| std::net::Ipv4Addr::from(*a).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    match r.follow_outside_addresses(dp.steering_mut()) {
+        Ok(None) => {}
+        Ok(Some(c)) => {
+            source.count_nat_address_change();
+            if let Some(n) = r.running() {
+                source.set_nat_addrs(nat_addr_sizes(n, &s.dataplane.outside));
+            }
+            if c.after.is_empty() {
+                tracing::warn!(
+                    was = %show(&c.before),
+                    ended = c.ended,
+                    "the outside interface has no IPv4 address any more: new outbound connections are dropped until one is assigned"
+                );
+            } else {
+                tracing::info!(
+                    now = %show(&c.after),
+                    was = %show(&c.before),
+                    ended = c.ended,
+                    "outside address changed: new connections are translated to {} (connections on a removed address are ended)",
+                    show(&c.after)
+                );
+            }
+        }
+        Err(e) => tracing::error!(
+            "the outside address changed but the NAT addresses could not follow (the old ones stay): {e}"
+        ),
+    }
 }
 
 /// How often removed forwards and pools are checked for connections still using them

@@ -148,7 +148,8 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
 
-    /// Source-NAT to the outside interface's own IPv4 address(es).
+    /// Source-NAT to the outside interface's own IPv4 address(es), followed when they
+    /// change (DHCP, PPPoE).
     #[arg(long, help_heading = "NAT")]
     pub masquerade: bool,
     /// SNAT pool: ADDR or ADDR-ADDR, optionally :LO-HI for its own ports (repeatable).

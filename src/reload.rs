@@ -180,11 +180,16 @@ pub struct NatParts {
     pub table: Arc<Table>,
     /// What the steering maps hold now.
     pub installed: Steer,
+    /// The outside interface's addresses the rules were built with (sorted): with
+    /// `--masquerade`, the NAT addresses.
+    pub outside_addrs: Vec<u32>,
 }
 
 /// Re-reads and applies the configuration of a running gateway.
 pub struct Reloader {
     args: RunArgs,
+    /// The inside and outside interfaces.
+    ifaces: [String; 2],
     started: Vec<(&'static str, String)>,
     nat: Option<NatParts>,
     running: Option<crate::config::NatConfig>,
@@ -196,6 +201,7 @@ impl Reloader {
     pub fn new(args: RunArgs, s: &Settings, nat: Option<NatParts>) -> Reloader {
         Reloader {
             args,
+            ifaces: [s.dataplane.inside.clone(), s.dataplane.outside.clone()],
             started: restart_only(s),
             running: s.nat.clone(),
             nat,
@@ -239,57 +245,15 @@ impl Reloader {
             want.table_size = running.table_size;
             want.evict_established = running.evict_established;
             want.state_file = running.state_file.clone();
-            let outside: Vec<u32> = iface::ipv4_addrs(&fresh.dataplane.outside)
-                .into_iter()
-                .map(u32::from)
-                .collect();
-            let inside = iface::ipv4_addrs(&fresh.dataplane.inside)
-                .first()
-                .map(|a| u32::from(*a));
-            let old_rules = parts.live.current();
+            let outside = addrs_of(&fresh.dataplane.outside);
+            let inside = addrs_of(&fresh.dataplane.inside).first().copied();
             let rules = Rules::new(&want, &outside, inside)?;
-
-            // What the old rules steered that the new ones do not: retired until unused.
-            let new_fwd: BTreeSet<_> = rules.forwards().into_iter().collect();
-            let new_nat: BTreeSet<_> = rules.nat_addresses().into_iter().collect();
-            let mut retired = self.retired.clone();
-            for (addr, port, proto) in old_rules.forwards() {
-                if !new_fwd.contains(&(addr, port, proto)) {
-                    retired.push(Retired::Forward { addr, port, proto });
-                }
-            }
-            for (addr, lo, hi) in old_rules.nat_addresses() {
-                if !new_nat.contains(&(addr, lo, hi)) {
-                    retired.push(Retired::Range { addr, lo, hi });
-                }
-            }
-            retired.sort_unstable();
-            retired.dedup();
-
-            let old_t = old_rules.forward_targets();
-            let new_t = rules.forward_targets();
-            let show = |((proto, a, p), (ia, ip)): &crate::nat::ForwardTarget| {
-                format!(
-                    "{} {}:{p} -> {}:{ip}",
-                    crate::nat::proto_name(*proto),
-                    Ipv4Addr::from(*a),
-                    Ipv4Addr::from(*ia)
-                )
-            };
-            for f in new_t.iter().filter(|f| !old_t.contains(f)) {
-                applied.push(format!("port forward added: {}", show(f)));
-            }
-            for f in old_t.iter().filter(|f| !new_t.contains(f)) {
-                applied.push(format!(
-                    "port forward removed: {} (its connections go on until they time out or are flushed)",
-                    show(f)
-                ));
-            }
+            let mut applied_now = Vec::new();
             if running.pools != want.pools
                 || running.masquerade != want.masquerade
                 || running.ports != want.ports
             {
-                applied.push(format!(
+                applied_now.push(format!(
                     "NAT addresses: {}",
                     want.describe_pools()
                         .into_iter()
@@ -299,48 +263,29 @@ impl Reloader {
                 ));
             }
             if running.max_sessions_per_source != want.max_sessions_per_source {
-                applied.push(format!(
+                applied_now.push(format!(
                     "nat.max_sessions_per_source: {} -> {}",
                     running.max_sessions_per_source, want.max_sessions_per_source
                 ));
             }
             if running.filtering != want.filtering {
-                applied.push(format!(
+                applied_now.push(format!(
                     "nat.filtering: {:?} -> {:?}",
                     running.filtering, want.filtering
                 ));
             }
             if running.timeouts != want.timeouts {
-                applied.push(format!(
+                applied_now.push(format!(
                     "timeouts: {:?} -> {:?} (existing connections are judged by the new values)",
                     running.timeouts, want.timeouts
                 ));
             }
-
-            let (ranges, fwds) = extras(&retired);
-            let target = desired(&rules, &ranges, &fwds);
-            let rules = Arc::new(rules.with_draining(retired.iter().map(Retired::addr).collect()));
-            // Steering first (a new forward's packets reach workers that may not have its
-            // rule for one batch: dropped, the sender retransmits), then the rules.
-            if let Err(e) = apply(st, &parts.installed, &target) {
-                // Put back what was there; the running configuration stays.
-                let _ = apply(st, &target, &parts.installed);
-                return Err(format!("could not update the steering maps: {e}"));
-            }
-            parts.installed = target;
-            if let Some(b) = &parts.blocks {
-                b.set_pools(&rules.pool_addresses());
-            }
-            let addrs: Vec<u32> = rules.nat_addresses().iter().map(|a| a.0).collect();
-            if parts.census.declare(&addrs) > 0 {
-                tracing::warn!("more NAT addresses than at start: port use of the new ones is not counted (restart to count them)");
-            }
-            parts.live.publish(rules);
+            applied = install(parts, &mut self.retired, st, rules, outside)?;
+            applied.extend(applied_now);
             parts.quota.set_limit(want.max_sessions_per_source);
             parts
                 .table
                 .set_timeouts(crate::nat::table_timeouts(&want.timeouts));
-            self.retired = retired;
             self.running = Some(want);
         }
         let still: Vec<String> = self.retired.iter().map(Retired::describe).collect();
@@ -349,6 +294,55 @@ impl Reloader {
             "applied": applied,
             "restart_needed": restart,
             "draining": still,
+        }))
+    }
+
+    /// With `--masquerade`, follows the outside interface's addresses (an address change
+    /// by DHCP, PPPoE or an administrator: call after an address notification): when they
+    /// differ from the NAT addresses in force, the rules are rebuilt with the new ones and
+    /// swapped in, the steering maps updated, and the connections translated to a removed
+    /// address are ended, as the kernel's MASQUERADE does: replies to that address no
+    /// longer arrive, and a flow that keeps sending (UDP, a VPN's keepalives) would
+    /// otherwise keep the dead address for ever; its next packet makes a new connection
+    /// on a current address. Without any address left, new outbound connections find no
+    /// NAT address (dropped, `no_snat_rule`) until one is assigned.
+    pub fn follow_outside_addresses(
+        &mut self,
+        st: &mut Steering,
+    ) -> Result<Option<AddressChange>, String> {
+        let (Some(parts), Some(running)) = (&mut self.nat, &self.running) else {
+            return Ok(None);
+        };
+        if !running.masquerade {
+            return Ok(None);
+        }
+        let outside = addrs_of(&self.ifaces[1]);
+        if outside == parts.outside_addrs {
+            return Ok(None);
+        }
+        let inside = addrs_of(&self.ifaces[0]).first().copied();
+        let mut cfg = running.clone();
+        // No address at all: no masquerade pool (its new connections are dropped).
+        cfg.masquerade = !outside.is_empty();
+        let rules = Rules::new(&cfg, &outside, inside)?;
+        let before = parts.outside_addrs.clone();
+        install(parts, &mut self.retired, st, rules, outside.clone())?;
+        let gone: Vec<u32> = before
+            .iter()
+            .copied()
+            .filter(|a| !outside.contains(a))
+            .collect();
+        let ended = if gone.is_empty() {
+            0
+        } else {
+            parts.table.flush(|s| gone.contains(&s.xlate.src))
+        };
+        // Their ranges were retired by `install`; nothing uses them now.
+        self.drain(st);
+        Ok(Some(AddressChange {
+            before,
+            after: outside,
+            ended,
         }))
     }
 
@@ -390,6 +384,99 @@ impl Reloader {
         ));
         self.retired = keep;
     }
+}
+
+/// A change of the masquerade addresses ([`Reloader::follow_outside_addresses`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressChange {
+    /// The NAT addresses before (host order, sorted).
+    pub before: Vec<u32>,
+    /// The NAT addresses now.
+    pub after: Vec<u32>,
+    /// Connections ended because their NAT address was removed.
+    pub ended: usize,
+}
+
+/// The IPv4 addresses of interface `name` (host order, sorted).
+pub fn addrs_of(name: &str) -> Vec<u32> {
+    let mut v: Vec<u32> = iface::ipv4_addrs(name).into_iter().map(u32::from).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Swaps in `rules` (built with the outside addresses `outside`): what the old rules
+/// steered that the new ones do not is retired (kept steered and translated until no
+/// connection uses it), the steering maps are updated, then the workers get the rules.
+/// Returns what changed among the port forwards; on an error nothing changed.
+fn install(
+    parts: &mut NatParts,
+    retired_now: &mut Vec<Retired>,
+    st: &mut Steering,
+    rules: Rules,
+    outside: Vec<u32>,
+) -> Result<Vec<String>, String> {
+    let old_rules = parts.live.current();
+    let new_fwd: BTreeSet<_> = rules.forwards().into_iter().collect();
+    let new_nat: BTreeSet<_> = rules.nat_addresses().into_iter().collect();
+    let mut retired = retired_now.clone();
+    for (addr, port, proto) in old_rules.forwards() {
+        if !new_fwd.contains(&(addr, port, proto)) {
+            retired.push(Retired::Forward { addr, port, proto });
+        }
+    }
+    for (addr, lo, hi) in old_rules.nat_addresses() {
+        if !new_nat.contains(&(addr, lo, hi)) {
+            retired.push(Retired::Range { addr, lo, hi });
+        }
+    }
+    retired.sort_unstable();
+    retired.dedup();
+
+    let mut applied = Vec::new();
+    let old_t = old_rules.forward_targets();
+    let new_t = rules.forward_targets();
+    let show = |((proto, a, p), (ia, ip)): &crate::nat::ForwardTarget| {
+        format!(
+            "{} {}:{p} -> {}:{ip}",
+            crate::nat::proto_name(*proto),
+            Ipv4Addr::from(*a),
+            Ipv4Addr::from(*ia)
+        )
+    };
+    for f in new_t.iter().filter(|f| !old_t.contains(f)) {
+        applied.push(format!("port forward added: {}", show(f)));
+    }
+    for f in old_t.iter().filter(|f| !new_t.contains(f)) {
+        applied.push(format!(
+            "port forward removed: {} (its connections go on until they time out or are flushed)",
+            show(f)
+        ));
+    }
+
+    let (ranges, fwds) = extras(&retired);
+    let target = desired(&rules, &ranges, &fwds);
+    let rules = Arc::new(rules.with_draining(retired.iter().map(Retired::addr).collect()));
+    // Steering first (a new forward's packets reach workers that may not have its
+    // rule for one batch: dropped, the sender retransmits), then the rules.
+    if let Err(e) = apply(st, &parts.installed, &target) {
+        // Put back what was there; the running configuration stays.
+        let _ = apply(st, &target, &parts.installed);
+        return Err(format!("could not update the steering maps: {e}"));
+    }
+    parts.installed = target;
+    // The allocator and the counts learn new NAT addresses before any connection uses them.
+    if let Some(b) = &parts.blocks {
+        b.set_pools(&rules.pool_addresses());
+    }
+    let addrs: Vec<u32> = rules.nat_addresses().iter().map(|a| a.0).collect();
+    if parts.census.declare(&addrs) > 0 {
+        tracing::warn!("more NAT addresses than at start: port use of the new ones is not counted (restart to count them)");
+    }
+    parts.live.publish(rules);
+    parts.outside_addrs = outside;
+    *retired_now = retired;
+    Ok(applied)
 }
 
 /// NAT address ranges `(address, first, last)` and forwards `(address, port, protocol)`.

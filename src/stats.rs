@@ -160,6 +160,10 @@ pub struct Snapshot {
     /// Port blocks (when on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_blocks: Option<crate::nat::BlockStats>,
+    /// Times the masquerade NAT addresses followed a change of the outside interface's
+    /// addresses.
+    #[serde(default)]
+    pub nat_address_changes: u64,
 }
 
 /// How many ports of a NAT address live sessions use.
@@ -278,6 +282,8 @@ pub struct StatsSource {
     log: Option<crate::logging::StatsReader>,
     /// The port block allocator (when on).
     blocks: Option<Arc<crate::nat::PortBlocks>>,
+    /// Changes of the masquerade addresses followed.
+    nat_address_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StatsSource {
@@ -321,6 +327,12 @@ impl StatsSource {
         self
     }
 
+    /// Counts a change of the masquerade addresses, for every clone of this source.
+    pub fn count_nat_address_change(&self) {
+        self.nat_address_changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// A snapshot plus port usage per NAT address. Constant in the table's size: the
     /// counts are kept as connections come and go (see [`crate::nat::Census`]).
     pub fn snapshot_with_ports(&self) -> Snapshot {
@@ -356,6 +368,7 @@ impl StatsSource {
             census: None,
             log: None,
             blocks: None,
+            nat_address_changes: Arc::default(),
         }
     }
 
@@ -404,6 +417,9 @@ impl StatsSource {
             ports: Vec::new(),
             logging: self.log.as_ref().map(|r| r.read()),
             port_blocks: self.blocks.as_ref().map(|b| b.stats()),
+            nat_address_changes: self
+                .nat_address_changes
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -167,34 +167,6 @@ fn rfc4787_req14_a_flood_of_lone_fragments_stays_bounded() {
     );
 }
 
-/// Starts `udp_who.py serve` on `addr:port` in `role`.
-fn who_server(lab: &Lab, role: &str, addr: &str, port: &str) -> std::process::Child {
-    let (c, _) = lab.spawn_ready(
-        role,
-        &["python3", &tool("udp_who.py"), "serve", addr, port, "20"],
-    );
-    c
-}
-
-/// What `dst:dport` sees as the source of a datagram from `bind:bport` in the client
-/// namespace ("ip:port"), or "timeout".
-fn seen_by(lab: &Lab, bind: &str, bport: &str, dst: &str, dport: &str) -> String {
-    let out = lab.exec(
-        "cli",
-        &[
-            "python3",
-            &tool("udp_who.py"),
-            "ask",
-            bind,
-            bport,
-            dst,
-            dport,
-        ],
-    );
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    s.strip_prefix("seen ").unwrap_or(&s).to_string()
-}
-
 /// The lab with a second inside address (198.18.0.3) and a second remote (198.19.1.2).
 fn two_by_two(tag: &str) -> Lab {
     let lab = Lab::up_with(tag, 1, "router");

@@ -8,26 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn http_server(lab: &Lab) -> std::process::Child {
-    let dir = lab.dir.to_string_lossy().to_string();
-    let server = root()
-        .join("tests/tools/http_server.py")
-        .to_string_lossy()
-        .to_string();
-    let child = lab.spawn(
-        "srv",
-        &["python3", &server, "198.19.0.2", "8080", &dir],
-        "http.log",
-    );
-    let up = wait_for(Duration::from_secs(10), || {
-        lab.sh("srv", "ss -ltn | grep -q 198.19.0.2:8080")
-            .status
-            .success()
-    });
-    assert!(up, "http server did not start");
-    child
-}
-
 #[test]
 fn ping_and_10mb_tcp_cross_the_gateway_and_are_counted() {
     let lab = Lab::up("fwd", 1);
@@ -38,12 +18,7 @@ fn ping_and_10mb_tcp_cross_the_gateway_and_are_counted() {
         "traffic crossed the gateway without xnat"
     );
 
-    let payload = lab.dir.join("10mb.bin");
-    let data: Vec<u8> = (0..10 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    std::fs::write(&payload, &data).unwrap();
-    let mut srv = http_server(&lab);
+    let mut srv = http_server(&lab, "srv", "198.19.0.2", 8080, "http.log");
 
     let mut gw = Gateway::start(&lab, &["--mode", "forward"]);
     let ping = lab.exec(
@@ -69,30 +44,7 @@ fn ping_and_10mb_tcp_cross_the_gateway_and_are_counted() {
         "TTL was not decremented once: {ping_out}"
     );
 
-    let got = lab.dir.join("got.bin");
-    let curl = lab.exec(
-        "cli",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "60",
-            "-o",
-            got.to_str().unwrap(),
-            "http://198.19.0.2:8080/10mb.bin",
-        ],
-    );
-    assert!(
-        curl.status.success(),
-        "curl failed: {}\n{}",
-        String::from_utf8_lossy(&curl.stderr),
-        gw.log()
-    );
-    assert_eq!(
-        sha256(&got),
-        sha256(&payload),
-        "10 MB body differs after crossing the gateway"
-    );
+    download_10mb_intact(&lab, "cli", "http://198.19.0.2:8080");
 
     let s = gw.fresh_stats();
     assert_eq!(s["mode"], "forward");

@@ -8,53 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// An HTTP server in `role` on `addr:port` serving the lab directory; its log shows peers.
-fn http_server(lab: &Lab, role: &str, addr: &str, port: u16, log: &str) -> std::process::Child {
-    let dir = lab.dir.to_string_lossy().to_string();
-    let p = port.to_string();
-    let server = root()
-        .join("tests/tools/http_server.py")
-        .to_string_lossy()
-        .to_string();
-    let child = lab.spawn(role, &["python3", &server, addr, &p, &dir], log);
-    let pat = format!("{addr}:{port}");
-    let up = wait_for(Duration::from_secs(10), || {
-        lab.sh(role, &format!("ss -ltn | grep -q {pat}"))
-            .status
-            .success()
-    });
-    assert!(up, "http server on {pat} did not start");
-    child
-}
-
-/// Puts a 10 MB file in the lab's directory (which the lab's HTTP servers serve) and
-/// checks that `role` downloads it intact from `base`/big.bin.
-fn download_10mb_intact(lab: &Lab, role: &str, base: &str) {
-    let big = lab.dir.join("big.bin");
-    if !big.exists() {
-        let data: Vec<u8> = (0..10u32 << 20)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-            .collect();
-        std::fs::write(&big, &data).unwrap();
-    }
-    let got = lab.dir.join("got.bin");
-    let _ = std::fs::remove_file(&got);
-    let out = lab.exec(
-        role,
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "30",
-            "-o",
-            got.to_str().unwrap(),
-            &format!("{base}/big.bin"),
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(sha256(&got), sha256(&big), "10 MB from {base} corrupted");
-}
-
 fn kill(mut c: std::process::Child) {
     let _ = c.kill();
     let _ = c.wait();
@@ -114,37 +67,17 @@ fn curl_ping_and_iperf3_through_snat() {
         .status
         .success());
 
-    let iperf_srv = lab.spawn(
-        "srv",
-        &["iperf3", "-s", "-B", "198.19.0.2", "-p", "5201"],
-        "iperf.log",
-    );
-    let ready = wait_for(Duration::from_secs(10), || {
-        lab.sh("srv", "ss -ltn | grep -q 5201").status.success()
-    });
-    assert!(ready, "iperf3 server did not start");
+    let iperf_srv = iperf3_server(&lab);
     for udp in [false, true] {
-        let mut args = vec!["iperf3", "-c", "198.19.0.2", "-p", "5201", "-t", "3", "-J"];
-        if udp {
-            args.extend_from_slice(&["-u", "-b", "50M"]);
-        }
-        let out = lab.exec("cli", &args);
-        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let end = &j["end"];
-        let bytes = if udp {
-            end["sum"]["bytes"].as_u64().unwrap_or(0)
-        } else {
-            end["sum_received"]["bytes"].as_u64().unwrap_or(0)
-        };
+        let r = iperf3(&lab, udp, false, 3);
         assert!(
-            bytes > 1_000_000,
-            "iperf3 udp={udp} moved only {bytes} bytes: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
+            r.bytes > 1_000_000,
+            "iperf3 udp={udp} moved only {} bytes\n{}",
+            r.bytes,
             gw.log()
         );
         if udp {
-            let lost = end["sum"]["lost_percent"].as_f64().unwrap_or(100.0);
-            assert!(lost < 20.0, "UDP loss {lost}%");
+            assert!(r.lost_percent < 20.0, "UDP loss {}%", r.lost_percent);
         }
     }
     kill(iperf_srv);
@@ -154,6 +87,17 @@ fn curl_ping_and_iperf3_through_snat() {
     assert!(num(&s, "/table/hit") > 1000, "{s}");
     // Default offloads: the hosts handed out partial checksums, which xnat completed.
     assert!(num(&s, "/total/events/checksum_completed") > 1000, "{s}");
+    kill(srv);
+}
+
+#[test]
+fn two_hundred_parallel_downloads_through_snat() {
+    let lab = Lab::up("par", 1);
+    let srv = http_server(&lab, "srv", "198.19.0.2", 8080, "http.log");
+    let gw = Gateway::start(&lab, &["--masquerade"]);
+    parallel_downloads_intact(&lab, "cli", "http://198.19.0.2:8080", 200);
+    let s = gw.fresh_stats();
+    assert!(num(&s, "/table/insert") >= 200, "{s}");
     kill(srv);
 }
 

@@ -809,11 +809,19 @@ fn port_blocks_hold_every_connection_and_are_logged_once_per_block() {
     }
     assert_eq!(seen[0].1.len(), 4, "{seen:?}");
     assert_eq!(seen[1].1.len(), 20, "{seen:?}");
-    assert_eq!((seen[2].1.len(), seen[2].2), (32, 4), "{seen:?}\n{}", gw.log());
+    assert_eq!(
+        (seen[2].1.len(), seen[2].2),
+        (32, 4),
+        "{seen:?}\n{}",
+        gw.log()
+    );
     let s = gw.ctl_json(&["stats"]);
     assert_eq!(s["port_blocks"]["allocated"], 5, "{s}");
     assert_eq!(s["port_blocks"]["subscribers"], 3, "{s}");
-    assert!(s["total"]["drops"]["port_block_limit"].as_u64() >= Some(4), "{s}");
+    assert!(
+        s["total"]["drops"]["port_block_limit"].as_u64() >= Some(4),
+        "{s}"
+    );
     // Every session ends; the blocks go back once empty for 2 s.
     assert!(gw.ctl(&["flush", "--all"]).status.success());
     assert!(

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
@@ -296,67 +297,175 @@ fn a_prefix_routed_back_inside_stays_inside_untranslated() {
     assert_eq!(num(&after, "/table/insert"), 0, "translated: {after}");
 }
 
-#[test]
-fn ecmp_spreads_flows_over_two_upstreams_and_keeps_each_on_one() {
-    let lab = Lab::up("ecmp", 1);
-    // A second upstream on the outside link, known by a MAC nobody has (the server
-    // captures in promiscuous mode, so both paths are seen on one wire).
-    let setup = [
-        vec![
-            "ip",
-            "neigh",
-            "replace",
-            "198.19.0.3",
-            "lladdr",
-            "02:00:00:00:00:33",
-            "dev",
-            "out0",
-            "nud",
-            "permanent",
-        ],
-        vec![
-            "ip",
-            "route",
-            "add",
-            "198.19.9.0/24",
-            "nexthop",
-            "via",
-            "198.19.0.2",
-            "nexthop",
-            "via",
-            "198.19.0.3",
-        ],
-    ];
-    for c in &setup {
-        let out = lab.exec("gw", c);
-        assert!(out.status.success(), "{c:?}: {}", text(&out));
+/// The MAC address of a second upstream on the outside link, 198.19.0.3, that nobody
+/// has: the server captures in promiscuous mode, so both paths are seen on one wire.
+const SECOND_UPSTREAM_MAC: &str = "02:00:00:00:00:33";
+
+/// Runs each command (split on spaces) in the gateway namespace, after making the second
+/// upstream known.
+fn gw_setup(lab: &Lab, cmds: &[&str]) {
+    let neigh =
+        format!("ip neigh replace 198.19.0.3 lladdr {SECOND_UPSTREAM_MAC} dev out0 nud permanent");
+    for c in std::iter::once(neigh.as_str()).chain(cmds.iter().copied()) {
+        let args: Vec<&str> = c.split(' ').collect();
+        let out = lab.exec("gw", &args);
+        assert!(out.status.success(), "{c}: {}", text(&out));
     }
-    let gw = Gateway::start(&lab, &["--masquerade"]);
+}
+
+/// Sends 32 UDP flows (three datagrams each, from source ports 41000-41031) from the
+/// client to `net`.1 and returns, per flow, the set of destination MACs its datagrams
+/// left the gateway with, as the server saw them.
+fn macs_per_flow(lab: &Lab, gw: &Gateway, net: &str) -> BTreeMap<String, BTreeSet<String>> {
     let (mut sniff, mut lines) = lab.spawn_ready(
         "srv",
         &[
             "/usr/bin/python3",
             &tool("mac_split.py"),
             "eth0",
-            "198.19.9.0/24",
-            "6",
+            &format!("{net}.0/24"),
+            "3",
         ],
     );
-    // 32 flows, three datagrams each.
-    let send = "import socket,time\nfor r in range(3):\n for p in range(41000,41032):\n  s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('198.18.0.2',p));s.sendto(b'x',('198.19.9.1',9));s.close()\n time.sleep(0.3)\n";
-    let out = lab.exec("cli", &["python3", "-c", send]);
+    let send = format!("import socket,time\nfor r in range(3):\n for p in range(41000,41032):\n  s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('198.18.0.2',p));s.sendto(b'x',('{net}.1',9));s.close()\n time.sleep(0.3)\n");
+    let out = lab.exec("cli", &["python3", "-c", &send]);
     assert!(out.status.success(), "{}", text(&out));
-    let flows: serde_json::Value =
+    let flows: BTreeMap<String, BTreeSet<String>> =
         serde_json::from_str(&lines.next().and_then(|l| l.ok()).unwrap_or_default())
             .unwrap_or_default();
     let _ = sniff.wait();
-    let map = flows.as_object().cloned().unwrap_or_default();
-    assert!(map.len() >= 30, "{flows}\n{}", gw.log());
-    let mut per_mac = std::collections::HashMap::new();
-    for (port, macs) in &map {
-        let macs = macs.as_array().cloned().unwrap_or_default();
+    assert!(flows.len() >= 30, "{flows:?}\n{}", gw.log());
+    flows
+}
+
+/// Checks that every flow took one path and that the flows used both upstreams.
+fn assert_spread_over_both(flows: &BTreeMap<String, BTreeSet<String>>) {
+    let mut per_mac = BTreeMap::new();
+    for (port, macs) in flows {
         assert_eq!(macs.len(), 1, "flow {port} took two paths: {macs:?}");
-        *per_mac.entry(macs[0].to_string()).or_insert(0) += 1;
+        for m in macs {
+            *per_mac.entry(m.clone()).or_insert(0) += 1;
+        }
     }
     assert_eq!(per_mac.len(), 2, "both upstreams carry flows: {per_mac:?}");
+}
+
+#[test]
+fn ecmp_spreads_flows_over_two_upstreams_and_keeps_each_on_one() {
+    let lab = Lab::up("ecmp", 1);
+    gw_setup(
+        &lab,
+        &["ip route add 198.19.9.0/24 nexthop via 198.19.0.2 nexthop via 198.19.0.3"],
+    );
+    let gw = Gateway::start(&lab, &["--masquerade"]);
+    assert_spread_over_both(&macs_per_flow(&lab, &gw, "198.19.9"));
+}
+
+#[test]
+fn nexthop_object_routes_and_groups_are_honoured() {
+    // As FRR installs them: nexthop objects, routes naming them by id. Without the
+    // compatibility mode the kernel's route dump carries only the id, which the gateway
+    // resolves through the nexthop objects themselves.
+    for compat in ["1", "0"] {
+        let lab = Lab::up("nhobj", 1);
+        gw_setup(
+            &lab,
+            &[
+                &format!("sysctl -qw net.ipv4.nexthop_compat_mode={compat}"),
+                "ip nexthop add id 10 via 198.19.0.2 dev out0",
+                "ip nexthop add id 11 via 198.19.0.3 dev out0",
+                "ip nexthop add id 20 group 10/11",
+                "ip route add 198.19.8.0/24 nhid 11",
+                "ip route add 198.19.9.0/24 nhid 20",
+            ],
+        );
+        let gw = Gateway::start(&lab, &["--masquerade"]);
+        // One nexthop: every flow to its prefix leaves towards it (not the default route).
+        let one = macs_per_flow(&lab, &gw, "198.19.8");
+        assert!(
+            one.values()
+                .all(|m| m.len() == 1 && m.contains(SECOND_UPSTREAM_MAC)),
+            "compat mode {compat}: {one:?}\n{}",
+            gw.log()
+        );
+        // A group: spread over both, each flow on one.
+        assert_spread_over_both(&macs_per_flow(&lab, &gw, "198.19.9"));
+        // A nexthop object changed while running is followed (its own notification).
+        gw_setup(&lab, &["ip nexthop replace id 11 via 198.19.0.2 dev out0"]);
+        let srv_mac = lab.mac("srv", "eth0");
+        // (Well before the periodic re-read, 10 s or more.)
+        std::thread::sleep(Duration::from_millis(300));
+        let after = macs_per_flow(&lab, &gw, "198.19.8");
+        assert!(
+            after.values().all(|m| m.len() == 1 && m.contains(&srv_mac)),
+            "compat mode {compat}: {after:?}\n{}",
+            gw.log()
+        );
+    }
+}
+
+#[test]
+fn masquerade_follows_a_change_of_the_outside_address() {
+    let lab = Lab::up("addrchg", 1);
+    std::fs::write(lab.dir.join("hello.txt"), "hello\n").unwrap();
+    let mut srv = http_server(&lab, "srv", "198.19.0.2", 8080, "http.log");
+    let gw = Gateway::start(&lab, &["--masquerade"]);
+    let get = || {
+        let out = lab.exec(
+            "cli",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "3",
+                "http://198.19.0.2:8080/hello.txt",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(get(), "hello\n", "{}", gw.log());
+    assert!(lab.read("http.log").contains("198.19.0.1 - -"));
+    // A UDP flow that goes on across the change (the same socket address each time).
+    let mut who = who_server(&lab, "srv", "198.19.0.2", "5353");
+    let udp = || seen_by(&lab, "198.18.0.2", "40000", "198.19.0.2", "5353");
+    assert!(udp().starts_with("198.19.0.1:"), "{}", gw.log());
+
+    // The upstream hands out another address (as DHCP or PPPoE do): 198.19.0.1 goes,
+    // and for a moment there is none;
+    let out = lab.sh("gw", "ip addr del 198.19.0.1/24 dev out0");
+    assert!(out.status.success(), "{}", text(&out));
+    let none = wait_for(Duration::from_secs(3), || {
+        gw.log().contains("no IPv4 address any more")
+    });
+    assert!(none, "{}", gw.log());
+    // then 198.19.0.7 comes; the default route went with the old address and comes back.
+    for c in [
+        "ip addr add 198.19.0.7/24 dev out0",
+        "ip route add default via 198.19.0.2",
+    ] {
+        let out = lab.sh("gw", c);
+        assert!(out.status.success(), "{c}: {}", text(&out));
+    }
+    // Within the time of a notification, not of the 10 s safety net.
+    let followed = wait_for(Duration::from_secs(3), || {
+        get() == "hello\n" && lab.read("http.log").contains("198.19.0.7 - -")
+    });
+    assert!(
+        followed,
+        "server log: {}\n{}",
+        lab.read("http.log"),
+        gw.log()
+    );
+    // The flow's connection on the removed address was ended: its next datagram made a
+    // new one on the new address (kept, it would hold the dead address as long as it
+    // goes on sending).
+    let seen = udp();
+    assert!(seen.starts_with("198.19.0.7:"), "{seen}\n{}", gw.log());
+    let s = gw.fresh_stats();
+    assert_eq!(num(&s, "/nat_address_changes"), 2, "{s}");
+    assert!(gw.log().contains("outside address changed"), "{}", gw.log());
+    for c in [&mut srv, &mut who] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }

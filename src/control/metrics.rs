@@ -453,6 +453,7 @@ mod tests {
                 records_lost: 1,
                 template_messages: 1,
             }),
+            nat_address_changes: 1,
         }
     }
 

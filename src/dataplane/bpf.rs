@@ -358,6 +358,16 @@ impl Steering {
         )
     }
 
+    /// Forgets `addr` (host order) as one of the gateway's own addresses (it was removed
+    /// from its interface). Absent already is fine.
+    pub fn remove_local_addr(&mut self, addr: u32) -> Result<(), DataplaneError> {
+        remove(
+            &self.skel.maps.local_addrs,
+            &addr.to_be_bytes(),
+            "local_addrs",
+        )
+    }
+
     /// Inserts an AF_XDP socket into XSKMAP slot `slot`.
     pub fn register_socket(&mut self, slot: u32, fd: i32) -> Result<(), DataplaneError> {
         update(

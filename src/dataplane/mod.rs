@@ -294,6 +294,19 @@ pub struct Dataplane {
     /// AF_XDP socket descriptors of each worker (inside, outside), for the kernel's socket
     /// statistics. Valid while the dataplane runs.
     pub xsk_fds: Vec<[i32; 2]>,
+    /// The gateway's own addresses the steering program knows (host order).
+    local_addrs: std::collections::BTreeSet<u32>,
+    /// Names of the inside and outside interfaces.
+    ports: [String; 2],
+}
+
+/// The IPv4 addresses (host order) of the gateway's two interfaces.
+fn own_addrs(cfg: &DataplaneConfig) -> std::collections::BTreeSet<u32> {
+    [&cfg.inside, &cfg.outside]
+        .into_iter()
+        .flat_map(|n| iface::ipv4_addrs(n))
+        .map(u32::from)
+        .collect()
 }
 
 impl Dataplane {
@@ -322,10 +335,9 @@ impl Dataplane {
             cfg.outside_route_all,
             ports.mac[1],
         )?;
-        for name in [&cfg.inside, &cfg.outside] {
-            for a in iface::ipv4_addrs(name) {
-                steering.add_local_addr(u32::from(a))?;
-            }
+        let local_addrs = own_addrs(cfg);
+        for &a in &local_addrs {
+            steering.add_local_addr(a)?;
         }
         steer(&mut steering)?;
 
@@ -414,6 +426,8 @@ impl Dataplane {
             xdp_counters: steering.counters(),
             xsk_fds,
             steering,
+            local_addrs,
+            ports: [cfg.inside.clone(), cfg.outside.clone()],
         })
     }
 
@@ -434,6 +448,26 @@ impl Dataplane {
     /// workers run (`xnat reload`).
     pub fn steering_mut(&mut self) -> &mut Steering {
         &mut self.steering
+    }
+
+    /// Brings the steering program's list of the gateway's own addresses up to date with
+    /// its interfaces (after an address notification: DHCP, PPPoE, an administrator):
+    /// traffic to a new address reaches the host's kernel, a removed one is forgotten.
+    pub fn sync_local_addrs(&mut self) -> Result<(), DataplaneError> {
+        let now: std::collections::BTreeSet<u32> = self
+            .ports
+            .iter()
+            .flat_map(|n| iface::ipv4_addrs(n))
+            .map(u32::from)
+            .collect();
+        for &a in now.difference(&self.local_addrs) {
+            self.steering.add_local_addr(a)?;
+        }
+        for &a in self.local_addrs.difference(&now) {
+            self.steering.remove_local_addr(a)?;
+        }
+        self.local_addrs = now;
+        Ok(())
     }
 
     /// The stop flag shared with the workers.

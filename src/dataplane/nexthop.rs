@@ -26,6 +26,7 @@ use netlink_packet_route::neighbour::{
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_packet_utils::nla::Nla;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 /// One IPv4 route of the main table.
@@ -246,6 +247,8 @@ pub struct NextHops {
     /// Interfaces whose MTU the snapshots carry (the gateway's ports).
     watch: Mutex<Vec<u32>>,
     generation: AtomicU64,
+    /// Address notifications seen (IPv4 addresses added or removed on any interface).
+    address_changes: AtomicU64,
     requests: Sender<(u32, u32)>,
     rx: Receiver<(u32, u32)>,
 }
@@ -258,6 +261,7 @@ impl NextHops {
             current: Mutex::new(Arc::new(Snapshot::default())),
             watch: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
+            address_changes: AtomicU64::new(0),
             requests: tx,
             rx,
         })
@@ -268,6 +272,13 @@ impl NextHops {
             *cur = Arc::new(snap);
         }
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many IPv4 address notifications (an address added to or removed from any
+    /// interface) the resolver has seen: a change of this number tells the owner of the
+    /// NAT addresses to look at the interfaces again.
+    pub fn address_changes(&self) -> u64 {
+        self.address_changes.load(Ordering::Acquire)
     }
 
     /// The current snapshot.
@@ -379,6 +390,9 @@ impl NextHops {
             if let Some(sock) = &events {
                 while let Ok(n) = sock.recv(&mut &mut buf[..], 0) {
                     changed |= n > 0;
+                    if buf.get(..n).is_some_and(has_address_message) {
+                        self.address_changes.fetch_add(1, Ordering::Release);
+                    }
                 }
             }
             if changed || last.elapsed() >= period {
@@ -391,17 +405,41 @@ impl NextHops {
     }
 }
 
-/// A non-blocking socket on the rtnetlink groups of links, IPv4 addresses, IPv4 routes and
-/// neighbours.
+/// Whether a datagram of rtnetlink notifications holds an address added or removed
+/// (RTM_NEWADDR, RTM_DELADDR): walks the netlink headers, stops at anything malformed.
+fn has_address_message(mut buf: &[u8]) -> bool {
+    const RTM_NEWADDR: u16 = 20;
+    const RTM_DELADDR: u16 = 21;
+    while let (Some(len), Some(kind)) = (buf.get(0..4), buf.get(4..6)) {
+        let len = u32::from_ne_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let kind = u16::from_ne_bytes([kind[0], kind[1]]);
+        if kind == RTM_NEWADDR || kind == RTM_DELADDR {
+            return true;
+        }
+        // Messages are 4-byte aligned (NLMSG_ALIGN).
+        let next = len.saturating_add(3) & !3;
+        if len < 16 || next > buf.len() {
+            return false;
+        }
+        buf = &buf[next..];
+    }
+    false
+}
+
+/// A non-blocking socket on the rtnetlink groups of links, IPv4 addresses, IPv4 routes,
+/// nexthop objects and neighbours.
 fn subscribe() -> std::io::Result<Socket> {
     const RTMGRP_LINK: u32 = 0x1;
     const RTMGRP_NEIGH: u32 = 0x4;
     const RTMGRP_IPV4_IFADDR: u32 = 0x10;
     const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+    // RTNLGRP_NEXTHOP (32): a nexthop object changed (without the kernel's
+    // nexthop_compat_mode its routes are not notified themselves).
+    const RTMGRP_NEXTHOP: u32 = 1 << 31;
     let mut sock = Socket::new(NETLINK_ROUTE)?;
     sock.bind(&SocketAddr::new(
         0,
-        RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE,
+        RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_NEXTHOP,
     ))?;
     sock.set_non_blocking(true)?;
     Ok(sock)
@@ -554,6 +592,8 @@ fn dump_snapshot(watch: &[u32]) -> std::io::Result<Snapshot> {
     let mut rmsg = RouteMessage::default();
     rmsg.header.address_family = AddressFamily::Inet;
     let mut routes = Vec::new();
+    // The nexthop objects, dumped once the first route naming one needs them.
+    let mut nh_objects: Option<HashMap<u32, NhObject>> = None;
     for m in transact(
         RouteNetlinkMessage::GetRoute(rmsg),
         NLM_F_DUMP | NLM_F_REQUEST,
@@ -574,8 +614,14 @@ fn dump_snapshot(watch: &[u32]) -> std::io::Result<Snapshot> {
         let mut table = u32::from(r.header.table);
         let (mut dst, mut gw, mut oif) = (0u32, None, 0u32);
         let mut multipath = Vec::new();
+        let mut nh_id = None;
         for a in &r.attributes {
             match a {
+                RouteAttribute::Other(nla) if nla.kind() == RTA_NH_ID && nla.value_len() == 4 => {
+                    let mut v = [0u8; 4];
+                    nla.emit_value(&mut v);
+                    nh_id = Some(u32::from_ne_bytes(v));
+                }
                 RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = u32::from(*ip),
                 RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(u32::from(*ip)),
                 RouteAttribute::Oif(i) => oif = *i,
@@ -597,21 +643,41 @@ fn dump_snapshot(watch: &[u32]) -> std::io::Result<Snapshot> {
                 _ => {}
             }
         }
-        if let Some(first) = multipath.first() {
-            gw = first.gateway;
-            oif = first.oif;
-        }
-        if table != 254 || (kind == RouteKind::Unicast && oif == 0) {
+        if table != 254 {
             continue; // main table only
         }
-        routes.push(Route {
+        let mut route = Route {
             prefix: dst,
             len: r.header.destination_prefix_length,
             gateway: gw,
             oif,
             kind,
             multipath,
-        });
+        };
+        // A route through a nexthop object (`ip route ... nhid N`, as FRR installs them)
+        // carries only the id unless the kernel's nexthop_compat_mode also spells out
+        // its next hops: then they come from the nexthop objects.
+        if let (Some(id), RouteKind::Unicast, 0, true) =
+            (nh_id, kind, oif, route.multipath.is_empty())
+        {
+            if nh_objects.is_none() {
+                nh_objects = Some(dump_nexthops().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "nexthop object dump failed");
+                    HashMap::new()
+                }));
+            }
+            if let Some(objs) = &nh_objects {
+                resolve_nexthop(&mut route, id, objs);
+            }
+        }
+        if let Some(first) = route.multipath.first() {
+            route.gateway = first.gateway;
+            route.oif = first.oif;
+        }
+        if route.kind == RouteKind::Unicast && route.oif == 0 {
+            continue; // forwards nothing (or a nexthop object not found)
+        }
+        routes.push(route);
     }
     let mut nmsg = NeighbourMessage::default();
     nmsg.header.family = AddressFamily::Inet;
@@ -651,6 +717,161 @@ fn dump_snapshot(watch: &[u32]) -> std::io::Result<Snapshot> {
     Ok(Snapshot::new(routes, neigh).with_mtus(mtus))
 }
 
+/// RTA_NH_ID: the nexthop object a route uses (linux/rtnetlink.h).
+const RTA_NH_ID: u16 = 30;
+
+/// A nexthop object (`ip nexthop add id N ...`), as RTM_GETNEXTHOP describes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct NhObject {
+    /// Gateway, or `None` for a directly connected next hop.
+    gateway: Option<u32>,
+    /// Output interface index (0 in a group).
+    oif: u32,
+    /// `blackhole`.
+    blackhole: bool,
+    /// Members of a group: (id, weight).
+    group: Vec<(u32, u16)>,
+}
+
+/// Gives `route` the next hops of nexthop object `id`: a single next hop, a group (as a
+/// multipath route, by weight) or a blackhole. An object not found, or a group whose
+/// members are missing, leaves the route without an interface.
+fn resolve_nexthop(route: &mut Route, id: u32, objs: &HashMap<u32, NhObject>) {
+    let Some(o) = objs.get(&id) else { return };
+    if o.blackhole {
+        route.kind = RouteKind::Blackhole;
+        return;
+    }
+    if o.group.is_empty() {
+        route.gateway = o.gateway;
+        route.oif = o.oif;
+        return;
+    }
+    // Members are single next hops (the kernel refuses nested groups).
+    route.multipath = o
+        .group
+        .iter()
+        .filter_map(|&(m, weight)| {
+            let n = objs.get(&m)?;
+            (n.oif != 0 && !n.blackhole).then_some(Hop {
+                gateway: n.gateway,
+                oif: n.oif,
+                weight,
+            })
+        })
+        .collect();
+}
+
+/// Dumps the IPv4 nexthop objects and the groups (RTM_GETNEXTHOP; netlink-packet-route has no type for
+/// them, so the request and the reply are read here): id -> object.
+fn dump_nexthops() -> std::io::Result<HashMap<u32, NhObject>> {
+    const RTM_NEWNEXTHOP: u16 = 104;
+    const RTM_GETNEXTHOP: u16 = 106;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    let sock = open()?;
+    // nlmsghdr (16 bytes) + struct nhmsg { family, scope, protocol, resvd, flags: u32 }.
+    let mut req = Vec::with_capacity(24);
+    req.extend_from_slice(&24u32.to_ne_bytes());
+    req.extend_from_slice(&RTM_GETNEXTHOP.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    req.extend_from_slice(&0u32.to_ne_bytes()); // port
+                                                // Family AF_UNSPEC: groups have no family of their own (AF_INET would leave them out).
+    req.extend_from_slice(&[0u8; 8]);
+    sock.send(&req, 0)?;
+    let mut out = HashMap::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = sock.recv(&mut &mut buf[..], 0)?;
+        let mut rest = buf.get(..n).unwrap_or_default();
+        while let Some((kind, body, next)) = nlmsg(rest) {
+            match kind {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    let code = body
+                        .get(..4)
+                        .map_or(0, |c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+                    return if code == 0 {
+                        Ok(out)
+                    } else {
+                        Err(std::io::Error::from_raw_os_error(-code))
+                    };
+                }
+                RTM_NEWNEXTHOP => {
+                    if let Some((id, o)) = parse_nhmsg(body) {
+                        out.insert(id, o);
+                    }
+                }
+                _ => {}
+            }
+            rest = next;
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+    }
+}
+
+/// Splits the first netlink message off `buf`: (type, payload, the rest); `None` at the end
+/// or on a malformed header.
+fn nlmsg(buf: &[u8]) -> Option<(u16, &[u8], &[u8])> {
+    let h = buf.get(..16)?;
+    let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    let kind = u16::from_ne_bytes([h[4], h[5]]);
+    let body = buf.get(16..len)?;
+    let next = buf.get(len.saturating_add(3) & !3..).unwrap_or_default();
+    Some((kind, body, next))
+}
+
+/// Reads one RTM_NEWNEXTHOP payload (struct nhmsg, then NHA_* attributes, linux/nexthop.h).
+fn parse_nhmsg(body: &[u8]) -> Option<(u32, NhObject)> {
+    const NHA_ID: u16 = 1;
+    const NHA_GROUP: u16 = 2;
+    const NHA_BLACKHOLE: u16 = 4;
+    const NHA_OIF: u16 = 5;
+    const NHA_GATEWAY: u16 = 6;
+    let family = *body.first()?;
+    if family != libc::AF_INET as u8 && family != 0 {
+        return None;
+    }
+    let u32_of = |v: &[u8]| {
+        v.get(..4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut id = None;
+    let mut o = NhObject::default();
+    let mut attrs = body.get(8..)?;
+    while let Some(h) = attrs.get(..4) {
+        let len = usize::from(u16::from_ne_bytes([h[0], h[1]]));
+        let kind = u16::from_ne_bytes([h[2], h[3]]) & 0x3fff; // without NLA_F_NESTED/NET_BYTEORDER
+        let v = attrs.get(4..len)?;
+        match kind {
+            NHA_ID => id = u32_of(v),
+            NHA_OIF => o.oif = u32_of(v)?,
+            // An IPv4 gateway only (IPv6 next hops of IPv4 routes are not followed).
+            NHA_GATEWAY if v.len() == 4 => {
+                o.gateway = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+            }
+            NHA_GATEWAY => return None,
+            NHA_BLACKHOLE => o.blackhole = true,
+            // struct nexthop_grp { u32 id; u8 weight (the weight - 1); u8; u16 }.
+            NHA_GROUP => {
+                o.group = v
+                    .chunks_exact(8)
+                    .filter_map(|g| Some((u32_of(g)?, u16::from(g[4]) + 1)))
+                    .collect();
+            }
+            _ => {}
+        }
+        attrs = attrs.get(len.saturating_add(3) & !3..).unwrap_or_default();
+        if len < 4 {
+            break;
+        }
+    }
+    Some((id?, o))
+}
+
 /// Asks the kernel to resolve `nh` on `oif` (like `ip neigh replace NH dev DEV use`).
 fn request_resolution(nh: u32, oif: u32) -> std::io::Result<()> {
     let mut m = NeighbourMessage::default();
@@ -675,6 +896,131 @@ mod tests {
 
     fn ip(s: &str) -> u32 {
         u32::from(s.parse::<Ipv4Addr>().unwrap())
+    }
+
+    /// A netlink attribute: length, type, value, padded to 4 bytes.
+    fn nla(kind: u16, v: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(v);
+        a.resize((a.len() + 3) & !3, 0);
+        a
+    }
+
+    /// An RTM_NEWNEXTHOP payload: struct nhmsg of `family`, then `attrs`.
+    fn nhmsg(family: u8, attrs: &[Vec<u8>]) -> Vec<u8> {
+        let mut m = vec![family, 0, 0, 0, 0, 0, 0, 0];
+        for a in attrs {
+            m.extend_from_slice(a);
+        }
+        m
+    }
+
+    #[test]
+    fn nexthop_objects_are_read_and_give_routes_their_next_hops() {
+        let inet = libc::AF_INET as u8;
+        let single = |id: u32, gw: &str, oif: u32| {
+            nhmsg(
+                inet,
+                &[
+                    nla(1, &id.to_ne_bytes()),
+                    nla(5, &oif.to_ne_bytes()),
+                    nla(6, &gw.parse::<Ipv4Addr>().unwrap().octets()),
+                ],
+            )
+        };
+        let (id, ten) = parse_nhmsg(&single(10, "198.19.0.2", 3)).unwrap();
+        assert_eq!(id, 10);
+        assert_eq!((ten.gateway, ten.oif), (Some(ip("198.19.0.2")), 3));
+        let (_, eleven) = parse_nhmsg(&single(11, "198.19.0.3", 3)).unwrap();
+        // A group (no family of its own): members with weight - 1 on the wire.
+        let mut grp = Vec::new();
+        for (m, w) in [(10u32, 2u8), (11, 0)] {
+            grp.extend_from_slice(&m.to_ne_bytes());
+            grp.extend_from_slice(&[w, 0, 0, 0]);
+        }
+        let (_, group) =
+            parse_nhmsg(&nhmsg(0, &[nla(1, &20u32.to_ne_bytes()), nla(2, &grp)])).unwrap();
+        assert_eq!(group.group, vec![(10, 3), (11, 1)]);
+        let (_, hole) =
+            parse_nhmsg(&nhmsg(inet, &[nla(1, &30u32.to_ne_bytes()), nla(4, &[])])).unwrap();
+        assert!(hole.blackhole);
+        // An IPv6 object is not ours; a truncated attribute or a missing id is refused.
+        assert!(parse_nhmsg(&nhmsg(10, &[nla(1, &40u32.to_ne_bytes())])).is_none());
+        let cut = single(12, "198.19.0.4", 3);
+        assert!(parse_nhmsg(&cut[..cut.len() - 2]).is_none());
+        assert!(parse_nhmsg(&nhmsg(inet, &[nla(5, &3u32.to_ne_bytes())])).is_none());
+        assert!(parse_nhmsg(&[]).is_none());
+
+        let objs: HashMap<u32, NhObject> =
+            [(10, ten), (11, eleven), (20, group), (30, hole)].into();
+        let mut r = Route::via(ip("198.19.9.0"), 24, None, 0);
+        resolve_nexthop(&mut r, 20, &objs);
+        assert_eq!(
+            r.multipath,
+            vec![
+                Hop {
+                    gateway: Some(ip("198.19.0.2")),
+                    oif: 3,
+                    weight: 3
+                },
+                Hop {
+                    gateway: Some(ip("198.19.0.3")),
+                    oif: 3,
+                    weight: 1
+                },
+            ]
+        );
+        let mut r = Route::via(ip("198.19.8.0"), 24, None, 0);
+        resolve_nexthop(&mut r, 11, &objs);
+        assert_eq!((r.gateway, r.oif), (Some(ip("198.19.0.3")), 3));
+        resolve_nexthop(&mut r, 30, &objs);
+        assert_eq!(r.kind, RouteKind::Blackhole);
+        let mut r = Route::via(ip("198.19.7.0"), 24, None, 0);
+        resolve_nexthop(&mut r, 99, &objs);
+        assert_eq!(r.oif, 0, "an unknown object leaves the route unusable");
+
+        // Netlink framing: a message split off its datagram, a short one refused.
+        let mut dgram = Vec::new();
+        let body = single(10, "198.19.0.2", 3);
+        dgram.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        dgram.extend_from_slice(&104u16.to_ne_bytes());
+        dgram.extend_from_slice(&[0; 10]);
+        dgram.extend_from_slice(&body);
+        let (kind, b, rest) = nlmsg(&dgram).unwrap();
+        assert_eq!((kind, b, rest.len()), (104, &body[..], 0));
+        assert!(nlmsg(&dgram[..20]).is_none());
+    }
+
+    #[test]
+    fn address_notifications_are_told_from_the_others() {
+        // A netlink header: length, type, flags, sequence, port; then `body` bytes.
+        let msg = |kind: u16, body: usize| {
+            let mut m = Vec::new();
+            m.extend_from_slice(&((16 + body) as u32).to_ne_bytes());
+            m.extend_from_slice(&kind.to_ne_bytes());
+            m.extend_from_slice(&[0; 10]);
+            m.resize(16 + body, 0);
+            m.resize((16 + body + 3) & !3, 0);
+            m
+        };
+        const NEWROUTE: u16 = 24;
+        const NEWNEIGH: u16 = 28;
+        assert!(!has_address_message(&msg(NEWROUTE, 40)));
+        assert!(has_address_message(&msg(20, 40)), "RTM_NEWADDR");
+        assert!(has_address_message(&msg(21, 41)), "RTM_DELADDR");
+        // Second in a datagram, after an unaligned message.
+        let mut two = msg(NEWNEIGH, 37);
+        two.extend(msg(21, 8));
+        assert!(has_address_message(&two));
+        // Truncated or malformed: no panic, no match beyond.
+        assert!(!has_address_message(&two[..10]));
+        let mut bad = msg(NEWROUTE, 4);
+        bad[0..4].copy_from_slice(&3u32.to_ne_bytes());
+        bad.extend(msg(20, 4));
+        assert!(!has_address_message(&bad));
+        assert!(!has_address_message(&[]));
     }
 
     #[test]

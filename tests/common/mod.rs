@@ -143,6 +143,130 @@ impl Lab {
     }
 }
 
+/// Directions of the outside link, as indexes of [`Impairment`]'s fields.
+pub const TO_SERVER: usize = 0;
+pub const FROM_SERVER: usize = 1;
+
+/// What the outside link's impairment ([`Lab::impair_outside`]) has done so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Impairment {
+    /// Frames dropped at random, per direction.
+    pub dropped: [u64; 2],
+    /// Frames sent the slow way (the ifb device, the slow htb class), per direction.
+    pub detoured: [u64; 2],
+    /// Times the slow htb class from the server held a frame back (over its rate) while
+    /// later frames overtook it.
+    pub held_back: u64,
+}
+
+impl Lab {
+    /// 1 % loss and reordering on the outside link, both directions, made in the server's
+    /// namespace (the gateway's interfaces stay as they are).
+    ///
+    /// The usual tool, `tc qdisc ... netem loss 1% reorder ...`, needs sch_netem, which not
+    /// every kernel the lab runs on has; this is built from what is common instead.
+    /// - Loss: nftables `netdev` chains on the server's veth drop 1 % of the IPv4 frames at
+    ///   random, at its ingress and at its egress (a drop in the `output` hook would fail
+    ///   the sender's `sendto` with EPERM, which no wire does). UDP datagrams of fewer
+    ///   than 8 bytes are spared: iperf3 (3.12) opens a UDP test with one 4-byte datagram
+    ///   each way and never sends it again, so losing it fails the run before any data.
+    /// - Reordering from the server: nftables sends 2 % of the frames at random to the slow
+    ///   class of a htb qdisc on the veth (2 Mbit/s, 30 frames of queue): while that class
+    ///   is over its rate (under load) its frames wait and the frames after them overtake
+    ///   them. A TSO/GSO burst is one frame there.
+    /// - Reordering towards the server: a u32 filter on the veth's ingress redirects the
+    ///   frames whose IPv4 header checksum ends in three zero bits (1 in 8: the checksum
+    ///   changes with every IP ID) through an ifb device, which hands them back from a
+    ///   tasklet, after the rest of the batch they arrived in: the frames behind them
+    ///   overtake them. The redirected frames skip the ingress loss.
+    pub fn impair_outside(&self) {
+        let script = "set -e\n\
+             ip link add ifb0 txqueuelen 1000 type ifb\n\
+             ip link set ifb0 up\n\
+             tc qdisc add dev eth0 clsact\n\
+             tc filter add dev eth0 ingress protocol ip u32 match u16 0 0x0007 at 10 \
+                action mirred egress redirect dev ifb0\n\
+             tc qdisc add dev eth0 root handle 1: htb default 1\n\
+             tc class add dev eth0 parent 1: classid 1:1 htb rate 10gbit quantum 200000\n\
+             tc class add dev eth0 parent 1: classid 1:2 htb rate 2mbit burst 1514 cburst 1514 quantum 1514\n\
+             tc qdisc add dev eth0 parent 1:2 pfifo limit 30\n\
+             nft add table netdev impair\n\
+             nft add chain netdev impair in '{ type filter hook ingress device eth0 priority 0; }'\n\
+             nft add rule netdev impair in udp length '<' 16 accept\n\
+             nft add rule netdev impair in meta protocol ip numgen random mod 100 '<' 1 counter drop\n\
+             nft add chain netdev impair out '{ type filter hook egress device eth0 priority 0; }'\n\
+             nft add rule netdev impair out udp length '<' 16 accept\n\
+             nft add rule netdev impair out meta protocol ip numgen random mod 100 '<' 1 counter drop\n\
+             nft add rule netdev impair out meta protocol ip numgen random mod 50 == 0 meta priority set 1:2\n";
+        let out = self.sh("srv", script);
+        assert!(out.status.success(), "impairment: {}", text(&out));
+    }
+
+    /// How often TCP senders in `role`'s namespace detected reordering (SACK, timestamps
+    /// or duplicate ACKs showed a segment arriving after a later one), since it was made.
+    pub fn tcp_reordering_seen(&self, role: &str) -> u64 {
+        let out = self.exec(
+            role,
+            &[
+                "nstat",
+                "-asz",
+                "TcpExtTCPSACKReorder",
+                "TcpExtTCPTSReorder",
+                "TcpExtTCPRenoReorder",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("TcpExt"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// What the impairment has done so far.
+    pub fn impairment(&self) -> Impairment {
+        let mut imp = Impairment::default();
+        // The drop rules, by chain.
+        let out = self.exec("srv", &["nft", "-j", "list", "table", "netdev", "impair"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        for item in v["nftables"].as_array().into_iter().flatten() {
+            let rule = &item["rule"];
+            let Some(dir) = ["in", "out"].iter().position(|c| rule["chain"] == *c) else {
+                continue;
+            };
+            let exprs = rule["expr"].as_array().cloned().unwrap_or_default();
+            if exprs.iter().any(|e| e.get("drop").is_some()) {
+                imp.dropped[dir] += exprs
+                    .iter()
+                    .find_map(|e| e["counter"]["packets"].as_u64())
+                    .unwrap_or(0);
+            }
+        }
+        // The detour towards the server, from the ifb device's counters.
+        let ifb = self.exec("srv", &["cat", "/sys/class/net/ifb0/statistics/tx_packets"]);
+        imp.detoured[TO_SERVER] = String::from_utf8_lossy(&ifb.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        // The slow class from the server: "Sent B bytes P pkt (dropped D, overlimits O ...)"
+        // (`tc -j` has no JSON for htb classes).
+        let out = self.exec(
+            "srv",
+            &["tc", "-s", "class", "show", "dev", "eth0", "classid", "1:2"],
+        );
+        let t = text(&out);
+        let after = |key: &str| -> u64 {
+            t.split(key)
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        imp.detoured[FROM_SERVER] = after(" bytes ");
+        imp.held_back = after("overlimits ");
+        imp
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = Command::new(root().join("bench/lab.sh"))
@@ -442,4 +566,184 @@ pub fn sha256(path: &Path) -> String {
         .next()
         .unwrap_or("")
         .to_string()
+}
+
+/// An HTTP server (tests/tools/http_server.py) in `role` on `addr:port` serving the lab
+/// directory; its log shows peers.
+pub fn http_server(lab: &Lab, role: &str, addr: &str, port: u16, log: &str) -> Child {
+    let dir = lab.dir.to_string_lossy().to_string();
+    let p = port.to_string();
+    let child = lab.spawn(
+        role,
+        &["python3", &tool("http_server.py"), addr, &p, &dir],
+        log,
+    );
+    let pat = format!("{addr}:{port}");
+    let up = wait_for(Duration::from_secs(10), || {
+        lab.sh(role, &format!("ss -ltn | grep -q {pat}"))
+            .status
+            .success()
+    });
+    assert!(up, "http server on {pat} did not start");
+    child
+}
+
+/// Puts `len` bytes of a fixed pattern at `name` in the lab's directory (which the lab's
+/// HTTP servers serve), unless already there; returns its path.
+pub fn lab_file(lab: &Lab, name: &str, len: u32) -> PathBuf {
+    let path = lab.dir.join(name);
+    if !path.exists() {
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        std::fs::write(&path, &data).expect("lab file");
+    }
+    path
+}
+
+/// Checks that `role` downloads a 10 MB file intact from `base`/big.bin (an HTTP server
+/// on the lab's directory).
+pub fn download_10mb_intact(lab: &Lab, role: &str, base: &str) {
+    let big = lab_file(lab, "big.bin", 10 << 20);
+    let got = lab.dir.join("got.bin");
+    let _ = std::fs::remove_file(&got);
+    let got_s = got.to_string_lossy().to_string();
+    let out = lab.exec(
+        role,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "30",
+            "-o",
+            &got_s,
+            &format!("{base}/big.bin"),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(sha256(&got), sha256(&big), "10 MB from {base} corrupted");
+}
+
+/// Checks that `role` downloads a 64 KiB file from `base`/small.bin `n` times in parallel
+/// (one curl, `n` transfers at once, each on its own connection), every copy intact.
+pub fn parallel_downloads_intact(lab: &Lab, role: &str, base: &str, n: u32) {
+    let small = lab_file(lab, "small.bin", 64 << 10);
+    let want = sha256(&small);
+    let dir = lab.dir.join("parallel");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("download dir");
+    let out = lab.exec(
+        role,
+        &[
+            "curl",
+            "-sS",
+            "--parallel",
+            "--parallel-immediate",
+            "--parallel-max",
+            &n.to_string(),
+            "--max-time",
+            "30",
+            "--output-dir",
+            &dir.to_string_lossy(),
+            "-o",
+            "copy#1.bin",
+            &format!("{base}/small.bin?[1-{n}]"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let intact = (1..=n)
+        .filter(|i| sha256(&dir.join(format!("copy{i}.bin"))) == want)
+        .count();
+    assert_eq!(intact, n as usize, "of {n} parallel downloads from {base}");
+}
+
+/// Starts an iperf3 server on the server's 198.19.0.2:5201.
+pub fn iperf3_server(lab: &Lab) -> Child {
+    let c = lab.spawn(
+        "srv",
+        &["iperf3", "-s", "-B", "198.19.0.2", "-p", "5201"],
+        "iperf.log",
+    );
+    let ready = wait_for(Duration::from_secs(10), || {
+        lab.sh("srv", "ss -ltn | grep -q :5201").status.success()
+    });
+    assert!(ready, "iperf3 server did not start");
+    c
+}
+
+/// What an iperf3 run measured.
+#[derive(Debug, Default)]
+pub struct IperfResult {
+    /// Bytes the receiver got.
+    pub bytes: u64,
+    /// UDP: datagrams lost, in percent.
+    pub lost_percent: f64,
+    /// UDP: datagrams that arrived after a later one.
+    pub out_of_order: u64,
+}
+
+/// Runs iperf3 from the client to [`iperf3_server`] for `secs` seconds: TCP, or UDP at
+/// 50 Mbit/s; `reverse`: the server sends. Fails the test unless it completes.
+pub fn iperf3(lab: &Lab, udp: bool, reverse: bool, secs: u32) -> IperfResult {
+    let t = secs.to_string();
+    let mut args = vec!["iperf3", "-c", "198.19.0.2", "-p", "5201", "-t", &t, "-J"];
+    if udp {
+        args.extend_from_slice(&["-u", "-b", "50M"]);
+    }
+    if reverse {
+        args.push("-R");
+    }
+    let out = lab.exec("cli", &args);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(
+        out.status.success() && j["error"].is_null(),
+        "iperf3 udp={udp} reverse={reverse}: {}",
+        text(&out)
+    );
+    let end = &j["end"];
+    if udp {
+        IperfResult {
+            bytes: end["sum"]["bytes"].as_u64().unwrap_or(0),
+            lost_percent: end["sum"]["lost_percent"].as_f64().unwrap_or(100.0),
+            out_of_order: end["streams"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["udp"]["out_of_order"].as_u64())
+                .sum(),
+        }
+    } else {
+        IperfResult {
+            bytes: end["sum_received"]["bytes"].as_u64().unwrap_or(0),
+            ..IperfResult::default()
+        }
+    }
+}
+
+/// Starts `udp_who.py serve` on `addr:port` in `role`.
+pub fn who_server(lab: &Lab, role: &str, addr: &str, port: &str) -> Child {
+    let (c, _) = lab.spawn_ready(
+        role,
+        &["python3", &tool("udp_who.py"), "serve", addr, port, "20"],
+    );
+    c
+}
+
+/// What `dst:dport` sees as the source of a datagram from `bind:bport` in the client
+/// namespace ("ip:port"), or "timeout".
+pub fn seen_by(lab: &Lab, bind: &str, bport: &str, dst: &str, dport: &str) -> String {
+    let out = lab.exec(
+        "cli",
+        &[
+            "python3",
+            &tool("udp_who.py"),
+            "ask",
+            bind,
+            bport,
+            dst,
+            dport,
+        ],
+    );
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    s.strip_prefix("seen ").unwrap_or(&s).to_string()
 }

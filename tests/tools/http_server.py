@@ -13,6 +13,9 @@ import sys
 
 
 class Server(http.server.ThreadingHTTPServer):
+    # Room for a few hundred clients connecting at once (the default backlog is 5).
+    request_queue_size = 512
+
     def server_bind(self):
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
