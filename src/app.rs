@@ -184,6 +184,7 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
                 max_sessions_per_source: a.max_sessions_per_source,
                 mapping: a.mapping.clone(),
                 filtering: a.filtering.clone(),
+                deterministic: a.deterministic.clone(),
             };
             Some(nat_config(&file, &flags).map_err(|e| e.to_string())?)
         }

@@ -194,6 +194,12 @@ pub struct RunArgs {
     /// address-and-port-dependent].
     #[arg(long, value_name = "MODE", help_heading = "NAT")]
     pub filtering: Option<String>,
+    /// Deterministic NAT (RFC 7422): every address of the inside PREFIX (e.g.
+    /// 198.18.0.0/24) gets a fixed address of the --snat pools and a fixed range of
+    /// --ports, so `xnat lookup ADDR:PORT` names the inside address from the configuration
+    /// alone; sources outside the prefix are not translated (no_snat_rule).
+    #[arg(long, value_name = "PREFIX", help_heading = "NAT")]
+    pub deterministic: Option<String>,
 
     /// Number of queues to serve (queues 0..N of both interfaces), one worker each [default: 1].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=128), help_heading = "Dataplane")]
@@ -274,6 +280,7 @@ impl RunArgs {
             max_sessions_per_source: None,
             mapping: None,
             filtering: None,
+            deterministic: None,
             queues: None,
             cores: Vec::new(),
             xdp_mode: None,

@@ -13,6 +13,7 @@
 //! adds the next hop and hands the frame back.
 
 mod census;
+pub mod deterministic;
 mod fragments;
 mod hairpin;
 mod handler;
