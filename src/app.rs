@@ -48,6 +48,7 @@ pub fn main(cli: Cli) -> i32 {
         } => cmd_flush(&control, &filter, all),
         Command::Reload { control, json } => cmd_reload(&control, json),
         Command::Debug { control, what } => cmd_debug(&control, what),
+        Command::Lookup(args) => crate::lookup::cmd_lookup(&args),
     }
 }
 
