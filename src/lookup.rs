@@ -27,7 +27,7 @@ fn config(args: &LookupArgs) -> Result<NatConfig, String> {
     nat_config(&file, &flags).map_err(|e| e.to_string())
 }
 
-/// Port forwards whose external end is `ep`, as "tcp ADDR:PORT -> INSIDE:PORT".
+/// Port forwards whose external end is `ep`, as "tcp: port forward to INSIDE:PORT".
 fn forwards_at(cfg: &NatConfig, ep: SocketAddrV4) -> Vec<String> {
     cfg.dnat
         .iter()
@@ -37,7 +37,7 @@ fn forwards_at(cfg: &NatConfig, ep: SocketAddrV4) -> Vec<String> {
                 Proto::Tcp => "tcp",
                 Proto::Udp => "udp",
             };
-            format!("{proto} {} -> {}", r.external, r.internal)
+            format!("{proto}: port forward to {}", r.internal)
         })
         .collect()
 }
@@ -51,13 +51,12 @@ struct Found {
 
 fn by_endpoint(cfg: &NatConfig, l: &Layout, ep: SocketAddrV4) -> Found {
     let fwd = forwards_at(cfg, ep);
-    let note = if fwd.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; port forward {} (the forward's protocol never uses it for the subscriber)",
-            fwd.join(", ")
-        )
+    let note = |sep: &str| {
+        if fwd.is_empty() {
+            String::new()
+        } else {
+            format!("{sep}{}", fwd.join(", "))
+        }
     };
     match l.owner(u32::from(*ep.ip()), ep.port()) {
         Owner::Subscriber {
@@ -69,7 +68,10 @@ fn by_endpoint(cfg: &NatConfig, l: &Layout, ep: SocketAddrV4) -> Found {
             let inside = Ipv4Addr::from(inside);
             let addr = Ipv4Addr::from(addr);
             Found {
-                line: format!("{ep} belongs to {inside} ({addr} ports {lo}-{hi}){note}"),
+                line: format!(
+                    "{ep} belongs to {inside} ({addr} ports {lo}-{hi}){}",
+                    note(" except for ")
+                ),
                 json: serde_json::json!({
                     "nat": ep.to_string(), "inside": inside.to_string(),
                     "nat_address": addr.to_string(), "ports": [lo, hi], "forwards": fwd,
@@ -90,7 +92,7 @@ fn by_endpoint(cfg: &NatConfig, l: &Layout, ep: SocketAddrV4) -> Found {
                 )
             };
             Found {
-                line: format!("{ep} belongs to no inside address: {why}{note}"),
+                line: format!("{ep} belongs to no inside address: {why}{}", note("; ")),
                 json: serde_json::json!({
                     "nat": ep.to_string(), "inside": null, "reason": why, "forwards": fwd,
                 }),
@@ -191,7 +193,12 @@ mod tests {
         let f = by_endpoint(&cfg, &l, "198.19.2.1:1100".parse().expect("ep"));
         assert!(f.owned);
         assert!(f.line.contains("belongs to 198.18.0.0"), "{}", f.line);
-        assert!(f.line.contains("port forward tcp"), "{}", f.line);
+        assert!(
+            f.line
+                .ends_with("except for tcp: port forward to 198.18.0.50:80"),
+            "{}",
+            f.line
+        );
         assert_eq!(f.json["inside"], "198.18.0.0");
         let f = by_endpoint(&cfg, &l, "198.19.2.2:1523".parse().expect("ep"));
         assert_eq!(f.json["inside"], "198.18.0.129");

@@ -26,7 +26,12 @@ fn config(prefix: &str) -> String {
 /// The NAT address and port range of inside address 198.18.0.`host`, computed here
 /// independently of xnat.
 fn expected(host: u32) -> (Ipv4Addr, u32, u32) {
-    let addr = Ipv4Addr::new(198, 19, 2, 1 + u8::try_from(host / PER_ADDR).expect("small"));
+    let addr = Ipv4Addr::new(
+        198,
+        19,
+        2,
+        1 + u8::try_from(host / PER_ADDR).expect("small"),
+    );
     let lo = PORTS.0 + (host % PER_ADDR) * EACH;
     (addr, lo, lo + EACH - 1)
 }
@@ -75,7 +80,14 @@ fn lookup_names_the_inside_host_of_every_connection_the_server_saw() {
     for h in hosts.iter().filter(|&&h| h != 2).chain([100].iter()) {
         let out = lab.exec(
             "cli",
-            &["ip", "addr", "add", &format!("198.18.0.{h}/24"), "dev", "eth0"],
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("198.18.0.{h}/24"),
+                "dev",
+                "eth0",
+            ],
         );
         assert!(out.status.success(), "{}", text(&out));
     }
@@ -135,7 +147,11 @@ fn lookup_names_the_inside_host_of_every_connection_the_server_saw() {
         // The lookup, from the configuration alone, names the same host.
         let (code, v) = lookup(&cfg_s, &[nat]);
         assert_eq!(code, Some(0), "lookup {nat}: {v}");
-        assert_eq!(v["inside"].as_str(), Some(inside.as_str()), "lookup {nat}: {v}");
+        assert_eq!(
+            v["inside"].as_str(),
+            Some(inside.as_str()),
+            "lookup {nat}: {v}"
+        );
         assert_eq!(v["ports"], serde_json::json!([lo, hi]), "lookup {nat}: {v}");
     }
     assert!(used.len() >= 20, "too few distinct NAT endpoints: {used:?}");
