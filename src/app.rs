@@ -48,6 +48,7 @@ pub fn main(cli: Cli) -> i32 {
         } => cmd_flush(&control, &filter, all),
         Command::Reload { control, json } => cmd_reload(&control, json),
         Command::Debug { control, what } => cmd_debug(&control, what),
+        Command::Lookup(args) => crate::lookup::cmd_lookup(&args),
     }
 }
 
@@ -188,6 +189,7 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
                 max_sessions_per_source: a.max_sessions_per_source,
                 mapping: a.mapping.clone(),
                 filtering: a.filtering.clone(),
+                deterministic: a.deterministic.clone(),
             };
             Some(nat_config(&file, &flags).map_err(|e| e.to_string())?)
         }

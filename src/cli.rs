@@ -80,6 +80,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Who had a NAT address:port under deterministic NAT (`--deterministic`): the inside
+    /// address, computed from the configuration alone (no running gateway needed); or,
+    /// with --inside ADDR, the NAT address and port range of an inside address. Exit 0
+    /// when found, 1 when the endpoint belongs to no inside address, 2 on bad input.
+    Lookup(LookupArgs),
     /// Debugging aids.
     Debug {
         /// Control socket of the gateway.
@@ -89,6 +94,43 @@ pub enum Command {
         #[command(subcommand)]
         what: DebugCommand,
     },
+}
+
+/// Arguments of `xnat lookup`: what to look up and the NAT settings of the gateway (the
+/// same file and flags as `xnat run`; flags win over the file).
+#[derive(Clone, Debug, Args)]
+pub struct LookupArgs {
+    /// NAT ADDR:PORT to find the inside address of.
+    #[arg(required_unless_present = "inside", conflicts_with = "inside")]
+    pub endpoint: Option<std::net::SocketAddrV4>,
+    /// Instead: the inside ADDR whose NAT address and port range to print.
+    #[arg(long, value_name = "ADDR")]
+    pub inside: Option<std::net::Ipv4Addr>,
+    /// The gateway's TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// As `xnat run --deterministic`.
+    #[arg(long, value_name = "PREFIX")]
+    pub deterministic: Option<String>,
+    /// As `xnat run --snat` (repeatable).
+    #[arg(long, value_name = "POOL")]
+    pub snat: Vec<String>,
+    /// As `xnat run --ports`.
+    #[arg(long, value_name = "LO-HI")]
+    pub ports: Option<String>,
+    /// As `xnat run --dnat` (repeatable): port forwards take their ports out of the ranges.
+    #[arg(long, value_name = "RULE")]
+    pub dnat: Vec<String>,
+    /// As `xnat run --masquerade` (refused: deterministic NAT needs SNAT pools).
+    #[arg(long)]
+    pub masquerade: bool,
+    /// One JSON object instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Without deterministic NAT: the control socket of the running gateway, asked which
+    /// subscriber holds the port block of ADDR:PORT now (port blocks).
+    #[arg(long, value_name = "PATH", default_value = crate::control::DEFAULT_SOCKET)]
+    pub control: PathBuf,
 }
 
 /// Session filters.
@@ -203,6 +245,12 @@ pub struct RunArgs {
     /// address-and-port-dependent].
     #[arg(long, value_name = "MODE", help_heading = "NAT")]
     pub filtering: Option<String>,
+    /// Deterministic NAT (RFC 7422): every address of the inside PREFIX (e.g.
+    /// 198.18.0.0/24) gets a fixed address of the --snat pools and a fixed range of
+    /// --ports, so `xnat lookup ADDR:PORT` names the inside address from the configuration
+    /// alone; sources outside the prefix are not translated (no_snat_rule).
+    #[arg(long, value_name = "PREFIX", help_heading = "NAT")]
+    pub deterministic: Option<String>,
 
     /// Number of queues to serve (queues 0..N of both interfaces), one worker each [default: 1].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=128), help_heading = "Dataplane")]
@@ -294,6 +342,7 @@ impl RunArgs {
             filtering: None,
             log_format: None,
             log_collector: None,
+            deterministic: None,
             queues: None,
             cores: Vec::new(),
             xdp_mode: None,

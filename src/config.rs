@@ -255,6 +255,9 @@ pub struct NatFile {
     /// `address-and-port-dependent` (default), `address-dependent` or
     /// `endpoint-independent`.
     pub filtering: Option<String>,
+    /// Deterministic NAT (RFC 7422): the inside prefix `ADDR/LEN` whose addresses get
+    /// fixed NAT addresses and port ranges of the SNAT pools.
+    pub deterministic: Option<String>,
 }
 
 /// The `[interfaces]` section.
@@ -419,9 +422,17 @@ pub struct NatConfig {
     pub mapping: Mapping,
     /// Filtering behaviour.
     pub filtering: Filtering,
+    /// Deterministic NAT: the inside prefix spread over the SNAT pools (RFC 7422).
+    pub deterministic: Option<crate::nat::deterministic::Prefix>,
 }
 
 impl NatConfig {
+    /// The deterministic layout, when `deterministic` is set (validated by [`nat_config`]).
+    pub fn layout(&self) -> Option<crate::nat::deterministic::Layout> {
+        self.deterministic
+            .and_then(|p| crate::nat::deterministic::Layout::new(p, &self.pools).ok())
+    }
+
     /// The effective NAT pools and the ports port forwards reserve out of them, one line
     /// each, for `check-config`.
     pub fn describe_pools(&self) -> Vec<String> {
@@ -450,6 +461,7 @@ impl NatConfig {
             ));
             ranges.push((None, self.ports));
         }
+        out.extend(self.layout().iter().flat_map(|l| l.describe()));
         for r in &self.dnat {
             let (a, port) = (*r.external.ip(), r.external.port());
             let inside = ranges
@@ -499,6 +511,8 @@ pub struct NatFlags {
     pub mapping: Option<String>,
     /// `--filtering`.
     pub filtering: Option<String>,
+    /// `--deterministic`.
+    pub deterministic: Option<String>,
 }
 
 /// How inside endpoints are mapped to NAT addresses and ports (RFC 4787 section 4.1).
@@ -604,6 +618,50 @@ fn state_file(
     }
 }
 
+/// The deterministic prefix from `--deterministic` or `nat.deterministic`, checked against
+/// the pools: SNAT pools (not masquerade) with at least
+/// [`MIN_PORTS`](crate::nat::deterministic::MIN_PORTS) ports per inside address.
+fn deterministic(
+    file: &FileConfig,
+    flags: &NatFlags,
+    masquerade: bool,
+    pools: &[Pool],
+    (snat_key, snat): (&str, &[String]),
+    (ports_key, ports): (&str, &str),
+) -> Result<Option<crate::nat::deterministic::Prefix>, ConfigError> {
+    use crate::nat::deterministic::{Layout, LayoutError, Prefix};
+    let (key, value) = match (&flags.deterministic, &file.nat.deterministic) {
+        (Some(v), _) => ("--deterministic", v),
+        (None, Some(v)) => ("nat.deterministic", v),
+        (None, None) => return Ok(None),
+    };
+    let prefix = Prefix::parse(value).map_err(|e| err(key, value, e))?;
+    if masquerade {
+        return Err(err(
+            key,
+            value,
+            "deterministic NAT needs SNAT pools (--snat / nat.snat), not masquerade (--masquerade / nat.masquerade = true): \
+             the outside interface's addresses are only known at run time",
+        ));
+    }
+    match Layout::new(prefix, pools) {
+        Ok(_) => Ok(Some(prefix)),
+        Err(LayoutError::NoPool) => Err(err(
+            key,
+            value,
+            "deterministic NAT needs at least one SNAT pool address (--snat / nat.snat)",
+        )),
+        Err(e) => Err(err(
+            key,
+            value,
+            format!(
+                "with {snat_key} = {:?} and {ports_key} = {ports:?}: {e}",
+                snat.join(",")
+            ),
+        )),
+    }
+}
+
 /// Merges file and flags (flags win; repeatable rules from both are combined) and validates.
 pub fn nat_config(file: &FileConfig, flags: &NatFlags) -> Result<NatConfig, ConfigError> {
     let (snat_key, snat): (&str, Vec<String>) = if !flags.snat.is_empty() {
@@ -681,6 +739,14 @@ pub fn nat_config(file: &FileConfig, flags: &NatFlags) -> Result<NatConfig, Conf
             dnat.push(r);
         }
     }
+    let deterministic = deterministic(
+        file,
+        flags,
+        masquerade,
+        &pools,
+        (snat_key, &snat),
+        (ports_key, &ports_s),
+    )?;
     if !masquerade && pools.is_empty() && dnat.is_empty() {
         return Err(err(
             "--snat",
@@ -732,8 +798,19 @@ pub fn nat_config(file: &FileConfig, flags: &NatFlags) -> Result<NatConfig, Conf
         (None, None) => Filtering::default(),
     };
     let port_blocks = port_blocks(file, flags, &pools, ports, masquerade, &timeouts)?;
+    if let (Some(b), Some(d)) = (port_blocks, deterministic) {
+        return Err(err(
+            "nat.deterministic",
+            d,
+            format!(
+                "deterministic NAT gives each inside address fixed ports: it cannot be combined with port blocks (nat.port_block_size = {})",
+                b.size
+            ),
+        ));
+    }
     Ok(NatConfig {
         port_blocks,
+        deterministic,
         mapping,
         filtering,
         masquerade,
@@ -1052,6 +1129,89 @@ mod tests {
             assert_eq!(e.key, "nat.state_file", "{e}");
             assert!(e.to_string().contains("or false"), "{e}");
         }
+    }
+
+    #[test]
+    fn deterministic_nat_needs_pools_with_enough_ports_and_names_the_keys() {
+        let f = NatFlags {
+            snat: vec!["198.19.2.1-198.19.2.2".into()],
+            deterministic: Some("198.18.0.0/24".into()),
+            ..Default::default()
+        };
+        let c = nat_config(&FileConfig::default(), &f).expect("a /24 over two addresses");
+        assert_eq!(
+            c.deterministic.map(|p| p.to_string()).as_deref(),
+            Some("198.18.0.0/24")
+        );
+        let lines = c.describe_pools();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("128 per address, 504 ports each")),
+            "{lines:?}"
+        );
+        // From the file, with the file's keys in the messages.
+        let file = FileConfig::parse(
+            "[nat]\nsnat = [\"198.19.2.1\"]\nports = \"1024-2047\"\ndeterministic = \"198.18.0.0/24\"\n",
+        )
+        .unwrap();
+        let e = nat_config(&file, &NatFlags::default()).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.value.as_str()),
+            ("nat.deterministic", "198.18.0.0/24")
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("nat.snat")
+                && msg.contains("nat.ports")
+                && msg.contains("1024-2047")
+                && msg.contains("4 port(s) each")
+                && msg.contains("at least 64"),
+            "{msg}"
+        );
+        // The flag wins over the file.
+        let longer = NatFlags {
+            deterministic: Some("198.18.0.0/28".into()),
+            ..Default::default()
+        };
+        assert!(nat_config(&file, &longer).is_ok());
+        for (bad, why) in [
+            ("198.18.0.1/24", "host bits"),
+            ("198.18.0.0/33", "prefix length"),
+            ("198.18.0.0", "ADDR/LEN"),
+        ] {
+            let f = NatFlags {
+                deterministic: Some(bad.into()),
+                ..f.clone()
+            };
+            let e = nat_config(&FileConfig::default(), &f).unwrap_err();
+            assert_eq!((e.key.as_str(), e.value.as_str()), ("--deterministic", bad));
+            assert!(e.to_string().contains(why), "{e}");
+        }
+        let m = NatFlags {
+            masquerade: true,
+            deterministic: Some("198.18.0.0/24".into()),
+            ..Default::default()
+        };
+        let e = nat_config(&FileConfig::default(), &m).unwrap_err();
+        assert_eq!(e.key, "--deterministic");
+        assert!(e.to_string().contains("masquerade"), "{e}");
+        // Fixed ports per inside address and port blocks exclude each other.
+        let both = NatFlags {
+            snat: vec!["198.19.2.1".into()],
+            deterministic: Some("198.18.0.0/28".into()),
+            port_block_size: Some(64),
+            ..Default::default()
+        };
+        let e = nat_config(&FileConfig::default(), &both).unwrap_err();
+        assert!(e.to_string().contains("port_block_size = 64"), "{e}");
+        let none = NatFlags {
+            dnat: vec!["tcp:198.19.0.1:80=198.18.0.2:80".into()],
+            deterministic: Some("198.18.0.0/24".into()),
+            ..Default::default()
+        };
+        let e = nat_config(&FileConfig::default(), &none).unwrap_err();
+        assert!(e.to_string().contains("at least one SNAT pool"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! - [`state`]: the table's state file (one gateway per file, what became of the last table).
 //! - [`stats`]: point-in-time counters for logs and the CLI; [`control`]: the control socket.
 //! - [`cli`]: command-line types; [`app`]: what each command does; [`notify`]: readiness
-//!   for the service manager.
+//!   for the service manager; [`lookup`]: the owner of a NAT endpoint (deterministic NAT).
 //! - [`logging`]: NAT event logs (IPFIX, syslog) from the workers to a collector.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -21,6 +21,7 @@ pub mod control;
 pub mod dataplane;
 pub mod fuzzing;
 pub mod logging;
+pub mod lookup;
 pub mod nat;
 pub mod notify;
 pub mod packet;

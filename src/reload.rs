@@ -1,7 +1,8 @@
 //! Live reconfiguration (`xnat reload`, SIGHUP): the configuration file is read again and
 //! validated exactly as at start (flags given to `xnat run` still win); port forwards, SNAT
 //! pools (and masquerade, ports), the per-source quota and the filtering behaviour are
-//! applied without a restart. Everything else is reported as needing a restart and keeps
+//! applied without a restart (under deterministic NAT the prefix, pools and ports are
+//! restart-only: they decide every mapping). Everything else is reported as needing a restart and keeps
 //! its running value.
 //!
 //! Workers take the new rules at their next batch (see [`LiveRules`]); the steering
@@ -157,9 +158,19 @@ fn restart_only(s: &Settings) -> Vec<(&'static str, String)> {
             ("nat.evict_established", n.evict_established.to_string()),
             ("nat.mapping", format!("{:?}", n.mapping)),
             ("nat.port_block_*", format!("{:?}", n.port_blocks)),
+            ("nat.deterministic", deterministic_layout(n)),
         ]);
     }
     v
+}
+
+/// What decides every deterministic mapping: the prefix with the pools and their ports
+/// ("off" without deterministic NAT, where pools change live).
+fn deterministic_layout(n: &crate::config::NatConfig) -> String {
+    match n.deterministic {
+        None => "off".into(),
+        Some(p) => format!("{p} over {:?}", n.pools),
+    }
 }
 
 /// The NAT side of a running gateway that a reload changes.
@@ -245,6 +256,15 @@ impl Reloader {
             want.table_size = running.table_size;
             want.evict_established = running.evict_established;
             want.state_file = running.state_file.clone();
+            want.port_blocks = running.port_blocks;
+            if running.deterministic.is_some() || want.deterministic.is_some() {
+                // Deterministic NAT: the prefix, the pools and their ports decide every
+                // mapping (and what `xnat lookup` answers): restart only.
+                want.deterministic = running.deterministic;
+                want.pools = running.pools.clone();
+                want.masquerade = running.masquerade;
+                want.ports = running.ports;
+            }
             let outside = addrs_of(&fresh.dataplane.outside);
             let inside = addrs_of(&fresh.dataplane.inside).first().copied();
             let rules = Rules::new(&want, &outside, inside)?;

@@ -822,6 +822,22 @@ fn port_blocks_hold_every_connection_and_are_logged_once_per_block() {
         s["total"]["drops"]["port_block_limit"].as_u64() >= Some(4),
         "{s}"
     );
+    // `xnat lookup` asks the running gateway who holds each NAT port's block now.
+    for (h, ports, _) in &seen {
+        for p in ports {
+            let out = Command::new(common::xnat_bin())
+                .args(["lookup", &format!("198.19.0.1:{p}"), "--control"])
+                .arg(&gw.control)
+                .output()
+                .expect("xnat lookup");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains(&format!("-> {h} ")),
+                "198.19.0.1:{p} should be {h}'s: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
     // Every session ends; the blocks go back once empty for 2 s.
     assert!(gw.ctl(&["flush", "--all"]).status.success());
     assert!(

@@ -14,6 +14,7 @@
 
 mod blocks;
 mod census;
+pub mod deterministic;
 mod fragments;
 mod hairpin;
 mod handler;

@@ -45,6 +45,9 @@ pub struct Rules {
     /// Addresses of port forwards and pools removed by a reload whose connections still
     /// live: their packets are still the gateway's to translate (sorted).
     draining: Vec<u32>,
+    /// Deterministic NAT: each inside address of the prefix has a fixed NAT address and
+    /// port range (RFC 7422); other sources are not translated.
+    deterministic: Option<super::deterministic::Layout>,
 }
 
 /// Source ports used on the gateway's inside address for port forwards with SNAT. That
@@ -111,7 +114,20 @@ impl Rules {
             .collect();
         hairpin_addrs.sort_unstable();
         hairpin_addrs.dedup();
+        let deterministic = match cfg.deterministic {
+            None => None,
+            Some(p) if cfg.masquerade => {
+                return Err(format!(
+                    "--deterministic {p}: deterministic NAT needs SNAT pools, not masquerade"
+                ))
+            }
+            Some(p) => Some(
+                super::deterministic::Layout::new(p, &cfg.pools)
+                    .map_err(|e| format!("--deterministic {p}: {e}"))?,
+            ),
+        };
         Ok(Rules {
+            deterministic,
             draining: Vec::new(),
             hairpin_addrs,
             mapping: cfg.mapping,
@@ -196,9 +212,13 @@ impl Rules {
     }
 
     /// The pool address (and its port range) an inside host always gets (paired pooling,
-    /// RFC 4787 REQ-2); `None` without pools.
+    /// RFC 4787 REQ-2); `None` without pools. Under deterministic NAT the inside address's
+    /// own address and range, `None` outside the prefix.
     #[inline]
     pub(super) fn pool_for(&self, src: u32) -> Option<(u32, u16, u16)> {
+        if let Some(d) = &self.deterministic {
+            return d.range_of(src);
+        }
         if self.snat_addrs.is_empty() {
             return None;
         }

@@ -527,3 +527,84 @@ fn an_engine_following_live_rules_takes_new_forwards_and_keeps_existing_connecti
         Some(Refused::Nat(NatDrop::NoMapping))
     );
 }
+
+#[test]
+fn deterministic_nat_keeps_each_inside_address_in_its_own_range() {
+    let flags = NatFlags {
+        snat: vec!["198.19.2.1-198.19.2.2".into()],
+        ports: Some("2000-2999".into()),
+        deterministic: Some("198.18.0.0/29".into()),
+        dnat: vec!["udp:198.19.2.1:2001=198.18.0.50:53".into()],
+        table_size: Some(4096),
+        no_state_file: true,
+        ..Default::default()
+    };
+    let cfg = nat_config(&FileConfig::default(), &flags).expect("config");
+    let layout = cfg.layout().expect("layout");
+    let rules = Arc::new(Rules::new(&cfg, &[], None).expect("rules"));
+    let table = Arc::new(make_table(&cfg).expect("table").0);
+    let mut e = Engine::new(table, rules, 7);
+    e.now = 10;
+    for host in 0..8u32 {
+        let src = 0xC612_0000 + host;
+        let (addr, lo, hi) = layout.range_of(src).expect("in the prefix");
+        // Port preservation only inside the range; ports are taken until it is full.
+        for sport in [lo, 40000, 2001, 2002] {
+            let mut f = udp(src, sport, SRV, 53);
+            e.translate(&mut f, true).expect("translated");
+            let x = packet::parse(&f).unwrap().tuple();
+            assert_eq!(x.src, addr, "host {host}");
+            assert!(
+                (lo..=hi).contains(&x.sport),
+                "host {host}: {} not in {lo}-{hi}",
+                x.sport
+            );
+            assert_ne!((x.src, x.sport), (NAT_ADDR, 2001), "a forwarded port");
+            if sport == lo {
+                assert_eq!(x.sport, lo, "the preferred port when free");
+            }
+            assert!(matches!(
+                layout.owner(x.src, x.sport),
+                deterministic::Owner::Subscriber { inside, .. } if inside == src
+            ));
+        }
+    }
+    // Outside the prefix: not translated.
+    let mut f = udp(0xC612_0102, 40000, SRV, 53);
+    assert_eq!(
+        e.translate(&mut f, true).err(),
+        Some(Refused::Nat(NatDrop::NoSnatRule))
+    );
+}
+
+#[test]
+fn deterministic_ranges_run_out_per_inside_address_only() {
+    // Two inside addresses on one NAT address, 64 ports each.
+    let flags = NatFlags {
+        snat: vec!["198.19.2.1".into()],
+        ports: Some("2000-2127".into()),
+        deterministic: Some("198.18.0.2/31".into()),
+        table_size: Some(4096),
+        no_state_file: true,
+        ..Default::default()
+    };
+    let cfg = nat_config(&FileConfig::default(), &flags).expect("config");
+    let rules = Arc::new(Rules::new(&cfg, &[], None).expect("rules"));
+    let table = Arc::new(make_table(&cfg).expect("table").0);
+    let mut e = Engine::new(table, rules, 7);
+    e.now = 10;
+    for sport in 0..64u16 {
+        let mut f = udp(CLI, 30000 + sport, SRV, 53);
+        e.translate(&mut f, true).expect("one of its 64 ports");
+    }
+    let mut f = udp(CLI, 31000, SRV, 53);
+    assert_eq!(
+        e.translate(&mut f, true).err(),
+        Some(Refused::Nat(NatDrop::PortsExhausted))
+    );
+    // The other inside address still has all of its own.
+    let mut f = udp(CLI + 1, 31000, SRV, 53);
+    e.translate(&mut f, true)
+        .expect("the neighbour's range is untouched");
+    assert!(packet::parse(&f).unwrap().tuple().sport >= 2064);
+}
