@@ -169,9 +169,12 @@ fn by_running_gateway(args: &LookupArgs, ep: SocketAddrV4) -> i32 {
 /// Runs `xnat lookup`: exit 0 when found, 1 when nobody owns it, 2 on bad input.
 pub fn cmd_lookup(args: &LookupArgs) -> i32 {
     // Neither a file nor a deterministic prefix: the running gateway's port blocks.
-    if let (None, None, Some(ep), None) =
-        (&args.config, &args.deterministic, args.endpoint, args.inside)
-    {
+    if let (None, None, Some(ep), None) = (
+        &args.config,
+        &args.deterministic,
+        args.endpoint,
+        args.inside,
+    ) {
         return by_running_gateway(args, ep);
     }
     let cfg = match config(args) {

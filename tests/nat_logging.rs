@@ -815,6 +815,11 @@ fn port_blocks_hold_every_connection_and_are_logged_once_per_block() {
         "{seen:?}\n{}",
         gw.log()
     );
+    // The exhausted subscriber touches nobody else: the first host still gets ports (in
+    // its own block).
+    let (more, failed) = open("198.18.0.2", 3);
+    assert_eq!((more.len(), failed), (3, 0), "{more:?}");
+    seen[0].1.extend(more);
     let s = gw.ctl_json(&["stats"]);
     assert_eq!(s["port_blocks"]["allocated"], 5, "{s}");
     assert_eq!(s["port_blocks"]["subscribers"], 3, "{s}");
