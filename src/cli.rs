@@ -82,8 +82,10 @@ pub enum Command {
     },
     /// Who had a NAT address:port under deterministic NAT (`--deterministic`): the inside
     /// address, computed from the configuration alone (no running gateway needed); or,
-    /// with --inside ADDR, the NAT address and port range of an inside address. Exit 0
-    /// when found, 1 when the endpoint belongs to no inside address, 2 on bad input.
+    /// with --inside ADDR, the NAT address and port range of an inside address. Without a
+    /// configuration (port blocks): asks the running gateway (--control) which inside
+    /// address holds that port's block now. Exit 0 when found, 1 when the endpoint belongs
+    /// to no inside address, 2 on bad input.
     Lookup(LookupArgs),
     /// Debugging aids.
     Debug {
