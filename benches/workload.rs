@@ -70,7 +70,7 @@ pub fn sequence(flows: u64, count: usize, pop: Popularity, seed: u64) -> Vec<u32
                 cdf.push(sum);
             }
             // 7919 is prime and does not divide the flow counts used (10 k, 1 M, 4 M).
-            let stride = if flows % 7919 == 0 { 1 } else { 7919 };
+            let stride = if flows.is_multiple_of(7919) { 1 } else { 7919 };
             (0..count)
                 .map(|_| {
                     let u = rng.unit() * sum;
