@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
-# Instructions per packet of the translation engine, measured with callgrind.
+# Instructions and cache misses per packet of the translation engine, measured with
+# callgrind (--cache-sim=yes: D1 and LL misses of the simulated caches, LL sized as the
+# host's last-level cache). Counts are repeatable on a noisy machine; seconds are not.
 #
-# Runs bench/engine_count.rs twice per case, with P1 and P2 packets, and divides the
-# difference of the instruction totals by P2 - P1: set-up cancels out, what remains is
-# the cost of one packet (copying a 60-byte frame in, parse, lookup or insert, rewrite,
-# checksums). For new connections the cost of preparing their frames is measured by a
-# dry run and subtracted. Instruction counts are repeatable on a noisy machine; seconds
-# are not.
+# Two tables:
+#
+# 1. The first version's count (kinds hit, new): runs bench/engine_count.rs twice per
+#    case, with P1 and P2 packets, and divides the difference of the totals by P2 - P1:
+#    set-up cancels out, what remains is the cost of one packet (copying a 60-byte frame
+#    in, parse, lookup or insert, rewrite, checksums). For new connections the cost of
+#    preparing their frames is measured by a dry run and subtracted. Established packets
+#    cycle through 4096 flows (the clock is still unless XNAT_BENCH_PPFS is set).
+# 2. Workloads (issue 16; kinds out, in, out-zipf, in-zipf, new90): one run per case, the
+#    counts dumped after each phase (see bench/engine_count.rs): a warm-up second, the
+#    measured packets, and the same packets prepared without translating (subtracted).
+#    Established flows: every one of LIVE flows, uniformly or Zipf-popular (s = 1.0),
+#    outbound (out) or their replies (in), the clock advancing one second every
+#    LIVE x PPFS packets; the measured window is one whole second (LIVE x PPFS packets).
+#    new90: TCP SYNs of new connections into a table at 90 % fill (LIVE/50 of them, at
+#    least 200).
 #
 # Usage: bench/callgrind.sh [LIVE...]   (default: 10000 1000000)
 #        XNAT_MAPPING=endpoint-dependent bench/callgrind.sh ...   (default endpoint-independent)
-#        XNAT_BENCH_PPFS=16 bench/callgrind.sh ...   (the clock advances: each flow sends 16
-#        packets a second, its first one pays the refresh; default 0, a still clock)
+#        XNAT_BENCH_PPFS=16 bench/callgrind.sh ...   (packets per flow per second: table 1's
+#        hit kind defaults to 0, a still clock; the workloads to 1)
+#        XNAT_BENCH_KINDS="hit new out in out-zipf in-zipf new90" (the default: all)
+#        XNAT_BENCH_KINDS=out bench/callgrind.sh 4000000   (4 M flows: ~5 minutes a kind)
+#        XNAT_BENCH_LL=33554432,16,64 bench/callgrind.sh ...   (the simulated LL cache)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
@@ -21,20 +36,95 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 p1=20000 p2=120000
 mapping=${XNAT_MAPPING:-endpoint-independent}
-total() { # LIVE PACKETS KIND -> instruction total
-  valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" "$1" "$2" "$3" "$mapping" >/dev/null 2>"$out/log"
-  grep -E '^summary:' "$out/cg.out" | awk '{print $2}'
+kinds=${XNAT_BENCH_KINDS:-hit new out in out-zipf in-zipf new90}
+has() { case " $kinds " in *" $1 "*) return 0 ;; esac; return 1; }
+# The simulated last-level cache: valgrind's own guess from CPUID can be far off in a VM
+# (256 MB direct-mapped on the development VM, whose L3 is 16 MiB): give it explicitly,
+# size,associativity,line (default: 16 MiB, 16-way, 64 B: one Zen 2 CCX's L3).
+cg=(valgrind --tool=callgrind --cache-sim=yes "--LL=${XNAT_BENCH_LL:-16777216,16,64}")
+
+# The events of a callgrind output file as "Ir D1 LL" (D1 and LL: data misses, reads and
+# writes; a summary line may leave trailing zeros out).
+events() {
+  awk '/^events:/ { for (i = 2; i <= NF; i++) col[$i] = i }
+       /^summary:/ { for (i = NF + 1; i <= 10; i++) $i = 0
+                     print $(col["Ir"]), $(col["D1mr"]) + $(col["D1mw"]), $(col["DLmr"]) + $(col["DLmw"]) }' "$1"
 }
-echo "| live connections | packet | instructions per packet |"
-echo "|---|---|---|"
+total() { # LIVE PACKETS KIND -> "Ir D1 LL" of the whole run
+  "${cg[@]}" --callgrind-out-file="$out/cg.out" "$bin" "$1" "$2" "$3" "$mapping" >/dev/null 2>"$out/log"
+  events "$out/cg.out"
+}
+per() { # NUMERATOR DENOMINATOR -> a decimal with two places
+  awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+}
+row() { # LIVE LABEL "Ir D1 LL" (differences) PACKETS
+  read -r i d l <<<"$3"
+  echo "| $1 | $2 | $(( i / $4 )) | $(per "$d" "$4") | $(per "$l" "$4") |"
+}
+sub() { # "a b c" "d e f" -> "a-d b-e c-f"
+  read -r a b c <<<"$1"; read -r d e f <<<"$2"
+  echo "$((a - d)) $((b - e)) $((c - f))"
+}
+
 lives=("$@")
 [ "${#lives[@]}" -gt 0 ] || lives=(10000 1000000)
+
+if has hit || has new; then
+  echo "| live connections | packet | instructions per packet | D1 misses per packet | LL misses per packet |"
+  echo "|---|---|---:|---:|---:|"
+  for live in "${lives[@]}"; do
+    if has hit; then
+      a=$(total "$live" "$p1" hit); b=$(total "$live" "$p2" hit)
+      row "$live" "established flow (hit)" "$(sub "$b" "$a")" $((p2 - p1))
+    fi
+    if has new; then
+      a=$(total "$live" "$p1" new); b=$(total "$live" "$p2" new)
+      c=$(total "$live" "$p1" new-dry); d=$(total "$live" "$p2" new-dry)
+      row "$live" "new connection (TCP SYN)" "$(sub "$(sub "$b" "$a")" "$(sub "$d" "$c")")" $((p2 - p1))
+    fi
+  done
+  echo
+  echo "Table 1 command: XNAT_MAPPING=$mapping XNAT_BENCH_PPFS=${XNAT_BENCH_PPFS:-0} bench/callgrind.sh $*"
+  echo
+fi
+
+ppfs=${XNAT_BENCH_PPFS:-1}
+label() {
+  case $1 in
+    out) echo "established, outbound, uniform" ;;
+    in) echo "established, inbound reply, uniform" ;;
+    out-zipf) echo "established, outbound, Zipf s=1" ;;
+    in-zipf) echo "established, inbound reply, Zipf s=1" ;;
+    new90) echo "new connection (TCP SYN), table at 90 %" ;;
+  esac
+}
+header=0
 for live in "${lives[@]}"; do
-  a=$(total "$live" "$p1" hit); b=$(total "$live" "$p2" hit)
-  echo "| $live | established flow (hit) | $(( (b - a) / (p2 - p1) )) |"
-  a=$(total "$live" "$p1" new); b=$(total "$live" "$p2" new)
-  c=$(total "$live" "$p1" new-dry); d=$(total "$live" "$p2" new-dry)
-  echo "| $live | new connection (TCP SYN) | $(( ((b - a) - (d - c)) / (p2 - p1) )) |"
+  for kind in out in out-zipf in-zipf new90; do
+    has "$kind" || continue
+    if [ "$header" = 0 ]; then
+      echo "| live connections | packet | instructions per packet | D1 misses per packet | LL misses per packet |"
+      echo "|---|---|---:|---:|---:|"
+      header=1
+    fi
+    if [ "$kind" = new90 ]; then
+      n=$(( live / 50 > 200 ? live / 50 : 200 ))
+    else
+      n=$(( live * (ppfs > 0 ? ppfs : 1) ))
+    fi
+    rm -f "$out"/cg.out*
+    t0=$SECONDS
+    XNAT_BENCH_PPFS=$ppfs "${cg[@]}" --instr-atstart=no --callgrind-out-file="$out/cg.out" \
+      "$bin" "$live" "$n" "$kind" "$mapping" >/dev/null 2>"$out/log" \
+      || { cat "$out/log" >&2; exit 1; }
+    # Dumps: .1 warm-up, .2 measured, .3 the harness alone over the same packets.
+    row "$live" "$(label "$kind")" "$(sub "$(events "$out/cg.out.2")" "$(events "$out/cg.out.3")")" "$n"
+    echo "  $live $kind: $((SECONDS - t0)) s under callgrind; $(grep -E '^(live|established)' "$out/log")" >&2
+  done
 done
-echo
-echo "Command: XNAT_MAPPING=$mapping XNAT_BENCH_PPFS=${XNAT_BENCH_PPFS:-0} bench/callgrind.sh $*  (valgrind $(valgrind --version | sed 's/valgrind-//'), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
+if [ "$header" = 1 ]; then
+  echo
+  echo "Table 2 command: XNAT_MAPPING=$mapping XNAT_BENCH_PPFS=$ppfs XNAT_BENCH_KINDS=\"$kinds\" bench/callgrind.sh $*"
+  [ -f "$out/cg.out.2" ] && grep -E '^desc: (D1|LL) cache' "$out/cg.out.2" | sed 's/^desc: /simulated /'
+fi
+echo "(valgrind $(valgrind --version | sed 's/valgrind-//'), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores)"

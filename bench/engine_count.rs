@@ -1,31 +1,93 @@
-//! Drives the translation engine for a fixed number of packets, for instruction counting
-//! under callgrind (`bench/callgrind.sh`): instructions are deterministic where wall-clock
-//! time on a shared machine is not.
+//! Drives the translation engine for a fixed number of packets, for instruction and
+//! cache-miss counting under callgrind (`bench/callgrind.sh`): these counts are
+//! deterministic where wall-clock time on a shared machine is not.
 //!
-//! `xnat-engine-count LIVE PACKETS KIND [MAPPING]`   (KIND: hit | new | new-dry; MAPPING:
-//! endpoint-independent, the default, or endpoint-dependent)
+//! `xnat-engine-count LIVE PACKETS KIND [MAPPING]`   (MAPPING: endpoint-independent, the
+//! default, or endpoint-dependent)
 //!
-//! Sets up LIVE established UDP flows, then translates PACKETS frames: established flows
-//! (`hit`, cycling through 4096 prepared frames) or TCP SYNs of new flows (`new`, one
-//! prepared frame each; `new-dry` prepares them without translating, so that its count can
-//! be subtracted). Prints the number translated.
+//! Kinds of the first version (one count per run; `bench/callgrind.sh` takes differences):
+//! - `hit`: LIVE established UDP flows, then PACKETS frames cycling through 4096 prepared
+//!   frames of established flows; with `XNAT_BENCH_PPFS=N` the clock advances one second
+//!   every N passes over them (0, the default, keeps it still);
+//! - `new`: TCP SYNs of new flows (one prepared frame each); `new-dry` prepares them
+//!   without translating, so that its count can be subtracted.
 //!
-//! The clock: with `XNAT_BENCH_PPFS=N` (packets per flow per second) the engine's clock
-//! advances one second every N passes over the hit frames, so that each flow's first
-//! packet of a second pays the once-a-second refresh of its pair (and of its mapping), as
-//! real traffic does; 0 (the default) keeps the clock still.
+//! Workload kinds (issue 16: the clock advances as real traffic does, every flow of the
+//! table is touched): `out`, `in`, `out-zipf`, `in-zipf`, `new90`. The program runs with
+//! callgrind's instrumentation off (`--instr-atstart=no`) through the set-up and asks for
+//! it (a client request, a no-op outside valgrind) when the packets start, then dumps the
+//! counts after each of three phases:
+//! 1. warm-up: a packet of every flow (at the set-up's second: nothing is refreshed), then
+//!    one simulated second of packets (the caches fill, as in a running gateway);
+//! 2. measured: PACKETS packets;
+//! 3. dry: the same PACKETS packets prepared again (flow chosen, frame built, copied)
+//!    without translating: what the harness costs, to subtract from phase 2.
+//!
+//! - `out`, `out-zipf`: frames of established flows from the inside (translated to the NAT
+//!   address and port); `in`, `in-zipf`: their replies from the outside (translated back).
+//!   Flows are chosen uniformly or Zipf-popular (s = 1.0) from all LIVE flows with a
+//!   seeded PRNG (`benches/workload.rs`). The clock advances one second every
+//!   LIVE × PPFS packets (`XNAT_BENCH_PPFS`, default 1): each flow's first packet in a
+//!   second pays the refresh of its pair and, with endpoint-independent mapping, of its
+//!   mapping. 64-byte frames (60 bytes without the FCS).
+//! - `new90`: TCP SYNs of new connections (new inside hosts' ports) into a table filled to
+//!   90 % of its capacity with established flows; warm-up: a packet of every established
+//!   flow, then PACKETS / 2 new connections.
+//!
+//! Prints the number of packets translated in the measured phase.
 
+use std::hint::black_box;
 use std::sync::Arc;
 
 use xnat::config::{nat_config, FileConfig, NatFlags};
 use xnat::nat::{make_table, Census, Engine, Quota, Rules};
 use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
 
+#[path = "../benches/workload.rs"]
+mod workload;
+use workload::{sequence, Clock, Popularity};
+
+/// Callgrind client requests (valgrind/callgrind.h): the magic preamble followed by
+/// `xchg rbx, rbx`; outside valgrind the four rotations add up to 128 bits (no change) and
+/// the exchange does nothing.
+#[cfg(target_arch = "x86_64")]
+fn callgrind_request(code: u64) {
+    let args: [u64; 6] = [code, 0, 0, 0, 0, 0];
+    let _result: u64;
+    // SAFETY: the sequence only reads `args` (valgrind does, through rax) and leaves every
+    // register as it found it but rdx, declared as an output.
+    unsafe {
+        std::arch::asm!(
+            "rol rdi, 3", "rol rdi, 13", "rol rdi, 61", "rol rdi, 51",
+            "xchg rbx, rbx",
+            in("rax") args.as_ptr(),
+            inout("rdx") 0u64 => _result,
+            out("rdi") _,
+            options(nostack),
+        );
+    }
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn callgrind_request(_code: u64) {}
+
+const CT_DUMP_STATS: u64 = 0x4354_0000;
+const CT_START_INSTRUMENTATION: u64 = 0x4354_0004;
+
+/// Flows of the first version's kinds (`hit`, `new`).
 fn flow(i: u64) -> (u32, u16, u32, u16) {
     let src = 0xC612_0000 | (i as u32 & 0xffff);
     let sport = 10_000 + ((i >> 16) as u16 % 50_000);
     let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     // Remotes in 198.19.0.0-198.19.127.255, clear of the pool (198.19.255.x).
+    (src, sport, 0xC613_0000 | ((h >> 40) as u32 & 0x7fff), 443)
+}
+
+/// Flows of the workload kinds: established ones from inside hosts 198.18.0.0/17, new
+/// ones (`new90`) from 198.18.128.0/17; 122 flows per host at 4 M.
+fn wflow(i: u64, new: bool) -> (u32, u16, u32, u16) {
+    let src = 0xC612_0000 | if new { 0x8000 } else { 0 } | (i as u32 & 0x7fff);
+    let sport = 10_000 + ((i >> 15) % 50_000) as u16;
+    let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ if new { 0x5555 << 40 } else { 0 };
     (src, sport, 0xC613_0000 | ((h >> 40) as u32 & 0x7fff), 443)
 }
 
@@ -40,57 +102,58 @@ fn frame(buf: &mut [u8; 64], i: u64, syn: bool) -> usize {
     r.unwrap_or(0)
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let usage = || -> ! {
-        eprintln!("usage: xnat-engine-count LIVE PACKETS hit|new|new-dry [endpoint-independent|endpoint-dependent]");
-        std::process::exit(2)
+/// The outbound frame of workload flow `i` (a SYN if `new`).
+#[inline(never)]
+fn out_frame(buf: &mut [u8; 64], i: u64, new: bool) -> usize {
+    let (src, sport, dst, dport) = wflow(i, new);
+    let spec = FrameSpec::new([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], src, dst);
+    let r = if new {
+        build_tcp_syn(buf, &spec, sport, dport, 1)
+    } else {
+        build_udp(buf, &spec, sport, dport)
     };
-    let (Some(live), Some(packets), Some(kind)) = (
-        args.get(1).and_then(|s| s.parse::<u64>().ok()),
-        args.get(2).and_then(|s| s.parse::<u64>().ok()),
-        args.get(3).map(String::as_str),
-    ) else {
-        usage()
-    };
-    let (syn, dry) = match kind {
-        "hit" => (false, false),
-        "new" => (true, false),
-        "new-dry" => (true, true),
-        _ => usage(),
-    };
+    r.unwrap_or(0)
+}
+
+/// The reply to workload flow `i`, from its remote to its NAT address and port.
+#[inline(never)]
+fn in_frame(buf: &mut [u8; 64], i: u64, nat: (u32, u16)) -> usize {
+    let (_, _, dst, dport) = wflow(i, false);
+    let spec = FrameSpec::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], dst, nat.0);
+    build_udp(buf, &spec, dport, nat.1).unwrap_or(0)
+}
+
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("{e}");
+    std::process::exit(2)
+}
+
+fn engine(pool: &str, table_size: u64, mapping: Option<String>) -> Engine {
     let flags = NatFlags {
-        snat: vec!["198.19.255.1-198.19.255.16".into()],
-        // Room for every flow's session and, with endpoint-independent mapping (the
-        // default), its inside endpoint's mapping, at under 70 % fill.
-        table_size: Some((live + packets) * 3),
-        mapping: args.get(4).cloned(),
+        snat: vec![pool.into()],
+        table_size: Some(table_size),
+        mapping,
         // In memory: never the default state file a running gateway may own.
         no_state_file: true,
         ..Default::default()
     };
-    let cfg = nat_config(&FileConfig::default(), &flags).unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(2)
-    });
-    let rules = Arc::new(Rules::new(&cfg, &[], None).unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(2)
-    }));
-    let table = Arc::new(
-        make_table(&cfg)
-            .unwrap_or_else(|e| {
-                eprintln!("{e}");
-                std::process::exit(2)
-            })
-            .0,
-    );
+    let cfg = nat_config(&FileConfig::default(), &flags).unwrap_or_else(|e| fail(e));
+    let rules = Arc::new(Rules::new(&cfg, &[], None).unwrap_or_else(|e| fail(e)));
+    let table = Arc::new(make_table(&cfg).unwrap_or_else(|e| fail(e)).0);
     // Counted as a running gateway counts (port use, quota): the observer's cost included.
     let quota = Arc::new(Quota::new(0));
     let addrs: Vec<u32> = rules.nat_addresses().iter().map(|a| a.0).collect();
     table.attach_observer(Arc::new(Census::new(&addrs, Arc::clone(&quota))));
     let mut e = Engine::with_quota(table, rules, quota, 7);
     e.now = 100;
+    e
+}
+
+/// The first version's kinds, unchanged.
+fn legacy(live: u64, packets: u64, syn: bool, dry: bool, mapping: Option<String>) -> u64 {
+    // Room for every flow's session and, with endpoint-independent mapping (the default),
+    // its inside endpoint's mapping, at under 70 % fill.
+    let mut e = engine("198.19.255.1-198.19.255.16", (live + packets) * 3, mapping);
     let mut buf = [0u8; 64];
     for i in 0..live {
         let n = frame(&mut buf, i, false);
@@ -111,10 +174,7 @@ fn main() {
             b
         })
         .collect();
-    let ppfs: usize = std::env::var("XNAT_BENCH_PPFS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let ppfs = workload::ppfs(0) as usize;
     let mut ok = 0u64;
     if !dry && !templates.is_empty() {
         let second = templates.len().saturating_mul(ppfs);
@@ -128,5 +188,180 @@ fn main() {
             }
         }
     }
+    ok
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Dir {
+    Out,
+    In,
+}
+
+/// Established flows, both directions, uniform or Zipf-popular, with an advancing clock.
+fn established(live: u64, packets: u64, dir: Dir, pop: Popularity, mapping: Option<String>) {
+    // 128 NAT addresses: with endpoint-independent mapping every inside endpoint holds a
+    // port, 4 M of them need more than 16 addresses' ports. At under 70 % fill.
+    let mut e = engine("198.19.255.1-198.19.255.128", live * 3, mapping);
+    let mut buf = [0u8; 64];
+    let mut nat = Vec::with_capacity(live as usize);
+    for i in 0..live {
+        let n = out_frame(&mut buf, i, false);
+        if e.translate(&mut buf[..n], true).is_err() {
+            fail(format!("flow {i} refused at set-up"));
+        }
+        // The translated source: the flow's NAT address and port (IPv4 without options).
+        let a = u32::from_be_bytes([buf[26], buf[27], buf[28], buf[29]]);
+        let p = u16::from_be_bytes([buf[34], buf[35]]);
+        nat.push((a, p));
+    }
+    let ppfs = workload::ppfs(1);
+    let second = (live * ppfs.max(1)) as usize;
+    let seq = sequence(
+        live,
+        second + packets as usize,
+        pop,
+        0x16 + pop as u64 * 0x100,
+    );
+    let mut clock = Clock::new(101, live, ppfs);
+    let one = |e: &mut Engine, buf: &mut [u8; 64], i: u32, now: u32, dry: bool| -> bool {
+        let i = i as u64;
+        let n = match dir {
+            Dir::Out => out_frame(buf, i, false),
+            Dir::In => in_frame(buf, i, nat[i as usize]),
+        };
+        if dry {
+            black_box(&buf);
+            return true;
+        }
+        e.now = now;
+        e.translate(&mut buf[..n], dir == Dir::Out).is_ok()
+    };
+    callgrind_request(CT_START_INSTRUMENTATION);
+    // Warm-up: a packet of every flow in turn at the set-up's second (nothing refreshed),
+    // so that the simulated caches hold what a running gateway's would, then a second of
+    // traffic.
+    for i in 0..live as u32 {
+        black_box(one(&mut e, &mut buf, i, 100, false));
+    }
+    for &i in &seq[..second] {
+        let now = clock.tick(1);
+        black_box(one(&mut e, &mut buf, i, now, false));
+    }
+    callgrind_request(CT_DUMP_STATS);
+    let mut ok = 0u64;
+    for &i in &seq[second..] {
+        let now = clock.tick(1);
+        ok += one(&mut e, &mut buf, i, now, false) as u64;
+    }
+    callgrind_request(CT_DUMP_STATS);
+    // The harness alone over the same packets (the clock too, though it no longer matters).
+    let mut clock2 = Clock::new(101, live, ppfs);
+    for &i in &seq[second..] {
+        let now = clock2.tick(1);
+        black_box(one(&mut e, &mut buf, i, now, true));
+    }
+    callgrind_request(CT_DUMP_STATS);
+    let st = e.table().stats();
+    eprintln!(
+        "live {live}, table {} of {} ({:.0} %), clock at {} s, {st:?}",
+        e.table().len(),
+        e.table().capacity(),
+        100.0 * e.table().len() as f64 / e.table().capacity() as f64,
+        clock.now
+    );
     println!("{ok}");
+}
+
+/// New connections into a table at 90 % fill.
+fn new90(live: u64, packets: u64, mapping: Option<String>) {
+    let eim = mapping.as_deref() != Some("endpoint-dependent");
+    // Each established flow holds a session and, with endpoint-independent mapping, a
+    // mapping: both count against the capacity.
+    let per_flow = if eim { 2 } else { 1 };
+    let mut e = engine(
+        "198.19.255.1-198.19.255.128",
+        (live * per_flow * 10).div_ceil(9),
+        mapping,
+    );
+    let target = e.table().capacity() * 9 / 10;
+    let mut buf = [0u8; 64];
+    let mut i = 0u64;
+    while e.table().len() < target {
+        let n = out_frame(&mut buf, i, false);
+        if e.translate(&mut buf[..n], true).is_err() {
+            fail(format!("flow {i} refused at set-up"));
+        }
+        i += 1;
+    }
+    let fill0 = e.table().len() as f64 / e.table().capacity() as f64;
+    let warm = packets / 2;
+    let one = |e: &mut Engine, buf: &mut [u8; 64], k: u64, dry: bool| -> bool {
+        let n = out_frame(buf, k, true);
+        if dry {
+            black_box(&buf);
+            return true;
+        }
+        e.translate(&mut buf[..n], true).is_ok()
+    };
+    callgrind_request(CT_START_INSTRUMENTATION);
+    // Warm-up: a packet of every established flow (the table's lines in the simulated
+    // caches, as in a gateway whose traffic keeps them there; the clock is still, nothing
+    // is refreshed), then PACKETS / 2 new connections.
+    for j in 0..i {
+        let n = out_frame(&mut buf, j, false);
+        black_box(e.translate(&mut buf[..n], true).is_ok());
+    }
+    for k in 0..warm {
+        black_box(one(&mut e, &mut buf, k, false));
+    }
+    callgrind_request(CT_DUMP_STATS);
+    let mut ok = 0u64;
+    for k in warm..warm + packets {
+        ok += one(&mut e, &mut buf, k, false) as u64;
+    }
+    callgrind_request(CT_DUMP_STATS);
+    for k in warm..warm + packets {
+        black_box(one(&mut e, &mut buf, k, true));
+    }
+    callgrind_request(CT_DUMP_STATS);
+    let st = e.table().stats();
+    eprintln!(
+        "established flows {i}, fill {:.1} % before, {:.1} % after, {st:?}",
+        100.0 * fill0,
+        100.0 * e.table().len() as f64 / e.table().capacity() as f64
+    );
+    println!("{ok}");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = || -> ! {
+        eprintln!(
+            "usage: xnat-engine-count LIVE PACKETS hit|new|new-dry|out|in|out-zipf|in-zipf|new90 \
+             [endpoint-independent|endpoint-dependent]"
+        );
+        std::process::exit(2)
+    };
+    let (Some(live), Some(packets), Some(kind)) = (
+        args.get(1).and_then(|s| s.parse::<u64>().ok()),
+        args.get(2).and_then(|s| s.parse::<u64>().ok()),
+        args.get(3).map(String::as_str),
+    ) else {
+        usage()
+    };
+    if live == 0 || live > 64_000_000 {
+        fail("LIVE must be between 1 and 64000000");
+    }
+    let mapping = args.get(4).cloned();
+    match kind {
+        "hit" => println!("{}", legacy(live, packets, false, false, mapping)),
+        "new" => println!("{}", legacy(live, packets, true, false, mapping)),
+        "new-dry" => println!("{}", legacy(live, packets, true, true, mapping)),
+        "out" => established(live, packets, Dir::Out, Popularity::Uniform, mapping),
+        "in" => established(live, packets, Dir::In, Popularity::Uniform, mapping),
+        "out-zipf" => established(live, packets, Dir::Out, Popularity::Zipf, mapping),
+        "in-zipf" => established(live, packets, Dir::In, Popularity::Zipf, mapping),
+        "new90" => new90(live, packets, mapping),
+        _ => usage(),
+    }
 }

@@ -1,34 +1,56 @@
 //! Translation engine benchmark: parse, table lookup, rewrite and incremental checksums on
-//! frames in memory (no sockets), one core.
+//! 64-byte frames in memory (no sockets), one core, the gateway's census observer attached
+//! as `xnat run` attaches it.
 //!
-//! - `hit/<live>`: UDP frames of established flows; the flows are shuffled so table
-//!   accesses are random while frames stream sequentially, as from a NIC ring.
-//! - `new/<live>`: TCP SYNs of never-seen flows: port allocation plus pair insertion.
+//! Group `engine/<live>` for 10 k, 1 M and 4 M established UDP flows (4 M only with
+//! `cargo bench`; `cargo test` builds the 10 k table and runs each case once):
+//! - `out_uniform`, `in_uniform`, `out_zipf`, `in_zipf`: frames of established flows from
+//!   the inside (`out`) or their replies from the outside (`in`, translated back), every
+//!   one of the `live` flows equally popular or Zipf-popular (s = 1.0), drawn from a seeded
+//!   PRNG (`benches/workload.rs`); the frames stream sequentially as from a NIC ring. The
+//!   clock advances one second every `live × PPFS` packets (`XNAT_BENCH_PPFS`, default
+//!   1), read once per batch as a worker reads it: each flow's first packet in a second
+//!   refreshes its pair (and its endpoint-independent mapping).
+//! - `out_uniform_prefetched`: the same as `out_uniform` with the table entries of each 16
+//!   frames prefetched first (what a worker does with a received batch).
+//! - `new90`: TCP SYNs of new connections into a table at 90 % fill; after each timed
+//!   batch of 256 the new connections are removed and the established flows they evicted
+//!   replaced (untimed), so that every batch starts at 90 %.
 //!
-//! Run: `cargo bench --bench engine` (quick: add `-- --warm-up-time 1 --measurement-time 3`).
+//! Run: `cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3`
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use xnat::config::{nat_config, FileConfig, NatFlags};
-use xnat::nat::{make_table, Census, Engine, Quota, Rules};
+use xnat::nat::{make_table, mapping_key, Census, Engine, Quota, Rules};
 use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
+use xnat::table::Tuple;
+
+#[path = "workload.rs"]
+mod workload;
+use workload::{sequence, Clock, Popularity};
 
 const FRAME: usize = 64;
+const BATCH: usize = 4096;
+const NEW_BATCH: usize = 256;
 
-fn flow(i: u64) -> (u32, u16, u32, u16) {
-    // Inside hosts 198.18.0.0/16, remotes 198.19.0.0/16 (never sent anywhere: in memory only).
-    let src = 0xC612_0000 | (i as u32 & 0xffff);
-    let sport = 10_000 + ((i >> 16) as u16 % 50_000);
-    let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    // Remotes in 198.19.0.0-198.19.127.255, clear of the pool (198.19.255.x).
-    let dst = 0xC613_0000 | ((h >> 40) as u32 & 0x7fff);
-    (src, sport, dst, 443)
+/// Established flows from inside hosts 198.18.0.0/17, new ones from 198.18.128.0/17; the
+/// remotes in 198.19.0.0-198.19.127.255, clear of the pool (198.19.255.x). The same flows
+/// as `bench/engine_count.rs`.
+fn flow(i: u64, new: bool) -> (u32, u16, u32, u16) {
+    let src = 0xC612_0000 | if new { 0x8000 } else { 0 } | (i as u32 & 0x7fff);
+    let sport = 10_000 + ((i >> 15) % 50_000) as u16;
+    let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ if new { 0x5555 << 40 } else { 0 };
+    (src, sport, 0xC613_0000 | ((h >> 40) as u32 & 0x7fff), 443)
 }
 
 fn engine(capacity: u64) -> Engine {
     let flags = NatFlags {
-        snat: vec!["198.19.255.1-198.19.255.16".into()],
+        // 128 addresses: with endpoint-independent mapping every inside endpoint holds a
+        // port, and 4 M of them need more than 16 addresses' ports.
+        snat: vec!["198.19.255.1-198.19.255.128".into()],
         table_size: Some(capacity),
         // In memory: never the default state file a running gateway may own.
         no_state_file: true,
@@ -46,102 +68,186 @@ fn engine(capacity: u64) -> Engine {
     e
 }
 
-fn frames(range: std::ops::Range<u64>, syn: bool, shuffle: bool) -> Vec<u8> {
-    let n = (range.end - range.start) as usize;
-    let mut out = vec![0u8; n * FRAME];
-    for (j, chunk) in out.chunks_mut(FRAME).enumerate() {
-        // A fixed permutation (multiplication by an odd constant modulo a power of two
-        // would need n to be one; use a stride coprime with n instead).
-        let k = if shuffle {
-            (j as u64 * 7_919 + 13) % n as u64
-        } else {
-            j as u64
-        };
-        let (src, sport, dst, dport) = flow(range.start + k);
-        let spec = FrameSpec::new([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], src, dst);
-        let r = if syn {
-            build_tcp_syn(chunk, &spec, sport, dport, 1)
-        } else {
-            build_udp(chunk, &spec, sport, dport)
-        };
-        assert_eq!(r.expect("frame"), 60);
-    }
-    out
+fn out_frame(chunk: &mut [u8], i: u64, syn: bool) {
+    let (src, sport, dst, dport) = flow(i, syn);
+    let spec = FrameSpec::new([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], src, dst);
+    let r = if syn {
+        build_tcp_syn(chunk, &spec, sport, dport, 1)
+    } else {
+        build_udp(chunk, &spec, sport, dport)
+    };
+    assert_eq!(r.expect("frame"), 60);
 }
 
-fn translate_all(e: &mut Engine, frames: &[u8], buf: &mut [u8; FRAME]) -> usize {
+fn in_frame(chunk: &mut [u8], i: u64, nat: (u32, u16)) {
+    let (_, _, dst, dport) = flow(i, false);
+    let spec = FrameSpec::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], dst, nat.0);
+    assert_eq!(build_udp(chunk, &spec, dport, nat.1).expect("frame"), 60);
+}
+
+fn translate_all(e: &mut Engine, frames: &[u8], buf: &mut [u8; FRAME], inside: bool) -> usize {
     let mut ok = 0;
     for f in frames.chunks(FRAME) {
         buf.copy_from_slice(f);
-        if e.translate(&mut buf[..60], true).is_ok() {
+        if e.translate(&mut buf[..60], inside).is_ok() {
             ok += 1;
         }
     }
     ok
 }
 
-fn bench(c: &mut Criterion) {
-    let mut g = c.benchmark_group("engine");
-    for live in [10_000u64, 1_000_000] {
-        // Sessions plus their endpoint-independent mappings (one per inside endpoint), at
-        // under 70 % fill.
-        let mut e = engine(live * 3);
-        // Establish `live` UDP flows.
-        let warm = frames(0..live, false, false);
-        let mut buf = [0u8; FRAME];
-        assert_eq!(translate_all(&mut e, &warm, &mut buf), live as usize);
-        // Every flow has its own inside endpoint here: a session and a mapping each, but
-        // for the rare pair the table evicted when both of a key's buckets were full.
-        let st = e.table().stats();
-        assert_eq!(e.table().len() as u64 + st.evict, 2 * live, "{st:?}");
-        let hits = frames(0..live, false, true);
-        let batch = 4096usize.min(live as usize);
-        g.throughput(Throughput::Elements(batch as u64));
-        let mut pos = 0usize;
-        g.bench_function(BenchmarkId::new("hit", live), |b| {
-            b.iter(|| {
-                let n = hits.len() / FRAME;
-                let start = (pos % (n / batch)) * batch * FRAME;
-                pos += 1;
-                translate_all(&mut e, &hits[start..start + batch * FRAME], &mut buf)
-            })
-        });
-
-        // The same, with the table entries of each 16 frames prefetched first (what a
-        // worker does with a received batch).
-        let mut pos2 = 0usize;
-        g.bench_function(BenchmarkId::new("hit_prefetched", live), |b| {
-            b.iter(|| {
-                let n = hits.len() / FRAME;
-                let start = (pos2 % (n / batch)) * batch * FRAME;
-                pos2 += 1;
-                let mut ok = 0;
-                for chunk in hits[start..start + batch * FRAME].chunks(16 * FRAME) {
-                    for f in chunk.chunks(FRAME) {
-                        e.prefetch(&f[..60]);
-                    }
-                    ok += translate_all(&mut e, chunk, &mut buf);
-                }
-                ok
-            })
-        });
-
-        // New connections on top of `live` established ones.
-        let mut next = live;
-        g.throughput(Throughput::Elements(batch as u64));
-        g.bench_function(BenchmarkId::new("new", live), |b| {
-            b.iter_batched(
-                || {
-                    let f = frames(next..next + batch as u64, true, false);
-                    next += batch as u64;
-                    f
-                },
-                |f| translate_all(&mut e, &f, &mut buf),
-                BatchSize::LargeInput,
+/// Establishes flows 0..live; returns each flow's NAT address and port.
+fn establish(e: &mut Engine, live: u64) -> Vec<(u32, u16)> {
+    let mut buf = [0u8; FRAME];
+    (0..live)
+        .map(|i| {
+            out_frame(&mut buf, i, false);
+            e.translate(&mut buf[..60], true).expect("set-up flow");
+            (
+                u32::from_be_bytes([buf[26], buf[27], buf[28], buf[29]]),
+                u16::from_be_bytes([buf[34], buf[35]]),
             )
+        })
+        .collect()
+}
+
+fn established(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, live: u64) {
+    // Sessions plus their endpoint-independent mappings, at under 70 % fill.
+    let mut e = engine(live * 3);
+    let nat = establish(&mut e, live);
+    let st = e.table().stats();
+    assert_eq!(e.table().len() as u64 + st.evict, 2 * live, "{st:?}");
+    let ppfs = workload::ppfs(1);
+    // At least a simulated second of packets, so that every flow is in the sequence.
+    let len = ((live * ppfs.max(1)) as usize).max(1 << 20);
+    let mut buf = [0u8; FRAME];
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for (pop, inside) in [
+        (Popularity::Uniform, true),
+        (Popularity::Uniform, false),
+        (Popularity::Zipf, true),
+        (Popularity::Zipf, false),
+    ] {
+        let seq = sequence(live, len, pop, 0x16 + pop as u64 * 0x100);
+        let mut frames = vec![0u8; len * FRAME];
+        for (chunk, &i) in frames.chunks_mut(FRAME).zip(&seq) {
+            if inside {
+                out_frame(chunk, i as u64, false);
+            } else {
+                in_frame(chunk, i as u64, nat[i as usize]);
+            }
+        }
+        drop(seq);
+        let name = format!("{}_{}", if inside { "out" } else { "in" }, pop.name());
+        // The clock goes on from where the previous case left it.
+        let mut clock = Clock::new(e.now + 1, live, ppfs);
+        let mut pos = 0usize;
+        let batches = len / BATCH;
+        g.bench_function(name.as_str(), |b| {
+            b.iter(|| {
+                e.now = clock.tick(BATCH as u64);
+                let start = (pos % batches) * BATCH * FRAME;
+                pos += 1;
+                translate_all(
+                    &mut e,
+                    &frames[start..start + BATCH * FRAME],
+                    &mut buf,
+                    inside,
+                )
+            })
         });
+        if pop == Popularity::Uniform && inside {
+            let mut pos2 = 0usize;
+            g.bench_function("out_uniform_prefetched", |b| {
+                b.iter(|| {
+                    e.now = clock.tick(BATCH as u64);
+                    let start = (pos2 % batches) * BATCH * FRAME;
+                    pos2 += 1;
+                    let mut ok = 0;
+                    for chunk in frames[start..start + BATCH * FRAME].chunks(16 * FRAME) {
+                        for f in chunk.chunks(FRAME) {
+                            e.prefetch(&f[..60]);
+                        }
+                        ok += translate_all(&mut e, chunk, &mut buf, true);
+                    }
+                    ok
+                })
+            });
+        }
     }
-    g.finish();
+    eprintln!(
+        "engine/{live}: clock at {} s, {:?}",
+        e.now,
+        e.table().stats()
+    );
+}
+
+fn new90(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, live: u64) {
+    // Each established flow holds a session and its mapping: 2 of the capacity's pairs.
+    let mut e = engine((live * 20).div_ceil(9));
+    let target = e.table().capacity() * 9 / 10;
+    let mut buf = [0u8; FRAME];
+    let mut n = 0u64;
+    while e.table().len() < target {
+        out_frame(&mut buf, n, false);
+        e.translate(&mut buf[..60], true).expect("set-up flow");
+        n += 1;
+    }
+    let fill = e.table().len() as f64 / e.table().capacity() as f64;
+    let mut frames = vec![0u8; NEW_BATCH * FRAME];
+    let mut next = 0u64;
+    g.throughput(Throughput::Elements(NEW_BATCH as u64));
+    g.bench_function("new90", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                for (k, chunk) in frames.chunks_mut(FRAME).enumerate() {
+                    out_frame(chunk, next + k as u64, true);
+                }
+                let t0 = Instant::now();
+                let ok = translate_all(&mut e, &frames, &mut buf, true);
+                spent += t0.elapsed();
+                assert!(ok > 0);
+                // Back to 90 %: the new sessions and their mappings go.
+                for k in 0..NEW_BATCH as u64 {
+                    let (src, sport, dst, dport) = flow(next + k, true);
+                    e.table().remove(&Tuple::new(src, sport, dst, dport, 6));
+                    e.table().remove(&mapping_key(6, src, sport));
+                }
+                next += NEW_BATCH as u64;
+                // New connections evict established flows that never had a reply (each
+                // had one packet here): more established flows, back to 90 % (untimed).
+                while e.table().len() < target {
+                    out_frame(&mut buf, n, false);
+                    e.translate(&mut buf[..60], true).expect("set-up flow");
+                    n += 1;
+                }
+            }
+            spent
+        })
+    });
+    eprintln!(
+        "engine/{live}/new90: {n} established flows made, fill {:.1} % (now {:.1} %), {:?}",
+        100.0 * fill,
+        100.0 * e.table().len() as f64 / e.table().capacity() as f64,
+        e.table().stats()
+    );
+}
+
+fn bench(c: &mut Criterion) {
+    // Under `cargo test` (no `--bench`) only the small table, each case once.
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes: &[u64] = if full {
+        &[10_000, 1_000_000, 4_000_000]
+    } else {
+        &[10_000]
+    };
+    for &live in sizes {
+        let mut g = c.benchmark_group(format!("engine/{live}"));
+        established(&mut g, live);
+        new90(&mut g, live);
+        g.finish();
+    }
 }
 
 criterion_group!(benches, bench);
