@@ -338,7 +338,7 @@ fn concurrent_restore_races() {
                 }
                 n += 1;
                 if tid == 1 && n.is_multiple_of(500) {
-                    clock.fetch_add(1, Ordering::Relaxed); // refresh => partner checks
+                    clock.fetch_add(1, Ordering::Relaxed); // new seconds: refreshes, partner checks at each key's epoch
                 }
             }
         }));
@@ -348,8 +348,9 @@ fn concurrent_restore_races() {
     for h in hs {
         h.join().unwrap();
     }
-    // Heal: one refreshing pass over every surviving half restores its partner.
-    let now = clock.load(Ordering::Relaxed) + 1;
+    // Heal: one refreshing pass over every surviving half, a refresh epoch (8 s) later so
+    // that every hit checks its partner, restores what is missing.
+    let now = clock.load(Ordering::Relaxed) + 8;
     for i in 0..N {
         t.lookup(&org(i), now);
         t.lookup(&xl(i).reversed(), now);

@@ -336,6 +336,15 @@ impl Table {
         (l.b1, l.b2)
     }
 
+    /// Test hook: the second of its refresh epoch that `key`'s half starts an epoch at
+    /// (its partner is refreshed by the first hit at a second `s` with
+    /// `(s + phase) >> PARTNER_EPOCH_SHIFT` past that of its last-seen second).
+    #[cfg(test)]
+    pub(crate) fn epoch_phase(&self, key: &Tuple) -> u32 {
+        let (k0, k1) = pack(key);
+        epoch_phase(c_make(self.locate(k0, k1).fp, 0))
+    }
+
     /// Test hook: whether the half keyed by `key` is assured, and its last-seen second.
     #[cfg(test)]
     pub(crate) fn assured_of(&self, key: &Tuple) -> Option<(bool, u32)> {
@@ -356,7 +365,7 @@ impl Table {
         loop {
             match self.find(&loc, k0, k1) {
                 Find::Found(slot, s) => {
-                    if self.expired(s.meta(), now) {
+                    if self.pair_expired(slot, &s, now) {
                         return None;
                     }
                     return Some(self.hit_of(slot, &s, false));
@@ -478,7 +487,7 @@ impl Table {
         let loc = self.locate(k0, k1);
         for round in 0..LOOKUP_RETRIES {
             match self.find(&loc, k0, k1) {
-                Find::Found(_, s) => return !self.expired(s.meta(), now),
+                Find::Found(slot, s) => return !self.pair_expired(slot, &s, now),
                 Find::Absent => return false,
                 Find::Busy => backoff(round),
             }
@@ -670,7 +679,12 @@ impl Iterator for Sessions<'_> {
             self.next += 1;
             if let View::Live(s) = self.table.read_slot(slot) {
                 if s.dir() == Dir::Org {
-                    return Some(Table::session_of(&s, self.now));
+                    // The pair's idle time: its REV half may have been seen later.
+                    let mut pair = s;
+                    if let Partner::Ok(_, ps) = self.table.partner_of(slot, &s) {
+                        pair.d[D_META] = merge_meta(s.meta(), ps.meta());
+                    }
+                    return Some(Table::session_of(&pair, self.now));
                 }
             }
         }

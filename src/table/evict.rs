@@ -148,7 +148,7 @@ impl Table {
         now: u32,
         min_score: u64,
     ) -> Option<bool> {
-        let meta = self.data(v)[D_META].load(Acquire);
+        let meta = self.pair_meta(v, partner);
         match self.victim_score(meta, now) {
             Some((score, exp)) if score >= min_score => Some(exp),
             _ => {

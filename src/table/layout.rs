@@ -38,6 +38,13 @@ pub(super) const PROTECT_AFTER: u64 = 2;
 /// write through a slot index taken from an old snapshot cannot land on a new occupant.
 pub(super) const GEN_SHIFT: u32 = 56;
 pub(super) const GEN_MASK: u64 = 0xFF << GEN_SHIFT;
+/// A hit refreshes its own half once a second, its partner only once per epoch of
+/// `1 << PARTNER_EPOCH_SHIFT` seconds (when the hit's second is in a later epoch than the
+/// half's last-seen second), or when the half looks expired or becomes assured. A half's
+/// last-seen second may so lag the pair's by up to one epoch; every decision that ends a
+/// pair (expiry, reaping, eviction) therefore reads both halves (see `merge_meta`), and a
+/// lone half is found and restored within one epoch of traffic.
+pub(super) const PARTNER_EPOCH_SHIFT: u32 = 3;
 /// Eviction scores below this belong to protected pairs (class 1).
 pub(super) const PROTECTED_MAX_SCORE: u64 = 2 << 40;
 pub(super) const LOW32: u64 = 0xFFFF_FFFF;
@@ -145,6 +152,42 @@ pub(super) const fn m_gen(m: u64) -> u8 {
 #[inline(always)]
 pub(super) const fn m_with_gen(m: u64, g: u8) -> u64 {
     (m & !GEN_MASK) | ((g as u64) << GEN_SHIFT)
+}
+
+/// Whether a refresh at `now` of the half with control word `ctrl`, last seen at `last`,
+/// must refresh its partner too (see [`PARTNER_EPOCH_SHIFT`]). Each key's epochs start at
+/// its own phase (bits of its fingerprint), so that the partner refreshes of many flows
+/// spread over the seconds of an epoch instead of all falling in its first. Seconds `last`
+/// and `now` at least one epoch apart are always in different epochs.
+#[inline(always)]
+pub(super) const fn new_epoch(ctrl: u64, last: u32, now: u32) -> bool {
+    let phase = epoch_phase(ctrl);
+    last.wrapping_add(phase) >> PARTNER_EPOCH_SHIFT
+        != now.wrapping_add(phase) >> PARTNER_EPOCH_SHIFT
+}
+
+/// The epoch phase of the key whose control word is `ctrl`: 0 to `(1 << PARTNER_EPOCH_SHIFT) - 1`.
+#[inline(always)]
+pub(super) const fn epoch_phase(ctrl: u64) -> u32 {
+    (c_fp(ctrl) >> 1) & ((1 << PARTNER_EPOCH_SHIFT) - 1)
+}
+
+/// The meta word of a pair as its half `own` and its partner's `partner` tell it: `own`'s
+/// state and generation, the later last-seen second and refresh count of the two, assured
+/// if either is.
+#[inline(always)]
+pub(super) const fn merge_meta(own: u64, partner: u64) -> u64 {
+    let last = if m_last(own) > m_last(partner) {
+        m_last(own)
+    } else {
+        m_last(partner)
+    };
+    let rc = if own & RCOUNT_MASK > partner & RCOUNT_MASK {
+        own & RCOUNT_MASK
+    } else {
+        partner & RCOUNT_MASK
+    };
+    (own & !(LOW32 | RCOUNT_MASK)) | rc | last as u64 | (partner & FLAG_ASSURED)
 }
 
 #[inline(always)]

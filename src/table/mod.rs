@@ -22,7 +22,13 @@
 //! hash. The LRU may evict one half; the next packet then allocates a new port or is dropped and
 //! a live connection dies (cilium#29305, #34833, #36572). xnat therefore:
 //!
-//! * refreshes **both** halves on a hit in either direction,
+//! * keeps one idle timer per **pair**: a hit in either direction keeps both halves alive.
+//!   The hit writes its own half's last-seen second (once a second) and its partner's once
+//!   per refresh epoch of 8 s; the pair's last-seen second is the later of the two, and
+//!   every decision that ends a pair (expiry on a hit, [`Table::reap`], eviction, the port
+//!   allocator's [`Table::is_rev_taken`], [`Table::peek`]) reads both halves when the one
+//!   it holds looks expired, so traffic in one direction only never lets the other half
+//!   time out,
 //! * evicts, expires and removes a **pair**, never one half (both slots are claimed before
 //!   either is freed, so no reader ever observes "one half gone, the other still live" as a
 //!   result of an eviction),
@@ -157,13 +163,17 @@
 //! evicted while other buckets still hold expendable entries; the chance falls steeply with
 //! head-room (`bench/results/tablesim.md` measures it).
 //!
-//! Expiry is lazy: there is no background sweeper, so an idle table keeps expired pairs (and
-//! their ports, as far as [`Table::is_rev_taken`] is concerned they are free) until a lookup,
-//! insert or [`Table::flush`] touches them.
+//! Expiry is lazy: an idle table keeps expired pairs (their ports, as far as
+//! [`Table::is_rev_taken`] is concerned, are free) until a lookup, insert, [`Table::flush`] or
+//! the gateway's background sweep ([`Table::reap`], the whole table every 10 s) meets them.
 //!
 //! Refreshes are written at most once per second per half (the clock is in seconds), which also
-//! bounds write traffic on hot flows. The partner is visited (and verified, restored if missing)
-//! on those refreshes, so a lost half is noticed by the first hit in a new second.
+//! bounds write traffic on hot flows. The partner is visited (refreshed, verified, restored if
+//! missing) only on the first hit of a new 8-second epoch, when the half looks expired, or
+//! when a reply assures the pair: an established packet touches one half, not two (half the
+//! cache lines and writes of a refresh). A lost half is therefore noticed within one epoch of
+//! traffic, and a half's own last-seen second (used to rank eviction candidates) may lag the
+//! pair's by up to one epoch; a claimed victim is scored again on both halves.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod audit;

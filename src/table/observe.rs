@@ -64,7 +64,9 @@ impl Table {
         let code = m_state_code(meta);
         self.ctr.add_state(code, -1);
         if let Some(o) = self.observer.get() {
-            let mut sess = Self::session_of(s, self.clock.load(super::sync::Ordering::Relaxed));
+            let mut snap = *s;
+            snap.d[D_META] = merge_meta(s.meta(), self.pair_meta(slot, partner));
+            let mut sess = Self::session_of(&snap, self.clock.load(super::sync::Ordering::Relaxed));
             sess.state = ConnState::from_code(code);
             o.removed(&sess);
         }
@@ -84,14 +86,14 @@ impl Table {
             let View::Live(s) = self.read_slot(slot) else {
                 continue;
             };
-            if !self.expired(s.meta(), now) {
+            if !self.pair_expired(slot, &s, now) {
                 continue;
             }
             let Some((mine, partner)) = self.claim_pair(slot, &s) else {
                 continue;
             };
             // Ours now: still expired? (A packet may have refreshed it meanwhile.)
-            let meta = self.data(slot)[D_META].load(super::sync::Ordering::Acquire);
+            let meta = self.pair_meta(slot, partner);
             if !self.expired(meta, now) {
                 self.publish(slot, mine);
                 if let Some((p, pb)) = partner {

@@ -71,11 +71,14 @@ impl Table {
         }
     }
 
-    /// Applies a hit on the LIVE half `slot`: expiry, refresh of both halves, partner check.
+    /// Applies a hit on the LIVE half `slot`: expiry, refresh of its own half once a second
+    /// and of its partner (with the partner check) once per epoch (see
+    /// [`PARTNER_EPOCH_SHIFT`]).
     #[inline]
     pub(super) fn on_hit(&self, slot: u32, s: &Snap, now: u32, t: &mut Tally) -> Option<Hit> {
         let meta = s.meta();
-        if self.expired(meta, now) {
+        let stale = self.expired(meta, now);
+        if stale && !self.partner_fresh(slot, s, now) {
             if self.remove_pair_snap(slot, s, t) {
                 t.inc(Ctr::Expire);
             }
@@ -89,14 +92,48 @@ impl Table {
             h(self);
         }
         if cold {
-            self.refresh_cold(slot, s, now, assure, t, &mut restored)?;
+            if assure || stale || new_epoch(s.ctrl, m_last(meta), now) {
+                self.refresh_cold(slot, s, now, assure, t, &mut restored)?;
+            } else {
+                self.touch(slot, m_gen(meta), now, false);
+            }
         }
         let mut h = self.hit_of(slot, s, restored);
         h.refreshed = cold;
         Some(h)
     }
 
-    /// The once-per-second part of a hit: refresh both halves, verify/restore the partner.
+    /// Whether the pair of the LIVE half `slot` (snapshot `s`) has ended by timeout: the half
+    /// looks expired and so does its partner (or it has none). A half's last-seen second
+    /// may lag its partner's by an epoch, so one that looks expired is alive while its
+    /// partner is not.
+    #[inline]
+    pub(super) fn pair_expired(&self, slot: u32, s: &Snap, now: u32) -> bool {
+        self.expired(s.meta(), now) && !self.partner_fresh(slot, s, now)
+    }
+
+    /// The meta word of the claimed half `slot` merged with that of its claimed partner, if
+    /// any (see [`merge_meta`]): both are BUSY and ours, so neither changes meanwhile.
+    pub(super) fn pair_meta(&self, slot: u32, partner: Option<(u32, u64)>) -> u64 {
+        let own = self.data(slot)[D_META].load(super::sync::Ordering::Acquire);
+        match partner {
+            Some((p, _)) => merge_meta(
+                own,
+                self.data(p)[D_META].load(super::sync::Ordering::Acquire),
+            ),
+            None => own,
+        }
+    }
+
+    /// Whether the partner of the LIVE half `slot` is present and not expired.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn partner_fresh(&self, slot: u32, s: &Snap, now: u32) -> bool {
+        matches!(self.partner_of(slot, s), Partner::Ok(_, ps) if !self.expired(ps.meta(), now))
+    }
+
+    /// The refresh of a hit that reaches the partner (once per epoch, see
+    /// [`PARTNER_EPOCH_SHIFT`]): refresh both halves, verify/restore the partner.
     /// `None` if the half turned out to be an orphan and was dropped.
     pub(super) fn refresh_cold(
         &self,
@@ -280,7 +317,7 @@ impl Table {
             }
             match self.find(&lr, r0, r1) {
                 Find::Found(s, snap) => {
-                    if self.expired(snap.meta(), now) {
+                    if self.pair_expired(s, &snap, now) {
                         if self.remove_pair_snap(s, &snap, t) {
                             t.inc(Ctr::Expire);
                         }

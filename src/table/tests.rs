@@ -1,5 +1,6 @@
 //! Unit tests and a model-based property test of the table.
 
+use super::layout::PARTNER_EPOCH_SHIFT;
 use super::*;
 use proptest::prelude::*;
 
@@ -124,24 +125,116 @@ fn remove_removes_the_pair() {
 }
 
 #[test]
-fn lone_half_is_restored_on_next_refresh() {
+fn lone_half_is_restored_within_one_epoch() {
+    let epoch = 1 << PARTNER_EPOCH_SHIFT;
     for lose_rev in [true, false] {
         let t = Table::new(cfg(64)).unwrap();
-        t.insert_pair(&org(1), &xl(1), ConnState::Udp, 0).unwrap();
+        let start = epoch_start(&t, &org(1));
+        t.insert_pair(&org(1), &xl(1), ConnState::Udp, start)
+            .unwrap();
         let (lost, kept) = if lose_rev {
             (xl(1).reversed(), org(1))
         } else {
             (org(1), xl(1).reversed())
         };
         assert!(t.remove_half(&lost));
-        assert!(t.lookup(&lost, 1).is_none());
-        let h = t.lookup(&kept, 1).unwrap();
-        assert!(h.restored);
-        let h2 = t.lookup(&lost, 1).unwrap();
+        assert!(t.lookup(&lost, start + 1).is_none());
+        // Within the epoch a hit refreshes its own half only: the loss is not seen yet.
+        // (The first hit of an unassured REV half assures the pair: that reaches the
+        // partner at once.)
+        let h = t.lookup(&kept, start + 1).unwrap();
+        assert_eq!(h.restored, !lose_rev);
+        if lose_rev {
+            assert_eq!(t.stats().live_halves, 1);
+            // The first hit of the next epoch checks the partner and restores it.
+            let h = t.lookup(&kept, start + epoch).unwrap();
+            assert!(h.restored);
+        }
+        let h2 = t.lookup(&lost, start + epoch).unwrap();
         assert!(!h2.restored);
         assert_eq!(t.stats().restore, 1);
         assert_eq!(t.stats().live_halves, 2);
     }
+}
+
+/// A second (from 9 on) at which `key`'s refresh epoch starts.
+fn epoch_start(t: &Table, key: &Tuple) -> u32 {
+    let epoch = 1 << PARTNER_EPOCH_SHIFT;
+    2 * epoch - t.epoch_phase(key)
+}
+
+#[test]
+fn a_hit_within_the_epoch_writes_only_its_own_half() {
+    let t = Table::new(cfg(64)).unwrap();
+    let rev = xl(1).reversed();
+    let start = epoch_start(&t, &org(1));
+    t.insert_pair(&org(1), &xl(1), ConnState::TcpEstablished, start)
+        .unwrap();
+    let epoch = 1 << PARTNER_EPOCH_SHIFT;
+    for now in start + 1..start + epoch {
+        assert!(t.lookup(&org(1), now).is_some());
+        assert_eq!(t.assured_of(&org(1)), Some((true, now)));
+        assert_eq!(
+            t.assured_of(&rev),
+            Some((true, start)),
+            "REV untouched at {now}"
+        );
+    }
+    // The first hit of the next epoch refreshes the partner too.
+    assert!(t.lookup(&org(1), start + epoch).is_some());
+    assert_eq!(t.assured_of(&rev), Some((true, start + epoch)));
+    assert_eq!(t.stats().refresh, 1);
+}
+
+#[test]
+fn partner_refreshes_spread_over_the_epoch() {
+    // Keys start their epochs at different seconds, so that the partner refreshes of many
+    // flows do not all fall in one second.
+    let t = Table::new(cfg(4096)).unwrap();
+    let mut phases = [0u32; 1 << PARTNER_EPOCH_SHIFT];
+    for i in 0..1000 {
+        phases[t.epoch_phase(&org(i)) as usize] += 1;
+    }
+    assert!(phases.iter().all(|&n| n > 60), "{phases:?}");
+}
+
+#[test]
+fn a_half_that_looks_expired_lives_while_its_partner_is_fresh() {
+    let tm = Timeouts::default();
+    let t = Table::new(cfg(64)).unwrap();
+    let rev = xl(1).reversed();
+    let start = epoch_start(&t, &org(1));
+    t.insert_pair(&org(1), &xl(1), ConnState::Udp, start)
+        .unwrap();
+    // Outbound traffic within the first epoch: the REV half stays at its first second.
+    assert!(t.lookup(&org(1), start + 7).is_some());
+    let now = start + tm.udp + 5;
+    assert_eq!(
+        t.assured_of(&rev).map(|a| a.1),
+        Some(start),
+        "REV looks expired"
+    );
+    // Every decision that could end the pair sees the ORG half's last second.
+    assert!(t.peek(&rev, now).is_some(), "peek");
+    assert!(t.is_rev_taken(&rev, now), "the port stays taken");
+    assert_eq!(t.reap(0, u32::MAX, now), (0, 0), "not reaped");
+    let idle: Vec<u32> = t.sessions(now).map(|s| s.idle_secs).collect();
+    assert_eq!(idle, vec![now - start - 7], "the pair's idle time");
+    assert_eq!(
+        t.insert_pair(&org(2), &xl(1), ConnState::Udp, now)
+            .map(|_| ()),
+        Err(InsertError::RevTaken)
+    );
+    // A reply refreshes the pair: both halves.
+    let h = t.lookup(&rev, now).expect("the reply passes");
+    assert_eq!(h.xlate, org(1).reversed());
+    assert_eq!(t.assured_of(&rev).map(|a| a.1), Some(now));
+    assert_eq!(t.assured_of(&org(1)).map(|a| a.1), Some(now));
+    // Once both halves are past the timeout the pair is gone.
+    let end = now + tm.udp + 1;
+    assert_eq!(t.reap(0, u32::MAX, end), (0, 1));
+    assert!(t.is_empty());
+    assert_eq!(t.stats().expire, 1);
 }
 
 #[test]
@@ -160,10 +253,12 @@ fn lone_half_not_resurrected_when_expired_or_port_reused() {
     t.insert_pair(&org(1), &xl(1), ConnState::Udp, 400).unwrap();
     t.remove_half(&xl(1).reversed());
     t.insert_pair(&org(2), &xl(1), ConnState::Udp, 400).unwrap();
-    assert!(t.lookup(&org(1), 401).is_none());
+    // Found an orphan by the partner check of the next epoch's first hit.
+    let next = 400 + (1 << PARTNER_EPOCH_SHIFT);
+    assert!(t.lookup(&org(1), next).is_none());
     assert_eq!(t.stats().orphan, 1);
     assert_eq!(
-        t.lookup(&xl(1).reversed(), 401).unwrap().xlate,
+        t.lookup(&xl(1).reversed(), next).unwrap().xlate,
         org(2).reversed()
     );
 }
@@ -368,9 +463,21 @@ struct MPair {
     xlate: Tuple,
     has_org: bool,
     has_rev: bool,
-    last: u32,
+    /// Last-seen second of each half: a hit refreshes its own half every second and its
+    /// partner once per epoch (`PARTNER_EPOCH_SHIFT`); the pair's is the later of the two.
+    last_org: u32,
+    last_rev: u32,
     state: ConnState,
     assured: bool,
+}
+
+impl MPair {
+    /// The pair's last-seen second: the later of its present halves'.
+    fn last(&self) -> u32 {
+        let o = if self.has_org { self.last_org } else { 0 };
+        let r = if self.has_rev { self.last_rev } else { 0 };
+        o.max(r)
+    }
 }
 
 #[derive(Default)]
@@ -396,7 +503,7 @@ impl Model {
     }
     fn expired(&self, i: usize, now: u32) -> bool {
         let p = &self.pairs[i];
-        now.saturating_sub(p.last) > self.tm().for_state(p.state)
+        now.saturating_sub(p.last()) > self.tm().for_state(p.state)
     }
     fn gc(&mut self) {
         self.pairs.retain(|p| p.has_org || p.has_rev);
@@ -407,7 +514,8 @@ impl Model {
             .map(|p| p.has_org as u64 + p.has_rev as u64)
             .sum()
     }
-    fn lookup(&mut self, key: &Tuple, now: u32) -> Option<Hit> {
+    /// `phase`: the table's refresh epoch phase of a key (`Table::epoch_phase`).
+    fn lookup(&mut self, key: &Tuple, now: u32, phase: &dyn Fn(&Tuple) -> u32) -> Option<Hit> {
         let (i, dir) = self.find(key)?;
         if self.expired(i, now) {
             self.pairs.remove(i);
@@ -415,9 +523,25 @@ impl Model {
         }
         let assure = dir == Dir::Rev && !self.pairs[i].assured;
         let mut restored = false;
-        if self.pairs[i].last < now || assure {
+        let tmo = self.tm().for_state(self.pairs[i].state);
+        let own = match dir {
+            Dir::Org => self.pairs[i].last_org,
+            Dir::Rev => self.pairs[i].last_rev,
+        };
+        let stale = now.saturating_sub(own) > tmo;
+        let ph = phase(key);
+        let new_epoch = (own + ph) >> PARTNER_EPOCH_SHIFT != (now + ph) >> PARTNER_EPOCH_SHIFT;
+        if own < now && !(assure || stale || new_epoch) {
+            // Within the epoch: the own half only, no partner check.
             let p = &mut self.pairs[i];
-            p.last = p.last.max(now);
+            match dir {
+                Dir::Org => p.last_org = now,
+                Dir::Rev => p.last_rev = now,
+            }
+        } else if own < now || assure {
+            let p = &mut self.pairs[i];
+            p.last_org = p.last_org.max(now);
+            p.last_rev = p.last_rev.max(now);
             p.assured |= assure;
             let partner_there = match dir {
                 Dir::Org => p.has_rev,
@@ -458,9 +582,10 @@ impl Model {
         x: &Tuple,
         st: ConnState,
         now: u32,
+        phase: &dyn Fn(&Tuple) -> u32,
     ) -> Result<Hit, InsertError> {
         if self.find(o).is_some() {
-            if let Some(h) = self.lookup(o, now) {
+            if let Some(h) = self.lookup(o, now, phase) {
                 return Err(InsertError::Exists(h));
             }
         }
@@ -471,8 +596,9 @@ impl Model {
                 // Lone REV half of this very connection: restored, then reported as existing.
                 let p = &mut self.pairs[i];
                 p.has_org = true;
-                p.last = p.last.max(now);
-                return Err(InsertError::Exists(self.lookup(o, now).unwrap()));
+                p.last_org = now;
+                p.last_rev = p.last_rev.max(now);
+                return Err(InsertError::Exists(self.lookup(o, now, phase).unwrap()));
             } else {
                 return Err(InsertError::RevTaken);
             }
@@ -482,7 +608,8 @@ impl Model {
             xlate: *x,
             has_org: true,
             has_rev: true,
-            last: now,
+            last_org: now,
+            last_rev: now,
             state: st,
             assured: st == ConnState::TcpEstablished,
         });
@@ -575,6 +702,7 @@ proptest! {
         let seen = std::sync::Arc::new(Seen::default());
         prop_assert!(t.attach_observer(seen.clone()));
         let mut m = Model { tm: Some(tm), ..Model::default() };
+        let phase = |k: &Tuple| t.epoch_phase(k);
         let states = [ConnState::TcpSyn, ConnState::TcpEstablished, ConnState::Udp];
         let mut now = 100u32;
         for o in ops {
@@ -585,7 +713,7 @@ proptest! {
                     let got = t.insert_pair(&org, &x, states[c as usize], now)
                         .map(|h| (h.dir, h.xlate, h.state, h.restored))
                         .map_err(|e| match e { InsertError::Exists(h) => Some((h.dir, h.xlate, h.state, h.restored)), _ => None });
-                    let want = m.insert(&org, &x, states[c as usize], now)
+                    let want = m.insert(&org, &x, states[c as usize], now, &phase)
                         .map(|h| (h.dir, h.xlate, h.state, h.restored))
                         .map_err(|e| match e { InsertError::Exists(h) => Some((h.dir, h.xlate, h.state, h.restored)), _ => None });
                     prop_assert_eq!(got, want, "insert {:?}", o);
@@ -593,7 +721,7 @@ proptest! {
                 Op::Lookup(k) => {
                     let key = m_key(k);
                     let got = t.lookup(&key, now).map(|h| (h.dir, h.xlate, h.state, h.restored));
-                    let want = m.lookup(&key, now).map(|h| (h.dir, h.xlate, h.state, h.restored));
+                    let want = m.lookup(&key, now, &phase).map(|h| (h.dir, h.xlate, h.state, h.restored));
                     prop_assert_eq!(got, want, "lookup {:?} at {}", key, now);
                 }
                 Op::Remove(k) => {
@@ -620,7 +748,7 @@ proptest! {
                 Op::Reap => {
                     let n = m.pairs.len();
                     let tm = m.tm();
-                    m.pairs.retain(|p| now.saturating_sub(p.last) <= tm.for_state(p.state));
+                    m.pairs.retain(|p| now.saturating_sub(p.last()) <= tm.for_state(p.state));
                     let (next, reaped) = t.reap(0, u32::MAX, now);
                     prop_assert_eq!((next, reaped), (0, n - m.pairs.len()));
                 }
@@ -646,7 +774,7 @@ proptest! {
         }
         let mut got: Vec<_> = t.sessions(now).map(|s| (s.org, s.xlate, s.state, s.idle_secs)).collect();
         let mut want: Vec<_> = m.pairs.iter().filter(|p| p.has_org)
-            .map(|p| (p.org, p.xlate, p.state, now - p.last)).collect();
+            .map(|p| (p.org, p.xlate, p.state, now - p.last())).collect();
         got.sort_by_key(|v| v.0);
         want.sort_by_key(|v| v.0);
         prop_assert_eq!(got, want);
@@ -730,11 +858,13 @@ fn resuming_frees_slots_a_killed_process_left_busy() {
     }
     let (t, resume) = Table::with_state_file(cfg(), &path).unwrap();
     assert!(resume.resumed(), "{resume:?}");
-    // The surviving REV half restores the freed ORG half on its hit...
-    let hit = t.lookup(&xlate.reversed(), 11).expect("reply half");
+    // The surviving REV half restores the freed ORG half on its first hit of a later
+    // refresh epoch (as the first hit after a restart is, unless within seconds)...
+    let later = 10 + (1 << PARTNER_EPOCH_SHIFT);
+    let hit = t.lookup(&xlate.reversed(), later).expect("reply half");
     assert!(hit.restored, "the partner was restored");
     // ...and the connection works both ways again.
-    assert_eq!(t.lookup(&org, 11).map(|h| h.xlate), Some(xlate));
+    assert_eq!(t.lookup(&org, later).map(|h| h.xlate), Some(xlate));
     drop(t);
     let _ = std::fs::remove_dir_all(&dir);
 }
