@@ -11,20 +11,23 @@
 //!   clock advances one second every `live × PPFS` packets (`XNAT_BENCH_PPFS`, default
 //!   1), read once per batch as a worker reads it: each flow's first packet in a second
 //!   refreshes its pair (and its endpoint-independent mapping).
-//! - `out_uniform_prefetched`: the same as `out_uniform` with the table entries of each 16
-//!   frames prefetched first (what a worker does with a received batch).
+//! - `<case>_pipelined`: the same packets through the worker's batch pipeline, 64 frames
+//!   at a time as `xnat run` receives them: every frame parsed once and its key hashed,
+//!   both candidate buckets' control lines prefetched, then the data of the slot whose
+//!   fingerprint matches, then each frame translated with what was kept.
 //! - `new90`: TCP SYNs of new connections into a table at 90 % fill; after each timed
 //!   batch of 256 the new connections are removed and the established flows they evicted
 //!   replaced (untimed), so that every batch starts at 90 %.
 //!
 //! Run: `cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3`
+//! (`XNAT_BENCH_SIZES="10000 1000000"` for some table sizes only)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use xnat::config::{nat_config, FileConfig, NatFlags};
-use xnat::nat::{make_table, mapping_key, Census, Engine, Quota, Rules};
+use xnat::nat::{make_table, mapping_key, Census, Engine, Prepared, Quota, Rules};
 use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
 use xnat::table::Tuple;
 
@@ -34,6 +37,8 @@ use workload::{sequence, Clock, Popularity};
 
 const FRAME: usize = 64;
 const BATCH: usize = 4096;
+/// Frames a worker receives and pipelines at once (`xnat run --batch`, default 64).
+const RX_BATCH: usize = 64;
 const NEW_BATCH: usize = 256;
 
 /// Established flows from inside hosts 198.18.0.0/17, new ones from 198.18.128.0/17; the
@@ -91,6 +96,37 @@ fn translate_all(e: &mut Engine, frames: &[u8], buf: &mut [u8; FRAME], inside: b
         buf.copy_from_slice(f);
         if e.translate(&mut buf[..60], inside).is_ok() {
             ok += 1;
+        }
+    }
+    ok
+}
+
+/// The worker's batch pipeline over `frames`: copies them into `work` (as they arrive in
+/// the UMEM), prepares every one (parsed once, its key hashed, both buckets' control lines
+/// prefetched), prefetches the data of the matching slots, then translates each with what
+/// was kept.
+fn translate_pipelined(
+    e: &mut Engine,
+    frames: &[u8],
+    work: &mut [u8],
+    prep: &mut Vec<Prepared>,
+    inside: bool,
+) -> usize {
+    let work = &mut work[..frames.len()];
+    work.copy_from_slice(frames);
+    prep.clear();
+    prep.extend(work.chunks(FRAME).map(|f| e.prepare(&f[..60])));
+    for p in prep.iter() {
+        e.prefetch_data(p);
+    }
+    let mut ok = 0;
+    for (f, p) in work.chunks_mut(FRAME).zip(prep.iter()) {
+        if let Ok(parsed) = &p.parsed {
+            if e.translate_probed(&mut f[..60], parsed, p.probe(), inside)
+                .is_ok()
+            {
+                ok += 1;
+            }
         }
     }
     ok
@@ -156,24 +192,21 @@ fn established(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
                 )
             })
         });
-        if pop == Popularity::Uniform && inside {
-            let mut pos2 = 0usize;
-            g.bench_function("out_uniform_prefetched", |b| {
-                b.iter(|| {
-                    e.now = clock.tick(BATCH as u64);
-                    let start = (pos2 % batches) * BATCH * FRAME;
-                    pos2 += 1;
-                    let mut ok = 0;
-                    for chunk in frames[start..start + BATCH * FRAME].chunks(16 * FRAME) {
-                        for f in chunk.chunks(FRAME) {
-                            e.prefetch(&f[..60]);
-                        }
-                        ok += translate_all(&mut e, chunk, &mut buf, true);
-                    }
-                    ok
-                })
-            });
-        }
+        // The same packets through the worker's batch pipeline (as `xnat run` does).
+        let mut pos2 = 0usize;
+        let mut work = vec![0u8; RX_BATCH * FRAME];
+        let mut prep = Vec::with_capacity(RX_BATCH);
+        g.bench_function(format!("{name}_pipelined"), |b| {
+            b.iter(|| {
+                e.now = clock.tick(BATCH as u64);
+                let start = (pos2 % batches) * BATCH * FRAME;
+                pos2 += 1;
+                frames[start..start + BATCH * FRAME]
+                    .chunks(RX_BATCH * FRAME)
+                    .map(|chunk| translate_pipelined(&mut e, chunk, &mut work, &mut prep, inside))
+                    .sum::<usize>()
+            })
+        });
     }
     eprintln!(
         "engine/{live}: clock at {} s, {:?}",
@@ -237,12 +270,17 @@ fn new90(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>
 fn bench(c: &mut Criterion) {
     // Under `cargo test` (no `--bench`) only the small table, each case once.
     let full = std::env::args().any(|a| a == "--bench");
-    let sizes: &[u64] = if full {
-        &[10_000, 1_000_000, 4_000_000]
-    } else {
-        &[10_000]
+    // XNAT_BENCH_SIZES="10000 1000000" picks the table sizes.
+    let sizes: Vec<u64> = match std::env::var("XNAT_BENCH_SIZES") {
+        Ok(v) => v
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().expect("XNAT_BENCH_SIZES: numbers of connections"))
+            .collect(),
+        Err(_) if full => vec![10_000, 1_000_000, 4_000_000],
+        Err(_) => vec![10_000],
     };
-    for &live in sizes {
+    for live in sizes {
         let mut g = c.benchmark_group(format!("engine/{live}"));
         established(&mut g, live);
         new90(&mut g, live);

@@ -130,16 +130,23 @@ impl Default for Tally {
 pub trait Handler: Send {
     /// Called once per batch before frames are handled (refresh caches, read the clock).
     fn begin_batch(&mut self) {}
-    /// Whether [`Handler::prefetch`] should be called for the next batch.
+    /// Whether received batches go through [`Handler::prepare`] and [`Handler::prepared`]
+    /// before their frames are handled (the batch pipeline).
     #[inline]
-    fn prefetching(&self) -> bool {
+    fn preparing(&self) -> bool {
         false
     }
-    /// Called for every frame of a received batch before any is handled (when
-    /// [`Handler::prefetching`]), to start loading what handling it will need into the cache.
+    /// First stage of the batch pipeline, called (when [`Handler::preparing`]) for every
+    /// frame of a received batch, `index` 0 first, before any is handled: parse the frame,
+    /// hash its keys and start loading what handling it will need into the cache, keeping
+    /// what [`Handler::handle`] can use.
     #[inline]
-    fn prefetch(&self, _frame: &[u8]) {}
-    /// Processes one frame in place.
+    fn prepare(&mut self, _index: usize, _frame: &[u8]) {}
+    /// Second stage: called once all `count` frames of the batch were prepared, before the
+    /// first is handled.
+    #[inline]
+    fn prepared(&mut self, _count: usize) {}
+    /// Processes one frame in place (the frames of a batch in order).
     fn handle(&mut self, frame: &mut [u8], ingress: Port) -> Action;
     /// Names of the drop reasons this handler reports, indexed by `Action::Drop`.
     fn drop_reasons(&self) -> &'static [&'static str];
@@ -382,13 +389,14 @@ impl<H: Handler> Worker<H> {
         if n == 0 {
             return 0;
         }
-        if self.handler.prefetching() {
-            for desc in &self.rx_batch[..n] {
+        if self.handler.preparing() {
+            for (i, desc) in self.rx_batch[..n].iter().enumerate() {
                 // SAFETY: the descriptor was just consumed from our RX ring: the kernel is done
                 // with the frame and nothing writes it while we read.
                 let data = unsafe { self.socks.umem.data(desc) };
-                self.handler.prefetch(data.contents());
+                self.handler.prepare(i, data.contents());
             }
+            self.handler.prepared(n);
         }
         let mut bytes = 0u64;
         let mut drops = [0u64; MAX_DROP_REASONS];

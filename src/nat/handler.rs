@@ -18,7 +18,7 @@ const PROBE_DELAY: u32 = 2;
 use crate::router::{flow_hash, Decision, Fit, IcmpKind, Router, RouterConfig, RouterDrops};
 
 use super::fragments::{self, FragCache, FragXlate};
-use super::{Engine, NatDrop, Refused};
+use super::{Engine, NatDrop, Prepared, Refused};
 
 const PKT: usize = packet::Drop::COUNT;
 const NAT: usize = NatDrop::COUNT;
@@ -82,17 +82,25 @@ pub struct NatHandler {
     /// The start of a frame as it arrived, kept while translating a packet larger than the
     /// smallest MTU, to quote in Fragmentation Needed.
     saved: [u8; SAVED],
-    /// Prefetch table entries per batch: worth it only once the table outgrows the caches
-    /// (it costs a second parse per packet). Re-decided once a second.
-    prefetching: bool,
-    decided_at: u32,
+    /// The batch pipeline's first stage for the frames of the batch at hand (see
+    /// [`Handler::prepare`]), and the next to be handled.
+    prep: Vec<PrepSlot>,
+    prep_next: usize,
     /// This worker's translation-log ring, bound to its thread at the first batch.
     log_ring: Option<std::sync::Arc<crate::logging::WorkerLog>>,
 }
 
-/// Live connections above which batches are prefetched (the table then no longer fits in
-/// the CPU caches: about 10 MB at 96 bytes per connection).
-const PREFETCH_ABOVE: usize = 100_000;
+/// A prepared frame of the batch at hand: where it lies (to match it to the frame
+/// handled) and its parse and table probe.
+#[derive(Clone, Copy)]
+struct PrepSlot {
+    addr: usize,
+    len: usize,
+    prep: Prepared,
+}
+
+/// Frames of a batch prepared without growing the list (a larger batch grows it once).
+const PREP_CAPACITY: usize = 256;
 
 /// Bytes of a frame kept for an ICMP quote: Ethernet, the longest IPv4 header, 8 bytes.
 const SAVED: usize = 14 + 60 + 8;
@@ -120,8 +128,8 @@ impl NatHandler {
             router: Router::new(ports, router, drops),
             frags: FragCache::default(),
             saved: [0; SAVED],
-            prefetching: false,
-            decided_at: u32::MAX,
+            prep: Vec::with_capacity(PREP_CAPACITY),
+            prep_next: 0,
             log_ring: None,
         }
     }
@@ -238,6 +246,18 @@ impl NatHandler {
 }
 
 impl NatHandler {
+    /// What the first stage of the batch pipeline kept for `frame`, if it was the next
+    /// frame prepared (frames are handled in the order they were prepared).
+    #[inline]
+    fn take_prepared(&mut self, frame: &[u8]) -> Option<Prepared> {
+        let s = self.prep.get(self.prep_next)?;
+        if s.addr != frame.as_ptr() as usize || s.len != frame.len() {
+            return None;
+        }
+        self.prep_next += 1;
+        Some(s.prep)
+    }
+
     /// Forwards a packet from the inside to a destination routed back inside, untranslated.
     fn route_only(
         &mut self,
@@ -267,25 +287,43 @@ impl Handler for NatHandler {
         let changed = self.nh.refresh();
         self.engine.now = coarse_now();
         self.router.begin_batch(&self.nh, self.engine.now, changed);
-        if self.engine.now != self.decided_at {
-            self.decided_at = self.engine.now;
-            self.prefetching = self.engine.table().len() > PREFETCH_ABOVE;
+        self.prep.clear();
+        self.prep_next = 0;
+    }
+
+    #[inline]
+    fn preparing(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn prepare(&mut self, index: usize, frame: &[u8]) {
+        if index == 0 {
+            self.prep.clear();
+            self.prep_next = 0;
+        }
+        self.prep.push(PrepSlot {
+            addr: frame.as_ptr() as usize,
+            len: frame.len(),
+            prep: self.engine.prepare(frame),
+        });
+    }
+
+    #[inline]
+    fn prepared(&mut self, _count: usize) {
+        for s in &self.prep {
+            self.engine.prefetch_data(&s.prep);
         }
     }
 
     #[inline]
-    fn prefetching(&self) -> bool {
-        self.prefetching
-    }
-
-    #[inline]
-    fn prefetch(&self, frame: &[u8]) {
-        self.engine.prefetch(frame);
-    }
-
-    #[inline]
     fn handle(&mut self, frame: &mut [u8], ingress: Port) -> Action {
-        let p = match packet::parse(frame) {
+        let prep = self.take_prepared(frame);
+        let parsed = match &prep {
+            Some(pr) => pr.parsed,
+            None => packet::parse(frame),
+        };
+        let p = match parsed {
             Ok(p) => p,
             Err(packet::Drop::TtlExpired) => {
                 // Expired here: tell the sender (the frame is still as it arrived).
@@ -328,10 +366,12 @@ impl Handler for NatHandler {
             proto: t.proto,
             id: p.ip_id(),
         };
-        match self
-            .engine
-            .translate_parsed(frame, &p, ingress == Port::Inside)
-        {
+        match self.engine.translate_probed(
+            frame,
+            &p,
+            prep.as_ref().and_then(Prepared::probe),
+            ingress == Port::Inside,
+        ) {
             Ok(()) => {}
             Err(Refused::Packet(d)) => return drop(d.index()),
             Err(Refused::Nat(n)) => return drop(PKT + n as usize),

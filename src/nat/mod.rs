@@ -38,7 +38,7 @@ pub use rules::{make_table, table_timeouts, ForwardTarget, LiveRules, Rules, DNA
 
 use crate::config::{Mapping, Proto};
 use crate::packet::{self, L4Kind, Parsed};
-use crate::table::{Hit, Table, Tuple};
+use crate::table::{Hit, Probe, Table, Tuple};
 
 use crate::packet::l4::{TCP_ACK, TCP_RST, TCP_SYN};
 
@@ -99,6 +99,23 @@ pub enum Refused {
     Packet(packet::Drop),
     /// Policy.
     Nat(NatDrop),
+}
+
+/// A frame parsed, and its table key hashed, ahead of its translation: what the first
+/// stage of the batch pipeline keeps for each frame ([`Engine::prepare`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Prepared {
+    /// The parse of the frame.
+    pub parsed: Result<Parsed, packet::Drop>,
+    probe: Option<Probe>,
+}
+
+impl Prepared {
+    /// The table probe of the frame's key, if it parsed.
+    #[inline]
+    pub fn probe(&self) -> Option<&Probe> {
+        self.probe.as_ref()
+    }
 }
 
 /// Per-worker translation engine over the shared table and rules.
@@ -230,15 +247,29 @@ impl Engine {
         self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// Starts loading the table entries `frame` will need (see [`Table::prefetch`]); call
-    /// it for a batch of frames before translating them.
+    /// First stage of the batch pipeline: parses `frame` once and hashes the table key it
+    /// will be looked up by, starting to load both candidate buckets' control lines
+    /// ([`Table::probe`]). Call it for every frame of a batch, then
+    /// [`Engine::prefetch_data`] for each, then translate each with
+    /// [`Engine::translate_probed`] and the parse and probe kept here.
     #[inline]
-    pub fn prefetch(&self, frame: &[u8]) {
-        if let Ok(p) = packet::parse(frame) {
-            match p.embedded() {
-                Some(e) => self.table.prefetch(&e.tuple().reversed()),
-                None => self.table.prefetch(&p.tuple()),
-            }
+    pub fn prepare(&self, frame: &[u8]) -> Prepared {
+        let parsed = packet::parse(frame);
+        let probe = parsed.as_ref().ok().map(|p| {
+            self.table.probe(&match p.embedded() {
+                Some(e) => e.tuple().reversed(),
+                None => p.tuple(),
+            })
+        });
+        Prepared { parsed, probe }
+    }
+
+    /// Second stage of the batch pipeline: starts loading the data of the table slot whose
+    /// fingerprint matches the prepared frame's key ([`Table::probe_data`]).
+    #[inline]
+    pub fn prefetch_data(&self, p: &Prepared) {
+        if let Some(probe) = &p.probe {
+            self.table.probe_data(probe);
         }
     }
 
@@ -272,7 +303,11 @@ impl Engine {
         if is_martian(&t) {
             return Err(Refused::Nat(NatDrop::Martian));
         }
-        let hit = match self.table.lookup(&t, self.now) {
+        let found = match probe {
+            Some(pr) if pr.is_for(&t) => self.table.lookup_probe(pr, self.now),
+            _ => self.table.lookup(&t, self.now),
+        };
+        let hit = match found {
             Some(h) => h,
             None => self.create(p, from_inside)?,
         };

@@ -608,3 +608,91 @@ fn deterministic_ranges_run_out_per_inside_address_only() {
         .expect("the neighbour's range is untouched");
     assert!(packet::parse(&f).unwrap().tuple().sport >= 2064);
 }
+
+#[test]
+fn the_batch_pipeline_translates_as_one_frame_at_a_time_does() {
+    // Two engines with identical tables and rules: one translates frame by frame, the other
+    // through the pipeline's stages over whole batches (prepare all, prefetch all, then
+    // translate each with the kept parse and probe). Outcomes and bytes must be identical.
+    let mut one = engine(&["udp:198.19.2.1:5353=198.18.0.9:53"]);
+    let mut piped = engine(&["udp:198.19.2.1:5353=198.18.0.9:53"]);
+    let mut frames: Vec<(Vec<u8>, bool)> = Vec::new();
+    for i in 0..40u16 {
+        frames.push((udp(CLI, 40000 + i, SRV, 53), true));
+        frames.push((syn(CLI, 41000 + i, SRV, 80), true));
+    }
+    // Replies to the first flows (the NAT port is the inside port: port preservation), an
+    // inbound port forward, a flow from nowhere, a runt and a frame that is not IPv4.
+    for i in 0..10u16 {
+        frames.push((udp(SRV, 53, NAT_ADDR, 40000 + i), false));
+    }
+    frames.push((udp(SRV, 999, NAT_ADDR, 5353), false));
+    frames.push((udp(SRV, 999, NAT_ADDR, 7777), false));
+    frames.push((vec![0u8; 20], true));
+    let mut arp = udp(CLI, 1, SRV, 2);
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    frames.push((arp, true));
+    for now in [100u32, 101, 109, 130] {
+        one.now = now;
+        piped.now = now;
+        let mut want = Vec::new();
+        for (f, inside) in &frames {
+            let mut b = f.clone();
+            let r = one.translate(&mut b, *inside).map(|_| ());
+            want.push((r, b));
+        }
+        let mut got = Vec::new();
+        for batch in frames.chunks(16) {
+            let mut bufs: Vec<Vec<u8>> = batch.iter().map(|(f, _)| f.clone()).collect();
+            let prep: Vec<Prepared> = bufs.iter().map(|b| piped.prepare(b)).collect();
+            for p in &prep {
+                piped.prefetch_data(p);
+            }
+            for ((b, p), (_, inside)) in bufs.iter_mut().zip(&prep).zip(batch) {
+                let r = match &p.parsed {
+                    Ok(parsed) => piped.translate_probed(b, parsed, p.probe(), *inside),
+                    Err(d) => Err(Refused::Packet(*d)),
+                };
+                got.push((r, b.clone()));
+            }
+        }
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "frame {i} at {now}");
+        }
+        assert!(
+            want.iter().filter(|(r, _)| r.is_ok()).count() >= 90,
+            "{now}"
+        );
+    }
+    assert_eq!(one.table().len(), piped.table().len());
+}
+
+#[test]
+fn a_probe_made_for_another_key_is_not_used() {
+    let mut e = engine(&[]);
+    e.now = 100;
+    // Both flows established, each on its own NAT port.
+    for port in [40000, 40001] {
+        e.translate(&mut udp(CLI, port, SRV, 53), true)
+            .expect("session");
+    }
+    let mut a = udp(CLI, 40000, SRV, 53);
+    let b = udp(CLI, 40001, SRV, 53);
+    let pa = e.prepare(&a);
+    let pb = e.prepare(&b);
+    let Ok(parsed) = pa.parsed else {
+        panic!("parses")
+    };
+    // The probe of frame b handed in with frame a: a is translated by its own session
+    // (b's would give it b's NAT port).
+    e.translate_probed(&mut a, &parsed, pb.probe(), true)
+        .expect("translated");
+    let x = packet::parse(&a).unwrap().tuple();
+    assert_eq!((x.src, x.sport), (NAT_ADDR, 40000));
+    assert_eq!(
+        e.table().len(),
+        4,
+        "two sessions and their mappings, nothing new"
+    );
+}

@@ -277,15 +277,64 @@ impl Table {
 
     // ---- public API ----------------------------------------------------------------------
 
-    /// Looks `key` up in either direction. A hit refreshes both halves (at most once per
-    /// second) and restores a missing partner; an expired pair is reclaimed and reported as a
-    /// miss.
+    /// Looks `key` up in either direction. A hit refreshes the pair (its own half at most
+    /// once per second, the partner once per refresh epoch, see the module docs) and
+    /// restores a missing partner; an expired pair is reclaimed and reported as a miss.
     pub fn lookup(&self, key: &Tuple, now: u32) -> Option<Hit> {
-        let mut t = Tally::default();
-        self.advance_clock(now);
+        let (k0, k1) = pack(key);
+        self.lookup_probe(
+            &Probe {
+                k0,
+                k1,
+                loc: self.locate(k0, k1),
+            },
+            now,
+        )
+    }
+
+    /// First stage of the batch pipeline: hashes `key` once and starts loading the control
+    /// lines of both its candidate buckets into the cache. Call it for every key of a batch,
+    /// then [`Table::probe_data`] for each, then [`Table::lookup_probe`].
+    #[inline]
+    pub fn probe(&self, key: &Tuple) -> Probe {
         let (k0, k1) = pack(key);
         let loc = self.locate(k0, k1);
-        let r = self.lookup_at(&loc, k0, k1, now, &mut t);
+        if let Some(b) = self.buckets.get(loc.b1 as usize) {
+            prefetch(&b.ctrl);
+        }
+        if let Some(b) = self.buckets.get(loc.b2 as usize) {
+            prefetch(&b.ctrl);
+        }
+        Probe { k0, k1, loc }
+    }
+
+    /// Second stage of the batch pipeline: with the control lines (ideally) in the cache,
+    /// finds the first way whose fingerprint matches the probed key's and starts loading
+    /// its data (both lines of a slot that straddles two). Only a hint: it changes nothing.
+    #[inline]
+    pub fn probe_data(&self, p: &Probe) {
+        for b in [p.loc.b1, p.loc.b2] {
+            let Some(bk) = self.buckets.get(b as usize) else {
+                return;
+            };
+            for (w, cw) in bk.ctrl.iter().enumerate() {
+                if c_fp(cw.load(Relaxed)) == p.loc.fp {
+                    let d = bk.data[w].as_ptr();
+                    prefetch(d);
+                    prefetch(d.wrapping_add(DW - 1));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// [`Table::lookup`] of a probed key (the last stage of the batch pipeline), without
+    /// hashing it again.
+    #[inline]
+    pub fn lookup_probe(&self, p: &Probe, now: u32) -> Option<Hit> {
+        let mut t = Tally::default();
+        self.advance_clock(now);
+        let r = self.lookup_at(&p.loc, p.k0, p.k1, now, &mut t);
         self.ctr.flush(&t);
         r
     }
@@ -379,24 +428,6 @@ impl Table {
                     round += 1;
                 }
             }
-        }
-    }
-
-    /// Starts loading the buckets `key` may live in into the cache, so that a lookup a
-    /// little later does not wait for memory (call it for a batch of packets, then look
-    /// them up). Only a hint: it reads nothing and changes nothing.
-    #[inline]
-    pub fn prefetch(&self, key: &Tuple) {
-        let (k0, k1) = pack(key);
-        let l = self.locate(k0, k1);
-        if let Some(b) = self.buckets.get(l.b1 as usize) {
-            prefetch(&b.ctrl);
-            for way in b.data.iter().step_by(4) {
-                prefetch(way.as_ptr());
-            }
-        }
-        if let Some(b) = self.buckets.get(l.b2 as usize) {
-            prefetch(&b.ctrl);
         }
     }
 
@@ -652,6 +683,23 @@ impl Table {
     /// Sums of the outcome counters.
     pub fn stats(&self) -> TableStats {
         self.ctr.snapshot()
+    }
+}
+
+/// A key hashed once, for the batch pipeline ([`Table::probe`]): its packed words and its
+/// two candidate buckets and fingerprint.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Probe {
+    k0: u64,
+    k1: u64,
+    loc: Loc,
+}
+
+impl Probe {
+    /// Whether this probe was made for `key`.
+    #[inline]
+    pub fn is_for(&self, key: &Tuple) -> bool {
+        pack(key) == (self.k0, self.k1)
     }
 }
 

@@ -192,7 +192,7 @@ mod sync;
 mod tests;
 
 pub use audit::Audit;
-pub use engine::{Sessions, Table};
+pub use engine::{Probe, Sessions, Table};
 pub use observe::PairObserver;
 pub use stats::TableStats;
 
