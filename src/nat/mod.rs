@@ -292,6 +292,19 @@ impl Engine {
         p: &Parsed,
         from_inside: bool,
     ) -> Result<(), Refused> {
+        self.translate_probed(frame, p, None, from_inside)
+    }
+
+    /// [`Engine::translate_parsed`] with the table key already hashed ([`Engine::prepare`]):
+    /// the probe is used if it was made for the packet's key, else ignored.
+    #[inline]
+    pub fn translate_probed(
+        &mut self,
+        frame: &mut [u8],
+        p: &Parsed,
+        probe: Option<&Probe>,
+        from_inside: bool,
+    ) -> Result<(), Refused> {
         self.rst_probe = false;
         if p.proto() == 1 && !icmp::icmp_checksum_ok(frame, p) {
             return Err(Refused::Nat(NatDrop::BadIcmpChecksum));
