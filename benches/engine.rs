@@ -22,73 +22,21 @@
 //! Run: `cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3`
 //! (`XNAT_BENCH_SIZES="10000 1000000"` for some table sizes only)
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use xnat::config::{nat_config, FileConfig, NatFlags};
-use xnat::nat::{make_table, mapping_key, Census, Engine, Prepared, Quota, Rules};
-use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
+use xnat::nat::{mapping_key, Engine, Prepared};
 use xnat::table::Tuple;
 
 #[path = "workload.rs"]
 mod workload;
-use workload::{sequence, Clock, Popularity};
+use workload::{flow, in_frame, out_frame, sequence, shared, Clock, Popularity};
 
 const FRAME: usize = 64;
 const BATCH: usize = 4096;
 /// Frames a worker receives and pipelines at once (`xnat run --batch`, default 64).
 const RX_BATCH: usize = 64;
 const NEW_BATCH: usize = 256;
-
-/// Established flows from inside hosts 198.18.0.0/17, new ones from 198.18.128.0/17; the
-/// remotes in 198.19.0.0-198.19.127.255, clear of the pool (198.19.255.x). The same flows
-/// as `bench/engine_count.rs`.
-fn flow(i: u64, new: bool) -> (u32, u16, u32, u16) {
-    let src = 0xC612_0000 | if new { 0x8000 } else { 0 } | (i as u32 & 0x7fff);
-    let sport = 10_000 + ((i >> 15) % 50_000) as u16;
-    let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ if new { 0x5555 << 40 } else { 0 };
-    (src, sport, 0xC613_0000 | ((h >> 40) as u32 & 0x7fff), 443)
-}
-
-fn engine(capacity: u64) -> Engine {
-    let flags = NatFlags {
-        // 128 addresses: with endpoint-independent mapping every inside endpoint holds a
-        // port, and 4 M of them need more than 16 addresses' ports.
-        snat: vec!["198.19.255.1-198.19.255.128".into()],
-        table_size: Some(capacity),
-        // In memory: never the default state file a running gateway may own.
-        no_state_file: true,
-        ..Default::default()
-    };
-    let cfg = nat_config(&FileConfig::default(), &flags).expect("bench config");
-    let rules = Arc::new(Rules::new(&cfg, &[], None).expect("rules"));
-    let table = Arc::new(make_table(&cfg).expect("table").0);
-    // Counted as a running gateway counts (port use, quota): the observer's cost included.
-    let quota = Arc::new(Quota::new(0));
-    let addrs: Vec<u32> = rules.nat_addresses().iter().map(|a| a.0).collect();
-    table.attach_observer(Arc::new(Census::new(&addrs, Arc::clone(&quota))));
-    let mut e = Engine::with_quota(table, rules, quota, 0x1234_5678);
-    e.now = 100;
-    e
-}
-
-fn out_frame(chunk: &mut [u8], i: u64, syn: bool) {
-    let (src, sport, dst, dport) = flow(i, syn);
-    let spec = FrameSpec::new([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], src, dst);
-    let r = if syn {
-        build_tcp_syn(chunk, &spec, sport, dport, 1)
-    } else {
-        build_udp(chunk, &spec, sport, dport)
-    };
-    assert_eq!(r.expect("frame"), 60);
-}
-
-fn in_frame(chunk: &mut [u8], i: u64, nat: (u32, u16)) {
-    let (_, _, dst, dport) = flow(i, false);
-    let spec = FrameSpec::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], dst, nat.0);
-    assert_eq!(build_udp(chunk, &spec, dport, nat.1).expect("frame"), 60);
-}
 
 fn translate_all(e: &mut Engine, frames: &[u8], buf: &mut [u8; FRAME], inside: bool) -> usize {
     let mut ok = 0;
@@ -149,7 +97,7 @@ fn establish(e: &mut Engine, live: u64) -> Vec<(u32, u16)> {
 
 fn established(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, live: u64) {
     // Sessions plus their endpoint-independent mappings, at under 70 % fill.
-    let mut e = engine(live * 3);
+    let mut e = shared(live * 3).engine(0x1234_5678);
     let nat = establish(&mut e, live);
     let st = e.table().stats();
     assert_eq!(e.table().len() as u64 + st.evict, 2 * live, "{st:?}");
@@ -217,7 +165,7 @@ fn established(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
 
 fn new90(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, live: u64) {
     // Each established flow holds a session and its mapping: 2 of the capacity's pairs.
-    let mut e = engine((live * 20).div_ceil(9));
+    let mut e = shared((live * 20).div_ceil(9)).engine(0x1234_5678);
     let target = e.table().capacity() * 9 / 10;
     let mut buf = [0u8; FRAME];
     let mut n = 0u64;

@@ -14,6 +14,13 @@
 
 #![allow(dead_code)]
 
+use std::sync::Arc;
+
+use xnat::config::{nat_config, FileConfig, NatFlags};
+use xnat::nat::{make_table, Census, Engine, Quota, Rules};
+use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
+use xnat::table::Table;
+
 /// SplitMix64: small, fast, good enough for workload generation.
 pub struct Rng(u64);
 
@@ -128,4 +135,78 @@ pub fn ppfs(default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Established flows from inside hosts 198.18.0.0/17, new ones from 198.18.128.0/17; the
+/// remotes in 198.19.0.0-198.19.127.255, clear of the pool (198.19.255.x). The same flows
+/// as `bench/engine_count.rs`.
+pub fn flow(i: u64, new: bool) -> (u32, u16, u32, u16) {
+    let src = 0xC612_0000 | if new { 0x8000 } else { 0 } | (i as u32 & 0x7fff);
+    let sport = 10_000 + ((i >> 15) % 50_000) as u16;
+    let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ if new { 0x5555 << 40 } else { 0 };
+    (src, sport, 0xC613_0000 | ((h >> 40) as u32 & 0x7fff), 443)
+}
+
+/// What the workers of a gateway share: the table (with the census observer a running
+/// gateway attaches), the rules (one pool of 128 addresses) and the quota.
+pub struct Shared {
+    pub table: Arc<Table>,
+    pub rules: Arc<Rules>,
+    pub quota: Arc<Quota>,
+}
+
+/// The shared state of a gateway whose table holds `capacity` connections.
+pub fn shared(capacity: u64) -> Shared {
+    let flags = NatFlags {
+        // 128 addresses: with endpoint-independent mapping every inside endpoint holds a
+        // port, and 4 M of them need more than 16 addresses' ports.
+        snat: vec!["198.19.255.1-198.19.255.128".into()],
+        table_size: Some(capacity),
+        // In memory: never the default state file a running gateway may own.
+        no_state_file: true,
+        ..Default::default()
+    };
+    let cfg = nat_config(&FileConfig::default(), &flags).expect("bench config");
+    let rules = Arc::new(Rules::new(&cfg, &[], None).expect("rules"));
+    let table = Arc::new(make_table(&cfg).expect("table").0);
+    // Counted as a running gateway counts (port use, quota): the observer's cost included.
+    let quota = Arc::new(Quota::new(0));
+    let addrs: Vec<u32> = rules.nat_addresses().iter().map(|a| a.0).collect();
+    table.attach_observer(Arc::new(Census::new(&addrs, Arc::clone(&quota))));
+    Shared {
+        table,
+        rules,
+        quota,
+    }
+}
+
+impl Shared {
+    /// A worker's engine over the shared state, its clock at second 100.
+    pub fn engine(&self, seed: u64) -> Engine {
+        let mut e = Engine::with_quota(
+            Arc::clone(&self.table),
+            Arc::clone(&self.rules),
+            Arc::clone(&self.quota),
+            seed,
+        );
+        e.now = 100;
+        e
+    }
+}
+
+pub fn out_frame(chunk: &mut [u8], i: u64, syn: bool) {
+    let (src, sport, dst, dport) = flow(i, syn);
+    let spec = FrameSpec::new([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], src, dst);
+    let r = if syn {
+        build_tcp_syn(chunk, &spec, sport, dport, 1)
+    } else {
+        build_udp(chunk, &spec, sport, dport)
+    };
+    assert_eq!(r.expect("frame"), 60);
+}
+
+pub fn in_frame(chunk: &mut [u8], i: u64, nat: (u32, u16)) {
+    let (_, _, dst, dport) = flow(i, false);
+    let spec = FrameSpec::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], dst, nat.0);
+    assert_eq!(build_udp(chunk, &spec, dport, nat.1).expect("frame"), 60);
 }

@@ -5,7 +5,7 @@
 //! Split by direction, as VPP's NAT44-ED is: `in2out` (outbound sessions, mappings, the
 //! port allocator), `out2in` (inbound sessions: port forwards and filtering), `hairpin`
 //! (inside to a NAT address), `icmp` (ICMP errors), `tcp` (TCP state), `fragments`
-//! (shallow virtual reassembly); `rules` holds the rule set, `quota` the per-source
+//! (shallow virtual reassembly), `restore` (a connection that lost a half); `rules` holds the rule set, `quota` the per-source
 //! quota and `census` the counts kept as connections come and go.
 //!
 //! This module knows packets (through [`crate::packet`]) and the table (through
@@ -22,6 +22,7 @@ mod icmp;
 mod in2out;
 mod out2in;
 mod quota;
+mod restore;
 mod rules;
 mod tcp;
 #[cfg(test)]
@@ -322,7 +323,20 @@ impl Engine {
         };
         let hit = match found {
             Some(h) => h,
-            None => self.create(p, from_inside)?,
+            None => {
+                // A packet that cannot open a connection may have missed a lost half.
+                let repairable = (t.proto == 17 && !from_inside)
+                    || (t.proto == 6
+                        && (!from_inside
+                            || p.tcp_flags() & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN));
+                match repairable
+                    .then(|| self.repair_lost_half(&t, from_inside))
+                    .flatten()
+                {
+                    Some(h) => h,
+                    None => self.create(p, from_inside)?,
+                }
+            }
         };
         if hit.xlate.src != t.src || hit.xlate.sport != t.sport {
             packet::set_src(frame, p, hit.xlate.src, hit.xlate.sport);

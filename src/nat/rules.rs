@@ -30,6 +30,9 @@ pub(super) struct DnatRt {
 pub struct Rules {
     /// Every SNAT address of every pool with its port range, for address selection.
     pub(super) snat_addrs: Vec<(u32, u16, u16)>,
+    /// The SNAT addresses alone, sorted, for [`Rules::is_pool_addr`] (once a second per
+    /// session: a binary search, not a walk of a CGN pool of thousands).
+    pool_sorted: Vec<u32>,
     pub(super) dnat: HashMap<(u8, u32, u16), DnatRt>,
     /// Port range for SNAT of port-forwarded traffic (on the inside address).
     pub(super) dnat_snat_ports: (u16, u16),
@@ -114,6 +117,9 @@ impl Rules {
             .collect();
         hairpin_addrs.sort_unstable();
         hairpin_addrs.dedup();
+        let mut pool_sorted: Vec<u32> = snat_addrs.iter().map(|&(a, _, _)| a).collect();
+        pool_sorted.sort_unstable();
+        pool_sorted.dedup();
         let deterministic = match cfg.deterministic {
             None => None,
             Some(p) if cfg.masquerade => {
@@ -133,6 +139,7 @@ impl Rules {
             mapping: cfg.mapping,
             filtering: cfg.filtering,
             snat_addrs,
+            pool_sorted,
             dnat,
             dnat_snat_ports: DNAT_SNAT_PORTS,
             dnat_snat_addr,
@@ -202,7 +209,7 @@ impl Rules {
     /// Whether `addr` is a SNAT pool (or masquerade) address.
     #[inline]
     pub fn is_pool_addr(&self, addr: u32) -> bool {
-        self.snat_addrs.iter().any(|&(a, _, _)| a == addr)
+        self.pool_sorted.binary_search(&addr).is_ok()
     }
 
     /// Whether `addr` is the inside address port forwards with SNAT translate to.

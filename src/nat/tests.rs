@@ -696,3 +696,56 @@ fn a_probe_made_for_another_key_is_not_used() {
         "two sessions and their mappings, nothing new"
     );
 }
+
+#[test]
+fn pool_membership_covers_every_address_of_a_large_pool() {
+    let flags = NatFlags {
+        snat: vec!["198.19.0.1-198.19.3.255".into(), "198.18.200.7".into()],
+        table_size: Some(1024),
+        no_state_file: true,
+        ..Default::default()
+    };
+    let cfg = nat_config(&FileConfig::default(), &flags).expect("config");
+    let rules = Rules::new(&cfg, &[], None).expect("rules");
+    for a in 0xC613_0001..=0xC613_03FFu32 {
+        assert!(rules.is_pool_addr(a), "{a:#x}");
+    }
+    assert!(rules.is_pool_addr(0xC612_C807));
+    for a in [0xC613_0000, 0xC613_0400, 0xC612_C806, 0xC612_C808, 0] {
+        assert!(!rules.is_pool_addr(a), "{a:#x}");
+    }
+}
+
+#[test]
+fn a_packet_that_missed_a_lost_half_has_it_restored_at_once() {
+    for lose_org in [true, false] {
+        let mut e = engine(&[]);
+        let (nat, nport) = handshake(&mut e, 100);
+        let org = Tuple::new(CLI, 40000, SRV, 80, 6);
+        let rev = Tuple::new(SRV, 80, nat, nport, 6);
+        assert!(e.table().remove_half(if lose_org { &org } else { &rev }));
+        // The next packet is the one whose half is gone (the surviving half sees no
+        // traffic of its own meanwhile, so it cannot notice).
+        e.now = 101;
+        let (mut f, inside) = if lose_org {
+            (tcp(CLI, 40000, SRV, 80, ACK), true)
+        } else {
+            (tcp(SRV, 80, nat, nport, ACK), false)
+        };
+        e.translate(&mut f, inside)
+            .unwrap_or_else(|r| panic!("lost {}: {r:?}", if lose_org { "ORG" } else { "REV" }));
+        let x = packet::parse(&f).unwrap().tuple();
+        if lose_org {
+            assert_eq!((x.src, x.sport), (nat, nport));
+        } else {
+            assert_eq!((x.dst, x.dport), (CLI, 40000));
+        }
+        assert_eq!(e.table().stats().restore, 1);
+        assert_eq!(e.table().len(), 2, "the session and its mapping");
+        // Both directions pass again.
+        let mut out = tcp(CLI, 40000, SRV, 80, ACK);
+        assert!(e.translate(&mut out, true).is_ok());
+        let mut back = tcp(SRV, 80, nat, nport, ACK);
+        assert!(e.translate(&mut back, false).is_ok());
+    }
+}

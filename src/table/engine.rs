@@ -292,6 +292,22 @@ impl Table {
         )
     }
 
+    /// [`Table::lookup`] that also checks the partner of the half it finds, whatever its
+    /// refresh epoch, and restores it if it is missing: for a packet that missed its own
+    /// half, when the caller knows the key of the other (a lone half is otherwise noticed
+    /// within one epoch of its traffic).
+    pub fn lookup_repair(&self, key: &Tuple, now: u32) -> Option<Hit> {
+        let mut t = Tally::default();
+        self.advance_clock(now);
+        let (k0, k1) = pack(key);
+        let r = match self.find(&self.locate(k0, k1), k0, k1) {
+            Find::Found(slot, s) => self.on_hit_with(slot, &s, now, &mut t, true),
+            Find::Absent | Find::Busy => None,
+        };
+        self.ctr.flush(&t);
+        r
+    }
+
     /// First stage of the batch pipeline: hashes `key` once and starts loading the control
     /// lines of both its candidate buckets into the cache. Call it for every key of a batch,
     /// then [`Table::probe_data`] for each, then [`Table::lookup_probe`].

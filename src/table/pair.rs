@@ -76,6 +76,20 @@ impl Table {
     /// [`PARTNER_EPOCH_SHIFT`]).
     #[inline]
     pub(super) fn on_hit(&self, slot: u32, s: &Snap, now: u32, t: &mut Tally) -> Option<Hit> {
+        self.on_hit_with(slot, s, now, t, false)
+    }
+
+    /// [`Table::on_hit`]; with `check_partner` the partner is refreshed and checked (restored
+    /// if missing) whatever the epoch.
+    #[inline(always)]
+    pub(super) fn on_hit_with(
+        &self,
+        slot: u32,
+        s: &Snap,
+        now: u32,
+        t: &mut Tally,
+        check_partner: bool,
+    ) -> Option<Hit> {
         let meta = s.meta();
         let stale = self.expired(meta, now);
         if stale && !self.partner_fresh(slot, s, now) {
@@ -91,8 +105,8 @@ impl Table {
         if let Some(h) = BEFORE_REFRESH.with(|h| h.borrow_mut().take()) {
             h(self);
         }
-        if cold {
-            if assure || stale || new_epoch(s.ctrl, m_last(meta), now) {
+        if cold || check_partner {
+            if assure || stale || check_partner || new_epoch(s.ctrl, m_last(meta), now) {
                 self.refresh_cold(slot, s, now, assure, t, &mut restored)?;
             } else {
                 self.touch(slot, m_gen(meta), now, false);

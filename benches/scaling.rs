@@ -1,0 +1,159 @@
+//! Scaling of the translation engine over workers that share one table: the same
+//! established flows translated by one worker, then by two, each worker pinned to its own
+//! core as `xnat run` pins one worker per queue, each with its own share of the flows (as
+//! RSS gives each queue its own), through the batch pipeline 64 frames at a time, the
+//! clock advancing one second every `flows × PPFS` packets of a worker.
+//!
+//! Prints packets per second for 1 and 2 workers and their ratio, per table size. The
+//! figures are only meaningful on otherwise idle cores: run it alone.
+//!
+//! Run: `cargo bench --bench scaling` (10 k and 1 M connections, 3 s per measurement);
+//! `XNAT_BENCH_SIZES="10000"`, `XNAT_BENCH_SECS=5`, `XNAT_BENCH_PPFS=16` change that.
+//! Under `cargo test` (no `--bench`): 10 k connections, 0.2 s, as a smoke test.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use xnat::nat::{Engine, Prepared};
+
+#[path = "workload.rs"]
+mod workload;
+use workload::{out_frame, sequence, shared, Clock, Popularity};
+
+const FRAME: usize = 64;
+/// Frames a worker receives and pipelines at once (`xnat run --batch`, default 64).
+const RX_BATCH: usize = 64;
+
+/// One worker: translates `frames` (its flows' packets, in order, again and again) until
+/// `stop`, 64 at a time through the pipeline; returns the packets translated and where its
+/// clock stopped.
+fn worker(mut e: Engine, frames: &[u8], flows: u64, ppfs: u64, stop: &AtomicBool) -> (u64, u32) {
+    let mut clock = Clock::new(e.now, flows, ppfs);
+    let mut work = vec![0u8; RX_BATCH * FRAME];
+    let mut prep: Vec<Prepared> = Vec::with_capacity(RX_BATCH);
+    let mut done = 0u64;
+    let mut ok = 0u64;
+    'run: loop {
+        for chunk in frames.chunks(RX_BATCH * FRAME) {
+            if stop.load(Ordering::Relaxed) {
+                break 'run;
+            }
+            e.now = clock.tick((chunk.len() / FRAME) as u64);
+            let w = &mut work[..chunk.len()];
+            w.copy_from_slice(chunk);
+            prep.clear();
+            prep.extend(w.chunks(FRAME).map(|f| e.prepare(&f[..60])));
+            for p in &prep {
+                e.prefetch_data(p);
+            }
+            for (f, p) in w.chunks_mut(FRAME).zip(&prep) {
+                if let Ok(parsed) = &p.parsed {
+                    ok += e
+                        .translate_probed(&mut f[..60], parsed, p.probe(), true)
+                        .is_ok() as u64;
+                }
+            }
+            done += (chunk.len() / FRAME) as u64;
+        }
+    }
+    assert_eq!(
+        ok, done,
+        "every packet of an established flow is translated"
+    );
+    (done, clock.now)
+}
+
+/// Packets per second of `workers` workers over the flows `0..live` of the table in `s`,
+/// their clocks starting at second `now` (moved on to where the latest stopped).
+fn run(s: &workload::Shared, live: u64, workers: u64, ppfs: u64, secs: f64, now: &mut u32) -> f64 {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    // Each worker's frames: its flows (flow i goes to worker i % workers), uniformly.
+    let shares: Vec<Vec<u8>> = (0..workers)
+        .map(|w| {
+            let mine = live / workers;
+            let seq = sequence(
+                mine,
+                (mine as usize).max(1 << 18),
+                Popularity::Uniform,
+                0x5c + w,
+            );
+            let mut frames = vec![0u8; seq.len() * FRAME];
+            for (chunk, &k) in frames.chunks_mut(FRAME).zip(&seq) {
+                out_frame(chunk, k as u64 * workers + w, false);
+            }
+            frames
+        })
+        .collect();
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let (total, end) = std::thread::scope(|sc| {
+        let handles: Vec<_> = shares
+            .iter()
+            .enumerate()
+            .map(|(w, frames)| {
+                let mut e = s.engine(0x1234_5678 + w as u64);
+                e.now = *now;
+                let core = cores.get(w % cores.len().max(1)).copied();
+                let stop = &stop;
+                sc.spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    worker(e, frames, live / workers, ppfs, stop)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker"))
+            .fold((0u64, 0u32), |(n, t), (d, c)| (n + d, t.max(c)))
+    });
+    *now = end + 1;
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes: Vec<u64> = match std::env::var("XNAT_BENCH_SIZES") {
+        Ok(v) => v
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().expect("XNAT_BENCH_SIZES: numbers of connections"))
+            .collect(),
+        Err(_) if full => vec![10_000, 1_000_000],
+        Err(_) => vec![10_000],
+    };
+    let secs: f64 = match std::env::var("XNAT_BENCH_SECS") {
+        Ok(v) => v.parse().expect("XNAT_BENCH_SECS: seconds"),
+        Err(_) if full => 3.0,
+        Err(_) => 0.2,
+    };
+    let ppfs = workload::ppfs(1);
+    let ncores = core_affinity::get_core_ids().map_or(0, |c| c.len());
+    println!("| connections | 1 worker, M packets/s | 2 workers, M packets/s | 2 ÷ 1 |");
+    println!("|---:|---:|---:|---:|");
+    for live in sizes {
+        // Sessions plus their endpoint-independent mappings, at under 70 % fill.
+        let s = shared(live * 3);
+        let mut e = s.engine(0x1234_5678);
+        let mut buf = [0u8; FRAME];
+        for i in 0..live {
+            out_frame(&mut buf, i, false);
+            e.translate(&mut buf[..60], true).expect("set-up flow");
+        }
+        let mut now = e.now + 1;
+        let one = run(&s, live, 1, ppfs, secs, &mut now);
+        let two = run(&s, live, 2, ppfs, secs, &mut now);
+        println!(
+            "| {live} | {:.2} | {:.2} | {:.2} |",
+            one / 1e6,
+            two / 1e6,
+            two / one
+        );
+    }
+    println!(
+        "\n({ncores} cores, {secs} s per measurement, outbound uniform, PPFS {ppfs}; `cargo bench --bench scaling`)"
+    );
+}
