@@ -171,9 +171,11 @@
 //! bounds write traffic on hot flows. The partner is visited (refreshed, verified, restored if
 //! missing) only on the first hit of a new 8-second epoch, when the half looks expired, or
 //! when a reply assures the pair: an established packet touches one half, not two (half the
-//! cache lines and writes of a refresh). A lost half is therefore noticed within one epoch of
-//! traffic, and a half's own last-seen second (used to rank eviction candidates) may lag the
-//! pair's by up to one epoch; a claimed victim is scored again on both halves.
+//! cache lines and writes of a refresh). A lost half is therefore noticed by its partner
+//! within one epoch of traffic (sooner when the caller knows both keys: a packet that missed
+//! its half can ask [`Table::lookup_repair`] to check the other one), and a half's own
+//! last-seen second (used to rank eviction candidates) may lag the pair's by up to one
+//! epoch; a claimed victim is scored again on both halves.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod audit;
