@@ -679,18 +679,7 @@ impl Table {
     /// The timeout of every state code (unused codes: the "other" timeout).
     fn timeout_codes(t: &Timeouts) -> [u32; 16] {
         let mut tmo = [t.other; 16];
-        for st in [
-            ConnState::TcpSyn,
-            ConnState::TcpEstablished,
-            ConnState::TcpClosing,
-            ConnState::Udp,
-            ConnState::Icmp,
-            ConnState::Other,
-            ConnState::TcpFinOrg,
-            ConnState::TcpFinRev,
-            ConnState::TcpResetOrg,
-            ConnState::TcpResetRev,
-        ] {
+        for st in ConnState::ALL {
             tmo[st.code() as usize] = t.for_state(st);
         }
         tmo
