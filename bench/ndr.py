@@ -186,6 +186,7 @@ def summarize(trials, pdr_loss):
             r[name + "_loss_pct"] = best.get("loss_pct", 0) if best else None
             r[name + "_short"] = bool(best and offered_pps(best) < SHORTFALL * best["rate"])
             r[name + "_at_upper"] = bool(best and hi is None and lo >= u)
+            r[name + "_packets_per_flow"] = best.get("sent", 0) / k[2] if best and k[2] else 0.0
         for ph in ("lat50", "lat90"):
             lt = [t for t in ts if t.get("phase") == ph]
             if lt:
@@ -277,17 +278,17 @@ def cmd_report(a):
                 t["queues"], t["size"], fmt_flows(t["flows"]), t["mode"], t["rate"] / 1e6,
                 t["lost"], ring, max(0, t["lost"] - ring)))
     where_lost = "\n".join(wl)
-    many = [(k, r) for k, r in by.items() if k[2] >= 100000]
-    ppf = max((r["max_packets_per_flow"] for _, r in many), default=0)
+    many = sorted((k, r) for k, r in by.items() if k[2] >= 100000)
     many_note = ""
     if many:
+        at_ndr = ", ".join("%s %.2f" % (k[3], r["ndr_packets_per_flow"]) for k, r in many)
         many_note = (
-            "**The 1 M-flow cells measure connection set-up, not lookups**: the generator sends "
-            "the flows round-robin, so in a trial of %g s at rate R every flow gets R × %g / 1 M "
-            "packets (at most %.2f in any trial of this run, i.e. most flows one packet or none): "
-            "nearly every packet is the first of its flow, a new conntrack entry or xnat table "
-            "insert (plus eviction once the table of %s connections is full, for both NATs)."
-            % (a.duration, a.duration, ppf, machine.get("ctmax", "nf_conntrack_max")))
+            "**The cells with many flows measure connection set-up, not lookups**: the "
+            "generator sends the flows round-robin, so a trial of %g s at rate R gives every "
+            "flow R × %g / flows packets (in the NDR trials: %s); below 1, every packet a NAT "
+            "sees is the first of its flow, a new conntrack entry or xnat table insert (plus "
+            "eviction or early drop once the %s connections of either table are taken)."
+            % (a.duration, a.duration, at_ndr, machine.get("ctmax", "nf_conntrack_max")))
     sim = any(t.get("simulated") for t in trials)
     nproc = machine.get("nproc", "?")
     md = f"""# xnat lab benchmark: NDR and PDR (latest run)
