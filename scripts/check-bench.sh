@@ -8,7 +8,10 @@
 #  (c) bench/pktgen/pktgen_udp_multiflow.sh in dry-run mode (-N): the pktgen commands it
 #      would write, without root or the pktgen module;
 #  (d) bench/plot.py on two small sample result files (bench/run.sh's format and the plain
-#      row list): one well-formed SVG per group, with the values on the bars.
+#      row list): one well-formed SVG per group, with the values on the bars;
+#  (e) bench/ndr.sh: bash -n on the lab scripts, --help, a bad argument refused, and
+#      --dry-run (no root, no lab: the NDR/PDR search and report over bench/ndr.py's
+#      synthetic gateway model), whose NDR and PDR must land where the model puts them.
 # Installs shellcheck if missing (apt-get, root). Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +37,7 @@ bad() { echo "  FAIL  $*"; fails=$((fails + 1)); }
 # ---- (a) Python compiles ------------------------------------------------------------------
 echo "== py_compile"
 shopt -s nullglob
-py_files=(bench/trex/*.py bench/plot.py tests/tools/*.py)
+py_files=(bench/trex/*.py bench/plot.py bench/ndr.py tests/tools/*.py)
 [ "${#py_files[@]}" -gt 0 ] || bad "no Python files found"
 for f in "${py_files[@]}"; do
   if out=$(python3 -m py_compile "$f" 2>&1); then ok "$f"; else bad "$f"; printf '%s\n' "$out" | sed 's/^/        /'; fi
@@ -42,9 +45,9 @@ done
 
 # ---- (b) shellcheck -----------------------------------------------------------------------
 echo "== shellcheck ($(shellcheck --version | sed -n 's/^version: //p'))"
-strict=(bench/pktgen/*.sh scripts/check-bench.sh)
+strict=(bench/pktgen/*.sh scripts/check-bench.sh bench/ndr.sh bench/cell.sh)
 for f in "${strict[@]}"; do
-  if out=$(shellcheck -f gcc "$f" 2>&1); then ok "$f"; else bad "$f"; printf '%s\n' "$out" | sed 's/^/        /'; fi
+  if out=$(shellcheck -x -f gcc "$f" 2>&1); then ok "$f"; else bad "$f"; printf '%s\n' "$out" | sed 's/^/        /'; fi
 done
 for f in bench/*.sh scripts/*.sh; do
   case " ${strict[*]} " in *" $f "*) continue ;; esac
@@ -131,6 +134,50 @@ if python3 bench/plot.py "$tmp/rows.json.missing" -o "$tmp/svg" >/dev/null 2>&1;
   bad "plot.py accepted a missing input"
 else
   ok "plot.py refuses a missing input"
+fi
+
+# ---- (e) ndr.sh: syntax, help, dry run ------------------------------------------------------
+echo "== ndr.sh"
+for f in bench/*.sh; do
+  if bash -n "$f" 2>"$tmp/n.err"; then ok "bash -n $f"; else bad "bash -n $f: $(cat "$tmp/n.err")"; fi
+done
+if bench/ndr.sh --help >"$tmp/ndr-help.out" 2>&1 && grep -q "PDR_LOSS" "$tmp/ndr-help.out"; then
+  ok "ndr.sh --help"
+else
+  bad "ndr.sh --help: $(cat "$tmp/ndr-help.out")"
+fi
+rc=0
+bench/ndr.sh --bogus >/dev/null 2>&1 || rc=$?
+if [ "$rc" = 2 ]; then ok "ndr.sh refuses a bad argument (exit 2)"; else bad "ndr.sh --bogus: exit $rc"; fi
+if OUT="$tmp/ndr" bench/ndr.sh --dry-run >"$tmp/ndr.out" 2>&1 \
+   && python3 - "$tmp/ndr" <<'EOF'
+import glob, json, os, sys
+d = sys.argv[1]
+j = json.load(open(glob.glob(os.path.join(d, "ndr-*.json"))[0]))
+cells = {(c["flows"], c["mode"]): c for c in j["cells"]}
+md = open(os.path.join(d, "ndr-latest.md")).read()
+# The model (bench/ndr.py simulate): xnat-nat capacity 200 k (160 k with 1 M flows): NDR at
+# 0.85 C, PDR at 0.925 C; kernel-nat 120 k (96 k), passing at the upper bound.
+want = {(1000, "xnat-nat"): (0.170, 0.185), (1000000, "xnat-nat"): (0.136, 0.148),
+        (1000, "kernel-nat"): (0.120, 0.120), (1000000, "kernel-nat"): (0.096, 0.096)}
+bad = []
+for k, (ndr, pdr) in want.items():
+    c = cells.get(k)
+    if not c or abs(c["ndr_mpps"] - ndr) > 0.03 * ndr or abs(c["pdr_mpps"] - pdr) > 0.03 * pdr:
+        bad.append((k, c and c["ndr_mpps"], c and c["pdr_mpps"]))
+    if c and (c["trials"] > 2 * j["max_trials"] or "lat50" not in c or "lat90" not in c):
+        bad.append((k, "trials/latency", c["trials"]))
+for w in ["SIMULATED", "xnat-nat ÷ kernel-nat at NDR", "| 1 | 64 | 1M | kernel-nat |", "connection set-up"]:
+    if w not in md:
+        bad.append(("missing in ndr-latest.md", w))
+if not glob.glob(os.path.join(d, "ndr-*.csv")):
+    bad.append("no CSV")
+if bad:
+    print(bad)
+    sys.exit(1)
+EOF
+then ok "ndr.sh --dry-run: NDR/PDR where the model puts them, latency points, report"; else
+  bad "ndr.sh --dry-run: $(tail -n 20 "$tmp/ndr.out")"
 fi
 
 if [ "$fails" -gt 0 ]; then

@@ -4,7 +4,8 @@ set -euo pipefail
 
 pkgs=(clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 gcc-multilib make
       iproute2 ethtool iputils-ping iputils-tracepath curl socat iperf3 nftables
-      python3 python3-scapy libpcap0.8 libcap2-bin util-linux procps valgrind nfdump pmacct)
+      python3 python3-scapy libpcap0.8 libcap2-bin util-linux procps valgrind nfdump pmacct
+      strace)
 
 missing=()
 for p in "${pkgs[@]}"; do

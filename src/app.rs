@@ -337,7 +337,9 @@ fn check_config(path: &std::path::Path) -> i32 {
 
 fn exit_code(e: &DataplaneError) -> i32 {
     match e {
-        DataplaneError::Bpf(_) | DataplaneError::Socket { .. } => EXIT_FAILURE,
+        DataplaneError::Bpf(_)
+        | DataplaneError::Socket { .. }
+        | DataplaneError::SocketOption { .. } => EXIT_FAILURE,
         _ => EXIT_BAD_INPUT,
     }
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use bpf::{AttachedMode, Role, Steering, XdpMode};
 pub use worker::{Action, Handler, PollMode, Port, WorkerStats};
-pub use xsk::{RingSizes, ZeroCopy};
+pub use xsk::{BusyPoll, RingSizes, ZeroCopy};
 
 /// Everything that can go wrong bringing the dataplane up.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,18 @@ pub enum DataplaneError {
         mode: &'static str,
         /// Reason.
         reason: String,
+    },
+    /// Setting a socket option on an AF_XDP socket failed.
+    #[error("setting {option} on the AF_XDP socket of '{ifname}' queue {queue} failed: {error} (--poll prefer-busy needs Linux 5.11 or later, and CAP_NET_ADMIN to raise the busy-poll time or budget)")]
+    SocketOption {
+        /// Interface name.
+        ifname: String,
+        /// Queue.
+        queue: u32,
+        /// The option (`SO_PREFER_BUSY_POLL`, ...).
+        option: &'static str,
+        /// The kernel's error.
+        error: std::io::Error,
     },
     /// BPF object or map trouble.
     #[error("BPF: {0}")]
@@ -343,7 +355,14 @@ impl Dataplane {
 
         let mut sockets = Vec::with_capacity(cfg.queues.len());
         for &q in &cfg.queues {
-            let s = xsk::open_queue(&cfg.inside, &cfg.outside, q, cfg.zero_copy, cfg.sizes)?;
+            let s = xsk::open_queue(
+                &cfg.inside,
+                &cfg.outside,
+                q,
+                cfg.zero_copy,
+                cfg.sizes,
+                cfg.poll.busy_poll(cfg.batch),
+            )?;
             use std::os::fd::AsRawFd;
             steering.register_socket(q, s.inside.rx.fd().as_raw_fd())?;
             steering.register_socket(bpf::MAX_QUEUES + q, s.outside.rx.fd().as_raw_fd())?;

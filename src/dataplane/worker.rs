@@ -261,6 +261,40 @@ pub enum PollMode {
     Busy,
     /// Spin briefly, then sleep in poll(2) until a frame arrives.
     Adaptive,
+    /// Spin forever and drive the NIC's NAPI context from the worker: preferred busy polling
+    /// (SO_PREFER_BUSY_POLL, SO_BUSY_POLL, SO_BUSY_POLL_BUDGET = the batch size) on every
+    /// AF_XDP socket, a non-blocking recvfrom(2) on each socket whose RX ring is empty.
+    PreferBusy,
+}
+
+impl PollMode {
+    /// The busy-poll options the sockets get in this mode, for workers handling `batch`
+    /// frames at a time.
+    pub fn busy_poll(self, batch: usize) -> Option<super::xsk::BusyPoll> {
+        (self == PollMode::PreferBusy).then(|| super::xsk::BusyPoll {
+            usecs: super::xsk::BUSY_POLL_USECS,
+            budget: u32::try_from(batch).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+/// Drives the NAPI context of the AF_XDP socket `fd` once (preferred busy polling): a
+/// non-blocking `recvfrom` with no buffer, as the kernel's AF_XDP documentation describes.
+#[inline]
+fn napi_poll(fd: i32) {
+    // SAFETY: a null buffer of length 0 and null address pointers are valid arguments;
+    // MSG_DONTWAIT keeps the call from blocking. The result does not matter (the RX ring is
+    // read next time round).
+    unsafe {
+        libc::recvfrom(
+            fd,
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+    }
 }
 
 /// One worker's rings, buffers and handler.
@@ -611,11 +645,23 @@ impl<H: Handler> Worker<H> {
                 self.refill(p);
             }
             self.handler.begin_batch();
-            let got = self.receive(Port::Inside) + self.receive(Port::Outside);
+            let got_in = self.receive(Port::Inside);
+            let got_out = self.receive(Port::Outside);
+            let got = got_in + got_out;
             self.emit_held();
             self.transmit(Port::Inside);
             self.transmit(Port::Outside);
             self.flush_tally();
+            if self.poll == PollMode::PreferBusy {
+                // An empty RX ring: let the kernel run the device's NAPI poll for this
+                // socket now (interrupts stay deferred while the worker keeps doing so).
+                if got_in == 0 {
+                    napi_poll(self.socks.inside.rx.fd().as_raw_fd());
+                }
+                if got_out == 0 {
+                    napi_poll(self.socks.outside.rx.fd().as_raw_fd());
+                }
+            }
             if got > 0 {
                 bump(&self.stats.batches, 1);
                 idle = 0;

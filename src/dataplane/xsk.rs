@@ -81,6 +81,95 @@ const XDP_OPTIONS_ZEROCOPY: u32 = 1;
 
 const XDP_STATISTICS: libc::c_int = 7;
 
+// Socket options of busy polling (asm-generic/socket.h; the values of x86_64 and arm64, which
+// the libc crate does not export for every target).
+const SO_BUSY_POLL: libc::c_int = 46;
+const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+
+/// Microseconds a busy poll of the socket's NAPI context may spin (`SO_BUSY_POLL`) in
+/// `--poll prefer-busy`.
+pub const BUSY_POLL_USECS: u32 = 20;
+
+/// Preferred busy polling of an AF_XDP socket (the kernel's AF_XDP documentation, "Preferred
+/// busy polling"): the application drives the NIC's NAPI context from its own loop
+/// (`recvfrom`/`sendto`), and with `napi_defer_hard_irqs` and `gro_flush_timeout` set on the
+/// device the interrupts stay off while it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// `SO_BUSY_POLL`: microseconds one busy poll may spin.
+    pub usecs: u32,
+    /// `SO_BUSY_POLL_BUDGET`: packets one busy poll may process.
+    pub budget: u32,
+}
+
+/// The busy-poll options the kernel reads back from a socket (it has no getsockopt for
+/// `SO_BUSY_POLL_BUDGET`: ENOPROTOOPT).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BusyPollOptions {
+    /// `SO_PREFER_BUSY_POLL` (0 or 1).
+    pub prefer: i32,
+    /// `SO_BUSY_POLL` in microseconds.
+    pub usecs: i32,
+}
+
+fn sockopt_int(fd: i32, name: libc::c_int) -> std::io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v`/`len` are valid for writes of the sizes given; the kernel writes at most
+    // `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(v)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Reads `SO_PREFER_BUSY_POLL` and `SO_BUSY_POLL` of socket `fd`.
+pub fn busy_poll_options(fd: i32) -> std::io::Result<BusyPollOptions> {
+    Ok(BusyPollOptions {
+        prefer: sockopt_int(fd, SO_PREFER_BUSY_POLL)?,
+        usecs: sockopt_int(fd, SO_BUSY_POLL)?,
+    })
+}
+
+/// Sets the busy-poll options of `bp` on socket `fd`; on failure the name of the option
+/// that failed and the kernel's error.
+pub fn set_busy_poll(fd: i32, bp: BusyPoll) -> Result<(), (&'static str, std::io::Error)> {
+    let too_big = |name: &'static str| (name, std::io::Error::from_raw_os_error(libc::EINVAL));
+    let usecs = libc::c_int::try_from(bp.usecs).map_err(|_| too_big("SO_BUSY_POLL"))?;
+    let budget = libc::c_int::try_from(bp.budget).map_err(|_| too_big("SO_BUSY_POLL_BUDGET"))?;
+    for (name, opt, val) in [
+        ("SO_PREFER_BUSY_POLL", SO_PREFER_BUSY_POLL, 1),
+        ("SO_BUSY_POLL", SO_BUSY_POLL, usecs),
+        ("SO_BUSY_POLL_BUDGET", SO_BUSY_POLL_BUDGET, budget),
+    ] {
+        // SAFETY: `val` lives for the call and the length given is its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&val as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err((name, std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
 /// The kernel's counters of one AF_XDP socket (`XDP_STATISTICS`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XskStats {
@@ -132,6 +221,7 @@ fn bind(
     queue: u32,
     zc: ZeroCopy,
     ring: QueueSize,
+    busy_poll: Option<BusyPoll>,
 ) -> Result<Rings, DataplaneError> {
     let iface: Interface = ifname
         .parse()
@@ -172,6 +262,16 @@ fn bind(
         reason: "no fill/completion ring returned for a new (interface, queue) pair".into(),
     })?;
     let zero_copy = is_zero_copy(rx.fd().as_raw_fd());
+    if let Some(bp) = busy_poll {
+        set_busy_poll(rx.fd().as_raw_fd(), bp).map_err(|(option, error)| {
+            DataplaneError::SocketOption {
+                ifname: ifname.to_string(),
+                queue,
+                option,
+                error,
+            }
+        })?;
+    }
     Ok(Rings {
         tx,
         rx,
@@ -182,13 +282,15 @@ fn bind(
     })
 }
 
-/// Creates the UMEM of `queue` and binds one socket to it on each interface.
+/// Creates the UMEM of `queue` and binds one socket to it on each interface; with
+/// `busy_poll`, sets the busy-poll options on both sockets.
 pub fn open_queue(
     inside: &str,
     outside: &str,
     queue: u32,
     zc: ZeroCopy,
     sizes: RingSizes,
+    busy_poll: Option<BusyPoll>,
 ) -> Result<QueueSockets, DataplaneError> {
     let bad =
         |what: &str, v: u32| DataplaneError::Config(format!("{what} = {v} is not a power of two"));
@@ -218,8 +320,8 @@ pub fn open_queue(
         }
     })?;
     let inside_name = inside;
-    let inside = bind(&umem, inside_name, queue, zc, ring)?;
-    let outside = match bind(&umem, outside, queue, zc, ring) {
+    let inside = bind(&umem, inside_name, queue, zc, ring, busy_poll)?;
+    let outside = match bind(&umem, outside, queue, zc, ring, busy_poll) {
         Ok(o) => o,
         // Mixed NICs: the inside driver took the shared UMEM in zero-copy mode, the
         // outside one cannot use it so. Both sockets share one UMEM (a frame goes out of
@@ -235,7 +337,7 @@ pub fn open_queue(
             drop(inside);
             drop(frames);
             drop(umem);
-            return open_queue(inside_name, outside, queue, ZeroCopy::Off, sizes);
+            return open_queue(inside_name, outside, queue, ZeroCopy::Off, sizes, busy_poll);
         }
         Err(DataplaneError::Socket { reason, .. }) if inside.zero_copy => {
             return Err(DataplaneError::Socket {
