@@ -72,6 +72,10 @@ fn prefer_busy_sets_the_busy_poll_options_on_both_sockets() {
         }
     }
 
+    // A lab of its own for the gateway: the sockets above leave their queues (and the XDP
+    // program) to a deferred teardown, which on a loaded machine can still hold them when
+    // a gateway binds the same queues.
+    let lab = Lab::up("pbgw", 3);
     // A gateway started with `--poll prefer-busy --batch 48`, its setsockopt calls traced:
     // all three options on both sockets of each of the 3 queues, the budget = the batch size,
     // every call succeeding.
