@@ -125,6 +125,7 @@ fn rfc4787_req14_a_flood_of_lone_fragments_stays_bounded() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let before = rss_kib(pid);
+    let flood_start = std::time::Instant::now();
     let out = lab.exec(
         "cli",
         &[
@@ -139,6 +140,7 @@ fn rfc4787_req14_a_flood_of_lone_fragments_stays_bounded() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
+    let flood_secs = flood_start.elapsed().as_secs();
     assert!(wait_for(Duration::from_secs(10), || matches!(
         ping.try_wait(),
         Ok(Some(_))
@@ -156,9 +158,20 @@ fn rfc4787_req14_a_flood_of_lone_fragments_stays_bounded() {
     });
     let s = gw.stats();
     assert!(held_gone, "{s}");
-    assert!(
-        num(&s, "/total/drops/fragment_hold_full") >= 3000 - 64,
+    // Each fragment was refused at once (hold full) or held and then expired; at most the
+    // 48 fragment slots are held at a time, and they free up after 2 to 3 s: a flood that
+    // took longer on a loaded machine may have had them filled again.
+    let held = num(&s, "/total/events/fragments_held");
+    assert_eq!(
+        num(&s, "/total/drops/fragment_hold_full") + held,
+        3000,
         "{s}"
+    );
+    assert_eq!(num(&s, "/total/drops/fragment_expired"), held, "{s}");
+    let windows = flood_secs / 2 + 1;
+    assert!(
+        held <= 48 * windows,
+        "{held} held in a flood of {flood_secs} s: {s}"
     );
     let after = rss_kib(pid);
     assert!(
