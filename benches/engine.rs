@@ -77,6 +77,7 @@ fn translate_pipelined(
             }
         }
     }
+    e.flush_counts();
     ok
 }
 

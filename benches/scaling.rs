@@ -53,6 +53,7 @@ fn worker(mut e: Engine, frames: &[u8], flows: u64, ppfs: u64, stop: &AtomicBool
                         .is_ok() as u64;
                 }
             }
+            e.flush_counts();
             done += (chunk.len() / FRAME) as u64;
         }
     }

@@ -148,6 +148,9 @@ pub trait Handler: Send {
     fn prepared(&mut self, _count: usize) {}
     /// Processes one frame in place (the frames of a batch in order).
     fn handle(&mut self, frame: &mut [u8], ingress: Port) -> Action;
+    /// Called once per loop after the batches received from both ports were handled:
+    /// publish what was gathered over them (the table's outcome counts).
+    fn end_batch(&mut self) {}
     /// Names of the drop reasons this handler reports, indexed by `Action::Drop`.
     fn drop_reasons(&self) -> &'static [&'static str];
     /// The frame to send for [`Action::Reply`].
@@ -648,6 +651,7 @@ impl<H: Handler> Worker<H> {
             let got_in = self.receive(Port::Inside);
             let got_out = self.receive(Port::Outside);
             let got = got_in + got_out;
+            self.handler.end_batch();
             self.emit_held();
             self.transmit(Port::Inside);
             self.transmit(Port::Outside);

@@ -422,6 +422,10 @@ impl Handler for NatHandler {
         self.router.reply()
     }
 
+    fn end_batch(&mut self) {
+        self.engine.flush_counts();
+    }
+
     fn tally(&mut self) -> Option<&mut Tally> {
         Some(&mut self.router.tally)
     }

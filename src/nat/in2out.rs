@@ -11,10 +11,12 @@
 //!
 //! The table's guarantee that a REV key has one owner is what makes N:P belong to one inside
 //! endpoint. Sessions of that endpoint are ordinary pairs translated to N:P; each refreshes
-//! the mapping when it refreshes itself (at most once a second, see
-//! [`Hit::refreshed`](crate::table::Hit::refreshed)), and a TCP session that becomes
-//! established promotes the mapping to the established class, so the mapping lives as long
-//! as its longest-lived session. 0.0.0.0 and port 0 never come from the wire (see
+//! the mapping when it refreshes both its halves (once per refresh epoch of traffic, see
+//! [`Hit::refreshed`](crate::table::Hit::refreshed)). The mapping is a table *anchor*
+//! ([`Table::insert_anchor`](crate::table::Table::insert_anchor)) whose idle time counts
+//! one epoch less, so that this lag never lets it end before a session. A TCP session that
+//! becomes established promotes the mapping to the established class, so the mapping lives
+//! as long as its longest-lived session. 0.0.0.0 and port 0 never come from the wire (see
 //! `is_martian`), so no packet can match these keys. With address-dependent filtering a
 //! third kind of pair, `(A:p -> R:0) <-> (R:0 -> N:P)`, records the remote addresses the
 //! endpoint has sent to.
@@ -48,7 +50,14 @@ pub fn mapping_key(proto: u8, addr: u32, port: u16) -> Tuple {
 /// address or port) rather than a connection.
 #[inline]
 pub fn is_mapping(s: &Session) -> bool {
-    s.org.dst == 0 || (s.org.proto != 1 && s.org.dport == 0)
+    is_wildcard_key(&s.org)
+}
+
+/// Whether `org` is the key of a mapping or filter entry: a wildcard remote address, or a
+/// wildcard remote port outside ICMP. No packet carries such a tuple (see `is_martian`).
+#[inline]
+fn is_wildcard_key(org: &Tuple) -> bool {
+    org.dst == 0 || (org.proto != 1 && org.dport == 0)
 }
 
 impl Engine {
@@ -110,7 +119,7 @@ impl Engine {
             let fk = Tuple { dport: 0, ..*t };
             let fx = Tuple { dport: 0, ..x };
             // Best effort: without it only this exact peer can answer.
-            let _ = self.table.insert_pair(&fk, &fx, state, self.now);
+            let _ = self.table.insert_anchor(&fk, &fx, state, self.now);
         }
         Ok(hit)
     }
@@ -227,10 +236,13 @@ impl Engine {
     }
 
     /// Keeps the mapping (and, with address-dependent filtering, the filter entry) of a
-    /// session's inside endpoint alive: called when the session itself was refreshed.
-    pub(super) fn refresh_mapping(&self, t: &Tuple, hit: &Hit) {
+    /// session's inside endpoint alive: called when a hit refreshed both halves of the
+    /// session (once per refresh epoch of its traffic).
+    pub(super) fn refresh_mapping(&mut self, t: &Tuple, hit: &Hit) {
         let (a, p) = Self::inside_endpoint(t, hit);
-        let _ = self.table.lookup(&mapping_key(t.proto, a, p), self.now);
+        let _ = self
+            .table
+            .lookup_counted(&mapping_key(t.proto, a, p), self.now, &mut self.counts);
         if self.rules.filtering == Filtering::AddressDependent && t.proto != 1 {
             let remote = match hit.dir {
                 Dir::Org => t.dst,
@@ -243,7 +255,7 @@ impl Engine {
                 dport: 0,
                 proto: t.proto,
             };
-            let _ = self.table.lookup(&fk, self.now);
+            let _ = self.table.lookup_counted(&fk, self.now, &mut self.counts);
         }
     }
 
@@ -315,6 +327,9 @@ impl Engine {
             let outcome = if rules.is_forwarded(org.proto, x.src, x.sport) {
                 // A port forward's external port: never a dynamic mapping.
                 Err(InsertError::RevTaken)
+            } else if is_wildcard_key(org) {
+                // A mapping: its sessions keep it alive (see `refresh_mapping`).
+                self.table.insert_anchor(org, &x, state, self.now)
             } else {
                 self.table.insert_pair(org, &x, state, self.now)
             };

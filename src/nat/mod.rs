@@ -39,7 +39,7 @@ pub use rules::{make_table, table_timeouts, ForwardTarget, LiveRules, Rules, DNA
 
 use crate::config::{Mapping, Proto};
 use crate::packet::{self, L4Kind, Parsed};
-use crate::table::{Hit, Probe, Table, Tuple};
+use crate::table::{Hit, OpCounts, Probe, Table, Tuple};
 
 use crate::packet::l4::{TCP_ACK, TCP_RST, TCP_SYN};
 
@@ -141,6 +141,9 @@ pub struct Engine {
     /// The segment just translated was an RST that ended a live TCP connection (see
     /// [`Engine::take_rst_probe`]).
     rst_probe: bool,
+    /// The table's outcome counts of this worker's lookups, added to the table's counters
+    /// once per batch ([`Engine::flush_counts`]).
+    counts: OpCounts,
 }
 
 /// Most exhaustion and quota events one worker logs per second (a flood of refused
@@ -173,6 +176,7 @@ impl Engine {
             blocks: None,
             block_ranges: Vec::new(),
             rst_probe: false,
+            counts: OpCounts::default(),
         }
     }
 
@@ -274,6 +278,16 @@ impl Engine {
         }
     }
 
+    /// Adds the counts of the table lookups made since the last call to the table's
+    /// counters: once per batch, after [`Engine::translate_probed`] (the other translate
+    /// calls flush their own).
+    #[inline]
+    pub fn flush_counts(&mut self) {
+        if !self.counts.is_empty() {
+            self.table.flush_counts(&mut self.counts);
+        }
+    }
+
     /// Translates the frame in place. `from_inside` tells which side it arrived on.
     /// On success the frame's addresses, ports and checksums are rewritten (TTL and MACs
     /// are the caller's) and the parse result is returned for the caller's next-hop step.
@@ -293,11 +307,14 @@ impl Engine {
         p: &Parsed,
         from_inside: bool,
     ) -> Result<(), Refused> {
-        self.translate_probed(frame, p, None, from_inside)
+        let r = self.translate_probed(frame, p, None, from_inside);
+        self.flush_counts();
+        r
     }
 
     /// [`Engine::translate_parsed`] with the table key already hashed ([`Engine::prepare`]):
-    /// the probe is used if it was made for the packet's key, else ignored.
+    /// the probe is used if it was made for the packet's key, else ignored. The counts of
+    /// its table lookups wait for [`Engine::flush_counts`], once per batch.
     #[inline]
     pub fn translate_probed(
         &mut self,
@@ -318,8 +335,11 @@ impl Engine {
             return Err(Refused::Nat(NatDrop::Martian));
         }
         let found = match probe {
-            Some(pr) if pr.is_for(&t) => self.table.lookup_probe(pr, self.now),
-            _ => self.table.lookup(&t, self.now),
+            Some(pr) if pr.is_for(&t) => {
+                self.table
+                    .lookup_probe_counted(pr, self.now, &mut self.counts)
+            }
+            _ => self.table.lookup_counted(&t, self.now, &mut self.counts),
         };
         let hit = match found {
             Some(h) => h,

@@ -25,6 +25,24 @@ fn engine(dnat: &[&str]) -> Engine {
     Engine::new(table, rules, 7)
 }
 
+/// [`engine`] on a table whose hash seed is fixed: two of them place every key alike (the
+/// same refresh epochs), so that their counters can be compared.
+fn engine_seeded(dnat: &[&str], seed: u64) -> Engine {
+    let flags = NatFlags {
+        snat: vec!["198.19.2.1".into()],
+        dnat: dnat.iter().map(|s| s.to_string()).collect(),
+        table_size: Some(1024),
+        no_state_file: true,
+        ..Default::default()
+    };
+    let cfg = nat_config(&FileConfig::default(), &flags).expect("config");
+    let rules = Arc::new(Rules::new(&cfg, &[], Some(0xC612_0001)).expect("rules"));
+    let mut tc = crate::table::TableConfig::new(cfg.table_size);
+    tc.timeouts = table_timeouts(&cfg.timeouts);
+    tc.seed = Some(seed);
+    Engine::new(Arc::new(Table::new(tc).expect("table")), rules, 7)
+}
+
 fn udp(src: u32, sport: u16, dst: u32, dport: u16) -> Vec<u8> {
     let mut b = vec![0u8; 128];
     let n = build_udp(
@@ -134,6 +152,55 @@ fn rfc5382_req1_tcp_mapping_is_endpoint_independent() {
     let sessions: Vec<_> = e.table().sessions(1).collect();
     assert_eq!(sessions.iter().filter(|s| !is_mapping(s)).count(), 4);
     assert_eq!(sessions.iter().filter(|s| is_mapping(s)).count(), 2);
+}
+
+#[test]
+fn a_mapping_refreshed_once_per_epoch_never_ends_before_its_session() {
+    // Sessions refresh their mapping only when they refresh both halves, once per epoch of
+    // traffic; the mapping's extra epoch of life must cover that lag at every second.
+    let mut e = engine(&[]);
+    let udp_timeout = crate::config::Timeouts::default().udp;
+    let epoch = crate::table::PARTNER_EPOCH_SECS;
+    let other = 0xC612_0003;
+    let key = Tuple::new(CLI, 30000, SRV, 53, 17);
+    // The last packet comes in the last second of an epoch of the session's ORG half: its
+    // last partner refresh (and mapping refresh) was a whole epoch earlier.
+    let phase = e.table().epoch_phase(&key);
+    let mut last = udp_timeout + 40;
+    while (last + phase) % epoch != epoch - 1 {
+        last += 1;
+    }
+    let mut port = None;
+    for now in 1..=last {
+        e.now = now;
+        // Another inside host holds NAT port 30000, so CLI:30000 is mapped to a random
+        // port: a mapping made again would (almost surely) get another one.
+        for src in [other, CLI] {
+            let mut f = udp(src, 30000, SRV, 53);
+            e.translate(&mut f, true).expect("translated");
+            let sport = packet::parse(&f).unwrap().tuple().sport;
+            if src == CLI {
+                assert_eq!(*port.get_or_insert(sport), sport, "EIM at {now}");
+            } else {
+                assert_eq!(sport, 30000);
+            }
+        }
+    }
+    let mapping = mapping_key(17, CLI, 30000);
+    for now in last..=last + udp_timeout + epoch + 1 {
+        let session = e.table().peek(&key, now).is_some();
+        let mapped = e.table().peek(&mapping, now).is_some();
+        assert!(
+            mapped || !session,
+            "at {now} (last packet at {last}) the session lives on, its mapping has ended"
+        );
+        assert_eq!(session, now <= last + udp_timeout, "session at {now}");
+    }
+    // In the session's last second a new destination still gets the same mapping.
+    e.now = last + udp_timeout;
+    let mut f = udp(CLI, 30000, SRV + 1, 53);
+    e.translate(&mut f, true).expect("translated");
+    assert_eq!(Some(packet::parse(&f).unwrap().tuple().sport), port);
 }
 
 #[test]
@@ -613,9 +680,10 @@ fn deterministic_ranges_run_out_per_inside_address_only() {
 fn the_batch_pipeline_translates_as_one_frame_at_a_time_does() {
     // Two engines with identical tables and rules: one translates frame by frame, the other
     // through the pipeline's stages over whole batches (prepare all, prefetch all, then
-    // translate each with the kept parse and probe). Outcomes and bytes must be identical.
-    let mut one = engine(&["udp:198.19.2.1:5353=198.18.0.9:53"]);
-    let mut piped = engine(&["udp:198.19.2.1:5353=198.18.0.9:53"]);
+    // translate each with the kept parse and probe, counters flushed once per batch).
+    // Outcomes, bytes and counters must be identical.
+    let mut one = engine_seeded(&["udp:198.19.2.1:5353=198.18.0.9:53"], 3);
+    let mut piped = engine_seeded(&["udp:198.19.2.1:5353=198.18.0.9:53"], 3);
     let mut frames: Vec<(Vec<u8>, bool)> = Vec::new();
     for i in 0..40u16 {
         frames.push((udp(CLI, 40000 + i, SRV, 53), true));
@@ -655,7 +723,20 @@ fn the_batch_pipeline_translates_as_one_frame_at_a_time_does() {
                 };
                 got.push((r, b.clone()));
             }
+            // The batch's lookups are counted once it is flushed, not before.
+            if batch.len() == 16 && now == 100 {
+                let before = piped.table().stats().hit;
+                piped.flush_counts();
+                assert!(piped.table().stats().hit > before, "a batch's hits");
+            }
+            piped.flush_counts();
         }
+        let (a, b) = (one.table().stats(), piped.table().stats());
+        assert_eq!(
+            (a.hit, a.miss, a.insert, a.refresh),
+            (b.hit, b.miss, b.insert, b.refresh),
+            "counters at {now}"
+        );
         assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(g, w, "frame {i} at {now}");

@@ -8,7 +8,7 @@
 use super::layout::*;
 use super::region::Region;
 use super::seqlock::backoff;
-use super::stats::{Counters, Ctr, Tally};
+use super::stats::{Counters, Ctr, OpCounts, Tally};
 use super::sync::Ordering::{Acquire, Relaxed};
 use super::sync::{AtomicU32, AtomicU64};
 use super::{
@@ -257,7 +257,7 @@ impl Table {
 
     #[inline(always)]
     pub(super) fn expired(&self, meta: u64, now: u32) -> bool {
-        now.saturating_sub(m_last(meta)) > self.timeout_of(meta)
+        now.saturating_sub(m_seen(meta)) > self.timeout_of(meta)
     }
 
     #[inline(always)]
@@ -353,6 +353,30 @@ impl Table {
         let r = self.lookup_at(&p.loc, p.k0, p.k1, now, &mut t);
         self.ctr.flush(&t);
         r
+    }
+
+    /// [`Table::lookup_probe`] that adds its outcome counts to `counts` instead of the
+    /// table's counters: a worker gathers a whole batch's and adds them with one
+    /// [`Table::flush_counts`] (until then [`Table::stats`] does not show them).
+    #[inline]
+    pub fn lookup_probe_counted(&self, p: &Probe, now: u32, counts: &mut OpCounts) -> Option<Hit> {
+        self.advance_clock(now);
+        self.lookup_at(&p.loc, p.k0, p.k1, now, &mut counts.0)
+    }
+
+    /// [`Table::lookup`] counting into `counts` (see [`Table::lookup_probe_counted`]).
+    #[inline]
+    pub fn lookup_counted(&self, key: &Tuple, now: u32, counts: &mut OpCounts) -> Option<Hit> {
+        let (k0, k1) = pack(key);
+        self.advance_clock(now);
+        self.lookup_at(&self.locate(k0, k1), k0, k1, now, &mut counts.0)
+    }
+
+    /// Adds `counts` to the table's counters and zeroes it.
+    #[inline]
+    pub fn flush_counts(&self, counts: &mut OpCounts) {
+        self.ctr.flush(&counts.0);
+        counts.0 = Tally::default();
     }
 
     /// Test hook: marks the slot holding `key` BUSY, as a process killed in the middle of a
@@ -515,8 +539,33 @@ impl Table {
     ) -> Result<Hit, InsertError> {
         let mut t = Tally::default();
         self.advance_clock(now);
-        let r = self.insert_inner(org, xlate, state, now, &mut t);
-        t.inc(match &r {
+        let r = self.insert_inner(org, xlate, state, now, 0, &mut t);
+        self.count_insert(&r, t);
+        r
+    }
+
+    /// [`Table::insert_pair`] for an *anchor*: a pair that other pairs keep alive by
+    /// looking it up when they refresh both their halves, which they do once per epoch (see
+    /// [`Hit::refreshed`]). Its idle time counts one epoch less, for expiry and eviction, so
+    /// that it never ends before the pairs that keep it. The NAT's endpoint-independent
+    /// mappings and address-dependent filter entries are anchors.
+    pub fn insert_anchor(
+        &self,
+        org: &Tuple,
+        xlate: &Tuple,
+        state: ConnState,
+        now: u32,
+    ) -> Result<Hit, InsertError> {
+        let mut t = Tally::default();
+        self.advance_clock(now);
+        let r = self.insert_inner(org, xlate, state, now, FLAG_ANCHOR, &mut t);
+        self.count_insert(&r, t);
+        r
+    }
+
+    #[inline]
+    fn count_insert(&self, r: &Result<Hit, InsertError>, mut t: Tally) {
+        t.inc(match r {
             Ok(_) => Ctr::Insert,
             Err(InsertError::Exists(_)) => Ctr::Exists,
             Err(InsertError::RevTaken) => Ctr::RevTaken,
@@ -524,7 +573,6 @@ impl Table {
             Err(InsertError::Busy) | Err(InsertError::Invalid) => Ctr::Busy,
         });
         self.ctr.flush(&t);
-        r
     }
 
     /// Whether `rev_key` is the key of a live, unexpired half (for the port allocator: a

@@ -26,6 +26,12 @@ pub(super) const NO_SLOT: u32 = u32::MAX;
 pub(super) const KEY1_MASK: u64 = (1 << 40) - 1;
 pub(super) const DIR_REV_BIT: u64 = 1 << 40;
 pub(super) const FLAG_ASSURED: u64 = 1 << 40;
+/// Meta bit 41: the half belongs to an *anchor*, a pair that other pairs keep alive (a NAT
+/// mapping or filter entry, refreshed by its sessions' partner refreshes, see
+/// [`Table::insert_anchor`](super::Table::insert_anchor)). Its last-seen second counts
+/// [`ANCHOR_SLACK`] seconds later for expiry and eviction (see [`m_seen`]).
+pub(super) const FLAG_ANCHOR: u64 = 1 << 41;
+const ANCHOR_SHIFT: u32 = 41;
 pub(super) const STATE_MASK: u64 = 0xFF << 32;
 /// Saturating count of refreshes (seconds with traffic after the first) in meta bits 48..56.
 pub(super) const RCOUNT_SHIFT: u32 = 48;
@@ -45,6 +51,11 @@ pub(super) const GEN_MASK: u64 = 0xFF << GEN_SHIFT;
 /// pair (expiry, reaping, eviction) therefore reads both halves (see `merge_meta`), and a
 /// lone half is found and restored within one epoch of traffic.
 pub(super) const PARTNER_EPOCH_SHIFT: u32 = 3;
+/// How much later an anchor's last-seen second counts: one epoch. The pairs that keep an
+/// anchor alive refresh it on their partner refreshes, at most one epoch apart, so an
+/// anchor's last-seen second lags theirs by less than an epoch, and with this slack it
+/// never ends before them.
+pub(super) const ANCHOR_SLACK: u32 = 1 << PARTNER_EPOCH_SHIFT;
 /// Eviction scores below this belong to protected pairs (class 1).
 pub(super) const PROTECTED_MAX_SCORE: u64 = 2 << 40;
 pub(super) const LOW32: u64 = 0xFFFF_FFFF;
@@ -126,6 +137,13 @@ pub(super) fn pack(t: &Tuple) -> (u64, u64) {
 #[inline(always)]
 pub(super) const fn m_last(m: u64) -> u32 {
     m as u32
+}
+
+/// The second from which a half's idle time counts for expiry and eviction: its last-seen
+/// second, [`ANCHOR_SLACK`] later for an anchor.
+#[inline(always)]
+pub(super) const fn m_seen(m: u64) -> u32 {
+    m_last(m).saturating_add(((m >> ANCHOR_SHIFT) as u32 & 1) * ANCHOR_SLACK)
 }
 
 #[inline(always)]

@@ -176,6 +176,12 @@
 //! its half can ask [`Table::lookup_repair`] to check the other one), and a half's own
 //! last-seen second (used to rank eviction candidates) may lag the pair's by up to one
 //! epoch; a claimed victim is scored again on both halves.
+//!
+//! An *anchor* ([`Table::insert_anchor`]) is a pair that other pairs keep alive: they look it
+//! up when a hit refreshes both their halves ([`Hit::refreshed`], once per epoch of traffic),
+//! so its last-seen second lags theirs by less than an epoch. Its idle time counts one epoch
+//! less, for expiry and for eviction, so it never ends before the pairs that keep it. The
+//! NAT's endpoint-independent mappings and filter entries are anchors.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod audit;
@@ -196,7 +202,12 @@ mod tests;
 pub use audit::Audit;
 pub use engine::{Probe, Sessions, Table};
 pub use observe::PairObserver;
-pub use stats::TableStats;
+pub use stats::{OpCounts, TableStats};
+
+/// Seconds per partner refresh epoch: a hit refreshes its own half once a second and both
+/// halves (and, through [`Hit::refreshed`], the anchors that depend on the pair) on its
+/// first hit of a new epoch. An anchor's idle time counts one epoch less.
+pub const PARTNER_EPOCH_SECS: u32 = 1 << layout::PARTNER_EPOCH_SHIFT;
 
 use std::fmt;
 
@@ -455,9 +466,11 @@ pub struct Hit {
     pub slot: u32,
     /// The partner half was missing and this lookup recreated it.
     pub restored: bool,
-    /// This lookup refreshed the pair's idle timer (at most once a second per pair), or
-    /// the pair was just created: the moment to refresh what depends on it (the NAT's
-    /// endpoint-independent mapping).
+    /// This lookup refreshed both halves of the pair (a partner refresh: at most once per
+    /// epoch of [`PARTNER_EPOCH_SECS`] seconds of traffic, or when a half looked expired,
+    /// became assured or was restored), or the pair was just created: the moment to refresh
+    /// the anchors that depend on it (the NAT's endpoint-independent mapping, see
+    /// [`Table::insert_anchor`]).
     pub refreshed: bool,
 }
 

@@ -105,15 +105,17 @@ impl Table {
         if let Some(h) = BEFORE_REFRESH.with(|h| h.borrow_mut().take()) {
             h(self);
         }
+        let mut pair_refreshed = false;
         if cold || check_partner {
             if assure || stale || check_partner || new_epoch(s.ctrl, m_last(meta), now) {
                 self.refresh_cold(slot, s, now, assure, t, &mut restored)?;
+                pair_refreshed = true;
             } else {
                 self.touch(slot, m_gen(meta), now, false);
             }
         }
         let mut h = self.hit_of(slot, s, restored);
-        h.refreshed = cold;
+        h.refreshed = pair_refreshed;
         Some(h)
     }
 
@@ -306,6 +308,7 @@ impl Table {
         xlate: &Tuple,
         state: ConnState,
         now: u32,
+        flags: u64,
         t: &mut Tally,
     ) -> Result<Hit, InsertError> {
         let rev = xlate.reversed();
@@ -316,7 +319,7 @@ impl Table {
         let (r0, r1) = pack(&rev);
         let lo = self.locate(o0, o1);
         let lr = self.locate(r0, r1);
-        let meta = m_make(now, state);
+        let meta = m_make(now, state) | flags;
         for attempt in 0..INSERT_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt);

@@ -22,7 +22,7 @@ pub(super) fn score(
     timeout: u32,
     evict_protected: bool,
 ) -> Option<(u64, bool)> {
-    let idle = now.saturating_sub(m_last(meta));
+    let idle = now.saturating_sub(m_seen(meta));
     let state = m_state_code(meta);
     if idle > timeout {
         Some(((5 << 40) | (idle - timeout) as u64, true))

@@ -76,6 +76,20 @@ impl Tally {
     }
 }
 
+/// Outcome counts of table operations that a caller gathers over many of them (a worker's
+/// batch) and adds to the table's counters at once ([`Table::flush_counts`](super::Table::flush_counts)),
+/// one atomic add per counter used instead of one per operation. Counts not yet flushed
+/// are not in [`TableStats`].
+#[derive(Default, Clone, Copy)]
+pub struct OpCounts(pub(crate) Tally);
+
+impl OpCounts {
+    /// Whether nothing was counted since the last flush.
+    pub fn is_empty(&self) -> bool {
+        self.0.mask == 0
+    }
+}
+
 /// The striped counters of a table.
 pub(crate) struct Counters {
     stripes: Box<[Stripe]>,

@@ -1,6 +1,6 @@
 //! Unit tests and a model-based property test of the table.
 
-use super::layout::PARTNER_EPOCH_SHIFT;
+use super::layout::{m_make, FLAG_ANCHOR, PARTNER_EPOCH_SHIFT};
 use super::*;
 use proptest::prelude::*;
 
@@ -184,6 +184,66 @@ fn a_hit_within_the_epoch_writes_only_its_own_half() {
     assert!(t.lookup(&org(1), start + epoch).is_some());
     assert_eq!(t.assured_of(&rev), Some((true, start + epoch)));
     assert_eq!(t.stats().refresh, 1);
+}
+
+#[test]
+fn a_hit_reports_a_pair_refresh_only_when_it_refreshed_both_halves() {
+    // `Hit::refreshed` is when the anchors that depend on a pair are refreshed: on its
+    // creation and on its partner refreshes, not on every second's own-half refresh.
+    let t = Table::new(cfg(64)).unwrap();
+    let start = epoch_start(&t, &org(1));
+    let h = t
+        .insert_pair(&org(1), &xl(1), ConnState::TcpEstablished, start)
+        .unwrap();
+    assert!(h.refreshed, "a new pair");
+    let epoch = 1 << PARTNER_EPOCH_SHIFT;
+    for now in start + 1..start + epoch {
+        assert!(
+            !t.lookup(&org(1), now).unwrap().refreshed,
+            "own half only at {now}"
+        );
+    }
+    assert!(t.lookup(&org(1), start + epoch).unwrap().refreshed);
+    assert!(
+        !t.lookup(&org(1), start + epoch).unwrap().refreshed,
+        "same second"
+    );
+}
+
+#[test]
+fn an_anchor_outlives_a_plain_pair_by_one_epoch() {
+    let tmo = Timeouts::default().udp;
+    let t = Table::new(cfg(64)).unwrap();
+    t.insert_pair(&org(1), &xl(1), ConnState::Udp, 100).unwrap();
+    t.insert_anchor(&org(2), &xl(2), ConnState::Udp, 100)
+        .unwrap();
+    let slack = 1 << PARTNER_EPOCH_SHIFT;
+    // Both live at the plain pair's last second...
+    assert!(t.peek(&org(1), 100 + tmo).is_some());
+    assert!(t.peek(&org(2), 100 + tmo).is_some());
+    // ...then the plain pair ends, the anchor lives on for one more epoch, from either end.
+    assert!(t.peek(&org(1), 100 + tmo + 1).is_none());
+    assert!(t.peek(&org(2), 100 + tmo + slack).is_some());
+    assert!(!t.is_rev_taken(&xl(1).reversed(), 100 + tmo + 1));
+    assert!(t.is_rev_taken(&xl(2).reversed(), 100 + tmo + slack));
+    assert!(t.peek(&org(2), 100 + tmo + slack + 1).is_none());
+    assert!(!t.is_rev_taken(&xl(2).reversed(), 100 + tmo + slack + 1));
+    // A lookup at its last second keeps it (and its slack) going.
+    assert!(t.lookup(&xl(2).reversed(), 100 + tmo + slack).is_some());
+    assert!(t.peek(&org(2), 100 + 2 * (tmo + slack)).is_some());
+    assert!(t.lookup(&org(2), 100 + 2 * (tmo + slack) + 1).is_none());
+}
+
+#[test]
+fn an_anchor_ranks_as_one_epoch_less_idle_for_eviction() {
+    let now = 1000;
+    let slack = 1 << PARTNER_EPOCH_SHIFT;
+    let t = Table::new(cfg(64)).unwrap();
+    let plain = m_make(now - 20, ConnState::Udp);
+    let anchor = m_make(now - 20 - slack, ConnState::Udp) | FLAG_ANCHOR;
+    assert_eq!(t.victim_score(plain, now), t.victim_score(anchor, now));
+    let older = m_make(now - 21 - slack, ConnState::Udp) | FLAG_ANCHOR;
+    assert!(t.victim_score(older, now) > t.victim_score(plain, now));
 }
 
 #[test]
@@ -469,6 +529,8 @@ struct MPair {
     last_rev: u32,
     state: ConnState,
     assured: bool,
+    /// Inserted with `insert_anchor`: idle time counts one epoch less.
+    anchor: bool,
 }
 
 impl MPair {
@@ -477,6 +539,14 @@ impl MPair {
         let o = if self.has_org { self.last_org } else { 0 };
         let r = if self.has_rev { self.last_rev } else { 0 };
         o.max(r)
+    }
+    /// Seconds an idle time counts for less (`ANCHOR_SLACK`).
+    fn slack(&self) -> u32 {
+        if self.anchor {
+            1 << PARTNER_EPOCH_SHIFT
+        } else {
+            0
+        }
     }
 }
 
@@ -503,7 +573,7 @@ impl Model {
     }
     fn expired(&self, i: usize, now: u32) -> bool {
         let p = &self.pairs[i];
-        now.saturating_sub(p.last()) > self.tm().for_state(p.state)
+        now.saturating_sub(p.last() + p.slack()) > self.tm().for_state(p.state)
     }
     fn gc(&mut self) {
         self.pairs.retain(|p| p.has_org || p.has_rev);
@@ -523,12 +593,13 @@ impl Model {
         }
         let assure = dir == Dir::Rev && !self.pairs[i].assured;
         let mut restored = false;
+        let mut refreshed = false;
         let tmo = self.tm().for_state(self.pairs[i].state);
         let own = match dir {
             Dir::Org => self.pairs[i].last_org,
             Dir::Rev => self.pairs[i].last_rev,
         };
-        let stale = now.saturating_sub(own) > tmo;
+        let stale = now.saturating_sub(own + self.pairs[i].slack()) > tmo;
         let ph = phase(key);
         let new_epoch = (own + ph) >> PARTNER_EPOCH_SHIFT != (now + ph) >> PARTNER_EPOCH_SHIFT;
         if own < now && !(assure || stale || new_epoch) {
@@ -539,6 +610,7 @@ impl Model {
                 Dir::Rev => p.last_rev = now,
             }
         } else if own < now || assure {
+            refreshed = true;
             let p = &mut self.pairs[i];
             p.last_org = p.last_org.max(now);
             p.last_rev = p.last_rev.max(now);
@@ -573,15 +645,17 @@ impl Model {
             state: p.state,
             slot: 0,
             restored,
-            refreshed: false,
+            refreshed,
         })
     }
+    #[allow(clippy::too_many_arguments)]
     fn insert(
         &mut self,
         o: &Tuple,
         x: &Tuple,
         st: ConnState,
         now: u32,
+        anchor: bool,
         phase: &dyn Fn(&Tuple) -> u32,
     ) -> Result<Hit, InsertError> {
         if self.find(o).is_some() {
@@ -612,6 +686,7 @@ impl Model {
             last_rev: now,
             state: st,
             assured: st == ConnState::TcpEstablished,
+            anchor,
         });
         Ok(Hit {
             dir: Dir::Org,
@@ -648,7 +723,8 @@ impl PairObserver for Seen {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Insert(u8, u8, u8),
+    /// ORG key, translation, state, anchor.
+    Insert(u8, u8, u8, bool),
     Lookup(u8),
     Remove(u8),
     RemoveHalf(u8),
@@ -659,7 +735,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0..9u8, 0..4u8, 0..3u8).prop_map(|(a, b, c)| Op::Insert(a, b, c)),
+        3 => (0..9u8, 0..4u8, 0..3u8, proptest::bool::weighted(0.3))
+            .prop_map(|(a, b, c, d)| Op::Insert(a, b, c, d)),
         5 => (0..13u8).prop_map(Op::Lookup),
         1 => (0..13u8).prop_map(Op::Remove),
         2 => (0..13u8).prop_map(Op::RemoveHalf),
@@ -707,21 +784,22 @@ proptest! {
         let mut now = 100u32;
         for o in ops {
             match o {
-                Op::Insert(a, b, c) => {
+                Op::Insert(a, b, c, anchor) => {
                     let org = m_org(a);
                     let x = m_xl(b, &org);
-                    let got = t.insert_pair(&org, &x, states[c as usize], now)
-                        .map(|h| (h.dir, h.xlate, h.state, h.restored))
-                        .map_err(|e| match e { InsertError::Exists(h) => Some((h.dir, h.xlate, h.state, h.restored)), _ => None });
-                    let want = m.insert(&org, &x, states[c as usize], now, &phase)
-                        .map(|h| (h.dir, h.xlate, h.state, h.restored))
-                        .map_err(|e| match e { InsertError::Exists(h) => Some((h.dir, h.xlate, h.state, h.restored)), _ => None });
+                    let st = states[c as usize];
+                    let got = if anchor { t.insert_anchor(&org, &x, st, now) } else { t.insert_pair(&org, &x, st, now) }
+                        .map(|h| (h.dir, h.xlate, h.state, h.restored, h.refreshed))
+                        .map_err(|e| match e { InsertError::Exists(h) => Some((h.dir, h.xlate, h.state, h.restored, h.refreshed)), _ => None });
+                    let want = m.insert(&org, &x, st, now, anchor, &phase)
+                        .map(|h| (h.dir, h.xlate, h.state, h.restored, h.refreshed))
+                        .map_err(|e| match e { InsertError::Exists(h) => Some((h.dir, h.xlate, h.state, h.restored, h.refreshed)), _ => None });
                     prop_assert_eq!(got, want, "insert {:?}", o);
                 }
                 Op::Lookup(k) => {
                     let key = m_key(k);
-                    let got = t.lookup(&key, now).map(|h| (h.dir, h.xlate, h.state, h.restored));
-                    let want = m.lookup(&key, now, &phase).map(|h| (h.dir, h.xlate, h.state, h.restored));
+                    let got = t.lookup(&key, now).map(|h| (h.dir, h.xlate, h.state, h.restored, h.refreshed));
+                    let want = m.lookup(&key, now, &phase).map(|h| (h.dir, h.xlate, h.state, h.restored, h.refreshed));
                     prop_assert_eq!(got, want, "lookup {:?} at {}", key, now);
                 }
                 Op::Remove(k) => {
