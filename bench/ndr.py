@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """NDR/PDR search and report for bench/ndr.sh (RFC 2544-style throughput in the lab).
 
-  ndr.py next TRIALS.jsonl [--resolution 2] [--max-trials 7] [--pdr-loss 0.5]
+  ndr.py next TRIALS.jsonl [--resolution 2] [--max-trials 7] [--pdr-loss 0.5] [--confirm 2]
       the next trial of one cell and mode: "PHASE RATE" (packets/s) or "done"; TRIALS holds
       that cell's and mode's trials so far, one JSON object a line, each with "phase" and
       the fields of bench/cell.sh's trial_json
@@ -15,10 +15,14 @@ forwarded rate U bounds the search), "ndr" (binary search over [0, U] for the hi
 with no loss, the first trial at U), "pdr" (the same for loss <= --pdr-loss %, starting from
 the bounds the NDR trials already give), "lat50" and "lat90" (trials at 50 % and 90 % of the
 NDR rate, for latency). A search stops when the bracket is within --resolution % of its
-upper end, or after --max-trials trials of that phase.
+upper end, or after --max-trials rates tried in that phase.
 
 A trial passes when the generator sent frames and sent - received (every frame that did not
 reach the sink, wherever it was dropped) is 0 (NDR), or at most --pdr-loss % of sent (PDR).
+A rate passes only when --confirm trials at it passed and none failed (RFC 2544 asks for
+repeated trials; on shared cores one clean trial can be luck): the search repeats a rate
+whose trials so far all passed until it has that many, and one failing trial at a rate
+fails it.
 The search variable is the requested rate; the figures reported are what the generator
 actually offered in the best passing trial (sent / its sending time), flagged where that
 fell short of the requested rate by more than 2 %, as it does when the kernel forwards in
@@ -74,29 +78,49 @@ def upper(trials):
     return int(max((rx_pps(t) for t in m), default=0))
 
 
-def bracket(trials, max_loss_pct):
+def verdicts(trials, max_loss_pct, confirm):
+    """Per search rate: "fail" if a trial at it failed, "pass" once `confirm` trials at it
+    passed, else "pending" (passed so far, to be repeated)."""
+    by = {}
+    for t in trials:
+        if t.get("phase") in ("ndr", "pdr"):
+            by.setdefault(t["rate"], []).append(passes(t, max_loss_pct))
+    return {r: "fail" if not all(ok) else "pass" if len(ok) >= confirm else "pending"
+            for r, ok in by.items()}
+
+
+def bracket(trials, max_loss_pct, confirm=1):
     """(lo, hi, best): the highest passing search rate, the lowest failing one above it
-    (None if none), and the trial at lo."""
-    search = [t for t in trials if t.get("phase") in ("ndr", "pdr")]
-    ok = [t for t in search if passes(t, max_loss_pct)]
-    best = max(ok, key=lambda t: t["rate"], default=None)
-    lo = best["rate"] if best else 0
-    hi = min((t["rate"] for t in search if not passes(t, max_loss_pct) and t["rate"] > lo),
-             default=None)
+    (None if none), and the trial at lo that offered least."""
+    v = verdicts(trials, max_loss_pct, confirm)
+    lo = max((r for r, x in v.items() if x == "pass"), default=0)
+    hi = min((r for r, x in v.items() if x == "fail" and r > lo), default=None)
+    at_lo = [t for t in trials if t.get("phase") in ("ndr", "pdr") and t["rate"] == lo]
+    best = min(at_lo, key=offered_pps, default=None) if lo else None
     return lo, hi, best
 
 
-def next_step(trials, res_pct, max_trials, pdr_loss):
+def pending(trials, max_loss_pct, confirm):
+    """A search rate whose trials all passed but are fewer than `confirm` (the lowest)."""
+    v = verdicts(trials, max_loss_pct, confirm)
+    return min((r for r, x in v.items() if x == "pending"), default=None)
+
+
+def next_step(trials, res_pct, max_trials, pdr_loss, confirm=1):
     if not any(t.get("phase") == "max" for t in trials):
         return ("max", "max")
     u = upper(trials)
     if u <= 0:
         return None
     count = lambda ph: sum(1 for t in trials if t.get("phase") == ph)
+    rates = lambda ph: len({t["rate"] for t in trials if t.get("phase") == ph})
     for phase, crit in (("ndr", 0.0), ("pdr", pdr_loss)):
         if phase == "ndr" and count("ndr") == 0:
             return ("ndr", u)
-        lo, hi, _ = bracket(trials, crit)
+        again = pending(trials, crit, confirm)
+        if again is not None:
+            return (phase, again)
+        lo, hi, _ = bracket(trials, crit, confirm)
         if hi is None:
             if lo >= u:
                 continue  # passes at the upper bound: that is the figure
@@ -104,13 +128,13 @@ def next_step(trials, res_pct, max_trials, pdr_loss):
             if not any(t.get("phase") in ("ndr", "pdr") and t["rate"] == u for t in trials):
                 return (phase, u)
             continue
-        if hi - lo <= res_pct / 100.0 * hi or count(phase) >= max_trials:
+        if hi - lo <= res_pct / 100.0 * hi or rates(phase) >= max_trials:
             continue
         mid = int(round((lo + hi) / 2))
         if mid <= lo or mid >= hi:
             continue
         return (phase, mid)
-    lo, _, _ = bracket(trials, 0.0)
+    lo, _, _ = bracket(trials, 0.0, confirm)
     for phase, frac in (("lat50", 0.5), ("lat90", 0.9)):
         if lo > 0 and count(phase) == 0:
             return (phase, max(1, int(round(frac * lo))))
@@ -118,7 +142,7 @@ def next_step(trials, res_pct, max_trials, pdr_loss):
 
 
 def cmd_next(a):
-    step = next_step(load(a.trials), a.resolution, a.max_trials, a.pdr_loss)
+    step = next_step(load(a.trials), a.resolution, a.max_trials, a.pdr_loss, a.confirm)
     print("done" if step is None else "%s %s" % step)
 
 
@@ -163,7 +187,7 @@ def fmt_flows(n):
     return "%dk" % (n // 1000) if n < 1000000 else "%gM" % (n / 1e6)
 
 
-def summarize(trials, pdr_loss):
+def summarize(trials, pdr_loss, confirm=1):
     """Per (queues, size, flows, mode): the figures of the report."""
     groups = {}
     for t in trials:
@@ -179,7 +203,7 @@ def summarize(trials, pdr_loss):
         u = upper(ts)
         r["upper_mpps"] = u / 1e6
         for name, crit in (("ndr", 0.0), ("pdr", pdr_loss)):
-            lo, hi, best = bracket(ts, crit)
+            lo, hi, best = bracket(ts, crit, confirm)
             r[name + "_rate_mpps"] = lo / 1e6
             r[name + "_hi_mpps"] = None if hi is None else hi / 1e6
             r[name + "_mpps"] = offered_pps(best) / 1e6 if best else 0.0
@@ -213,11 +237,11 @@ def cmd_report(a):
         w.writerow(cols)
         for t in trials:
             w.writerow([round(t.get(c), 4) if isinstance(t.get(c), float) else t.get(c) for c in cols])
-    by = summarize(trials, a.pdr_loss)
+    by = summarize(trials, a.pdr_loss, a.confirm)
     with open(base + ".json", "w") as f:
         json.dump({"machine": machine, "command": a.command, "duration_s": a.duration,
                    "resolution_pct": a.resolution, "max_trials": a.max_trials,
-                   "pdr_loss_pct": a.pdr_loss, "elapsed_s": a.elapsed,
+                   "pdr_loss_pct": a.pdr_loss, "confirm": a.confirm, "elapsed_s": a.elapsed,
                    "cells": [dict(zip(["queues", "size", "flows", "mode"], k), **v)
                              for k, v in sorted(by.items())],
                    "trials": trials}, f, indent=1)
@@ -319,8 +343,9 @@ translation state left over):
    histogram of every frame: p50 / p90 / p99), where it measures work rather than
    queueing in full rings.
 
-A search stops when its bracket is within {a.resolution} % of its upper end or after
-{a.max_trials} trials. *loss* = sent − received over sent: every frame the generator's
+A rate passes only when {a.confirm} trials at it passed and none failed (the search
+repeats a rate until it has them; one failing trial fails the rate). A search stops when
+its bracket is within {a.resolution} % of its upper end or after {a.max_trials} rates. *loss* = sent − received over sent: every frame the generator's
 AF_XDP socket completed that did not reach the sink, wherever it was dropped (veth,
 the kernel's backlog, the gateway, the sink's socket). The rates shown are what the
 generator actually offered in the best passing trial (sent ÷ its sending time).
@@ -352,8 +377,8 @@ RX ring was full, i.e. the worker was not scheduled in time) against the total l
   of dropping: their NDR is close to their maximum-rate throughput. xnat's worker shares
   CPU 1 with the sink and drops what it cannot carry in time.
 - Loss at a fixed rate is not perfectly repeatable on a shared VM: a trial can lose a few
-  frames to a scheduling hiccup at a rate where the next trial loses none. NDR is
-  therefore the most noise-sensitive figure; PDR is steadier.
+  frames to a scheduling hiccup at a rate where the next trial loses none. That is why a
+  rate must pass {a.confirm} trials; NDR stays the most noise-sensitive figure, PDR is steadier.
 - Latency at 50 % and 90 % of NDR is the time from the generator queueing a frame to the
   sink receiving it, through two veth pairs and the gateway, on shared cores.
 """
@@ -376,6 +401,7 @@ def main():
         q.add_argument("--resolution", type=float, default=2.0)
         q.add_argument("--max-trials", type=int, default=7)
         q.add_argument("--pdr-loss", type=float, default=0.5)
+        q.add_argument("--confirm", type=int, default=2)
     r = sub.add_parser("report")
     r.add_argument("trials")
     r.add_argument("--out-dir", required=True)
@@ -387,6 +413,7 @@ def main():
     r.add_argument("--resolution", type=float, default=2.0)
     r.add_argument("--max-trials", type=int, default=7)
     r.add_argument("--pdr-loss", type=float, default=0.5)
+    r.add_argument("--confirm", type=int, default=2)
     s = sub.add_parser("simulate")
     s.add_argument("queues", type=int)
     s.add_argument("size", type=int)

@@ -19,7 +19,8 @@
 #   FLOWS ["1000 1000000"]
 #   QUEUES [1]
 #   MODES ["kernel-route kernel-nat xnat-forward xnat-nat"]
-#   TRIALS [7]          at most this many trials per search (NDR, then PDR)
+#   TRIALS [7]          at most this many rates per search (NDR, then PDR)
+#   CONFIRM [2]         a rate passes only after this many passing trials and none failing
 #   RESOLUTION [2]      stop a search when its bracket is within this % of its upper end
 #   PDR_LOSS [0.5]      loss (%) a PDR trial may have
 #   PIN [1]             pin generator, xnat workers and sink threads (bench/cell.sh cores_for)
@@ -27,8 +28,8 @@
 #   XNAT_ARGS           extra arguments for `xnat run` (e.g. "--poll prefer-busy")
 #   OUT [bench/results] where the results go
 #
-# Time: about (1 + up to 2 x TRIALS + 2) trials x (DURATION + ~4 s) per cell and mode; the
-# defaults (2 cells x 4 modes) take 10-15 minutes.
+# Time: about (1 + up to 2 x TRIALS x CONFIRM + 2) trials x (DURATION + ~4 s) per cell and
+# mode (a failing rate costs one trial); the defaults (2 cells x 4 modes) take 20-30 minutes.
 # Results: OUT/ndr-<date>.csv (every trial) and .json, OUT/ndr-latest.md.
 # Lab traffic stays inside the namespaces and uses only 198.18.0.0/15.
 set -euo pipefail
@@ -44,7 +45,7 @@ case "${1:-}" in
 esac
 cmdline="bench/ndr.sh${*:+ $*}"
 envline=""
-for v in DURATION SIZES FLOWS QUEUES MODES TRIALS RESOLUTION PDR_LOSS PIN NO_BUILD XNAT_ARGS; do
+for v in DURATION SIZES FLOWS QUEUES MODES TRIALS CONFIRM RESOLUTION PDR_LOSS PIN NO_BUILD XNAT_ARGS; do
   [ -n "${!v:-}" ] && envline+="$v=\"${!v}\" "
 done
 
@@ -54,6 +55,7 @@ flows_list=${FLOWS:-"1000 1000000"}
 queue_sets=${QUEUES:-1}
 modes=${MODES:-"kernel-route kernel-nat xnat-forward xnat-nat"}
 trials=${TRIALS:-7}
+confirm=${CONFIRM:-2}
 resolution=${RESOLUTION:-2}
 pdr_loss=${PDR_LOSS:-0.5}
 pin=${PIN:-1}
@@ -117,7 +119,7 @@ started=$(date +%s)
 stamp=$(date +%Y%m%d-%H%M%S)
 : >"$work/trials.jsonl"
 n_trial=0
-echo "== $ncpu CPU(s); cells: queues {$queue_sets} x sizes {$sizes} x flows {$flows_list} x {$modes}; ${duration}s trials, <= $trials per search, resolution $resolution %, PDR loss <= $pdr_loss %$([ "$dry" = 1 ] && echo "; DRY RUN (synthetic model)")"
+echo "== $ncpu CPU(s); cells: queues {$queue_sets} x sizes {$sizes} x flows {$flows_list} x {$modes}; ${duration}s trials, <= $trials rates per search, $confirm passing trials per rate, resolution $resolution %, PDR loss <= $pdr_loss %$([ "$dry" = 1 ] && echo "; DRY RUN (synthetic model)")"
 for q in $queue_sets; do
   for size in $sizes; do
     for flows in $flows_list; do
@@ -126,7 +128,7 @@ for q in $queue_sets; do
         : >"$f"
         while :; do
           step=$(python3 "$here/ndr.py" next "$f" --resolution "$resolution" \
-                   --max-trials "$trials" --pdr-loss "$pdr_loss")
+                   --max-trials "$trials" --pdr-loss "$pdr_loss" --confirm "$confirm")
           [ "$step" = "done" ] && break
           read -r phase rate <<<"$step"
           trial "$q" "$size" "$flows" "$mode" "$phase" "$rate" "$f"
@@ -150,5 +152,5 @@ EOF
 echo
 python3 "$here/ndr.py" report "$work/trials.jsonl" --out-dir "$out" --stamp "$stamp" \
   --command "$envline$cmdline" --machine "$machine" --duration "$duration" --elapsed "$elapsed" \
-  --resolution "$resolution" --max-trials "$trials" --pdr-loss "$pdr_loss"
+  --resolution "$resolution" --max-trials "$trials" --pdr-loss "$pdr_loss" --confirm "$confirm"
 echo "== $n_trial trials in ${elapsed}s"

@@ -165,7 +165,7 @@ for k, (ndr, pdr) in want.items():
     c = cells.get(k)
     if not c or abs(c["ndr_mpps"] - ndr) > 0.03 * ndr or abs(c["pdr_mpps"] - pdr) > 0.03 * pdr:
         bad.append((k, c and c["ndr_mpps"], c and c["pdr_mpps"]))
-    if c and (c["trials"] > 2 * j["max_trials"] or "lat50" not in c or "lat90" not in c):
+    if c and (c["trials"] > 2 * j["max_trials"] * j["confirm"] or "lat50" not in c or "lat90" not in c):
         bad.append((k, "trials/latency", c["trials"]))
 for w in ["SIMULATED", "xnat-nat ÷ kernel-nat at NDR", "| 1 | 64 | 1M | kernel-nat |", "connection set-up"]:
     if w not in md:
@@ -178,6 +178,32 @@ if bad:
 EOF
 then ok "ndr.sh --dry-run: NDR/PDR where the model puts them, latency points, report"; else
   bad "ndr.sh --dry-run: $(tail -n 20 "$tmp/ndr.out")"
+fi
+
+# Confirmation trials: a rate passes only after CONFIRM clean trials, one loss fails it.
+if python3 - <<'EOF'
+import sys
+sys.path.insert(0, "bench")
+import ndr
+t = lambda phase, rate, lost: {"phase": phase, "rate": rate, "sent": 1000, "received": 1000 - lost,
+                               "elapsed_s": 1.0}
+trials = [dict(t("max", "max", 0), received=100000, sent=100000)]
+step = lambda: ndr.next_step(trials, 2.0, 7, 0.5, confirm=2)
+bad = []
+if step() != ("ndr", 100000): bad.append(("first", step()))
+trials.append(t("ndr", 100000, 0))
+if step() != ("ndr", 100000): bad.append(("a clean trial is repeated", step()))
+trials.append(t("ndr", 100000, 1))
+if step() != ("ndr", 50000): bad.append(("one loss fails the rate", step()))
+trials += [t("ndr", 50000, 0), t("ndr", 50000, 0)]
+if ndr.bracket(trials, 0.0, 2)[:2] != (50000, 100000): bad.append(("bracket", ndr.bracket(trials, 0.0, 2)))
+if ndr.bracket(trials[:-1], 0.0, 2)[0] != 0: bad.append(("unconfirmed", ndr.bracket(trials[:-1], 0.0, 2)))
+if bad:
+    print(bad)
+    sys.exit(1)
+EOF
+then ok "ndr.py: a rate passes after CONFIRM clean trials, one lossy trial fails it"; else
+  bad "ndr.py confirmation trials"
 fi
 
 if [ "$fails" -gt 0 ]; then
