@@ -341,8 +341,11 @@ impl Engine {
             }
             _ => self.table.lookup_counted(&t, self.now, &mut self.counts),
         };
-        let hit = match found {
-            Some(h) => h,
+        // `created_outbound`: a session opened from the inside, which has just looked up
+        // or made its mapping (`mapping_for`): refreshing the mapping again would be a
+        // second lookup of the same key in the same second.
+        let (hit, created_outbound) = match found {
+            Some(h) => (h, false),
             None => {
                 // A packet that cannot open a connection may have missed a lost half.
                 let repairable = (t.proto == 17 && !from_inside)
@@ -353,8 +356,8 @@ impl Engine {
                     .then(|| self.repair_lost_half(&t, from_inside))
                     .flatten()
                 {
-                    Some(h) => h,
-                    None => self.create(p, from_inside)?,
+                    Some(h) => (h, false),
+                    None => (self.create(p, from_inside)?, from_inside),
                 }
             }
         };
@@ -364,7 +367,8 @@ impl Engine {
         if hit.xlate.dst != t.dst || hit.xlate.dport != t.dport {
             packet::set_dst(frame, p, hit.xlate.dst, hit.xlate.dport);
         }
-        if hit.refreshed && self.rules.mapping == Mapping::EndpointIndependent {
+        if hit.refreshed && !created_outbound && self.rules.mapping == Mapping::EndpointIndependent
+        {
             // Only source-NATed sessions have a mapping behind them (not port forwards).
             let nat_end = match hit.dir {
                 crate::table::Dir::Org => hit.xlate.src,

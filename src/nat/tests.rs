@@ -155,6 +155,29 @@ fn rfc5382_req1_tcp_mapping_is_endpoint_independent() {
 }
 
 #[test]
+fn a_new_outbound_session_looks_its_mapping_up_once() {
+    // Opening a session looks up (or makes) its endpoint's mapping; the packet must not
+    // then refresh that mapping with a second lookup of the same key.
+    let mut e = engine(&[]);
+    e.now = 1;
+    let mut f = udp(CLI, 30000, SRV, 53);
+    e.translate(&mut f, true).expect("translated");
+    // The session's and the mapping's lookups both missed; nothing was hit.
+    assert_eq!(e.table().stats().hit, 0, "{:?}", e.table().stats());
+    assert_eq!(e.table().stats().insert, 2, "{:?}", e.table().stats());
+    // A second destination: the mapping is found, once.
+    let mut f = udp(CLI, 30000, SRV + 1, 53);
+    e.translate(&mut f, true).expect("translated");
+    assert_eq!(e.table().stats().hit, 1, "{:?}", e.table().stats());
+    // An established packet refreshing both halves still refreshes the mapping: one hit
+    // for the session, one for the mapping.
+    e.now = 1 + 2 * crate::table::PARTNER_EPOCH_SECS;
+    let mut f = udp(CLI, 30000, SRV, 53);
+    e.translate(&mut f, true).expect("translated");
+    assert_eq!(e.table().stats().hit, 3, "{:?}", e.table().stats());
+}
+
+#[test]
 fn a_mapping_refreshed_once_per_epoch_never_ends_before_its_session() {
     // Sessions refresh their mapping only when they refresh both halves, once per epoch of
     // traffic; the mapping's extra epoch of life must cover that lag at every second.
@@ -724,7 +747,7 @@ fn the_batch_pipeline_translates_as_one_frame_at_a_time_does() {
                 got.push((r, b.clone()));
             }
             // The batch's lookups are counted once it is flushed, not before.
-            if batch.len() == 16 && now == 100 {
+            if batch.len() == 16 && now == 101 {
                 let before = piped.table().stats().hit;
                 piped.flush_counts();
                 assert!(piped.table().stats().hit > before, "a batch's hits");
