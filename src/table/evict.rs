@@ -8,12 +8,11 @@ use super::stats::{Ctr, Tally};
 use super::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 impl Table {
-    pub(super) fn free_ways(&self, b: u32) -> usize {
-        self.buckets[b as usize]
-            .ctrl
-            .iter()
-            .filter(|c| c_free(c.load(Relaxed)))
-            .count()
+    /// The control words of bucket `b`, loaded once (relaxed: a claim's CAS checks them).
+    #[inline(always)]
+    fn ctrl_words(&self, b: u32) -> [u64; WAYS] {
+        let bk = &self.buckets[b as usize];
+        std::array::from_fn(|w| bk.ctrl[w].load(Relaxed))
     }
 
     /// Eviction score of a half under this table's timeouts and policy (see
@@ -69,15 +68,17 @@ impl Table {
             }
             // The less loaded bucket, ties to the first (balanced allocation: keeps buckets
             // from filling up long before the table does; at low load most keys sit in b1).
-            let order = if self.free_ways(loc.b2) > self.free_ways(loc.b1) {
-                [loc.b2, loc.b1]
+            // Each bucket's control words are loaded once, counted, then claimed from
+            // (a word that changed since fails its claim's CAS).
+            let (c1, c2) = (self.ctrl_words(loc.b1), self.ctrl_words(loc.b2));
+            let free = |cs: &[u64; WAYS]| cs.iter().filter(|&&c| c_free(c)).count();
+            let order = if free(&c2) > free(&c1) {
+                [(loc.b2, c2), (loc.b1, c1)]
             } else {
-                [loc.b1, loc.b2]
+                [(loc.b1, c1), (loc.b2, c2)]
             };
-            for b in order {
-                let bk = &self.buckets[b as usize];
-                for (w, cw) in bk.ctrl.iter().enumerate() {
-                    let c = cw.load(Relaxed);
+            for (b, cs) in order {
+                for (w, &c) in cs.iter().enumerate() {
                     let slot = b * WAYS as u32 + w as u32;
                     if c_free(c) && slot != exclude && self.try_claim(slot, c, loc.fp) {
                         return Claim::Got(slot, c_next(c, loc.fp));
