@@ -46,7 +46,10 @@
 //! has two candidate buckets (a keyed folded-multiply hash seeded at start). Inserts go to the
 //! less loaded of the two (ties to the first; when both are full, a cuckoo step or an
 //! eviction), so a hit reads one or two control lines and one data slot (the one whose 32-bit
-//! fingerprint matched); a miss reads both control lines. [`Table::lookup_batch`] prefetches the control
+//! fingerprint matched); a miss reads both control lines. Four of a bucket's eight 40-byte data
+//! slots (ways 0, 2, 5, 7) sit within one cache line and the other four straddle two: a
+//! bucket's free ways are taken in that order, so that at the usual fill most halves are read
+//! with one data line. [`Table::lookup_batch`] prefetches the control
 //! lines of 16 keys, then their candidate data slots, before reading any of them.
 //!
 //! ```text
