@@ -27,6 +27,8 @@
 #        XNAT_BENCH_KINDS="hit new out in out-zipf in-zipf new90" (the default: all)
 #        XNAT_BENCH_KINDS=out bench/callgrind.sh 4000000   (4 M flows: ~5 minutes a kind)
 #        XNAT_BENCH_LL=33554432,16,64 bench/callgrind.sh ...   (the simulated LL cache)
+#        XNAT_BENCH_BATCH=64 bench/callgrind.sh ...   (established kinds through the workers'
+#        batch pipeline, 64 frames at a time; default 1: Engine::translate frame by frame)
 #        XNAT_BENCH_SEED=2 bench/callgrind.sh ...   (the table's hash key, default 1: fixed, so
 #        that a count repeats exactly; another key places keys, evictions and epochs otherwise)
 set -euo pipefail
@@ -126,7 +128,7 @@ for live in "${lives[@]}"; do
 done
 if [ "$header" = 1 ]; then
   echo
-  echo "Table 2 command: XNAT_MAPPING=$mapping XNAT_BENCH_SEED=${XNAT_BENCH_SEED:-1} XNAT_BENCH_PPFS=$ppfs XNAT_BENCH_KINDS=\"$kinds\" bench/callgrind.sh $*"
+  echo "Table 2 command: XNAT_MAPPING=$mapping XNAT_BENCH_SEED=${XNAT_BENCH_SEED:-1} XNAT_BENCH_BATCH=${XNAT_BENCH_BATCH:-1} XNAT_BENCH_PPFS=$ppfs XNAT_BENCH_KINDS=\"$kinds\" bench/callgrind.sh $*"
   [ -f "$out/cg.out.2" ] && grep -E '^desc: (D1|LL) cache' "$out/cg.out.2" | sed 's/^desc: /simulated /'
 fi
 echo "(valgrind $(valgrind --version | sed 's/valgrind-//'), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores)"
