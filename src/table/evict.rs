@@ -15,6 +15,22 @@ const CLAIM_ORDER: [usize; WAYS] = [0, 2, 5, 7, 1, 3, 4, 6];
 #[cfg(loom)]
 const CLAIM_ORDER: [usize; WAYS] = [0, 1];
 
+// The order is a permutation of the ways whose first four, and only those, hold their data
+// within one line (a bucket's data starts one line in; every slot is DW words).
+#[cfg(not(loom))]
+const _: () = {
+    let mut seen = 0u32;
+    let mut i = 0;
+    while i < WAYS {
+        let w = CLAIM_ORDER[i];
+        seen |= 1 << w;
+        let start = (64 + w * DW * 8) % 64;
+        assert!((start + DW * 8 <= 64) == (i < 4));
+        i += 1;
+    }
+    assert!(seen == (1 << WAYS) - 1);
+};
+
 impl Table {
     /// The control words of bucket `b`, loaded once (relaxed: a claim's CAS checks them).
     #[inline(always)]
