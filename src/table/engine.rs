@@ -408,7 +408,16 @@ impl Table {
         let b = slot / WAYS as u32;
         let alt = if b == loc.b1 { loc.b2 } else { loc.b1 };
         let mut t = Tally::default();
-        self.move_half(slot, s.ctrl, &loc, alt, 0, now, &mut t)?;
+        self.move_half(
+            slot,
+            s.ctrl,
+            &loc,
+            alt,
+            0,
+            now,
+            Room::FreeOrExpendable,
+            &mut t,
+        )?;
         self.ctr.flush(&t);
         match self.find(&loc, k0, k1) {
             Find::Found(d, _) => Some(d),

@@ -32,11 +32,18 @@ const _: () = {
 };
 
 impl Table {
-    /// The control words of bucket `b`, loaded once (relaxed: a claim's CAS checks them).
+    /// The control words of bucket `b`, each loaded once (relaxed: a claim's CAS checks
+    /// the word again), and its free ways as a mask in claim order: bit `i` set if way
+    /// `CLAIM_ORDER[i]` is free (tested without a branch).
     #[inline(always)]
-    fn ctrl_words(&self, b: u32) -> [u64; WAYS] {
+    fn free_ways(&self, b: u32) -> ([u64; WAYS], u32) {
         let bk = &self.buckets[b as usize];
-        std::array::from_fn(|w| bk.ctrl[w].load(Relaxed))
+        let cs: [u64; WAYS] = std::array::from_fn(|w| bk.ctrl[w].load(Relaxed));
+        let mut m = 0u32;
+        for (i, &w) in CLAIM_ORDER.iter().enumerate() {
+            m |= (c_free(cs[w]) as u32) << i;
+        }
+        (cs, m)
     }
 
     /// Eviction score of a half under this table's timeouts and policy (see
@@ -73,10 +80,11 @@ impl Table {
             }
         }
         match best {
-            Some((score, slot, c, _)) => Victim::Some {
+            Some((score, slot, c, expired)) => Victim::Some {
                 slot,
                 ctrl: c,
                 score,
+                expired,
             },
             None if busy => Victim::AllBusy,
             None => Victim::None,
@@ -92,28 +100,28 @@ impl Table {
             }
             // The less loaded bucket, ties to the first (balanced allocation: keeps buckets
             // from filling up long before the table does; at low load most keys sit in b1).
-            // Each bucket's control words are loaded once, counted, then claimed from
-            // (a word that changed since fails its claim's CAS).
-            let (c1, c2) = (self.ctrl_words(loc.b1), self.ctrl_words(loc.b2));
-            let free = |cs: &[u64; WAYS]| cs.iter().filter(|&&c| c_free(c)).count();
-            let order = if free(&c2) > free(&c1) {
-                [(loc.b2, c2), (loc.b1, c1)]
+            // Each bucket's free ways are read once as a mask, counted, then claimed from
+            // in claim order (a word that changed since fails its claim's CAS).
+            let ((c1, f1), (c2, f2)) = (self.free_ways(loc.b1), self.free_ways(loc.b2));
+            let order = if f2.count_ones() > f1.count_ones() {
+                [(loc.b2, c2, f2), (loc.b1, c1, f1)]
             } else {
-                [(loc.b1, c1), (loc.b2, c2)]
+                [(loc.b1, c1, f1), (loc.b2, c2, f2)]
             };
-            for (b, cs) in order {
-                for w in CLAIM_ORDER {
-                    let c = cs[w];
+            for (b, cs, mut free) in order {
+                while free != 0 {
+                    let w = CLAIM_ORDER[free.trailing_zeros() as usize];
+                    free &= free - 1;
                     let slot = b * WAYS as u32 + w as u32;
-                    if c_free(c) && slot != exclude && self.try_claim(slot, c, loc.fp) {
-                        return Claim::Got(slot, c_next(c, loc.fp));
+                    if slot != exclude && self.try_claim(slot, cs[w], loc.fp) {
+                        return Claim::Got(slot, c_next(cs[w], loc.fp));
                     }
                 }
             }
             match self.pick_victim(loc, now, exclude) {
                 Victim::None => {
                     // Nothing evictable under the policy: a cuckoo step may still make room.
-                    return match self.relocate(loc, now, t) {
+                    return match self.relocate(loc, now, Room::FreeOrExpendable, t) {
                         Some((slot, c)) => Claim::Got(slot, c),
                         None => Claim::Full,
                     };
@@ -123,11 +131,19 @@ impl Table {
                     slot: v,
                     ctrl: c,
                     score,
+                    expired,
                 } => {
+                    if !expired {
+                        // The victim is a live connection: first try one cuckoo step into a
+                        // free way of a moved half's other bucket, which ends nothing.
+                        if let Some(got) = self.relocate(loc, now, Room::Free, t) {
+                            return Claim::Got(got.0, got.1);
+                        }
+                    }
                     if score < PROTECTED_MAX_SCORE {
-                        // Only protected pairs here: first try to make room by moving one of
-                        // them to its other bucket (one cuckoo step), evicting nothing live.
-                        if let Some(got) = self.relocate(loc, now, t) {
+                        // Only protected pairs here: a cuckoo step may still make room by
+                        // evicting an expendable pair in another bucket instead.
+                        if let Some(got) = self.relocate(loc, now, Room::FreeOrExpendable, t) {
                             return Claim::Got(got.0, got.1);
                         }
                     }
@@ -187,13 +203,15 @@ impl Table {
         }
     }
 
-    /// Claims a slot in bucket `b` for fingerprint `fp`: a free way, or the way of an
-    /// expendable (non-protected) pair, evicted. One attempt, no retries.
+    /// Claims a slot in bucket `b` for fingerprint `fp`: a free way, or (with
+    /// [`Room::FreeOrExpendable`]) the way of an expendable (non-protected) pair, evicted.
+    /// One attempt, no retries.
     pub(super) fn claim_in_bucket(
         &self,
         b: u32,
         fp: u32,
         now: u32,
+        room: Room,
         t: &mut Tally,
     ) -> Option<(u32, u64)> {
         let bk = &self.buckets[b as usize];
@@ -207,7 +225,7 @@ impl Table {
                 }
                 continue;
             }
-            if !c_live(c) {
+            if room == Room::Free || !c_live(c) {
                 continue;
             }
             let meta = bk.data[w][D_META].load(Relaxed);
@@ -238,12 +256,19 @@ impl Table {
     }
 
     /// One cuckoo step: moves a LIVE half out of `loc`'s buckets into its alternate bucket
-    /// (free way or expendable victim there) and returns its old slot, claimed for `loc.fp`.
+    /// (a free way there, or with [`Room::FreeOrExpendable`] an expendable victim's) and
+    /// returns its old slot, claimed for `loc.fp`.
     ///
     /// The half is claimed (BUSY, same fingerprint) for the whole move, so no reader or writer
     /// ever sees two LIVE copies of its key: lookups of it wait on BUSY and then find the new
     /// copy; its partner's hint goes stale and is repaired by content on the next visit.
-    pub(super) fn relocate(&self, loc: &Loc, now: u32, t: &mut Tally) -> Option<(u32, u64)> {
+    pub(super) fn relocate(
+        &self,
+        loc: &Loc,
+        now: u32,
+        room: Room,
+        t: &mut Tally,
+    ) -> Option<(u32, u64)> {
         for b in [loc.b1, loc.b2] {
             for w in 0..WAYS {
                 let slot = b * WAYS as u32 + w as u32;
@@ -256,10 +281,10 @@ impl Table {
                 };
                 let l2 = self.locate(s.d[D_K0], s.d[D_K1] & KEY1_MASK);
                 let alt = if l2.b1 == b { l2.b2 } else { l2.b1 };
-                if alt == loc.b1 || alt == loc.b2 || !self.has_room(alt, now) {
+                if alt == loc.b1 || alt == loc.b2 || !self.has_room(alt, now, room) {
                     continue;
                 }
-                if let Some(nb) = self.move_half(slot, c, &l2, alt, loc.fp, now, t) {
+                if let Some(nb) = self.move_half(slot, c, &l2, alt, loc.fp, now, room, t) {
                     return Some((slot, nb));
                 }
             }
@@ -268,7 +293,8 @@ impl Table {
     }
 
     /// Moves the LIVE half at `slot` (control word `c`, key located at `l2`) into bucket
-    /// `alt`, its other candidate bucket (a free way there, or an expendable pair evicted).
+    /// `alt`, its other candidate bucket (a free way there, or with
+    /// [`Room::FreeOrExpendable`] an expendable pair's, evicted).
     /// Its old slot is then claimed for fingerprint `then_fp` (BUSY, returned), or freed if
     /// `then_fp` is 0. `None` if the half changed meanwhile or `alt` had no room.
     ///
@@ -285,6 +311,7 @@ impl Table {
         alt: u32,
         then_fp: u32,
         now: u32,
+        room: Room,
         t: &mut Tally,
     ) -> Option<u64> {
         let stripe = self.stripe(l2);
@@ -294,7 +321,7 @@ impl Table {
                 return None;
             }
             let sb = c_next(c, c_fp(c));
-            let Some((d, db)) = self.claim_in_bucket(alt, l2.fp, now, t) else {
+            let Some((d, db)) = self.claim_in_bucket(alt, l2.fp, now, room, t) else {
                 self.publish(slot, sb);
                 return None;
             };
@@ -324,13 +351,15 @@ impl Table {
         r
     }
 
-    /// Whether bucket `b` has a free way or an expendable (non-protected) pair.
-    pub(super) fn has_room(&self, b: u32, now: u32) -> bool {
+    /// Whether bucket `b` has a free way or (with [`Room::FreeOrExpendable`]) an
+    /// expendable (non-protected) pair.
+    pub(super) fn has_room(&self, b: u32, now: u32, room: Room) -> bool {
         let bk = &self.buckets[b as usize];
         bk.ctrl.iter().enumerate().any(|(w, cw)| {
             let c = cw.load(Relaxed);
             c_free(c)
-                || (c_live(c)
+                || (room == Room::FreeOrExpendable
+                    && c_live(c)
                     && self
                         .victim_score(bk.data[w][D_META].load(Relaxed), now)
                         .is_some_and(|(sc, _)| sc >= PROTECTED_MAX_SCORE))

@@ -344,7 +344,18 @@ pub(super) enum Victim {
         ctrl: u64,
         /// Its eviction score (higher: evict first).
         score: u64,
+        /// Whether it is expired (evicting it ends nothing live).
+        expired: bool,
     },
     AllBusy,
     None,
+}
+
+/// What a cuckoo step may take in the moved half's other bucket.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Room {
+    /// Only a free way: the step ends no connection.
+    Free,
+    /// A free way or an expendable (non-protected) pair's, evicted.
+    FreeOrExpendable,
 }
