@@ -366,7 +366,7 @@ fn pipeline(
     for (f, &n) in frames[..count].iter().zip(lens) {
         prep.push(e.prepare(&f[..n]));
     }
-    for p in prep.iter() {
+    for p in prep.iter_mut() {
         e.prefetch_data(p);
     }
     let mut ok = 0;

@@ -64,7 +64,7 @@ fn translate_pipelined(
     work.copy_from_slice(frames);
     prep.clear();
     prep.extend(work.chunks(FRAME).map(|f| e.prepare(&f[..60])));
-    for p in prep.iter() {
+    for p in prep.iter_mut() {
         e.prefetch_data(p);
     }
     let mut ok = 0;

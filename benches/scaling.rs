@@ -43,7 +43,7 @@ fn worker(mut e: Engine, frames: &[u8], flows: u64, ppfs: u64, stop: &AtomicBool
             w.copy_from_slice(chunk);
             prep.clear();
             prep.extend(w.chunks(FRAME).map(|f| e.prepare(&f[..60])));
-            for p in &prep {
+            for p in &mut prep {
                 e.prefetch_data(p);
             }
             for (f, p) in w.chunks_mut(FRAME).zip(&prep) {

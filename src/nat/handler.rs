@@ -311,8 +311,8 @@ impl Handler for NatHandler {
 
     #[inline]
     fn prepared(&mut self, _count: usize) {
-        for s in &self.prep {
-            self.engine.prefetch_data(&s.prep);
+        for s in &mut self.prep {
+            self.engine.prefetch_data(&mut s.prep);
         }
     }
 

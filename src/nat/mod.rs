@@ -272,8 +272,8 @@ impl Engine {
     /// Second stage of the batch pipeline: starts loading the data of the table slot whose
     /// fingerprint matches the prepared frame's key ([`Table::probe_data`]).
     #[inline]
-    pub fn prefetch_data(&self, p: &Prepared) {
-        if let Some(probe) = &p.probe {
+    pub fn prefetch_data(&self, p: &mut Prepared) {
+        if let Some(probe) = &mut p.probe {
             self.table.probe_data(probe);
         }
     }

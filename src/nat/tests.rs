@@ -735,8 +735,8 @@ fn the_batch_pipeline_translates_as_one_frame_at_a_time_does() {
         let mut got = Vec::new();
         for batch in frames.chunks(16) {
             let mut bufs: Vec<Vec<u8>> = batch.iter().map(|(f, _)| f.clone()).collect();
-            let prep: Vec<Prepared> = bufs.iter().map(|b| piped.prepare(b)).collect();
-            for p in &prep {
+            let mut prep: Vec<Prepared> = bufs.iter().map(|b| piped.prepare(b)).collect();
+            for p in &mut prep {
                 piped.prefetch_data(p);
             }
             for ((b, p), (_, inside)) in bufs.iter_mut().zip(&prep).zip(batch) {

@@ -287,6 +287,7 @@ impl Table {
                 k0,
                 k1,
                 loc: self.locate(k0, k1),
+                hint: NO_SLOT,
             },
             now,
         )
@@ -321,20 +322,27 @@ impl Table {
         if let Some(b) = self.buckets.get(loc.b2 as usize) {
             prefetch(&b.ctrl);
         }
-        Probe { k0, k1, loc }
+        Probe {
+            k0,
+            k1,
+            loc,
+            hint: NO_SLOT,
+        }
     }
 
     /// Second stage of the batch pipeline: with the control lines (ideally) in the cache,
-    /// finds the first way whose fingerprint matches the probed key's and starts loading
-    /// its data (both lines of a slot that straddles two). Only a hint: it changes nothing.
+    /// finds the first way whose fingerprint matches the probed key's, starts loading its
+    /// data (both lines of a slot that straddles two) and notes the slot in the probe, where
+    /// [`Table::lookup_probe`] tries it first. Only a hint: it changes nothing in the table.
     #[inline]
-    pub fn probe_data(&self, p: &Probe) {
+    pub fn probe_data(&self, p: &mut Probe) {
         for b in [p.loc.b1, p.loc.b2] {
             let Some(bk) = self.buckets.get(b as usize) else {
                 return;
             };
             for (w, cw) in bk.ctrl.iter().enumerate() {
                 if c_fp(cw.load(Relaxed)) == p.loc.fp {
+                    p.hint = b * WAYS as u32 + w as u32;
                     let d = bk.data[w].as_ptr();
                     prefetch(d);
                     prefetch(d.wrapping_add(DW - 1));
@@ -350,9 +358,30 @@ impl Table {
     pub fn lookup_probe(&self, p: &Probe, now: u32) -> Option<Hit> {
         let mut t = Tally::default();
         self.advance_clock(now);
-        let r = self.lookup_at(&p.loc, p.k0, p.k1, now, &mut t);
+        let r = self.lookup_hinted(p, now, &mut t);
         self.ctr.flush(&t);
         r
+    }
+
+    /// The lookup of a probed key: the slot [`Table::probe_data`] noted first, if it holds
+    /// the key LIVE, else the scan of both buckets. A key is never LIVE in two slots (a
+    /// cuckoo move keeps it BUSY throughout), so a LIVE match at the hint is the answer the
+    /// scan would give; only an absent answer needs the scan's check against moves.
+    #[inline(always)]
+    fn lookup_hinted(&self, p: &Probe, now: u32, t: &mut Tally) -> Option<Hit> {
+        if p.hint < self.nslots {
+            let c = self.ctrl(p.hint).load(Acquire);
+            if c_fp(c) == p.loc.fp && !c_busy(c) {
+                if let Some(s) = self.read_live(p.hint, c) {
+                    if s.key_is(p.k0, p.k1) {
+                        let r = self.on_hit(p.hint, &s, now, t);
+                        t.inc(if r.is_some() { Ctr::Hit } else { Ctr::Miss });
+                        return r;
+                    }
+                }
+            }
+        }
+        self.lookup_at(&p.loc, p.k0, p.k1, now, t)
     }
 
     /// [`Table::lookup_probe`] that adds its outcome counts to `counts` instead of the
@@ -361,7 +390,7 @@ impl Table {
     #[inline]
     pub fn lookup_probe_counted(&self, p: &Probe, now: u32, counts: &mut OpCounts) -> Option<Hit> {
         self.advance_clock(now);
-        self.lookup_at(&p.loc, p.k0, p.k1, now, &mut counts.0)
+        self.lookup_hinted(p, now, &mut counts.0)
     }
 
     /// [`Table::lookup`] counting into `counts` (see [`Table::lookup_probe_counted`]).
@@ -755,6 +784,8 @@ pub struct Probe {
     k0: u64,
     k1: u64,
     loc: Loc,
+    /// The slot whose fingerprint matched ([`Table::probe_data`]), or `NO_SLOT`.
+    hint: u32,
 }
 
 impl Probe {

@@ -1256,3 +1256,32 @@ fn a_table_at_ninety_percent_has_evicted_no_live_connection() {
         "{live} of {inserted} live, {evicted} evicted"
     );
 }
+
+#[test]
+fn a_probe_whose_noted_slot_went_stale_still_finds_its_key() {
+    let t = Table::new(cfg(1024)).unwrap();
+    for i in 0..4 {
+        t.insert_pair(&org(i), &xl(i), ConnState::Udp, 0).unwrap();
+    }
+    // The slot noted by probe_data is then vacated by a cuckoo move of the key.
+    let mut p = t.probe(&org(1));
+    t.probe_data(&mut p);
+    assert!(t.force_move(&org(1), 0).is_some());
+    let h = t
+        .lookup_probe(&p, 1)
+        .expect("found by the scan after the hint");
+    assert_eq!((h.dir, h.xlate), (Dir::Org, xl(1)));
+    // The noted slot is then taken by another connection's half.
+    let mut p = t.probe(&org(2));
+    t.probe_data(&mut p);
+    assert!(t.remove(&org(2)));
+    t.insert_pair(&org(9), &xl(9), ConnState::Udp, 1).unwrap();
+    assert!(t.lookup_probe(&p, 1).is_none());
+    // A fresh hint: a hit, counted once.
+    let before = t.stats().hit;
+    let mut p = t.probe(&org(3));
+    t.probe_data(&mut p);
+    let h = t.lookup_probe(&p, 1).expect("hit at the noted slot");
+    assert_eq!(h.xlate, xl(3));
+    assert_eq!(t.stats().hit, before + 1);
+}
