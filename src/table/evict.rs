@@ -54,7 +54,7 @@ impl Table {
     }
 
     pub(super) fn pick_victim(&self, loc: &Loc, now: u32, exclude: u32) -> Victim {
-        let mut best: Option<(u64, u32, u64, bool)> = None;
+        let mut best: Option<(u64, u32, u64)> = None;
         let mut busy = false;
         for b in [loc.b1, loc.b2] {
             let bk = &self.buckets[b as usize];
@@ -72,19 +72,18 @@ impl Table {
                     continue;
                 }
                 let meta = bk.data[w][D_META].load(Relaxed);
-                if let Some((score, exp)) = self.victim_score(meta, now) {
+                if let Some((score, _)) = self.victim_score(meta, now) {
                     if best.is_none_or(|(bs, ..)| score > bs) {
-                        best = Some((score, slot, c, exp));
+                        best = Some((score, slot, c));
                     }
                 }
             }
         }
         match best {
-            Some((score, slot, c, expired)) => Victim::Some {
+            Some((score, slot, c)) => Victim::Some {
                 slot,
                 ctrl: c,
                 score,
-                expired,
             },
             None if busy => Victim::AllBusy,
             None => Victim::None,
@@ -118,6 +117,12 @@ impl Table {
                     }
                 }
             }
+            // Both buckets full: one cuckoo step into a free way of a moved half's other
+            // bucket ends nothing, and costs less than scoring all 16 ways for a victim
+            // (expired pairs left in place are the background sweep's, see `Table::reap`).
+            if let Some(got) = self.relocate(loc, now, Room::Free, t) {
+                return Claim::Got(got.0, got.1);
+            }
             match self.pick_victim(loc, now, exclude) {
                 Victim::None => {
                     // Nothing evictable under the policy: a cuckoo step may still make room.
@@ -131,15 +136,7 @@ impl Table {
                     slot: v,
                     ctrl: c,
                     score,
-                    expired,
                 } => {
-                    if !expired {
-                        // The victim is a live connection: first try one cuckoo step into a
-                        // free way of a moved half's other bucket, which ends nothing.
-                        if let Some(got) = self.relocate(loc, now, Room::Free, t) {
-                            return Claim::Got(got.0, got.1);
-                        }
-                    }
                     if score < PROTECTED_MAX_SCORE {
                         // Only protected pairs here: a cuckoo step may still make room by
                         // evicting an expendable pair in another bucket instead.

@@ -344,8 +344,6 @@ pub(super) enum Victim {
         ctrl: u64,
         /// Its eviction score (higher: evict first).
         score: u64,
-        /// Whether it is expired (evicting it ends nothing live).
-        expired: bool,
     },
     AllBusy,
     None,
