@@ -106,7 +106,8 @@ impl Engine {
             dport: if icmp { port } else { dport },
             proto: t.proto,
         };
-        let hit = match self.table.insert_pair(t, &x, state, self.now) {
+        // `t` has just missed (a session is created only then).
+        let hit = match self.table.insert_pair_missed(t, &x, state, self.now) {
             Ok(h) | Err(InsertError::Exists(h)) => h,
             Err(InsertError::RevTaken) | Err(InsertError::Invalid) => {
                 return self.allocate_per_destination(t, dst, dport, state)
@@ -294,6 +295,8 @@ impl Engine {
     /// Inserts the pair `org` <-> `make(port)` for a port in `lo..=hi` whose reply tuple is
     /// free: `preferred` when it is in range (port preservation), else random ports of the
     /// same parity, then a deterministic scan so that a nearly full range is still found.
+    /// `org` is a key the caller has just looked up and missed (a new session's tuple, or a
+    /// mapping's key after `mapping_for`'s lookup): the table skips its first pre-check.
     pub(super) fn allocate(
         &mut self,
         org: &Tuple,
@@ -329,9 +332,9 @@ impl Engine {
                 Err(InsertError::RevTaken)
             } else if is_wildcard_key(org) {
                 // A mapping: its sessions keep it alive (see `refresh_mapping`).
-                self.table.insert_anchor(org, &x, state, self.now)
+                self.table.insert_anchor_missed(org, &x, state, self.now)
             } else {
-                self.table.insert_pair(org, &x, state, self.now)
+                self.table.insert_pair_missed(org, &x, state, self.now)
             };
             match outcome {
                 Ok(h) | Err(InsertError::Exists(h)) => return Ok(h),
@@ -360,7 +363,8 @@ impl Engine {
         x: &Tuple,
         state: ConnState,
     ) -> Result<Hit, Refused> {
-        match self.table.insert_pair(org, x, state, self.now) {
+        // `org` has just missed (a session is created only then).
+        match self.table.insert_pair_missed(org, x, state, self.now) {
             Ok(h) | Err(InsertError::Exists(h)) => Ok(h),
             Err(InsertError::RevTaken) | Err(InsertError::Invalid) => {
                 Err(Refused::Nat(NatDrop::PortsExhausted))

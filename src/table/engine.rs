@@ -577,7 +577,26 @@ impl Table {
     ) -> Result<Hit, InsertError> {
         let mut t = Tally::default();
         self.advance_clock(now);
-        let r = self.insert_inner(org, xlate, state, now, 0, &mut t);
+        let r = self.insert_inner(org, xlate, state, now, 0, false, &mut t);
+        self.count_insert(&r, t);
+        r
+    }
+
+    /// [`Table::insert_pair`] for an `org` the caller has just looked up and not found (a
+    /// new connection's first packet): the first round skips the pre-check of `org`. The
+    /// conflict scan after the claims still finds a pair of `org` published meanwhile; the
+    /// claims are then released and the next round, with the pre-check, reports
+    /// [`InsertError::Exists`]. Only a hint: a wrong one costs a round, never a duplicate.
+    pub fn insert_pair_missed(
+        &self,
+        org: &Tuple,
+        xlate: &Tuple,
+        state: ConnState,
+        now: u32,
+    ) -> Result<Hit, InsertError> {
+        let mut t = Tally::default();
+        self.advance_clock(now);
+        let r = self.insert_inner(org, xlate, state, now, 0, true, &mut t);
         self.count_insert(&r, t);
         r
     }
@@ -596,7 +615,23 @@ impl Table {
     ) -> Result<Hit, InsertError> {
         let mut t = Tally::default();
         self.advance_clock(now);
-        let r = self.insert_inner(org, xlate, state, now, FLAG_ANCHOR, &mut t);
+        let r = self.insert_inner(org, xlate, state, now, FLAG_ANCHOR, false, &mut t);
+        self.count_insert(&r, t);
+        r
+    }
+
+    /// [`Table::insert_anchor`] for an `org` the caller has just looked up and not found
+    /// (see [`Table::insert_pair_missed`]).
+    pub fn insert_anchor_missed(
+        &self,
+        org: &Tuple,
+        xlate: &Tuple,
+        state: ConnState,
+        now: u32,
+    ) -> Result<Hit, InsertError> {
+        let mut t = Tally::default();
+        self.advance_clock(now);
+        let r = self.insert_inner(org, xlate, state, now, FLAG_ANCHOR, true, &mut t);
         self.count_insert(&r, t);
         r
     }

@@ -302,6 +302,24 @@ impl Table {
         }
     }
 
+    /// The pre-check of an insert's ORG key: a live pair of it is reported (and
+    /// refreshed), an expired one reclaimed (then `Retry`).
+    #[inline(always)]
+    fn precheck_org(&self, lo: &Loc, o0: u64, o1: u64, now: u32, t: &mut Tally) -> PreCheck {
+        match self.find(lo, o0, o1) {
+            Find::Found(s, snap) => match self.on_hit(s, &snap, now, t) {
+                Some(h) => PreCheck::Exists(h),
+                None => PreCheck::Retry,
+            },
+            Find::Busy => PreCheck::Retry,
+            Find::Absent => PreCheck::Clear,
+        }
+    }
+
+    /// Inserts the pair `org` <-> `xlate` (see [`Table::insert_pair`]); `flags` go into
+    /// both meta words; `org_missed`: the caller has just missed `org` (see
+    /// [`Table::insert_pair_missed`]).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn insert_inner(
         &self,
         org: &Tuple,
@@ -309,6 +327,7 @@ impl Table {
         state: ConnState,
         now: u32,
         flags: u64,
+        org_missed: bool,
         t: &mut Tally,
     ) -> Result<Hit, InsertError> {
         let rev = xlate.reversed();
@@ -324,16 +343,27 @@ impl Table {
             if attempt > 0 {
                 backoff(attempt);
             }
-            match self.find(&lo, o0, o1) {
-                Find::Found(s, snap) => match self.on_hit(s, &snap, now, t) {
-                    Some(h) => return Err(InsertError::Exists(h)),
-                    None => continue,
-                },
-                Find::Busy => continue,
-                Find::Absent => {}
+            // The pre-check of `org`, unless the caller has just missed it (first round):
+            // the conflict scan after the claims is what excludes a duplicate either way.
+            let org_checked = !(org_missed && attempt == 0);
+            if org_checked {
+                match self.precheck_org(&lo, o0, o1, now, t) {
+                    PreCheck::Exists(h) => return Err(InsertError::Exists(h)),
+                    PreCheck::Retry => continue,
+                    PreCheck::Clear => {}
+                }
             }
             match self.find(&lr, r0, r1) {
                 Find::Found(s, snap) => {
+                    if !org_checked {
+                        // The skipped pre-check, now: whatever holds the reply tuple, a pair
+                        // of `org` is reported first, as without the hint.
+                        match self.precheck_org(&lo, o0, o1, now, t) {
+                            PreCheck::Exists(h) => return Err(InsertError::Exists(h)),
+                            PreCheck::Retry => continue,
+                            PreCheck::Clear => {}
+                        }
+                    }
                     if self.pair_expired(s, &snap, now) {
                         if self.remove_pair_snap(s, &snap, t) {
                             t.inc(Ctr::Expire);
@@ -460,6 +490,16 @@ impl Table {
         self.ctr.flush(&t);
         done
     }
+}
+
+/// What an insert's pre-check of its ORG key found.
+enum PreCheck {
+    /// No pair of the key.
+    Clear,
+    /// A live pair: the insert reports it.
+    Exists(Hit),
+    /// Busy, or an expired pair reclaimed: the next round.
+    Retry,
 }
 
 pub(super) enum RestoreOutcome {
