@@ -103,9 +103,9 @@ impl Table {
             // in claim order (a word that changed since fails its claim's CAS).
             let ((c1, f1), (c2, f2)) = (self.free_ways(loc.b1), self.free_ways(loc.b2));
             let order = if f2.count_ones() > f1.count_ones() {
-                [(loc.b2, c2, f2), (loc.b1, c1, f1)]
+                [(loc.b2, &c2, f2), (loc.b1, &c1, f1)]
             } else {
-                [(loc.b1, c1, f1), (loc.b2, c2, f2)]
+                [(loc.b1, &c1, f1), (loc.b2, &c2, f2)]
             };
             for (b, cs, mut free) in order {
                 while free != 0 {

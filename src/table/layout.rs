@@ -105,9 +105,12 @@ pub(super) const fn c_busy(c: u64) -> bool {
     c & 1 == 1
 }
 
+/// The bits of a control word that are zero in a FREE one: the fingerprint and the BUSY bit.
+const C_FREE_MASK: u64 = 0xFFFF_FFFF_0000_0001;
+
 #[inline(always)]
 pub(super) const fn c_free(c: u64) -> bool {
-    c & 1 == 0 && c >> 32 == 0
+    c & C_FREE_MASK == 0
 }
 
 #[inline(always)]
