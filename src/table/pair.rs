@@ -407,8 +407,7 @@ impl Table {
                     continue;
                 }
             };
-            let clear = matches!(self.rescan(&lo, o0, o1, [so, sr]), Find::Absent)
-                && matches!(self.rescan(&lr, r0, r1, [so, sr]), Find::Absent);
+            let clear = self.rescan_clear((&lo, o0, o1), (&lr, r0, r1), [so, sr]);
             if !clear {
                 // A concurrent writer claimed one of our keys: back off; the next round's
                 // pre-checks report the winner (Exists / RevTaken) once it is published.

@@ -28,6 +28,20 @@ impl Table {
         self.scan_stable(loc, k0, k1, mine)
     }
 
+    /// [`Table::rescan`] of an insert's two keys (`a` and `b`, each located and packed)
+    /// with one fence: both claims were made before it, so each scan after it is ordered
+    /// after both. Whether neither key is held by anyone else.
+    pub(super) fn rescan_clear(
+        &self,
+        a: (&Loc, u64, u64),
+        b: (&Loc, u64, u64),
+        mine: [u32; 2],
+    ) -> bool {
+        fence(SeqCst);
+        matches!(self.scan_stable(a.0, a.1, a.2, mine), Find::Absent)
+            && matches!(self.scan_stable(b.0, b.1, b.2, mine), Find::Absent)
+    }
+
     /// Scans both buckets of a key; an `Absent` answer is trusted only if no cuckoo move of
     /// a key of this bucket pair was in flight or completed during the scan (a key moved from
     /// the second bucket into the first between the two scans would otherwise look absent).
