@@ -575,11 +575,7 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
-        let mut t = Tally::default();
-        self.advance_clock(now);
-        let r = self.insert_inner(org, xlate, state, now, 0, false, &mut t);
-        self.count_insert(&r, t);
-        r
+        self.insert_counted(org, xlate, state, now, 0, false)
     }
 
     /// [`Table::insert_pair`] for an `org` the caller has just looked up and not found (a
@@ -594,11 +590,7 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
-        let mut t = Tally::default();
-        self.advance_clock(now);
-        let r = self.insert_inner(org, xlate, state, now, 0, true, &mut t);
-        self.count_insert(&r, t);
-        r
+        self.insert_counted(org, xlate, state, now, 0, true)
     }
 
     /// [`Table::insert_pair`] for an *anchor*: a pair that other pairs keep alive by
@@ -613,11 +605,7 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
-        let mut t = Tally::default();
-        self.advance_clock(now);
-        let r = self.insert_inner(org, xlate, state, now, FLAG_ANCHOR, false, &mut t);
-        self.count_insert(&r, t);
-        r
+        self.insert_counted(org, xlate, state, now, FLAG_ANCHOR, false)
     }
 
     /// [`Table::insert_anchor`] for an `org` the caller has just looked up and not found
@@ -629,9 +617,24 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
+        self.insert_counted(org, xlate, state, now, FLAG_ANCHOR, true)
+    }
+
+    /// The four public inserts: the clock advanced, [`Table::insert_inner`], its outcome
+    /// counted.
+    #[inline(always)]
+    fn insert_counted(
+        &self,
+        org: &Tuple,
+        xlate: &Tuple,
+        state: ConnState,
+        now: u32,
+        flags: u64,
+        org_missed: bool,
+    ) -> Result<Hit, InsertError> {
         let mut t = Tally::default();
         self.advance_clock(now);
-        let r = self.insert_inner(org, xlate, state, now, FLAG_ANCHOR, true, &mut t);
+        let r = self.insert_inner(org, xlate, state, now, flags, org_missed, &mut t);
         self.count_insert(&r, t);
         r
     }
