@@ -134,7 +134,12 @@ impl Table {
             // Both buckets full: one cuckoo step into a free way of a moved half's other
             // bucket ends nothing, and costs less than scoring all 16 ways for a victim
             // (expired pairs left in place are the background sweep's, see `Table::reap`).
-            if let Some(got) = self.relocate(loc, now, Room::Free, t) {
+            // Unless the last steps all failed: then the table is full, and the step is
+            // tried only now and then (see `Counters::cuckoo_step`).
+            if let Some(got) = self
+                .ctr
+                .cuckoo_step(|| self.relocate(loc, now, Room::Free, t))
+            {
                 return Claim::Got(got.0, got.1);
             }
             match self.pick_victim(loc, now, exclude) {
