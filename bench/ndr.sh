@@ -25,8 +25,14 @@
 #   PDR_LOSS [0.5]      loss (%) a PDR trial may have
 #   PIN [1]             pin generator, xnat workers and sink threads (bench/cell.sh cores_for)
 #   NO_BUILD=1          skip `cargo build --release`
+#   RING_SIZE [8192]    xnat's AF_XDP ring size (`xnat run --ring-size`; its default is 2048)
+#   FRAMES [32768]      xnat's UMEM frames per queue (`xnat run --frames`; default 8192)
 #   XNAT_ARGS           extra arguments for `xnat run` (e.g. "--poll prefer-busy")
 #   OUT [bench/results] where the results go
+# Deeper rings than xnat's defaults: on this 2-core VM the worker shares a core with the sink,
+# and a few milliseconds off the CPU overflow a 2048-descriptor RX ring even at a tenth of the
+# worker's rate, so with the defaults NDR measured those gaps, not the gateway (1 M flows:
+# 0.069-0.142 Mpps over four runs, 0.152 / 0.157 with these; 1 k flows: 0.065 against 0.367).
 #
 # Time: about (1 + up to 2 x TRIALS x CONFIRM + 2) trials x (DURATION + ~4 s) per cell and
 # mode (a failing rate costs one trial); the defaults (2 cells x 4 modes) take 20-30 minutes.
@@ -45,7 +51,7 @@ case "${1:-}" in
 esac
 cmdline="bench/ndr.sh${*:+ $*}"
 envline=""
-for v in DURATION SIZES FLOWS QUEUES MODES TRIALS CONFIRM RESOLUTION PDR_LOSS PIN NO_BUILD XNAT_ARGS; do
+for v in DURATION SIZES FLOWS QUEUES MODES TRIALS CONFIRM RESOLUTION PDR_LOSS PIN NO_BUILD RING_SIZE FRAMES XNAT_ARGS; do
   [ -n "${!v:-}" ] && envline+="$v=\"${!v}\" "
 done
 
@@ -59,10 +65,16 @@ confirm=${CONFIRM:-2}
 resolution=${RESOLUTION:-2}
 pdr_loss=${PDR_LOSS:-0.5}
 pin=${PIN:-1}
+ring_size=${RING_SIZE:-8192}
+frames=${FRAMES:-32768}
 ncpu=$(nproc)
-for v in "$duration" "$trials"; do
-  case "$v" in ''|*[!0-9]*|0) echo "bench/ndr.sh: DURATION and TRIALS must be positive integers" >&2; exit 2 ;; esac
+for v in "$duration" "$trials" "$ring_size" "$frames"; do
+  case "$v" in ''|*[!0-9]*|0) echo "bench/ndr.sh: DURATION, TRIALS, RING_SIZE and FRAMES must be positive integers" >&2; exit 2 ;; esac
 done
+# What cell.sh passes to `xnat run`; the report's command line shows the rings used.
+export XNAT_ARGS="--ring-size $ring_size --frames $frames${XNAT_ARGS:+ $XNAT_ARGS}"
+[ -n "${RING_SIZE:-}" ] || envline="RING_SIZE=\"$ring_size\" $envline"
+[ -n "${FRAMES:-}" ] || envline="FRAMES=\"$frames\" $envline"
 command -v python3 >/dev/null || { echo "bench/ndr.sh: python3 is missing" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/xnatndr.XXXXXX)

@@ -149,6 +149,13 @@ fi
 rc=0
 bench/ndr.sh --bogus >/dev/null 2>&1 || rc=$?
 if [ "$rc" = 2 ]; then ok "ndr.sh refuses a bad argument (exit 2)"; else bad "ndr.sh --bogus: exit $rc"; fi
+rc=0
+RING_SIZE=big bench/ndr.sh --dry-run >"$tmp/ndr-ring.out" 2>&1 || rc=$?
+if [ "$rc" = 2 ] && grep -q "RING_SIZE" "$tmp/ndr-ring.out"; then
+  ok "ndr.sh refuses a bad RING_SIZE (exit 2, named)"
+else
+  bad "ndr.sh RING_SIZE=big: exit $rc, $(cat "$tmp/ndr-ring.out")"
+fi
 if OUT="$tmp/ndr" bench/ndr.sh --dry-run >"$tmp/ndr.out" 2>&1 \
    && python3 - "$tmp/ndr" <<'EOF'
 import glob, json, os, sys
