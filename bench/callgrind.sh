@@ -18,13 +18,15 @@
 #    outbound (out) or their replies (in), the clock advancing one second every
 #    LIVE x PPFS packets; the measured window is one whole second (LIVE x PPFS packets).
 #    new90: TCP SYNs of new connections into a table at 90 % fill (LIVE/50 of them, at
-#    least 200).
+#    least 200). new-full (not in the default kinds): the same program with LIVE/5 new
+#    connections (at least 2000), after a warm-up of half as many: the table is full and
+#    new pairs evict (the lab's 1 M-flow cell, a SYN flood).
 #
 # Usage: bench/callgrind.sh [LIVE...]   (default: 10000 1000000)
 #        XNAT_MAPPING=endpoint-dependent bench/callgrind.sh ...   (default endpoint-independent)
 #        XNAT_BENCH_PPFS=16 bench/callgrind.sh ...   (packets per flow per second: table 1's
 #        hit kind defaults to 0, a still clock; the workloads to 1)
-#        XNAT_BENCH_KINDS="hit new out in out-zipf in-zipf new90" (the default: all)
+#        XNAT_BENCH_KINDS="hit new out in out-zipf in-zipf new90" (the default) and new-full
 #        XNAT_BENCH_KINDS=out bench/callgrind.sh 4000000   (4 M flows: ~5 minutes a kind)
 #        XNAT_BENCH_LL=33554432,16,64 bench/callgrind.sh ...   (the simulated LL cache)
 #        XNAT_BENCH_BATCH=64 bench/callgrind.sh ...   (established kinds through the workers'
@@ -100,26 +102,34 @@ label() {
     out-zipf) echo "established, outbound, Zipf s=1" ;;
     in-zipf) echo "established, inbound reply, Zipf s=1" ;;
     new90) echo "new connection (TCP SYN), table at 90 %" ;;
+    new-full) echo "new connection (TCP SYN), into a full table (evicting)" ;;
   esac
 }
 header=0
 for live in "${lives[@]}"; do
-  for kind in out in out-zipf in-zipf new90; do
+  for kind in out in out-zipf in-zipf new90 new-full; do
     has "$kind" || continue
     if [ "$header" = 0 ]; then
       echo "| live connections | packet | instructions per packet | D1 misses per packet | LL misses per packet |"
       echo "|---|---|---:|---:|---:|"
       header=1
     fi
+    run=$kind
     if [ "$kind" = new90 ]; then
       n=$(( live / 50 > 200 ? live / 50 : 200 ))
+    elif [ "$kind" = new-full ]; then
+      # new90's program with LIVE/5 new connections after a warm-up of LIVE/10: the
+      # warm-up fills the table and the measured connections evict (at LIVE = 100000:
+      # 98.4 % full after, 41244 pairs evicted).
+      run=new90
+      n=$(( live / 5 > 2000 ? live / 5 : 2000 ))
     else
       n=$(( live * (ppfs > 0 ? ppfs : 1) ))
     fi
     rm -f "$out"/cg.out*
     t0=$SECONDS
     XNAT_BENCH_PPFS=$ppfs "${cg[@]}" --instr-atstart=no --callgrind-out-file="$out/cg.out" \
-      "$bin" "$live" "$n" "$kind" "$mapping" >/dev/null 2>"$out/log" \
+      "$bin" "$live" "$n" "$run" "$mapping" >/dev/null 2>"$out/log" \
       || { cat "$out/log" >&2; exit 1; }
     # Dumps: .1 warm-up, .2 measured, .3 the harness alone over the same packets.
     row "$live" "$(label "$kind")" "$(sub "$(events "$out/cg.out.2")" "$(events "$out/cg.out.3")")" "$n"
