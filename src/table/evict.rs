@@ -134,8 +134,8 @@ impl Table {
             // Both buckets full: one cuckoo step into a free way of a moved half's other
             // bucket ends nothing, and costs less than scoring all 16 ways for a victim
             // (expired pairs left in place are the background sweep's, see `Table::reap`).
-            // Unless the last steps all failed: then the table is full, and the step is
-            // tried only now and then (see `Counters::cuckoo_step`).
+            // Unless recent steps failed too often (a full table, where every new pair
+            // evicts one anyway): then only some claims try it (see `Counters::cuckoo_step`).
             if let Some(got) = self
                 .ctr
                 .cuckoo_step(|| self.relocate(loc, now, Room::Free, t))

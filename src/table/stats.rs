@@ -295,7 +295,7 @@ mod tests {
     fn cuckoo_steps_that_keep_failing_are_mostly_skipped() {
         let c = Counters::new();
         // Failures up to the debt limit are all tried; then claims skip until the debt is
-        // below it again, and a success makes every claim try again.
+        // below it again, and while steps succeed every claim tries (each pays one off).
         let tries = STEP_DEBT_LIMIT / STEP_FAIL_COST;
         assert_eq!(steps(&c, tries, false), tries);
         assert_eq!(steps(&c, 1, false), 0);
