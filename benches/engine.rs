@@ -18,6 +18,10 @@
 //! - `new90`: TCP SYNs of new connections into a table at 90 % fill; after each timed
 //!   batch of 256 the new connections are removed and the established flows they evicted
 //!   replaced (untimed), so that every batch starts at 90 %.
+//! - `new_full`: TCP SYNs of new connections into a full table (a SYN flood, or more flows
+//!   than the table holds): filled to 90 % with established flows, then `live / 5` new
+//!   connections (untimed) make it full; every timed batch of 256 evicts as many pairs as
+//!   it inserts, and nothing is removed between batches.
 //!
 //! Run: `cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3`
 //! (`XNAT_BENCH_SIZES="10000 1000000"` for some table sizes only)
@@ -216,6 +220,56 @@ fn new90(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>
     );
 }
 
+fn new_full(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, live: u64) {
+    // The same table and fill as `new90`.
+    let mut e = shared((live * 20).div_ceil(9)).engine(0x1234_5678);
+    let target = e.table().capacity() * 9 / 10;
+    let mut buf = [0u8; FRAME];
+    let mut n = 0u64;
+    while e.table().len() < target {
+        out_frame(&mut buf, n, false);
+        e.translate(&mut buf[..60], true).expect("set-up flow");
+        n += 1;
+    }
+    // Filled up by new connections: past this the table has no room (untimed).
+    let mut next = 0u64;
+    while next < live / 5 {
+        out_frame(&mut buf, next, true);
+        let _ = e.translate(&mut buf[..60], true);
+        next += 1;
+    }
+    let before = e.table().stats();
+    let fill = e.table().len() as f64 / e.table().capacity() as f64;
+    let mut frames = vec![0u8; NEW_BATCH * FRAME];
+    g.throughput(Throughput::Elements(NEW_BATCH as u64));
+    g.bench_function("new_full", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                for (k, chunk) in frames.chunks_mut(FRAME).enumerate() {
+                    out_frame(chunk, next + k as u64, true);
+                }
+                let t0 = Instant::now();
+                let ok = translate_all(&mut e, &frames, &mut buf, true);
+                spent += t0.elapsed();
+                assert!(ok > 0);
+                next += NEW_BATCH as u64;
+            }
+            spent
+        })
+    });
+    let after = e.table().stats();
+    eprintln!(
+        "engine/{live}/new_full: fill {:.1} % when timing began (now {:.1} %); while timed: {} inserts, {} evictions, {} expirations, {} refused as full",
+        100.0 * fill,
+        100.0 * e.table().len() as f64 / e.table().capacity() as f64,
+        after.insert - before.insert,
+        after.evict - before.evict,
+        after.expire - before.expire,
+        after.full - before.full
+    );
+}
+
 fn bench(c: &mut Criterion) {
     // Under `cargo test` (no `--bench`) only the small table, each case once.
     let full = std::env::args().any(|a| a == "--bench");
@@ -233,6 +287,7 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("engine/{live}"));
         established(&mut g, live);
         new90(&mut g, live);
+        new_full(&mut g, live);
         g.finish();
     }
 }
