@@ -168,18 +168,48 @@ fn established(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
     );
 }
 
-fn new90(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, live: u64) {
-    // Each established flow holds a session and its mapping: 2 of the capacity's pairs.
+/// Established flows from `*n` on, one packet each, until the table holds `target` entries.
+fn fill_to(e: &mut Engine, target: usize, n: &mut u64) {
+    let mut buf = [0u8; FRAME];
+    while e.table().len() < target {
+        out_frame(&mut buf, *n, false);
+        e.translate(&mut buf[..60], true).expect("set-up flow");
+        *n += 1;
+    }
+}
+
+/// The engine of `new90` and `new_full`: a table filled to 90 % with established flows
+/// (each holds a session and its mapping: 2 of the capacity's pairs); with that target
+/// and the number of flows made.
+fn at_ninety(live: u64) -> (Engine, usize, u64) {
     let mut e = shared((live * 20).div_ceil(9)).engine(0x1234_5678);
     let target = e.table().capacity() * 9 / 10;
-    let mut buf = [0u8; FRAME];
-    let mut n = 0u64;
-    while e.table().len() < target {
-        out_frame(&mut buf, n, false);
-        e.translate(&mut buf[..60], true).expect("set-up flow");
-        n += 1;
+    let mut n = 0;
+    fill_to(&mut e, target, &mut n);
+    (e, target, n)
+}
+
+/// Translates the SYNs of new connections `next..next + NEW_BATCH` (frames prepared
+/// untimed in `frames`); the time the translation took.
+fn new_batch(e: &mut Engine, frames: &mut [u8], buf: &mut [u8; FRAME], next: u64) -> Duration {
+    for (k, chunk) in frames.chunks_mut(FRAME).enumerate() {
+        out_frame(chunk, next + k as u64, true);
     }
-    let fill = e.table().len() as f64 / e.table().capacity() as f64;
+    let t0 = Instant::now();
+    let ok = translate_all(e, frames, buf, true);
+    let spent = t0.elapsed();
+    assert!(ok > 0);
+    spent
+}
+
+fn fill_of(e: &Engine) -> f64 {
+    e.table().len() as f64 / e.table().capacity() as f64
+}
+
+fn new90(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, live: u64) {
+    let (mut e, target, mut n) = at_ninety(live);
+    let fill = fill_of(&e);
+    let mut buf = [0u8; FRAME];
     let mut frames = vec![0u8; NEW_BATCH * FRAME];
     let mut next = 0u64;
     g.throughput(Throughput::Elements(NEW_BATCH as u64));
@@ -187,13 +217,7 @@ fn new90(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;
             for _ in 0..iters {
-                for (k, chunk) in frames.chunks_mut(FRAME).enumerate() {
-                    out_frame(chunk, next + k as u64, true);
-                }
-                let t0 = Instant::now();
-                let ok = translate_all(&mut e, &frames, &mut buf, true);
-                spent += t0.elapsed();
-                assert!(ok > 0);
+                spent += new_batch(&mut e, &mut frames, &mut buf, next);
                 // Back to 90 %: the new sessions and their mappings go.
                 for k in 0..NEW_BATCH as u64 {
                     let (src, sport, dst, dport) = flow(next + k, true);
@@ -203,11 +227,7 @@ fn new90(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>
                 next += NEW_BATCH as u64;
                 // New connections evict established flows that never had a reply (each
                 // had one packet here): more established flows, back to 90 % (untimed).
-                while e.table().len() < target {
-                    out_frame(&mut buf, n, false);
-                    e.translate(&mut buf[..60], true).expect("set-up flow");
-                    n += 1;
-                }
+                fill_to(&mut e, target, &mut n);
             }
             spent
         })
@@ -215,22 +235,14 @@ fn new90(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>
     eprintln!(
         "engine/{live}/new90: {n} established flows made, fill {:.1} % (now {:.1} %), {:?}",
         100.0 * fill,
-        100.0 * e.table().len() as f64 / e.table().capacity() as f64,
+        100.0 * fill_of(&e),
         e.table().stats()
     );
 }
 
 fn new_full(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, live: u64) {
-    // The same table and fill as `new90`.
-    let mut e = shared((live * 20).div_ceil(9)).engine(0x1234_5678);
-    let target = e.table().capacity() * 9 / 10;
+    let (mut e, _, _) = at_ninety(live);
     let mut buf = [0u8; FRAME];
-    let mut n = 0u64;
-    while e.table().len() < target {
-        out_frame(&mut buf, n, false);
-        e.translate(&mut buf[..60], true).expect("set-up flow");
-        n += 1;
-    }
     // Filled up by new connections: past this the table has no room (untimed).
     let mut next = 0u64;
     while next < live / 5 {
@@ -239,20 +251,14 @@ fn new_full(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTi
         next += 1;
     }
     let before = e.table().stats();
-    let fill = e.table().len() as f64 / e.table().capacity() as f64;
+    let fill = fill_of(&e);
     let mut frames = vec![0u8; NEW_BATCH * FRAME];
     g.throughput(Throughput::Elements(NEW_BATCH as u64));
     g.bench_function("new_full", |b| {
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;
             for _ in 0..iters {
-                for (k, chunk) in frames.chunks_mut(FRAME).enumerate() {
-                    out_frame(chunk, next + k as u64, true);
-                }
-                let t0 = Instant::now();
-                let ok = translate_all(&mut e, &frames, &mut buf, true);
-                spent += t0.elapsed();
-                assert!(ok > 0);
+                spent += new_batch(&mut e, &mut frames, &mut buf, next);
                 next += NEW_BATCH as u64;
             }
             spent
@@ -262,7 +268,7 @@ fn new_full(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTi
     eprintln!(
         "engine/{live}/new_full: fill {:.1} % when timing began (now {:.1} %); while timed: {} inserts, {} evictions, {} expirations, {} refused as full",
         100.0 * fill,
-        100.0 * e.table().len() as f64 / e.table().capacity() as f64,
+        100.0 * fill_of(&e),
         after.insert - before.insert,
         after.evict - before.evict,
         after.expire - before.expire,
