@@ -30,8 +30,8 @@
 #   XNAT_ARGS           extra arguments for `xnat run` (e.g. "--poll prefer-busy")
 #   OUT [bench/results] where the results go
 # Deeper rings than xnat's defaults: on this 2-core VM the worker shares a core with the sink,
-# and a few milliseconds off the CPU overflow a 2048-descriptor RX ring even at a tenth of the
-# worker's rate, so with the defaults NDR measured those gaps, not the gateway (1 M flows:
+# and at 0.2 Mpps a 2048-descriptor RX ring fills in 10 ms off the CPU, so with the defaults
+# NDR measured those gaps, not the gateway (1 M flows:
 # 0.069-0.142 Mpps over four runs, 0.152 / 0.157 with these; 1 k flows: 0.065 against 0.367).
 #
 # Time: about (1 + up to 2 x TRIALS x CONFIRM + 2) trials x (DURATION + ~4 s) per cell and
