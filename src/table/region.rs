@@ -53,9 +53,11 @@ mod model {
 pub(super) struct Region<T> {
     base: NonNull<u8>,
     map_bytes: usize,
-    offset: usize,
+    /// The first element: `base` plus the header, if any (a multiple of the page size).
+    /// Kept rather than recomputed on every access, which the table makes several times
+    /// per packet.
+    elems: NonNull<T>,
     len: usize,
-    _t: std::marker::PhantomData<T>,
 }
 
 #[cfg(not(loom))]
@@ -103,9 +105,8 @@ impl<T> Region<T> {
         Some(Region {
             base,
             map_bytes: bytes,
-            offset: 0,
+            elems: base.cast(),
             len,
-            _t: std::marker::PhantomData,
         })
     }
 
@@ -236,9 +237,10 @@ impl<T> Region<T> {
             Region {
                 base,
                 map_bytes: bytes,
-                offset: HEADER,
+                // SAFETY: the mapping is `HEADER` bytes longer than the array (`bytes` above),
+                // so `base + HEADER` is inside it (or one past its end for an empty array).
+                elems: unsafe { base.add(HEADER) }.cast(),
                 len,
-                _t: std::marker::PhantomData,
             },
             resumed,
         ))
@@ -250,13 +252,10 @@ impl<T> std::ops::Deref for Region<T> {
     type Target = [T];
     #[inline(always)]
     fn deref(&self) -> &[T] {
-        // SAFETY: the mapping holds `len` elements after `offset` (a multiple of the page
-        // size, so aligned for T), zero-initialised or written by a previous table of the
-        // same layout (valid for T by the contract of the constructors), and lives as long
-        // as `self`.
-        unsafe {
-            std::slice::from_raw_parts(self.base.as_ptr().add(self.offset).cast::<T>(), self.len)
-        }
+        // SAFETY: the mapping holds `len` elements from `elems` (page-aligned, so aligned
+        // for T), zero-initialised or written by a previous table of the same layout (valid
+        // for T by the contract of the constructors), and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.elems.as_ptr(), self.len) }
     }
 }
 
