@@ -344,8 +344,9 @@ impl Engine {
         // `created_outbound`: a session opened from the inside, which has just looked up
         // or made its mapping (`mapping_for`): refreshing the mapping again would be a
         // second lookup of the same key in the same second.
-        let (hit, created_outbound) = match found {
-            Some(h) => (h, false),
+        let mut created_outbound = false;
+        let hit = match found {
+            Some(h) => h,
             None => {
                 // A packet that cannot open a connection may have missed a lost half.
                 let repairable = (t.proto == 17 && !from_inside)
@@ -356,8 +357,11 @@ impl Engine {
                     .then(|| self.repair_lost_half(&t, from_inside))
                     .flatten()
                 {
-                    Some(h) => (h, false),
-                    None => (self.create(p, from_inside)?, from_inside),
+                    Some(h) => h,
+                    None => {
+                        created_outbound = from_inside;
+                        self.create(p, from_inside)?
+                    }
                 }
             }
         };

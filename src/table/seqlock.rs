@@ -73,7 +73,9 @@ impl Table {
     /// acquire by the caller). `None` if the slot changed meanwhile.
     #[inline(always)]
     pub(super) fn read_live(&self, slot: u32, c1: u64) -> Option<Snap> {
-        let d = self.data(slot);
+        // Both words found once, before the fence (after it the compiler would look the
+        // bucket up again).
+        let (c, d) = (self.ctrl(slot), self.data(slot));
         let v = [
             d[0].load(Relaxed),
             d[1].load(Relaxed),
@@ -82,7 +84,7 @@ impl Table {
             d[4].load(Relaxed),
         ];
         fence(Acquire);
-        let c2 = self.ctrl(slot).load(Relaxed);
+        let c2 = c.load(Relaxed);
         (c1 == c2).then_some(Snap { ctrl: c1, d: v })
     }
 
