@@ -17,10 +17,15 @@
 #    Established flows: every one of LIVE flows, uniformly or Zipf-popular (s = 1.0),
 #    outbound (out) or their replies (in), the clock advancing one second every
 #    LIVE x PPFS packets; the measured window is one whole second (LIVE x PPFS packets).
-#    new90: TCP SYNs of new connections into a table at 90 % fill (LIVE/50 of them, at
-#    least 200). new-full (not in the default kinds): the same program with LIVE/5 new
-#    connections (at least 2000), after a warm-up of half as many: the table is full and
-#    new pairs evict (the lab's 1 M-flow cell, a SYN flood).
+#    new90: TCP SYNs of new connections (LIVE/50 of them, at least 200) into a table they
+#    hold at about 90 % fill as they come and go at a steady rate, the clock advancing
+#    (one second every capacity x 0.9 / (2 x SYN timeout) connections: the pairs alive
+#    fill 90 %), after a SYN timeout of that turnover from an empty table; expired pairs
+#    reaped as a gateway's reaper thread does, its instructions not counted.
+#    new-full (not in the default kinds): LIVE/5 new connections (at least 2000), after a
+#    warm-up of half as many, into a table first filled to 90 % by established flows, the
+#    clock still: the table is full and new pairs evict (the lab's 1 M-flow cell, a SYN
+#    flood).
 #
 # Usage: bench/callgrind.sh [LIVE...]   (default: 10000 1000000)
 #        XNAT_MAPPING=endpoint-dependent bench/callgrind.sh ...   (default endpoint-independent)
@@ -101,7 +106,7 @@ label() {
     in) echo "established, inbound reply, uniform" ;;
     out-zipf) echo "established, outbound, Zipf s=1" ;;
     in-zipf) echo "established, inbound reply, Zipf s=1" ;;
-    new90) echo "new connection (TCP SYN), table at 90 %" ;;
+    new90) echo "new connection (TCP SYN), table held at ~90 % by turnover" ;;
     new-full) echo "new connection (TCP SYN), into a full table (evicting)" ;;
   esac
 }
@@ -118,10 +123,9 @@ for live in "${lives[@]}"; do
     if [ "$kind" = new90 ]; then
       n=$(( live / 50 > 200 ? live / 50 : 200 ))
     elif [ "$kind" = new-full ]; then
-      # new90's program with LIVE/5 new connections after a warm-up of LIVE/10: the
-      # warm-up fills the table and the measured connections evict (at LIVE = 100000:
-      # 98.4 % full after, 41244 pairs evicted).
-      run=new90
+      # LIVE/5 new connections after a warm-up of LIVE/10 into a table filled to 90 % by
+      # established flows, the clock still: the warm-up fills the table and the measured
+      # connections evict (at LIVE = 100000: 98.4 % full after, 41244 pairs evicted).
       n=$(( live / 5 > 2000 ? live / 5 : 2000 ))
     else
       n=$(( live * (ppfs > 0 ? ppfs : 1) ))
@@ -133,7 +137,7 @@ for live in "${lives[@]}"; do
       || { cat "$out/log" >&2; exit 1; }
     # Dumps: .1 warm-up, .2 measured, .3 the harness alone over the same packets.
     row "$live" "$(label "$kind")" "$(sub "$(events "$out/cg.out.2")" "$(events "$out/cg.out.3")")" "$n"
-    echo "  $live $kind: $((SECONDS - t0)) s under callgrind; $(grep -E '^(live|established)' "$out/log")" >&2
+    echo "  $live $kind: $((SECONDS - t0)) s under callgrind; $(grep -E '^(live|established|[0-9]+ new connections)' "$out/log")" >&2
   done
 done
 if [ "$header" = 1 ]; then

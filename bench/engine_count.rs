@@ -13,7 +13,8 @@
 //!   without translating, so that its count can be subtracted.
 //!
 //! Workload kinds (issue 16: the clock advances as real traffic does, every flow of the
-//! table is touched): `out`, `in`, `out-zipf`, `in-zipf`, `new90`. The program runs with
+//! table is touched): `out`, `in`, `out-zipf`, `in-zipf`, `new90`; and `new-full`, whose
+//! clock stands still. The program runs with
 //! callgrind's instrumentation off (`--instr-atstart=no`) through the set-up and asks for
 //! it (a client request, a no-op outside valgrind) when the packets start, then dumps the
 //! counts after each of three phases:
@@ -30,9 +31,18 @@
 //!   LIVE × PPFS packets (`XNAT_BENCH_PPFS`, default 1): each flow's first packet in a
 //!   second pays the refresh of its pair and, with endpoint-independent mapping, of its
 //!   mapping. 64-byte frames (60 bytes without the FCS).
-//! - `new90`: TCP SYNs of new connections (new inside hosts' ports) into a table filled to
-//!   90 % of its capacity with established flows; warm-up: a packet of every established
-//!   flow, then PACKETS / 2 new connections.
+//! - `new90`: TCP SYNs of new connections (new inside hosts' ports) into a table they hold
+//!   at about 90 % of its capacity as they come and go at a steady rate
+//!   (`workload::Turnover`: the clock advances one second every
+//!   `capacity × 0.9 / (pairs per connection × SYN timeout)` connections; expired pairs
+//!   go to the inserts that meet them and to the reaper, a tenth of the table per
+//!   simulated second, its instructions not counted: a gateway runs it on its own thread).
+//!   From an empty table until the first SYN timeout's connections have expired, the last
+//!   PACKETS / 2 of them instrumented as the warm-up.
+//! - `new-full`: TCP SYNs of new connections into a table filled to 90 % with established
+//!   flows, the clock still; warm-up: a packet of every established flow, then PACKETS / 2
+//!   new connections, after which every new pair evicts one (a SYN flood, or more flows
+//!   than the table holds).
 //!
 //! The table's hash key is fixed (`XNAT_BENCH_SEED`, default 1), so that a count repeats
 //! exactly. With `XNAT_BENCH_BATCH=64` the established kinds' measured packets go through
@@ -52,7 +62,7 @@ use xnat::table::{Table, TableConfig};
 
 #[path = "../benches/workload.rs"]
 mod workload;
-use workload::{sequence, Clock, Popularity};
+use workload::{sequence, Clock, Popularity, Reaper, Turnover};
 
 /// Callgrind client requests (valgrind/callgrind.h): the magic preamble followed by
 /// `xchg rbx, rbx`; outside valgrind the four rotations add up to 128 bits (no change) and
@@ -78,6 +88,7 @@ fn callgrind_request(code: u64) {
 fn callgrind_request(_code: u64) {}
 
 const CT_DUMP_STATS: u64 = 0x4354_0000;
+const CT_TOGGLE_COLLECT: u64 = 0x4354_0002;
 const CT_START_INSTRUMENTATION: u64 = 0x4354_0004;
 
 /// Flows of the first version's kinds (`hit`, `new`).
@@ -381,8 +392,79 @@ fn pipeline(
     ok
 }
 
-/// New connections into a table at 90 % fill.
+/// New connections into a table they hold at about 90 % fill as they come and go
+/// (`workload::Turnover`).
 fn new90(live: u64, packets: u64, mapping: Option<String>) {
+    let eim = mapping.as_deref() != Some("endpoint-dependent");
+    // Each connection leaves a session and, with endpoint-independent mapping, a mapping.
+    let per_conn = if eim { 2 } else { 1 };
+    let mut e = engine(
+        "198.19.255.1-198.19.255.128",
+        (live * per_conn * 10).div_ceil(9),
+        mapping,
+    );
+    let mut turn = Turnover::new(e.table(), e.now, per_conn);
+    let mut reaper = Reaper::new(e.table(), e.now);
+    // From an empty table to the steady state: every connection of the first SYN timeout
+    // (and 20 s more) has expired. The last PACKETS / 2 of these connections are the
+    // warm-up, instrumented (the simulated caches fill as a running gateway's would).
+    let settle = turn.per_second() * (u64::from(e.table().timeouts().tcp_syn) + 20);
+    let warm = (packets / 2).min(settle);
+    let mut buf = [0u8; 64];
+    let mut reaped = 0;
+    // One new connection at the turnover's clock; the reaper's share of the seconds
+    // passed, not counted (a running gateway runs it on its own thread; its loads still
+    // pass through the simulated caches).
+    let mut one = |e: &mut Engine, buf: &mut [u8; 64], k: u64, dry: bool| -> bool {
+        let n = out_frame(buf, k, true);
+        if dry {
+            black_box(&buf);
+            return true;
+        }
+        e.now = turn.tick(1);
+        let ok = e.translate(&mut buf[..n], true).is_ok();
+        if reaper.due(e.now) {
+            callgrind_request(CT_TOGGLE_COLLECT);
+            reaped += reaper.run(e.table(), e.now);
+            callgrind_request(CT_TOGGLE_COLLECT);
+        }
+        ok
+    };
+    for k in 0..settle - warm {
+        black_box(one(&mut e, &mut buf, k, false));
+    }
+    callgrind_request(CT_START_INSTRUMENTATION);
+    for k in settle - warm..settle {
+        black_box(one(&mut e, &mut buf, k, false));
+    }
+    let fill0 = e.table().len() as f64 / e.table().capacity() as f64;
+    let before = e.table().stats();
+    callgrind_request(CT_DUMP_STATS);
+    let mut ok = 0u64;
+    for k in settle..settle + packets {
+        ok += one(&mut e, &mut buf, k, false) as u64;
+    }
+    callgrind_request(CT_DUMP_STATS);
+    for k in settle..settle + packets {
+        black_box(one(&mut e, &mut buf, k, true));
+    }
+    callgrind_request(CT_DUMP_STATS);
+    let st = e.table().stats();
+    eprintln!(
+        "{} new connections a second, fill {:.1} % before, {:.1} % after; measured: {} inserts, {} evictions, {} expirations, {reaped} reaped in all; {st:?}",
+        turn.per_second(),
+        100.0 * fill0,
+        100.0 * e.table().len() as f64 / e.table().capacity() as f64,
+        st.insert - before.insert,
+        st.evict - before.evict,
+        st.expire - before.expire,
+    );
+    println!("{ok}");
+}
+
+/// New connections into a table filled to 90 % with established flows, the clock still:
+/// once the warm-up's connections have filled it, every new pair evicts one (`new-full`).
+fn new_full(live: u64, packets: u64, mapping: Option<String>) {
     let eim = mapping.as_deref() != Some("endpoint-dependent");
     // Each established flow holds a session and, with endpoint-independent mapping, a
     // mapping: both count against the capacity.
@@ -446,7 +528,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = || -> ! {
         eprintln!(
-            "usage: xnat-engine-count LIVE PACKETS hit|new|new-dry|out|in|out-zipf|in-zipf|new90 \
+            "usage: xnat-engine-count LIVE PACKETS hit|new|new-dry|out|in|out-zipf|in-zipf|new90|new-full \
              [endpoint-independent|endpoint-dependent]"
         );
         std::process::exit(2)
@@ -471,6 +553,7 @@ fn main() {
         "out-zipf" => established(live, packets, Dir::Out, Popularity::Zipf, mapping),
         "in-zipf" => established(live, packets, Dir::In, Popularity::Zipf, mapping),
         "new90" => new90(live, packets, mapping),
+        "new-full" => new_full(live, packets, mapping),
         _ => usage(),
     }
 }

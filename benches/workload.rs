@@ -129,6 +129,83 @@ impl Clock {
     }
 }
 
+/// New connections arriving at a steady rate into a table they hold at about 90 % fill, as
+/// a gateway sees them when connections come and go (the `new90` cases): the clock
+/// advances one second every [`Turnover::per_second`] connections, so many that the pairs a
+/// connection leaves (its session and, with endpoint-independent mapping, its mapping),
+/// alive for the SYN timeout after its one packet, fill 90 % of the table. Pairs that
+/// expire go to the inserts that meet them and to a [`Reaper`].
+pub struct Turnover {
+    clock: Clock,
+    per_second: u64,
+}
+
+impl Turnover {
+    /// A turnover of connections that each leave `pairs` pairs in `table`, its clock
+    /// starting at `now`.
+    pub fn new(table: &Table, now: u32, pairs: u64) -> Turnover {
+        let alive = u64::from(table.timeouts().tcp_syn.max(1)) * pairs;
+        let per_second = (table.capacity() as u64 * 9 / 10 / alive).max(1);
+        Turnover {
+            clock: Clock::new(now, per_second, 1),
+            per_second,
+        }
+    }
+
+    /// New connections per simulated second.
+    pub fn per_second(&self) -> u64 {
+        self.per_second
+    }
+
+    /// The simulated second now.
+    pub fn now(&self) -> u32 {
+        self.clock.now
+    }
+
+    /// Counts `n` new connections; returns the clock.
+    #[inline]
+    pub fn tick(&mut self, n: u64) -> u32 {
+        self.clock.tick(n)
+    }
+}
+
+/// The background sweep of a running gateway (`xnat run`'s reaper thread): removes the
+/// expired pairs of the whole table every 10 s, so a tenth of its slots per second.
+pub struct Reaper {
+    slots: u32,
+    next: u32,
+    reaped_at: u32,
+}
+
+impl Reaper {
+    /// A reaper of `table` whose last sweep was at second `now`.
+    pub fn new(table: &Table, now: u32) -> Reaper {
+        Reaper {
+            slots: u32::try_from(table.capacity() * 2).unwrap_or(u32::MAX),
+            next: 0,
+            reaped_at: now,
+        }
+    }
+
+    /// Whether second `now` is later than the last sweep's.
+    #[inline]
+    pub fn due(&self, now: u32) -> bool {
+        self.reaped_at < now
+    }
+
+    /// The sweeps of the seconds up to `now`; the connections removed.
+    pub fn run(&mut self, table: &Table, now: u32) -> usize {
+        let mut removed = 0;
+        while self.reaped_at < now {
+            self.reaped_at += 1;
+            let (next, n) = table.reap(self.next, self.slots.div_ceil(10), self.reaped_at);
+            self.next = next;
+            removed += n;
+        }
+        removed
+    }
+}
+
 /// Packets per flow per second from `XNAT_BENCH_PPFS`, else `default`.
 pub fn ppfs(default: u64) -> u64 {
     std::env::var("XNAT_BENCH_PPFS")
