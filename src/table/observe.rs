@@ -15,6 +15,7 @@ use std::sync::Arc;
 use super::engine::*;
 use super::layout::*;
 use super::stats::{Ctr, Tally};
+use super::sync::Ordering::Relaxed;
 use super::{ConnState, Dir, Session};
 
 /// Told of every connection that starts or stops being in the table. Called on the packet
@@ -83,6 +84,16 @@ impl Table {
         let end = start.saturating_add(max_slots).min(self.nslots);
         let mut n = 0;
         for slot in start..end {
+            // Most halves are neither free nor expired: tell them by their control and meta
+            // words alone, without the seqlock read of the whole slot. A word read while a
+            // writer changes the slot only delays or hastens the full check below, which
+            // decides.
+            let c = self.ctrl(slot).load(Relaxed);
+            if c_free(c)
+                || (!c_busy(c) && !self.expired(self.data(slot)[D_META].load(Relaxed), now))
+            {
+                continue;
+            }
             let View::Live(s) = self.read_slot(slot) else {
                 continue;
             };
