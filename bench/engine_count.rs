@@ -374,8 +374,9 @@ fn pipeline(
     e.now = now;
     // Kept from batch to batch, as a worker keeps it: no allocation per batch.
     prep.clear();
-    for (f, &n) in frames[..count].iter().zip(lens) {
-        prep.push(e.prepare(&f[..n]));
+    prep.resize(count, Prepared::EMPTY);
+    for ((f, &n), p) in frames[..count].iter().zip(lens).zip(prep.iter_mut()) {
+        e.prepare_into(&f[..n], p);
     }
     for p in prep.iter_mut() {
         e.prefetch_data(p);

@@ -72,7 +72,10 @@ fn translate_pipelined(
     let work = &mut work[..frames.len()];
     work.copy_from_slice(frames);
     prep.clear();
-    prep.extend(work.chunks(FRAME).map(|f| e.prepare(&f[..60])));
+    prep.resize(work.len() / FRAME, Prepared::EMPTY);
+    for (f, p) in work.chunks(FRAME).zip(prep.iter_mut()) {
+        e.prepare_into(&f[..60], p);
+    }
     for p in prep.iter_mut() {
         e.prefetch_data(p);
     }

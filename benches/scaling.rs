@@ -42,7 +42,10 @@ fn worker(mut e: Engine, frames: &[u8], flows: u64, ppfs: u64, stop: &AtomicBool
             let w = &mut work[..chunk.len()];
             w.copy_from_slice(chunk);
             prep.clear();
-            prep.extend(w.chunks(FRAME).map(|f| e.prepare(&f[..60])));
+            prep.resize(w.len() / FRAME, Prepared::EMPTY);
+            for (f, p) in w.chunks(FRAME).zip(prep.iter_mut()) {
+                e.prepare_into(&f[..60], p);
+            }
             for p in &mut prep {
                 e.prefetch_data(p);
             }

@@ -305,8 +305,11 @@ impl Handler for NatHandler {
         self.prep.push(PrepSlot {
             addr: frame.as_ptr() as usize,
             len: frame.len(),
-            prep: self.engine.prepare(frame),
+            prep: Prepared::EMPTY,
         });
+        if let Some(s) = self.prep.last_mut() {
+            self.engine.prepare_into(frame, &mut s.prep);
+        }
     }
 
     #[inline]

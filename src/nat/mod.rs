@@ -112,6 +112,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Nothing prepared yet: what [`Engine::prepare_into`] overwrites.
+    pub const EMPTY: Prepared = Prepared {
+        parsed: Err(packet::Drop::TooShortEth),
+        probe: None,
+    };
+
     /// The table probe of the frame's key, if it parsed.
     #[inline]
     pub fn probe(&self) -> Option<&Probe> {
@@ -259,14 +265,22 @@ impl Engine {
     /// [`Engine::translate_probed`] and the parse and probe kept here.
     #[inline]
     pub fn prepare(&self, frame: &[u8]) -> Prepared {
-        let parsed = packet::parse(frame);
-        let probe = parsed.as_ref().ok().map(|p| {
+        let mut p = Prepared::EMPTY;
+        self.prepare_into(frame, &mut p);
+        p
+    }
+
+    /// [`Engine::prepare`] into `out`, an entry of the caller's batch: the parse is written
+    /// there directly rather than copied.
+    #[inline]
+    pub fn prepare_into(&self, frame: &[u8], out: &mut Prepared) {
+        out.parsed = packet::parse(frame);
+        out.probe = out.parsed.as_ref().ok().map(|p| {
             self.table.probe(&match p.embedded() {
                 Some(e) => e.tuple().reversed(),
                 None => p.tuple(),
             })
         });
-        Prepared { parsed, probe }
     }
 
     /// Second stage of the batch pipeline: starts loading the data of the table slot whose
@@ -341,30 +355,42 @@ impl Engine {
             }
             _ => self.table.lookup_counted(&t, self.now, &mut self.counts),
         };
-        // `created_outbound`: a session opened from the inside, which has just looked up
-        // or made its mapping (`mapping_for`): refreshing the mapping again would be a
-        // second lookup of the same key in the same second.
-        let mut created_outbound = false;
-        let hit = match found {
-            Some(h) => h,
+        if let Some(hit) = &found {
+            self.apply_hit(frame, p, &t, hit, false);
+            return Ok(());
+        }
+        // A packet that cannot open a connection may have missed a lost half.
+        let repairable = (t.proto == 17 && !from_inside)
+            || (t.proto == 6
+                && (!from_inside || p.tcp_flags() & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN));
+        match repairable
+            .then(|| self.repair_lost_half(&t, from_inside))
+            .flatten()
+        {
+            Some(h) => self.apply_hit(frame, p, &t, &h, false),
             None => {
-                // A packet that cannot open a connection may have missed a lost half.
-                let repairable = (t.proto == 17 && !from_inside)
-                    || (t.proto == 6
-                        && (!from_inside
-                            || p.tcp_flags() & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN));
-                match repairable
-                    .then(|| self.repair_lost_half(&t, from_inside))
-                    .flatten()
-                {
-                    Some(h) => h,
-                    None => {
-                        created_outbound = from_inside;
-                        self.create(p, from_inside)?
-                    }
-                }
+                let h = self.create(p, from_inside)?;
+                self.apply_hit(frame, p, &t, &h, from_inside);
             }
-        };
+        }
+        Ok(())
+    }
+
+    /// Rewrites the frame (parse `p`, tuple `t`) as `hit` says, and keeps what the session
+    /// depends on up to date: its mapping when the hit refreshed the pair (unless
+    /// `created_outbound`: a session just opened from the inside has just looked up or
+    /// made its mapping in `mapping_for`, and refreshing it again would be a second lookup
+    /// of the same key in the same second), its TCP state. Called with the hit where it was found, so
+    /// that the hit is not copied on the established packet's path.
+    #[inline(always)]
+    fn apply_hit(
+        &mut self,
+        frame: &mut [u8],
+        p: &Parsed,
+        t: &Tuple,
+        hit: &Hit,
+        created_outbound: bool,
+    ) {
         if hit.xlate.src != t.src || hit.xlate.sport != t.sport {
             packet::set_src(frame, p, hit.xlate.src, hit.xlate.sport);
         }
@@ -379,13 +405,12 @@ impl Engine {
                 crate::table::Dir::Rev => t.dst,
             };
             if self.rules.is_pool_addr(nat_end) {
-                self.refresh_mapping(&t, &hit);
+                self.refresh_mapping(t, hit);
             }
         }
         if t.proto == 6 {
-            self.track_tcp(&t, &hit, p.tcp_flags());
+            self.track_tcp(t, hit, p.tcp_flags());
         }
-        Ok(())
     }
 
     /// A miss: create the session if policy allows.
