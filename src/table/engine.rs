@@ -372,12 +372,14 @@ impl Table {
         if p.hint < self.nslots {
             let c = self.ctrl(p.hint).load(Acquire);
             if c_fp(c) == p.loc.fp && !c_busy(c) {
-                if let Some(s) = self.read_live(p.hint, c) {
-                    if s.key_is(p.k0, p.k1) {
-                        let r = self.on_hit(p.hint, &s, now, t);
-                        t.inc(if r.is_some() { Ctr::Hit } else { Ctr::Miss });
-                        return r;
-                    }
+                let mut s = Snap {
+                    ctrl: c,
+                    d: [0; DW],
+                };
+                if self.read_live_into(p.hint, &mut s) && s.key_is(p.k0, p.k1) {
+                    let r = self.on_hit(p.hint, &s, now, t);
+                    t.inc(if r.is_some() { Ctr::Hit } else { Ctr::Miss });
+                    return r;
                 }
             }
         }

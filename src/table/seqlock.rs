@@ -73,10 +73,22 @@ impl Table {
     /// acquire by the caller). `None` if the slot changed meanwhile.
     #[inline(always)]
     pub(super) fn read_live(&self, slot: u32, c1: u64) -> Option<Snap> {
+        let mut s = Snap {
+            ctrl: c1,
+            d: [0; DW],
+        };
+        self.read_live_into(slot, &mut s).then_some(s)
+    }
+
+    /// [`Table::read_live`] into `s`, whose `ctrl` is the control value loaded with
+    /// acquire: whether the data read is valid. Written in place: the established packet's
+    /// lookup reads the slot into the snapshot it goes on with, without a copy.
+    #[inline(always)]
+    pub(super) fn read_live_into(&self, slot: u32, s: &mut Snap) -> bool {
         // Both words found once, before the fence (after it the compiler would look the
         // bucket up again).
         let (c, d) = (self.ctrl(slot), self.data(slot));
-        let v = [
+        s.d = [
             d[0].load(Relaxed),
             d[1].load(Relaxed),
             d[2].load(Relaxed),
@@ -84,8 +96,7 @@ impl Table {
             d[4].load(Relaxed),
         ];
         fence(Acquire);
-        let c2 = c.load(Relaxed);
-        (c1 == c2).then_some(Snap { ctrl: c1, d: v })
+        c.load(Relaxed) == s.ctrl
     }
 
     pub(super) fn read_slot(&self, slot: u32) -> View {
