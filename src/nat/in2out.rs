@@ -296,7 +296,12 @@ impl Engine {
     /// free: `preferred` when it is in range (port preservation), else random ports of the
     /// same parity, then a deterministic scan so that a nearly full range is still found.
     /// `org` is a key the caller has just looked up and missed (a new session's tuple, or a
-    /// mapping's key after `mapping_for`'s lookup): the table skips its first pre-check.
+    /// mapping's key after `mapping_for`'s lookup): each try is a port try
+    /// ([`Table::insert_pair_port_try`]), which does not look for `org` again when the
+    /// port is taken, and a pair of `org` made meanwhile is reported by the try that finds
+    /// a free port, or by a last lookup when none is left.
+    ///
+    /// [`Table::insert_pair_port_try`]: crate::table::Table::insert_pair_port_try
     pub(super) fn allocate(
         &mut self,
         org: &Tuple,
@@ -332,9 +337,9 @@ impl Engine {
                 Err(InsertError::RevTaken)
             } else if is_wildcard_key(org) {
                 // A mapping: its sessions keep it alive (see `refresh_mapping`).
-                self.table.insert_anchor_missed(org, &x, state, self.now)
+                self.table.insert_anchor_port_try(org, &x, state, self.now)
             } else {
-                self.table.insert_pair_missed(org, &x, state, self.now)
+                self.table.insert_pair_port_try(org, &x, state, self.now)
             };
             match outcome {
                 Ok(h) | Err(InsertError::Exists(h)) => return Ok(h),
@@ -345,7 +350,12 @@ impl Engine {
             }
             tries += 1;
             if tries >= RANDOM_TRIES + span.min(1024) || tries >= span + RANDOM_TRIES {
-                return Err(Refused::Nat(NatDrop::PortsExhausted));
+                // A port try reports a taken port without looking for `org` (the caller
+                // has just missed it): a pair of it made meanwhile is found here.
+                return match self.table.lookup(org, self.now) {
+                    Some(h) if h.dir == Dir::Org => Ok(h),
+                    _ => Err(Refused::Nat(NatDrop::PortsExhausted)),
+                };
             }
             candidate = if tries < RANDOM_TRIES {
                 same_parity(pick(self.rand()))

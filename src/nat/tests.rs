@@ -853,3 +853,35 @@ fn a_packet_that_missed_a_lost_half_has_it_restored_at_once() {
         assert!(e.translate(&mut back, false).is_ok());
     }
 }
+
+#[test]
+fn a_port_allocation_whose_key_appeared_meanwhile_finds_it_even_with_every_port_taken() {
+    let mut e = engine(&[]);
+    e.now = 100;
+    // Two inside endpoints with their mappings on their own (preserved) ports.
+    for port in [40000, 40001] {
+        e.translate(&mut udp(CLI, port, SRV, 53), true)
+            .expect("session");
+    }
+    // An allocation for the first endpoint's mapping key, as if the caller had just missed
+    // it (a concurrent worker made it meanwhile), in a range whose one port is taken: the
+    // port tries do not look for the key, the last lookup before giving up finds it.
+    let key = mapping_key(17, CLI, 40000);
+    let make = |port| Tuple::new(NAT_ADDR, port, 0, 0, 17);
+    let h = e
+        .allocate(&key, 40001, 40001, 40001, ConnState::Udp, make)
+        .expect("the mapping made meanwhile");
+    assert_eq!((h.xlate.src, h.xlate.sport), (NAT_ADDR, 40000));
+    // A key that is not there: every port taken is what it is.
+    assert_eq!(
+        e.allocate(
+            &mapping_key(17, CLI, 40002),
+            40001,
+            40001,
+            40001,
+            ConnState::Udp,
+            make
+        ),
+        Err(Refused::Nat(NatDrop::PortsExhausted))
+    );
+}

@@ -6,6 +6,7 @@
 //! and its correctness argument.
 
 use super::layout::*;
+use super::pair::OrgHint;
 use super::region::Region;
 use super::seqlock::backoff;
 use super::stats::{Counters, Ctr, OpCounts, Tally};
@@ -577,7 +578,7 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
-        self.insert_counted(org, xlate, state, now, 0, false)
+        self.insert_counted(org, xlate, state, now, 0, OrgHint::Unknown)
     }
 
     /// [`Table::insert_pair`] for an `org` the caller has just looked up and not found (a
@@ -592,7 +593,24 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
-        self.insert_counted(org, xlate, state, now, 0, true)
+        self.insert_counted(org, xlate, state, now, 0, OrgHint::Missed)
+    }
+
+    /// [`Table::insert_pair_missed`] as one try of a port allocator: when the reply tuple
+    /// (`xlate` reversed) is taken, the answer is [`InsertError::RevTaken`] without looking
+    /// for `org` again, where the other inserts report a pair of `org` first. The allocator
+    /// tries another port; the insert that finds one free sees a pair of `org` published
+    /// meanwhile in its conflict scan and reports [`InsertError::Exists`]. Only if every
+    /// port is taken must the allocator look `org` up itself before it gives up. Saves the
+    /// allocator a scan of `org`'s buckets per taken port.
+    pub fn insert_pair_port_try(
+        &self,
+        org: &Tuple,
+        xlate: &Tuple,
+        state: ConnState,
+        now: u32,
+    ) -> Result<Hit, InsertError> {
+        self.insert_counted(org, xlate, state, now, 0, OrgHint::PortTry)
     }
 
     /// [`Table::insert_pair`] for an *anchor*: a pair that other pairs keep alive by
@@ -607,7 +625,7 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
-        self.insert_counted(org, xlate, state, now, FLAG_ANCHOR, false)
+        self.insert_counted(org, xlate, state, now, FLAG_ANCHOR, OrgHint::Unknown)
     }
 
     /// [`Table::insert_anchor`] for an `org` the caller has just looked up and not found
@@ -619,10 +637,22 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
-        self.insert_counted(org, xlate, state, now, FLAG_ANCHOR, true)
+        self.insert_counted(org, xlate, state, now, FLAG_ANCHOR, OrgHint::Missed)
     }
 
-    /// The four public inserts: the clock advanced, [`Table::insert_inner`], its outcome
+    /// [`Table::insert_anchor`] as one try of a port allocator (see
+    /// [`Table::insert_pair_port_try`]).
+    pub fn insert_anchor_port_try(
+        &self,
+        org: &Tuple,
+        xlate: &Tuple,
+        state: ConnState,
+        now: u32,
+    ) -> Result<Hit, InsertError> {
+        self.insert_counted(org, xlate, state, now, FLAG_ANCHOR, OrgHint::PortTry)
+    }
+
+    /// The public inserts: the clock advanced, [`Table::insert_inner`], its outcome
     /// counted.
     #[inline(always)]
     fn insert_counted(
@@ -632,11 +662,11 @@ impl Table {
         state: ConnState,
         now: u32,
         flags: u64,
-        org_missed: bool,
+        hint: OrgHint,
     ) -> Result<Hit, InsertError> {
         let mut t = Tally::default();
         self.advance_clock(now);
-        let r = self.insert_inner(org, xlate, state, now, flags, org_missed, &mut t);
+        let r = self.insert_inner(org, xlate, state, now, flags, hint, &mut t);
         self.count_insert(&r, t);
         r
     }

@@ -317,8 +317,7 @@ impl Table {
     }
 
     /// Inserts the pair `org` <-> `xlate` (see [`Table::insert_pair`]); `flags` go into
-    /// both meta words; `org_missed`: the caller has just missed `org` (see
-    /// [`Table::insert_pair_missed`]).
+    /// both meta words; `hint`: what the caller knows of `org`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn insert_inner(
         &self,
@@ -327,9 +326,10 @@ impl Table {
         state: ConnState,
         now: u32,
         flags: u64,
-        org_missed: bool,
+        hint: OrgHint,
         t: &mut Tally,
     ) -> Result<Hit, InsertError> {
+        let org_missed = hint != OrgHint::Unknown;
         let rev = xlate.reversed();
         if xlate.proto != org.proto || rev == *org {
             return Err(InsertError::Invalid);
@@ -355,9 +355,10 @@ impl Table {
             }
             match self.find(&lr, r0, r1) {
                 Find::Found(s, snap) => {
-                    if !org_checked {
+                    if !org_checked && hint == OrgHint::Missed {
                         // The skipped pre-check, now: whatever holds the reply tuple, a pair
-                        // of `org` is reported first, as without the hint.
+                        // of `org` is reported first, as without the hint (a port try moves
+                        // on to another reply tuple instead, see `OrgHint::PortTry`).
                         match self.precheck_org(&lo, o0, o1, now, t) {
                             PreCheck::Exists(h) => return Err(InsertError::Exists(h)),
                             PreCheck::Retry => continue,
@@ -489,6 +490,22 @@ impl Table {
         self.ctr.flush(&t);
         done
     }
+}
+
+/// What the caller of an insert knows of its ORG key.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum OrgHint {
+    /// Nothing: every round checks it first.
+    Unknown,
+    /// It has just been looked up and missed: the first round skips the pre-check,
+    /// unless the reply tuple turns out to be taken (then a pair of `org` is reported
+    /// first, the plain insert's answer).
+    Missed,
+    /// Missed, and the insert is one try of a port allocator: a taken reply tuple is
+    /// reported as such without looking for `org` (the allocator tries another port;
+    /// the insert that finds a free one sees a pair of `org` published meanwhile in its
+    /// conflict scan, and reports it).
+    PortTry,
 }
 
 /// What an insert's pre-check of its ORG key found.

@@ -697,6 +697,28 @@ impl Model {
             refreshed: true,
         })
     }
+
+    /// [`Model::insert`] as a port try: a reply tuple held by a live pair other than this
+    /// very connection is reported before the ORG key is looked for (an expired holder is
+    /// reclaimed first, as the table's try does).
+    fn insert_port_try(
+        &mut self,
+        o: &Tuple,
+        x: &Tuple,
+        st: ConnState,
+        now: u32,
+        anchor: bool,
+        phase: &dyn Fn(&Tuple) -> u32,
+    ) -> Result<Hit, InsertError> {
+        if let Some((i, dir)) = self.find(&x.reversed()) {
+            if self.expired(i, now) {
+                self.pairs.remove(i);
+            } else if !(dir == Dir::Rev && self.pairs[i].org == *o && self.pairs[i].xlate == *x) {
+                return Err(InsertError::RevTaken);
+            }
+        }
+        self.insert(o, x, st, now, anchor, phase)
+    }
 }
 
 /// An observer that keeps the set of connections it was told of (and fails on a
@@ -723,9 +745,10 @@ impl PairObserver for Seen {
 
 #[derive(Clone, Debug)]
 enum Op {
-    /// ORG key, translation, state, anchor, told that the ORG key was missed (a hint that
-    /// must not change the outcome).
-    Insert(u8, u8, u8, bool, bool),
+    /// ORG key, translation, state, anchor, what the insert is told of the ORG key: 0
+    /// nothing, 1 missed (a hint that must not change the outcome), 2 a port try (a taken
+    /// reply tuple is reported first).
+    Insert(u8, u8, u8, bool, u8),
     Lookup(u8),
     Remove(u8),
     RemoveHalf(u8),
@@ -736,7 +759,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0..9u8, 0..4u8, 0..3u8, proptest::bool::weighted(0.3), proptest::bool::ANY)
+        3 => (0..9u8, 0..4u8, 0..3u8, proptest::bool::weighted(0.3), 0..3u8)
             .prop_map(|(a, b, c, d, e)| Op::Insert(a, b, c, d, e)),
         5 => (0..13u8).prop_map(Op::Lookup),
         1 => (0..13u8).prop_map(Op::Remove),
@@ -785,19 +808,25 @@ proptest! {
         let mut now = 100u32;
         for o in ops {
             match o {
-                Op::Insert(a, b, c, anchor, missed) => {
+                Op::Insert(a, b, c, anchor, hint) => {
                     let org = m_org(a);
                     let x = m_xl(b, &org);
                     let st = states[c as usize];
-                    let got = match (anchor, missed) {
-                        (false, false) => t.insert_pair(&org, &x, st, now),
-                        (false, true) => t.insert_pair_missed(&org, &x, st, now),
-                        (true, false) => t.insert_anchor(&org, &x, st, now),
-                        (true, true) => t.insert_anchor_missed(&org, &x, st, now),
+                    let got = match (anchor, hint) {
+                        (false, 0) => t.insert_pair(&org, &x, st, now),
+                        (false, 1) => t.insert_pair_missed(&org, &x, st, now),
+                        (false, _) => t.insert_pair_port_try(&org, &x, st, now),
+                        (true, 0) => t.insert_anchor(&org, &x, st, now),
+                        (true, 1) => t.insert_anchor_missed(&org, &x, st, now),
+                        (true, _) => t.insert_anchor_port_try(&org, &x, st, now),
                     }
                         .map(|h| (h.dir, h.xlate, h.state, h.restored, h.refreshed))
                         .map_err(|e| match e { InsertError::Exists(h) => Some((h.dir, h.xlate, h.state, h.restored, h.refreshed)), _ => None });
-                    let want = m.insert(&org, &x, st, now, anchor, &phase)
+                    let want = if hint == 2 {
+                        m.insert_port_try(&org, &x, st, now, anchor, &phase)
+                    } else {
+                        m.insert(&org, &x, st, now, anchor, &phase)
+                    }
                         .map(|h| (h.dir, h.xlate, h.state, h.restored, h.refreshed))
                         .map_err(|e| match e { InsertError::Exists(h) => Some((h.dir, h.xlate, h.state, h.restored, h.refreshed)), _ => None });
                     prop_assert_eq!(got, want, "insert {:?}", o);
@@ -1291,6 +1320,51 @@ fn a_probe_whose_noted_slot_went_stale_still_finds_its_key() {
     let h = t.lookup_probe(&p, 1).expect("hit at the noted slot");
     assert_eq!(h.xlate, xl(3));
     assert_eq!(t.stats().hit, before + 1);
+}
+
+#[test]
+fn a_port_try_reports_a_taken_reply_tuple_without_looking_for_its_key() {
+    let t = Table::new(cfg(1024)).unwrap();
+    t.insert_pair(&org(1), &xl(1), ConnState::Udp, 10).unwrap();
+    t.insert_pair(&org(2), &xl(2), ConnState::Udp, 10).unwrap();
+    t.insert_anchor(&org(3), &xl(3), ConnState::Udp, 10)
+        .unwrap();
+    // org(1) is live, but the reply tuple of xl(2) is taken: a missed-hint insert reports
+    // the pair of org(1) first, a port try reports the taken port (the allocator's cue to
+    // try another).
+    match t.insert_pair_missed(&org(1), &xl(2), ConnState::Udp, 11) {
+        Err(InsertError::Exists(h)) => assert_eq!(h.xlate, xl(1)),
+        other => panic!("{other:?}"),
+    }
+    for r in [
+        t.insert_pair_port_try(&org(1), &xl(2), ConnState::Udp, 11),
+        t.insert_anchor_port_try(&org(3), &xl(2), ConnState::Udp, 11),
+    ] {
+        assert_eq!(r, Err(InsertError::RevTaken));
+    }
+    // On a free port, the conflict scan finds the live pair and the try reports it: never
+    // a second pair of one key.
+    match t.insert_pair_port_try(&org(1), &xl(9), ConnState::Udp, 11) {
+        Err(InsertError::Exists(h)) => assert_eq!((h.dir, h.xlate), (Dir::Org, xl(1))),
+        other => panic!("{other:?}"),
+    }
+    match t.insert_anchor_port_try(&org(3), &xl(8), ConnState::Udp, 11) {
+        Err(InsertError::Exists(h)) => assert_eq!((h.dir, h.xlate), (Dir::Org, xl(3))),
+        other => panic!("{other:?}"),
+    }
+    // The reply half of the very pair being inserted still counts as that pair.
+    match t.insert_pair_port_try(&org(1), &xl(1), ConnState::Udp, 11) {
+        Err(InsertError::Exists(h)) => assert_eq!(h.xlate, xl(1)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(t.len(), 3);
+    let a = t.audit();
+    assert_eq!((a.busy_slots, a.duplicate_keys, a.live_halves), (0, 0, 6));
+    // A free key on a free port inserts.
+    let h = t
+        .insert_pair_port_try(&org(4), &xl(4), ConnState::Udp, 11)
+        .unwrap();
+    assert_eq!((h.dir, h.xlate), (Dir::Org, xl(4)));
 }
 
 #[test]
