@@ -380,8 +380,8 @@ impl Engine {
     /// depends on up to date: its mapping when the hit refreshed the pair (unless
     /// `created_outbound`: a session just opened from the inside has just looked up or
     /// made its mapping in `mapping_for`, and refreshing it again would be a second lookup
-    /// of the same key in the same second), its TCP state. Called with the hit where it was found, so
-    /// that the hit is not copied on the established packet's path.
+    /// of the same key in the same second), its TCP state. Called with the hit where it
+    /// was found, so that the hit is not copied on the established packet's path.
     #[inline(always)]
     fn apply_hit(
         &mut self,
