@@ -393,17 +393,24 @@ fn pipeline(
     ok
 }
 
+/// The engine of the new-connection kinds: a table of `LIVE` flows at 90 % of its capacity,
+/// with the pairs each flow or connection holds (a session and, with endpoint-independent
+/// mapping, a mapping: both count against the capacity); and that number of pairs.
+fn new_conn_engine(live: u64, mapping: Option<String>) -> (Engine, u64) {
+    let eim = mapping.as_deref() != Some("endpoint-dependent");
+    let pairs = if eim { 2 } else { 1 };
+    let e = engine(
+        "198.19.255.1-198.19.255.128",
+        (live * pairs * 10).div_ceil(9),
+        mapping,
+    );
+    (e, pairs)
+}
+
 /// New connections into a table they hold at about 90 % fill as they come and go
 /// (`workload::Turnover`).
 fn new90(live: u64, packets: u64, mapping: Option<String>) {
-    let eim = mapping.as_deref() != Some("endpoint-dependent");
-    // Each connection leaves a session and, with endpoint-independent mapping, a mapping.
-    let per_conn = if eim { 2 } else { 1 };
-    let mut e = engine(
-        "198.19.255.1-198.19.255.128",
-        (live * per_conn * 10).div_ceil(9),
-        mapping,
-    );
+    let (mut e, per_conn) = new_conn_engine(live, mapping);
     let mut turn = Turnover::new(e.table(), e.now, per_conn);
     let mut reaper = Reaper::new(e.table(), e.now);
     // From an empty table to the steady state: every connection of the first SYN timeout
@@ -466,15 +473,7 @@ fn new90(live: u64, packets: u64, mapping: Option<String>) {
 /// New connections into a table filled to 90 % with established flows, the clock still:
 /// once the warm-up's connections have filled it, every new pair evicts one (`new-full`).
 fn new_full(live: u64, packets: u64, mapping: Option<String>) {
-    let eim = mapping.as_deref() != Some("endpoint-dependent");
-    // Each established flow holds a session and, with endpoint-independent mapping, a
-    // mapping: both count against the capacity.
-    let per_flow = if eim { 2 } else { 1 };
-    let mut e = engine(
-        "198.19.255.1-198.19.255.128",
-        (live * per_flow * 10).div_ceil(9),
-        mapping,
-    );
+    let (mut e, _) = new_conn_engine(live, mapping);
     let target = e.table().capacity() * 9 / 10;
     let mut buf = [0u8; 64];
     let mut i = 0u64;
