@@ -186,9 +186,10 @@ fn a_removed_connection_is_never_resurrected_by_a_restore() {
                 a.busy_slots,
                 a.duplicate_keys,
                 a.misplaced,
+                a.untagged,
                 a.mismatched_partners
             ),
-            (0, 0, 0, 0),
+            (0, 0, 0, 0, 0),
             "{a:#?}"
         );
         assert_eq!(a.live_halves, a.counted_halves, "{a:#?}");

@@ -21,6 +21,10 @@ pub struct Audit {
     pub mismatched_partners: u64,
     /// Halves in neither of their key's two candidate buckets, or under another fingerprint.
     pub misplaced: u64,
+    /// Ways whose byte in their bucket's tag word is wrong: a LIVE half's not its
+    /// fingerprint's tag (a scan would not find it), a FREE way's not 0 (a claim would
+    /// not take it).
+    pub untagged: u64,
     /// LIVE ORG halves per state code (the connections, by state).
     pub states: Vec<u64>,
     /// What the state gauges say (must equal `states` when nothing runs).
@@ -37,6 +41,7 @@ impl Audit {
             && self.lone_halves == 0
             && self.mismatched_partners == 0
             && self.misplaced == 0
+            && self.untagged == 0
             && self.live_halves == self.counted_halves
             && self.states == self.counted_states
     }
@@ -50,7 +55,7 @@ impl Audit {
 
 impl Table {
     /// Checks the table's invariants over every slot: each key LIVE once, in one of its two
-    /// candidate buckets under its fingerprint; every LIVE half has its mirrored partner;
+    /// candidate buckets under its fingerprint and its fingerprint's tag; every LIVE half has its mirrored partner;
     /// no slot BUSY; the occupancy counter right. Meaningful only while no other thread
     /// uses the table (tests, diagnostics of a stopped gateway's state file); it reads the
     /// whole table and allocates.
@@ -64,7 +69,14 @@ impl Table {
         let mut live = std::collections::HashMap::new();
         for slot in 0..self.nslots {
             match self.read_slot(slot) {
-                View::Free => {}
+                View::Free => {
+                    let word =
+                        self.tags[(slot as usize) / WAYS].load(super::sync::Ordering::Relaxed);
+                    if (word >> (8 * (slot as usize % WAYS))) as u8 != 0 {
+                        a.untagged += 1;
+                        a.note(format!("free slot {slot} tagged"));
+                    }
+                }
                 View::Busy => {
                     a.busy_slots += 1;
                     a.note(format!("slot {slot} is BUSY"));
@@ -80,6 +92,14 @@ impl Table {
                     if (b != l.b1 && b != l.b2) || c_fp(s.ctrl) != l.fp {
                         a.misplaced += 1;
                         a.note(format!("{:?} misplaced in slot {slot}", s.key()));
+                    }
+                    let word = self.tags[b as usize].load(super::sync::Ordering::Relaxed);
+                    if tag_matches(word, tag_of(c_fp(s.ctrl)))
+                        & (0x80 << (8 * (slot % WAYS as u32)))
+                        == 0
+                    {
+                        a.untagged += 1;
+                        a.note(format!("{:?} in slot {slot} untagged", s.key()));
                     }
                     if let Some(other) = live.insert((k0, k1), (slot, s)) {
                         a.duplicate_keys += 1;

@@ -70,6 +70,19 @@ thread_local! {
 /// The paired NAT table (see the module docs). Share it between workers with `Arc<Table>`.
 pub struct Table {
     pub(super) buckets: Region<Bucket>,
+    /// One word per bucket: the tags of its ways' fingerprints, way `w` in byte `w` (see
+    /// [`tag_of`], never 0), or 0 for a free way; a scan compares all 8 at once
+    /// ([`tag_matches`]) and reads the control word of a matching way only, a claim finds
+    /// free ways by the zero bytes. Written only by a slot's owner while it holds the slot
+    /// BUSY: set when the slot takes a fingerprint (after the control word), so before the
+    /// slot is published and before an inserter's conflict-scan fence; cleared just before
+    /// the slot is stored FREE. So every LIVE way's tag is its fingerprint's, and a claim
+    /// whose conflict scan must see another's sees its tag. A tag out of date (a claim or
+    /// free in flight) only sends a scan or a claim to a control word that does not
+    /// match, or keeps it from one that was just freed, as a control word read a moment
+    /// earlier would. Not in the state file: rebuilt from the control words when a table
+    /// is taken over.
+    pub(super) tags: Region<AtomicU64>,
     pub(super) nb: u64,
     pub(super) nslots: u32,
     pub(super) seed: [u64; 3],
@@ -116,7 +129,7 @@ impl Table {
         };
         let mut s = cfg.seed.unwrap_or_else(random_seed);
         let seed = [splitmix(&mut s), splitmix(&mut s), splitmix(&mut s)];
-        Ok(Self::assemble(cfg, buckets, nb, seed))
+        Self::assemble(cfg, buckets, nb, seed)
     }
 
     /// Like [`Table::new`], but the table lives in the state file at `path` (put it on a
@@ -156,7 +169,7 @@ impl Table {
             })?;
         let mut s = seed_word;
         let seed = [splitmix(&mut s), splitmix(&mut s), splitmix(&mut s)];
-        let t = Self::assemble(cfg, buckets, nb, seed);
+        let t = Self::assemble(cfg, buckets, nb, seed)?;
         if resume.resumed() {
             // Still single-threaded, one pass over the control words: a slot left BUSY by a
             // process killed mid-claim would stay BUSY forever (its key could never be
@@ -175,6 +188,7 @@ impl Table {
                     );
                 } else if c_live(c) {
                     live += 1;
+                    t.set_tag(slot, c_fp(c));
                     let d = t.data(slot);
                     if d[D_K1].load(Relaxed) & DIR_REV_BIT == 0 {
                         t.ctr.add_state(m_state_code(d[D_META].load(Relaxed)), 1);
@@ -204,11 +218,18 @@ impl Table {
         buckets: Region<Bucket>,
         nb: usize,
         seed: [u64; 3],
-    ) -> Table {
+    ) -> Result<Table, TableError> {
+        #[cfg(not(loom))]
+        let tags = Region::<AtomicU64>::zeroed(nb).ok_or(TableError::OutOfMemory {
+            bytes: nb * std::mem::size_of::<AtomicU64>(),
+        })?;
+        #[cfg(loom)]
+        let tags = Region::from_fn(nb, || AtomicU64::new(0));
         let t = cfg.timeouts;
         let tmo = Self::timeout_codes(&t).map(std::sync::atomic::AtomicU32::new);
-        Table {
+        Ok(Table {
             buckets,
+            tags,
             nb: nb as u64,
             nslots: (nb * WAYS) as u32,
             seed,
@@ -219,7 +240,7 @@ impl Table {
             moves: std::array::from_fn(|_| AtomicU64::new(0)),
             ctr: Counters::new(),
             observer: std::sync::OnceLock::new(),
-        }
+        })
     }
 
     // ---- addressing ---------------------------------------------------------------------
@@ -310,18 +331,18 @@ impl Table {
         r
     }
 
-    /// First stage of the batch pipeline: hashes `key` once and starts loading the control
-    /// lines of both its candidate buckets into the cache. Call it for every key of a batch,
+    /// First stage of the batch pipeline: hashes `key` once and starts loading the tag
+    /// words of both its candidate buckets into the cache. Call it for every key of a batch,
     /// then [`Table::probe_data`] for each, then [`Table::lookup_probe`].
     #[inline]
     pub fn probe(&self, key: &Tuple) -> Probe {
         let (k0, k1) = pack(key);
         let loc = self.locate(k0, k1);
-        if let Some(b) = self.buckets.get(loc.b1 as usize) {
-            prefetch(&b.ctrl);
+        if let Some(w) = self.tags.get(loc.b1 as usize) {
+            prefetch(w);
         }
-        if let Some(b) = self.buckets.get(loc.b2 as usize) {
-            prefetch(&b.ctrl);
+        if let Some(w) = self.tags.get(loc.b2 as usize) {
+            prefetch(w);
         }
         Probe {
             k0,
@@ -331,24 +352,28 @@ impl Table {
         }
     }
 
-    /// Second stage of the batch pipeline: with the control lines (ideally) in the cache,
-    /// finds the first way whose fingerprint matches the probed key's, starts loading its
-    /// data (both lines of a slot that straddles two) and notes the slot in the probe, where
-    /// [`Table::lookup_probe`] tries it first. Only a hint: it changes nothing in the table.
+    /// Second stage of the batch pipeline: with the tag words (ideally) in the cache, finds
+    /// the first way whose tag matches the probed key's, starts loading its control line and
+    /// its data (both lines of a slot that straddles two) and notes the slot in the probe,
+    /// where [`Table::lookup_probe`] tries it first. Only a hint: it changes nothing in the
+    /// table.
     #[inline]
     pub fn probe_data(&self, p: &mut Probe) {
+        let tag = tag_of(p.loc.fp);
         for b in [p.loc.b1, p.loc.b2] {
-            let Some(bk) = self.buckets.get(b as usize) else {
+            let (Some(bk), Some(word)) = (self.buckets.get(b as usize), self.tags.get(b as usize))
+            else {
                 return;
             };
-            for (w, cw) in bk.ctrl.iter().enumerate() {
-                if c_fp(cw.load(Relaxed)) == p.loc.fp {
-                    p.hint = b * WAYS as u32 + w as u32;
-                    let d = bk.data[w].as_ptr();
-                    prefetch(d);
-                    prefetch(d.wrapping_add(DW - 1));
-                    return;
-                }
+            let m = tag_matches(word.load(Relaxed), tag);
+            if m != 0 {
+                let w = next_way(m).0;
+                p.hint = b * WAYS as u32 + w as u32;
+                prefetch(&bk.ctrl);
+                let d = bk.data[w].as_ptr();
+                prefetch(d);
+                prefetch(d.wrapping_add(DW - 1));
+                return;
             }
         }
     }
@@ -421,6 +446,21 @@ impl Table {
             Find::Found(slot, s) => {
                 self.ctrl(slot)
                     .store(s.ctrl | 1, super::sync::Ordering::Release);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Test hook: zeroes the tag of the slot holding `key` (as if its claim had not set
+    /// it). Returns whether the key was found.
+    #[cfg(test)]
+    pub(crate) fn clear_tag(&self, key: &Tuple) -> bool {
+        let (k0, k1) = pack(key);
+        match self.find(&self.locate(k0, k1), k0, k1) {
+            Find::Found(slot, _) => {
+                let word = &self.tags[slot as usize / WAYS];
+                word.fetch_and(!(0xFF << (8 * (slot as usize % WAYS))), Relaxed);
                 true
             }
             _ => false,
@@ -529,6 +569,7 @@ impl Table {
                 let l = self.locate(k.0, k.1);
                 ks[i] = k;
                 locs[i] = l;
+                prefetch(&self.tags[l.b1 as usize]);
                 prefetch(&self.buckets[l.b1 as usize].ctrl);
             }
             let mut cand = [NO_SLOT; B];
@@ -536,8 +577,11 @@ impl Table {
             for i in 0..m {
                 let l = locs[i];
                 let bk = &self.buckets[l.b1 as usize];
-                for (w, cw) in bk.ctrl.iter().enumerate() {
-                    let c = cw.load(Acquire);
+                let mut tm = tag_matches(self.tags[l.b1 as usize].load(Acquire), tag_of(l.fp));
+                while tm != 0 {
+                    let (w, rest) = next_way(tm);
+                    tm = rest;
+                    let c = bk.ctrl[w].load(Acquire);
                     if c_fp(c) == l.fp && !c_busy(c) {
                         cand[i] = l.b1 * WAYS as u32 + w as u32;
                         cc[i] = c;
@@ -548,6 +592,7 @@ impl Table {
                     }
                 }
                 if cand[i] == NO_SLOT {
+                    prefetch(&self.tags[l.b2 as usize]);
                     prefetch(&self.buckets[l.b2 as usize].ctrl);
                 }
             }
@@ -801,6 +846,7 @@ impl Table {
     /// Total bytes the table occupies (buckets, counters, header).
     pub fn memory_bytes(&self) -> usize {
         self.buckets.len() * std::mem::size_of::<Bucket>()
+            + self.tags.len() * std::mem::size_of::<AtomicU64>()
             + self.ctr.bytes()
             + std::mem::size_of::<Table>()
     }

@@ -45,19 +45,35 @@ const FREE_COUNT: [u8; 256] = {
 
 const _: () = assert!(WAYS <= 8);
 
-impl Table {
-    /// The control words of bucket `b`, each loaded once (relaxed: a claim's CAS checks
-    /// the word again), and its free ways as a mask in claim order: bit `i` set if way
-    /// `CLAIM_ORDER[i]` is free (tested without a branch).
-    #[inline(always)]
-    fn free_ways(&self, b: u32) -> ([u64; WAYS], u32) {
-        let bk = &self.buckets[b as usize];
-        let cs: [u64; WAYS] = std::array::from_fn(|w| bk.ctrl[w].load(Relaxed));
-        let mut m = 0u32;
-        for (i, &w) in CLAIM_ORDER.iter().enumerate() {
-            m |= (c_free(cs[w]) as u32) << i;
+/// For every mask of free ways (bit `w` for way `w`), the same ways in claim order (bit `i`
+/// for way `CLAIM_ORDER[i]`).
+const IN_CLAIM_ORDER: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut m = 0;
+    while m < 256 {
+        let mut i = 0;
+        while i < WAYS {
+            if m & (1 << CLAIM_ORDER[i]) != 0 {
+                t[m] |= 1 << i;
+            }
+            i += 1;
         }
-        (cs, m)
+        m += 1;
+    }
+    t
+};
+
+impl Table {
+    /// The free ways of bucket `b` as its tag word tells them (tag 0, see [`Table::tags`]),
+    /// as a mask in claim order: bit `i` set if way `CLAIM_ORDER[i]` looks free. Only the
+    /// tag word is read: a claim loads the way's control word and checks it by its CAS.
+    #[inline(always)]
+    fn free_ways(&self, b: u32) -> u32 {
+        // The high bit of each free way's byte, gathered into the low byte (bit `w` from
+        // bit `8w + 7`).
+        let z = tag_matches(self.tags[b as usize].load(Relaxed), 0) >> 7;
+        let m = (z.wrapping_mul(0x0102_0408_1020_4080) >> 56) as usize;
+        IN_CLAIM_ORDER[m] as u32
     }
 
     /// Eviction score of a half under this table's timeouts and policy (see
@@ -113,21 +129,23 @@ impl Table {
             }
             // The less loaded bucket, ties to the first (balanced allocation: keeps buckets
             // from filling up long before the table does; at low load most keys sit in b1).
-            // Each bucket's free ways are read once as a mask, counted, then claimed from
-            // in claim order (a word that changed since fails its claim's CAS).
-            let ((c1, f1), (c2, f2)) = (self.free_ways(loc.b1), self.free_ways(loc.b2));
+            // Each bucket's free ways are read once as a mask (from its tag word), counted,
+            // then claimed from in claim order (a word that changed since fails its claim's
+            // CAS).
+            let (f1, f2) = (self.free_ways(loc.b1), self.free_ways(loc.b2));
             let order = if FREE_COUNT[f2 as usize] > FREE_COUNT[f1 as usize] {
-                [(loc.b2, &c2, f2), (loc.b1, &c1, f1)]
+                [(loc.b2, f2), (loc.b1, f1)]
             } else {
-                [(loc.b1, &c1, f1), (loc.b2, &c2, f2)]
+                [(loc.b1, f1), (loc.b2, f2)]
             };
-            for (b, cs, mut free) in order {
+            for (b, mut free) in order {
                 while free != 0 {
                     let w = CLAIM_ORDER[free.trailing_zeros() as usize];
                     free &= free - 1;
                     let slot = b * WAYS as u32 + w as u32;
-                    if slot != exclude && self.try_claim(slot, cs[w], loc.fp) {
-                        return Claim::Got(slot, c_next(cs[w], loc.fp));
+                    let c = self.ctrl(slot).load(Relaxed);
+                    if slot != exclude && c_free(c) && self.try_claim(slot, c, loc.fp) {
+                        return Claim::Got(slot, c_next(c, loc.fp));
                     }
                 }
             }
@@ -188,6 +206,7 @@ impl Table {
                     // Re-label our claim with the new key's fingerprint (stays odd = BUSY).
                     let nb = c_make(loc.fp, c_seq(mine).wrapping_add(2));
                     self.ctrl(v).store(nb, SeqCst);
+                    self.set_tag(v, loc.fp);
                     return Claim::Got(v, nb);
                 }
             }
@@ -268,6 +287,7 @@ impl Table {
         t.inc(if expired { Ctr::Expire } else { Ctr::Evict });
         let nb = c_make(fp, c_seq(mine).wrapping_add(2));
         self.ctrl(v).store(nb, SeqCst);
+        self.set_tag(v, fp);
         Some((v, nb))
     }
 
@@ -355,11 +375,15 @@ impl Table {
             );
             self.publish(d, db);
             let nb = if then_fp == 0 {
+                self.clear_tag_of(slot);
                 c_next(sb, 0)
             } else {
                 c_make(then_fp, c_seq(sb).wrapping_add(2))
             };
             self.ctrl(slot).store(nb, SeqCst);
+            if then_fp != 0 {
+                self.set_tag(slot, then_fp);
+            }
             t.inc(Ctr::Relocate);
             Some(nb)
         })();

@@ -79,6 +79,47 @@ fn an_empty_bucket_is_all_zero() {
     assert!(bytes.iter().all(|&x| x == 0));
 }
 
+#[cfg(all(test, not(loom)))]
+#[test]
+fn tag_matches_finds_exactly_the_ways_with_the_tag() {
+    let mut x = 0x1234_5678_u64;
+    for round in 0..20_000 {
+        let r = splitmix(&mut x);
+        // Words with repeated bytes and zero bytes, not only random ones.
+        let word = match round % 3 {
+            0 => r,
+            1 => r & 0x00FF_00FF_FF00_FF00,
+            _ => ((r & 0xFF) * 0x0101_0101_0101_0101) ^ (((r >> 8) & 0xFF) << 24),
+        };
+        let tag = tag_of((splitmix(&mut x) as u32) | 1);
+        let tag = if round % 4 == 0 { word as u8 | 1 } else { tag };
+        let mut want = 0u64;
+        for w in 0..WAYS {
+            if (word >> (8 * w)) as u8 == tag {
+                want |= 0x80 << (8 * w);
+            }
+        }
+        assert_eq!(tag_matches(word, tag), want, "{word:#x} {tag:#x}");
+        let mut ways = vec![];
+        let mut m = tag_matches(word, tag);
+        while m != 0 {
+            let (w, rest) = next_way(m);
+            ways.push(w);
+            m = rest;
+        }
+        assert!(ways.iter().all(|&w| (word >> (8 * w)) as u8 == tag));
+        assert_eq!(ways.len() as u32, want.count_ones());
+        let w = round % WAYS;
+        assert_eq!(((word ^ tag_flip(word, w, tag)) >> (8 * w)) as u8, tag);
+        assert_eq!(
+            (word ^ tag_flip(word, w, tag)) & !(0xFF << (8 * w)),
+            word & !(0xFF << (8 * w))
+        );
+    }
+    assert_ne!(tag_of(0x00FF_FFFF), 0);
+    assert_eq!(tag_of(0xAB00_0001), 0xAB);
+}
+
 impl Bucket {
     /// An empty bucket: all zero, which is what [`Region::zeroed`] provides.
     #[cfg(any(test, loom))]
@@ -88,6 +129,51 @@ impl Bucket {
             data: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
         }
     }
+}
+
+/// The tag of fingerprint `fp`: its top byte, never 0 (a way never claimed has tag 0 and
+/// matches no key). Each bucket keeps its ways' tags in one word (see [`Table::tags`]), so
+/// that a scan compares all 8 at once and reads the control word of a matching way only.
+///
+/// [`Table::tags`]: super::Table
+#[inline(always)]
+pub(super) const fn tag_of(fp: u32) -> u8 {
+    let t = (fp >> 24) as u8;
+    t | (t == 0) as u8
+}
+
+/// The high bit of each byte of a word, for [`tag_matches`].
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+const LOW_BITS: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+/// The high bits of the bytes of a tag word that belong to a way.
+const WAY_BITS: u64 = if WAYS >= 8 {
+    HIGH_BITS
+} else {
+    HIGH_BITS & ((1u64 << (8 * WAYS)) - 1)
+};
+
+/// The ways of a bucket whose tag (in tag word `word`, way `w` in byte `w`) is `tag`: the
+/// high bit of byte `w` set for each (SWAR: one subtraction-free zero-byte test, exact, no
+/// false positives). Iterate with [`next_way`].
+#[inline(always)]
+pub(super) const fn tag_matches(word: u64, tag: u8) -> u64 {
+    let x = word ^ (0x0101_0101_0101_0101 * tag as u64);
+    // A byte of `x` is zero iff neither its low 7 bits (carry into the high bit) nor its
+    // high bit is set.
+    !(((x & LOW_BITS) + LOW_BITS) | x | LOW_BITS) & WAY_BITS
+}
+
+/// The first way in a [`tag_matches`] mask, and the mask without it.
+#[inline(always)]
+pub(super) const fn next_way(m: u64) -> (usize, u64) {
+    ((m.trailing_zeros() / 8) as usize, m & m.wrapping_sub(1))
+}
+
+/// Tag word `word` with way `w`'s tag set to `tag`: the bits to XOR into it.
+#[inline(always)]
+pub(super) const fn tag_flip(word: u64, w: usize, tag: u8) -> u64 {
+    let shift = 8 * w as u32;
+    (((word >> shift) as u8 ^ tag) as u64) << shift
 }
 
 #[inline(always)]

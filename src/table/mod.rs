@@ -41,12 +41,17 @@
 //! # Layout
 //!
 //! The table is an array of *buckets*; a bucket is 6 cache lines (384 B): one line of 8 control
-//! words (one per way) followed by 8 data slots of 5 words (40 B). One half = 8 B control + 40 B
-//! data = 48 B, so a connection costs **96 B** (see [`Table::bytes_per_connection`]). Every key
+//! words (one per way) followed by 8 data slots of 5 words (40 B). Beside the buckets, one *tag
+//! word* per bucket (a dense array, 8 B per bucket) holds a byte per way: the top byte of the
+//! way's fingerprint (never 0), or 0 for a free way. One half = 8 B control + 40 B data + 1 B
+//! tag = 49 B, so a connection costs **98 B** (see [`Table::bytes_per_connection`]). Every key
 //! has two candidate buckets (a keyed folded-multiply hash seeded at start). Inserts go to the
 //! less loaded of the two (ties to the first; when both are full, a cuckoo step or an
-//! eviction), so a hit reads one or two control lines and one data slot (the one whose 32-bit
-//! fingerprint matched); a miss reads both control lines. Four of a bucket's eight 40-byte data
+//! eviction). A scan compares the 8 tags of a bucket at once (SWAR: one XOR and a zero-byte
+//! test on the word) and reads the control word only of a way whose tag matches, then the
+//! data slot if its 32-bit fingerprint matches too; a claim finds free ways by the zero bytes.
+//! So a hit reads two tag words, one control line and one data slot; a miss reads the two tag
+//! words (and a control word per false tag match, 1 in 255 ways). Four of a bucket's eight 40-byte data
 //! slots (ways 0, 2, 5, 7) sit within one cache line and the other four straddle two: a
 //! bucket's free ways are taken in that order, so that at the usual fill most halves are read
 //! with one data line. [`Table::lookup_batch`] prefetches the control
@@ -103,11 +108,20 @@
 //!   in flight and none completed meanwhile; otherwise it scans again (three times, then it
 //!   reports BUSY). The insert's post-claim conflict scan does the same. Whoever saw the old
 //!   slot relabelled sees the move's start; whoever saw the move's end sees its new copy.
+//! * **Tag words.** A way's byte is written only by whoever holds the slot BUSY: set (a
+//!   `SeqCst` XOR of the byte) after the claim's CAS or relabel gives the slot a new
+//!   fingerprint, cleared just before the slot is stored FREE. So a LIVE half's tag is its
+//!   fingerprint's from before it is published, and a claim's tag is written before its
+//!   inserter's conflict-scan fence, where the claim's CAS is. A tag out of date only during
+//!   a claim or a free in flight makes a scan skip a BUSY way (as a scan a moment earlier
+//!   would have) or read a control word that does not match; a claim skips a way being
+//!   freed, or loads a BUSY control word and passes on. Moves are covered by the stripes as
+//!   before: the tag of the moved half's new way is set before it is published.
 //! * **Uniqueness of keys (insert / restore).** Claims carry the fingerprint of the key being
 //!   written. After claiming, an inserter issues a `SeqCst` fence and re-scans both candidate
 //!   buckets of every key it is writing (Dekker style): of two concurrent inserters of the
 //!   same key, at least the later one (in the single order of the two fences) sees the
-//!   other's claim. (The fence replaced `SeqCst` loads, which give the same guarantee in the
+//!   other's claim and its tag. (The fence replaced `SeqCst` loads, which give the same guarantee in the
 //!   Rust/C++ memory model but which the loom model checker does not model.) On any conflict (a BUSY slot with the same fingerprint, or a LIVE slot with
 //!   the same key) the inserter aborts *its own* claims and either reports the live winner
 //!   ([`InsertError::Exists`] / [`InsertError::RevTaken`]) or retries after a backoff. Hence two
@@ -133,7 +147,9 @@
 //!   2 buckets of 2 ways): two inserts of one key, two connections on one reply tuple, a
 //!   lookup against an insert, a removal against a restore, a lookup against a cuckoo move,
 //!   an eviction against a refresh. It found that the conflict scan's `SeqCst` loads are
-//!   outside what loom models (now a `SeqCst` fence, see above); under the model every
+//!   outside what loom models (now a `SeqCst` fence, see above), and that the tag written by
+//!   a claim must be a `SeqCst` write too (with a relaxed one, two inserts of one key both
+//!   won under the model); under the model every
 //!   `publish`/`free` also checks that nobody wrote the slot while it was claimed.
 //!
 //! # Eviction and expiry policy

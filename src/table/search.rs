@@ -89,10 +89,17 @@ impl Table {
     #[inline(always)]
     pub(super) fn scan(&self, loc: &Loc, k0: u64, k1: u64, mine: [u32; 2]) -> Find {
         let mut busy = false;
+        let tag = tag_of(loc.fp);
         for b in [loc.b1, loc.b2] {
             let bk = &self.buckets[b as usize];
-            for (w, cw) in bk.ctrl.iter().enumerate() {
-                let c = cw.load(Acquire);
+            // Only the ways whose tag matches: every way holding the key (or claimed for it
+            // by an inserter whose claim this scan must see) carries its tag, see
+            // `Table::tags`.
+            let mut m = tag_matches(self.tags[b as usize].load(Acquire), tag);
+            while m != 0 {
+                let (w, rest) = next_way(m);
+                m = rest;
+                let c = bk.ctrl[w].load(Acquire);
                 if c_fp(c) != loc.fp {
                     continue;
                 }

@@ -125,8 +125,35 @@ impl Table {
         if ok {
             // Orders the data stores that follow after the (odd) claim, for seqlock readers.
             fence(Release);
+            if c_fp(expected) != fp {
+                self.set_tag(slot, fp);
+            }
         }
         ok
+    }
+
+    /// Sets the tag of `slot` (ours, BUSY, just given fingerprint `fp`) to `fp`'s (see
+    /// [`Table::tags`]).
+    #[inline(always)]
+    pub(super) fn set_tag(&self, slot: u32, fp: u32) {
+        self.put_tag(slot, tag_of(fp));
+    }
+
+    /// Writes `tag` into `slot`'s byte of its bucket's tag word. Only the slot's owner
+    /// (holding it BUSY) writes its byte, so the byte read here stays ours until the XOR,
+    /// which leaves the other ways' bytes as they are. Always a write, even of the same
+    /// byte, and `SeqCst` like the claim's CAS: an inserter's conflict scan after its
+    /// `SeqCst` fence then sees this tag as it sees the claim (the Dekker argument of
+    /// [`Table::rescan`]), whatever the word held before. The model check
+    /// (`tests/loom_table.rs`) finds two inserts of one key both succeeding with a relaxed
+    /// XOR here; with `SeqCst` it finds none. On x86 both are the same locked XOR.
+    #[inline(always)]
+    fn put_tag(&self, slot: u32, tag: u8) {
+        let word = &self.tags[slot as usize / WAYS];
+        word.fetch_xor(
+            tag_flip(word.load(Relaxed), slot as usize % WAYS, tag),
+            SeqCst,
+        );
     }
 
     /// BUSY -> LIVE with the same fingerprint (publish new data, or undo a claim).
@@ -136,11 +163,19 @@ impl Table {
         self.ctrl(slot).store(c_next(busy, c_fp(busy)), Release);
     }
 
-    /// BUSY -> FREE.
+    /// BUSY -> FREE, its tag cleared first.
     #[inline]
     pub(super) fn free(&self, slot: u32, busy: u64) {
         self.check_owned(slot, busy);
+        self.clear_tag_of(slot);
         self.ctrl(slot).store(c_next(busy, 0), Release);
+    }
+
+    /// Clears the tag of `slot` (ours, BUSY, about to be freed): a FREE way's tag is 0, which
+    /// is how a claim finds free ways by the tag word alone (see [`Table::tags`]).
+    #[inline(always)]
+    pub(super) fn clear_tag_of(&self, slot: u32) {
+        self.put_tag(slot, 0);
     }
 
     /// Under the model checker: the slot still holds our claim `busy` (nobody else wrote it
