@@ -238,7 +238,7 @@ impl Table {
         }
     }
 
-    /// Claims a slot in bucket `b` for fingerprint `fp`: a free way, or (with
+    /// Claims a slot in bucket `b` for fingerprint `fp`: a free way (found by the tag word), or (with
     /// [`Room::FreeOrExpendable`]) the way of an expendable (non-protected) pair, evicted.
     /// One attempt, no retries.
     pub(super) fn claim_in_bucket(
@@ -249,18 +249,25 @@ impl Table {
         room: Room,
         t: &mut Tally,
     ) -> Option<(u32, u64)> {
+        let mut free = self.free_ways(b);
+        while free != 0 {
+            let w = CLAIM_ORDER[free.trailing_zeros() as usize];
+            free &= free - 1;
+            let slot = b * WAYS as u32 + w as u32;
+            let c = self.ctrl(slot).load(Acquire);
+            if c_free(c) && self.try_claim(slot, c, fp) {
+                return Some((slot, c_next(c, fp)));
+            }
+        }
+        if room == Room::Free {
+            return None;
+        }
         let bk = &self.buckets[b as usize];
         let mut best: Option<(u64, u32, u64, bool)> = None;
         for (w, cw) in bk.ctrl.iter().enumerate() {
             let slot = b * WAYS as u32 + w as u32;
             let c = cw.load(Acquire);
-            if c_free(c) {
-                if self.try_claim(slot, c, fp) {
-                    return Some((slot, c_next(c, fp)));
-                }
-                continue;
-            }
-            if room == Room::Free || !c_live(c) {
+            if !c_live(c) {
                 continue;
             }
             let meta = bk.data[w][D_META].load(Relaxed);
@@ -393,16 +400,21 @@ impl Table {
 
     /// Whether bucket `b` has a free way or (with [`Room::FreeOrExpendable`]) an
     /// expendable (non-protected) pair.
+    /// A free way is told by the tag word alone: a bucket without one costs the cuckoo step
+    /// one tag load, not its control line.
     pub(super) fn has_room(&self, b: u32, now: u32, room: Room) -> bool {
+        if self.free_ways(b) != 0 {
+            return true;
+        }
+        if room == Room::Free {
+            return false;
+        }
         let bk = &self.buckets[b as usize];
         bk.ctrl.iter().enumerate().any(|(w, cw)| {
-            let c = cw.load(Relaxed);
-            c_free(c)
-                || (room == Room::FreeOrExpendable
-                    && c_live(c)
-                    && self
-                        .victim_score(bk.data[w][D_META].load(Relaxed), now)
-                        .is_some_and(|(sc, _)| sc >= PROTECTED_MAX_SCORE))
+            c_live(cw.load(Relaxed))
+                && self
+                    .victim_score(bk.data[w][D_META].load(Relaxed), now)
+                    .is_some_and(|(sc, _)| sc >= PROTECTED_MAX_SCORE)
         })
     }
 }
