@@ -38,11 +38,18 @@
 #        batch pipeline, 64 frames at a time; default 1: Engine::translate frame by frame)
 #        XNAT_BENCH_SEED=2 bench/callgrind.sh ...   (the table's hash key, default 1: fixed, so
 #        that a count repeats exactly; another key places keys, evictions and epochs otherwise)
+#        XNAT_BENCH_BIN=/tmp/xnat-engine-count-old bench/callgrind.sh ...   (count that build of
+#        xnat-engine-count instead of building this tree's: two builds compared in one session)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
-cargo build --release --locked --bin xnat-engine-count >&2
-bin=target/release/xnat-engine-count
+if [ -n "${XNAT_BENCH_BIN:-}" ]; then
+  bin=$XNAT_BENCH_BIN
+  [ -x "$bin" ] || { echo "XNAT_BENCH_BIN=$bin is not an executable file" >&2; exit 2; }
+else
+  cargo build --release --locked --bin xnat-engine-count >&2
+  bin=target/release/xnat-engine-count
+fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 p1=20000 p2=120000

@@ -298,7 +298,7 @@ fn established(live: u64, packets: u64, dir: Dir, pop: Popularity, mapping: Opti
         let mut prep = Vec::with_capacity(batch);
         for chunk in seq[second..].chunks(batch) {
             // As a worker does: the clock read once per batch, every frame parsed and its
-            // key hashed (control lines prefetched), the matching data prefetched, then
+            // key hashed (tag words prefetched), the matching way's line prefetched, then
             // each translated, the counters flushed once.
             let now = clock.tick(chunk.len() as u64);
             for (k, &i) in chunk.iter().enumerate() {

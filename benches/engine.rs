@@ -13,8 +13,8 @@
 //!   refreshes its pair (and its endpoint-independent mapping).
 //! - `<case>_pipelined`: the same packets through the worker's batch pipeline, 64 frames
 //!   at a time as `xnat run` receives them: every frame parsed once and its key hashed,
-//!   both candidate buckets' control lines prefetched, then the data of the slot whose
-//!   fingerprint matches, then each frame translated with what was kept.
+//!   both candidate buckets' tag words prefetched, then the line of the way whose tag
+//!   matches, then each frame translated with what was kept.
 //! - `new90`: TCP SYNs of new connections into a table they hold at about 90 % fill, as
 //!   connections come and go at a steady rate (`workload::Turnover`): the clock advances
 //!   one second every `capacity × 0.9 / (2 × SYN timeout)` connections, so that the pairs
@@ -59,8 +59,8 @@ fn translate_all(e: &mut Engine, frames: &[u8], buf: &mut [u8; FRAME], inside: b
 }
 
 /// The worker's batch pipeline over `frames`: copies them into `work` (as they arrive in
-/// the UMEM), prepares every one (parsed once, its key hashed, both buckets' control lines
-/// prefetched), prefetches the data of the matching slots, then translates each with what
+/// the UMEM), prepares every one (parsed once, its key hashed, both buckets' tag words
+/// prefetched), prefetches the lines of the matching ways, then translates each with what
 /// was kept.
 fn translate_pipelined(
     e: &mut Engine,

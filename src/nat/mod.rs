@@ -259,7 +259,7 @@ impl Engine {
     }
 
     /// First stage of the batch pipeline: parses `frame` once and hashes the table key it
-    /// will be looked up by, starting to load both candidate buckets' control lines
+    /// will be looked up by, starting to load both candidate buckets' tag words
     /// ([`Table::probe`]). Call it for every frame of a batch, then
     /// [`Engine::prefetch_data`] for each, then translate each with
     /// [`Engine::translate_probed`] and the parse and probe kept here.

@@ -264,12 +264,12 @@ impl Table {
 
     #[inline(always)]
     pub(super) fn ctrl(&self, slot: u32) -> &AtomicU64 {
-        &self.buckets[slot as usize / WAYS].ctrl[slot as usize % WAYS]
+        &self.buckets[slot as usize / WAYS].ways[slot as usize % WAYS].ctrl
     }
 
     #[inline(always)]
     pub(super) fn data(&self, slot: u32) -> &[AtomicU64; DW] {
-        &self.buckets[slot as usize / WAYS].data[slot as usize % WAYS]
+        &self.buckets[slot as usize / WAYS].ways[slot as usize % WAYS].data
     }
 
     #[inline(always)]
@@ -353,9 +353,9 @@ impl Table {
     }
 
     /// Second stage of the batch pipeline: with the tag words (ideally) in the cache, finds
-    /// the first way whose tag matches the probed key's, starts loading its control line and
-    /// its data (both lines of a slot that straddles two) and notes the slot in the probe,
-    /// where [`Table::lookup_probe`] tries it first. Only a hint: it changes nothing in the
+    /// the first way whose tag matches the probed key's, starts loading its line (control
+    /// word and data) and notes the slot in the probe, where [`Table::lookup_probe`] tries it
+    /// first. Only a hint: it changes nothing in the
     /// table.
     #[inline]
     pub fn probe_data(&self, p: &mut Probe) {
@@ -369,10 +369,8 @@ impl Table {
             if m != 0 {
                 let w = next_way(m).0;
                 p.hint = b * WAYS as u32 + w as u32;
-                prefetch(&bk.ctrl);
-                let d = bk.data[w].as_ptr();
-                prefetch(d);
-                prefetch(d.wrapping_add(DW - 1));
+                prefetch(&bk.ways[w].ctrl);
+                prefetch(&bk.ways[w].data[DW - 1]);
                 return;
             }
         }
@@ -553,62 +551,24 @@ impl Table {
     }
 
     /// Looks up `keys` into `out` (same semantics as [`Table::lookup`]), overlapping the cache
-    /// misses of up to 16 keys at a time with software prefetches. Processes
-    /// `min(keys.len(), out.len())` keys.
+    /// misses of up to 16 keys at a time with software prefetches: the pipeline of
+    /// [`Table::probe`], [`Table::probe_data`] and [`Table::lookup_probe`] over each 16.
+    /// Processes `min(keys.len(), out.len())` keys.
     pub fn lookup_batch(&self, keys: &[Tuple], now: u32, out: &mut [Option<Hit>]) {
         const B: usize = 16;
         let n = keys.len().min(out.len());
         let mut t = Tally::default();
         self.advance_clock(now);
         for (kc, oc) in keys[..n].chunks(B).zip(out[..n].chunks_mut(B)) {
-            let m = kc.len();
-            let mut ks = [(0u64, 0u64); B];
-            let mut locs = [Loc::default(); B];
-            for i in 0..m {
-                let k = pack(&kc[i]);
-                let l = self.locate(k.0, k.1);
-                ks[i] = k;
-                locs[i] = l;
-                prefetch(&self.tags[l.b1 as usize]);
-                prefetch(&self.buckets[l.b1 as usize].ctrl);
+            let mut probes = [Probe::default(); B];
+            for (p, k) in probes.iter_mut().zip(kc) {
+                *p = self.probe(k);
             }
-            let mut cand = [NO_SLOT; B];
-            let mut cc = [0u64; B];
-            for i in 0..m {
-                let l = locs[i];
-                let bk = &self.buckets[l.b1 as usize];
-                let mut tm = tag_matches(self.tags[l.b1 as usize].load(Acquire), tag_of(l.fp));
-                while tm != 0 {
-                    let (w, rest) = next_way(tm);
-                    tm = rest;
-                    let c = bk.ctrl[w].load(Acquire);
-                    if c_fp(c) == l.fp && !c_busy(c) {
-                        cand[i] = l.b1 * WAYS as u32 + w as u32;
-                        cc[i] = c;
-                        let p = bk.data[w].as_ptr();
-                        prefetch(p);
-                        prefetch(p.wrapping_add(DW - 1));
-                        break;
-                    }
-                }
-                if cand[i] == NO_SLOT {
-                    prefetch(&self.tags[l.b2 as usize]);
-                    prefetch(&self.buckets[l.b2 as usize].ctrl);
-                }
+            for p in probes.iter_mut().take(kc.len()) {
+                self.probe_data(p);
             }
-            for i in 0..m {
-                let (k0, k1) = ks[i];
-                oc[i] = match (cand[i] != NO_SLOT)
-                    .then(|| self.read_live(cand[i], cc[i]))
-                    .flatten()
-                {
-                    Some(s) if s.key_is(k0, k1) => {
-                        let r = self.on_hit(cand[i], &s, now, &mut t);
-                        t.inc(if r.is_some() { Ctr::Hit } else { Ctr::Miss });
-                        r
-                    }
-                    _ => self.lookup_at(&locs[i], k0, k1, now, &mut t),
-                };
+            for (p, o) in probes.iter().zip(oc.iter_mut()) {
+                *o = self.lookup_hinted(p, now, &mut t);
             }
         }
         self.ctr.flush(&t);
@@ -851,7 +811,7 @@ impl Table {
             + std::mem::size_of::<Table>()
     }
 
-    /// [`Table::memory_bytes`] / [`Table::capacity`], rounded to nearest (96 for large tables).
+    /// [`Table::memory_bytes`] / [`Table::capacity`], rounded to nearest (98 for large tables).
     pub fn bytes_per_connection(&self) -> usize {
         let c = self.capacity();
         (self.memory_bytes() + c / 2) / c

@@ -7,43 +7,30 @@ use super::seqlock::backoff;
 use super::stats::{Ctr, Tally};
 use super::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
-/// The order in which a bucket's free ways are taken: first the four whose 40-byte data
-/// sits within one cache line (ways 0, 2, 5, 7), then the four that straddle two, so that
-/// at the table's usual fill most halves are read with one data line.
+/// The order in which a bucket's free ways are taken: first the four that sit within one
+/// cache line (ways 0, 3, 4, 7: a way is 48 B, its control word then its data), then the
+/// four that straddle two, so that at the table's usual fill most halves are read with one
+/// line.
 #[cfg(not(loom))]
-const CLAIM_ORDER: [usize; WAYS] = [0, 2, 5, 7, 1, 3, 4, 6];
+const CLAIM_ORDER: [usize; WAYS] = [0, 3, 4, 7, 1, 2, 5, 6];
 #[cfg(loom)]
 const CLAIM_ORDER: [usize; WAYS] = [0, 1];
 
-// The order is a permutation of the ways whose first four, and only those, hold their data
-// within one line (a bucket's data starts one line in; every slot is DW words).
+// The order is a permutation of the ways whose first four, and only those, lie within one
+// line (a bucket starts on a line).
 #[cfg(not(loom))]
 const _: () = {
+    let size = std::mem::size_of::<Way>();
     let mut seen = 0u32;
     let mut i = 0;
     while i < WAYS {
         let w = CLAIM_ORDER[i];
         seen |= 1 << w;
-        let start = (64 + w * DW * 8) % 64;
-        assert!((start + DW * 8 <= 64) == (i < 4));
+        assert!(((w * size) % 64 + size <= 64) == (i < 4));
         i += 1;
     }
     assert!(seen == (1 << WAYS) - 1);
 };
-
-/// Set bits of every 8-bit mask (free ways of a bucket): without the `popcnt` instruction,
-/// which the x86-64 baseline lacks, `count_ones` is a dozen instructions.
-const FREE_COUNT: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = (i as u32).count_ones() as u8;
-        i += 1;
-    }
-    t
-};
-
-const _: () = assert!(WAYS <= 8);
 
 /// For every mask of free ways (bit `w` for way `w`), the same ways in claim order (bit `i`
 /// for way `CLAIM_ORDER[i]`).
@@ -63,6 +50,20 @@ const IN_CLAIM_ORDER: [u8; 256] = {
     t
 };
 
+/// Set bits of every 8-bit mask (free ways of a bucket): without the `popcnt` instruction,
+/// which the x86-64 baseline lacks, `count_ones` is a dozen instructions.
+const FREE_COUNT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u32).count_ones() as u8;
+        i += 1;
+    }
+    t
+};
+
+const _: () = assert!(WAYS <= 8);
+
 impl Table {
     /// The free ways of bucket `b` as its tag word tells them (tag 0, see [`Table::tags`]),
     /// as a mask in claim order: bit `i` set if way `CLAIM_ORDER[i]` looks free. Only the
@@ -72,8 +73,7 @@ impl Table {
         // The high bit of each free way's byte, gathered into the low byte (bit `w` from
         // bit `8w + 7`).
         let z = tag_matches(self.tags[b as usize].load(Relaxed), 0) >> 7;
-        let m = (z.wrapping_mul(0x0102_0408_1020_4080) >> 56) as usize;
-        IN_CLAIM_ORDER[m] as u32
+        IN_CLAIM_ORDER[(z.wrapping_mul(0x0102_0408_1020_4080) >> 56) as usize] as u32
     }
 
     /// Eviction score of a half under this table's timeouts and policy (see
@@ -88,12 +88,12 @@ impl Table {
         let mut busy = false;
         for b in [loc.b1, loc.b2] {
             let bk = &self.buckets[b as usize];
-            for (w, cw) in bk.ctrl.iter().enumerate() {
+            for (w, way) in bk.ways.iter().enumerate() {
                 let slot = b * WAYS as u32 + w as u32;
                 if slot == exclude {
                     continue;
                 }
-                let c = cw.load(Acquire);
+                let c = way.ctrl.load(Acquire);
                 if c_busy(c) {
                     busy = true;
                     continue;
@@ -101,7 +101,7 @@ impl Table {
                 if !c_live(c) {
                     continue;
                 }
-                let meta = bk.data[w][D_META].load(Relaxed);
+                let meta = way.data[D_META].load(Relaxed);
                 if let Some((score, _)) = self.victim_score(meta, now) {
                     if best.is_none_or(|(bs, ..)| score > bs) {
                         best = Some((score, slot, c));
@@ -264,13 +264,13 @@ impl Table {
         }
         let bk = &self.buckets[b as usize];
         let mut best: Option<(u64, u32, u64, bool)> = None;
-        for (w, cw) in bk.ctrl.iter().enumerate() {
+        for (w, way) in bk.ways.iter().enumerate() {
             let slot = b * WAYS as u32 + w as u32;
-            let c = cw.load(Acquire);
+            let c = way.ctrl.load(Acquire);
             if !c_live(c) {
                 continue;
             }
-            let meta = bk.data[w][D_META].load(Relaxed);
+            let meta = way.data[D_META].load(Relaxed);
             if let Some((score, exp)) = self.victim_score(meta, now) {
                 if score >= PROTECTED_MAX_SCORE && best.is_none_or(|(bs, ..)| score > bs) {
                     best = Some((score, slot, c, exp));
@@ -410,10 +410,10 @@ impl Table {
             return false;
         }
         let bk = &self.buckets[b as usize];
-        bk.ctrl.iter().enumerate().any(|(w, cw)| {
-            c_live(cw.load(Relaxed))
+        bk.ways.iter().any(|way| {
+            c_live(way.ctrl.load(Relaxed))
                 && self
-                    .victim_score(bk.data[w][D_META].load(Relaxed), now)
+                    .victim_score(way.data[D_META].load(Relaxed), now)
                     .is_some_and(|(sc, _)| sc >= PROTECTED_MAX_SCORE)
         })
     }

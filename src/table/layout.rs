@@ -60,15 +60,23 @@ pub(super) const ANCHOR_SLACK: u32 = 1 << PARTNER_EPOCH_SHIFT;
 pub(super) const PROTECTED_MAX_SCORE: u64 = 2 << 40;
 pub(super) const LOW32: u64 = 0xFFFF_FFFF;
 
-/// One bucket: a line of control words, then the data of its 8 ways. 384 B, 6 lines.
+/// One way of a bucket: the half's control word followed by its data, 48 B, so that a hit
+/// reads one line for a way that sits within one (ways 0, 3, 4 and 7 of a bucket, taken
+/// first by claims) and two for the others, never a separate control line.
+#[repr(C)]
+pub(super) struct Way {
+    pub(super) ctrl: AtomicU64,
+    pub(super) data: [AtomicU64; DW],
+}
+
+/// One bucket: 8 ways of 48 B, 384 B, 6 lines.
 #[repr(C, align(64))]
 pub(super) struct Bucket {
-    pub(super) ctrl: [AtomicU64; WAYS],
-    pub(super) data: [[AtomicU64; DW]; WAYS],
+    pub(super) ways: [Way; WAYS],
 }
 
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Bucket>() == 384);
+const _: () = assert!(std::mem::size_of::<Way>() == 48 && std::mem::size_of::<Bucket>() == 384);
 
 #[cfg(all(test, not(loom)))]
 #[test]
@@ -125,8 +133,10 @@ impl Bucket {
     #[cfg(any(test, loom))]
     pub(super) fn new() -> Bucket {
         Bucket {
-            ctrl: std::array::from_fn(|_| AtomicU64::new(0)),
-            data: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            ways: std::array::from_fn(|_| Way {
+                ctrl: AtomicU64::new(0),
+                data: std::array::from_fn(|_| AtomicU64::new(0)),
+            }),
         }
     }
 }

@@ -40,22 +40,23 @@
 //!
 //! # Layout
 //!
-//! The table is an array of *buckets*; a bucket is 6 cache lines (384 B): one line of 8 control
-//! words (one per way) followed by 8 data slots of 5 words (40 B). Beside the buckets, one *tag
-//! word* per bucket (a dense array, 8 B per bucket) holds a byte per way: the top byte of the
-//! way's fingerprint (never 0), or 0 for a free way. One half = 8 B control + 40 B data + 1 B
-//! tag = 49 B, so a connection costs **98 B** (see [`Table::bytes_per_connection`]). Every key
-//! has two candidate buckets (a keyed folded-multiply hash seeded at start). Inserts go to the
-//! less loaded of the two (ties to the first; when both are full, a cuckoo step or an
-//! eviction). A scan compares the 8 tags of a bucket at once (SWAR: one XOR and a zero-byte
-//! test on the word) and reads the control word only of a way whose tag matches, then the
-//! data slot if its 32-bit fingerprint matches too; a claim finds free ways by the zero bytes.
-//! So a hit reads two tag words, one control line and one data slot; a miss reads the two tag
-//! words (and a control word per false tag match, 1 in 255 ways). Four of a bucket's eight 40-byte data
-//! slots (ways 0, 2, 5, 7) sit within one cache line and the other four straddle two: a
-//! bucket's free ways are taken in that order, so that at the usual fill most halves are read
-//! with one data line. [`Table::lookup_batch`] prefetches the control
-//! lines of 16 keys, then their candidate data slots, before reading any of them.
+//! The table is an array of *buckets* of 8 *ways*; a way holds a half: its control word
+//! followed by its 5 data words, 48 B, so a bucket is 384 B (6 cache lines). Ways 0, 3, 4 and
+//! 7 sit within one line and the other four straddle two; a bucket's free ways are taken in
+//! that order, so that at the usual fill most halves are read with one line. Beside the
+//! buckets, one *tag word* per bucket (a dense array, 8 B per bucket, 8 buckets per line)
+//! holds a byte per way: the top byte of the way's fingerprint (never 0), or 0 for a free
+//! way. One half = 48 B + 1 B tag, so a connection costs **98 B** (see
+//! [`Table::bytes_per_connection`]). Every key has two candidate buckets (a keyed
+//! folded-multiply hash seeded at start). Inserts go to the less loaded of the two (ties to
+//! the first; when both are full, a cuckoo step or an eviction). A scan compares the 8 tags
+//! of a bucket at once (SWAR: one XOR and a zero-byte test on the word) and reads only a way
+//! whose tag matches: its control word, then its data if the 32-bit fingerprint matches too;
+//! a claim finds free ways by the zero bytes. So a hit reads two tag words and its way (one
+//! line, or two for a straddling way); a miss reads the two tag words (and a way per false
+//! tag match, 1 in 255 ways). The batch pipeline ([`Table::probe`], [`Table::probe_data`],
+//! and [`Table::lookup_batch`] over 16 keys) prefetches the tag words of every key, then the
+//! way of each key's first matching tag, before reading any of them.
 //!
 //! ```text
 //! ctrl word  = fingerprint:32 | seq:32           FREE: fp = 0, seq even

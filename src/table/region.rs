@@ -118,14 +118,14 @@ impl<T> Region<T> {
     /// seed. A file whose header matches all but the seed is taken over with its own seed
     /// (a table re-opened with the same seed finds its entries in the same buckets);
     /// anything else is reset to an empty table with `fresh_seed`, and the outcome says why.
-    /// Only the header is read to decide (the file holds ~96 MB per million connections).
+    /// Only the header is read to decide (the file holds ~128 MB per million connections).
     pub(super) fn open_state(
         path: &Path,
         len: usize,
         ways: u64,
         fresh_seed: u64,
     ) -> Result<(Region<T>, Resume, u64), String> {
-        const MAGIC: &[u8; 8] = b"XNATTBL1";
+        const MAGIC: &[u8; 8] = b"XNATTBL2";
         let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
         let mut header = Vec::with_capacity(128);
         header.extend_from_slice(MAGIC);

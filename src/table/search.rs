@@ -99,7 +99,7 @@ impl Table {
             while m != 0 {
                 let (w, rest) = next_way(m);
                 m = rest;
-                let c = bk.ctrl[w].load(Acquire);
+                let c = bk.ways[w].ctrl.load(Acquire);
                 if c_fp(c) != loc.fp {
                     continue;
                 }
