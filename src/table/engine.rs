@@ -353,10 +353,10 @@ impl Table {
     }
 
     /// Second stage of the batch pipeline: with the tag words (ideally) in the cache, finds
-    /// the first way whose tag matches the probed key's, starts loading its line (control
-    /// word and data) and notes the slot in the probe, where [`Table::lookup_probe`] tries it
-    /// first. Only a hint: it changes nothing in the
-    /// table.
+    /// the first way whose tag matches the probed key's, starts loading it (control word and
+    /// data: one line, or both lines of a way that straddles two) and notes the slot in the
+    /// probe, where [`Table::lookup_probe`] tries it first. Only a hint: it changes nothing
+    /// in the table.
     #[inline]
     pub fn probe_data(&self, p: &mut Probe) {
         let tag = tag_of(p.loc.fp);
