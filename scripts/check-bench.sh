@@ -156,6 +156,13 @@ if [ "$rc" = 2 ] && grep -q "RING_SIZE" "$tmp/ndr-ring.out"; then
 else
   bad "ndr.sh RING_SIZE=big: exit $rc, $(cat "$tmp/ndr-ring.out")"
 fi
+rc=0
+XNAT_BENCH_BIN="$tmp/no-such-build" bench/callgrind.sh 1000 >"$tmp/cg-bin.out" 2>&1 || rc=$?
+if [ "$rc" = 2 ] && grep -q "XNAT_BENCH_BIN=$tmp/no-such-build" "$tmp/cg-bin.out"; then
+  ok "callgrind.sh refuses an XNAT_BENCH_BIN that is not an executable (exit 2, named)"
+else
+  bad "callgrind.sh XNAT_BENCH_BIN=$tmp/no-such-build: exit $rc, $(cat "$tmp/cg-bin.out")"
+fi
 if OUT="$tmp/ndr" bench/ndr.sh --dry-run >"$tmp/ndr.out" 2>&1 \
    && python3 - "$tmp/ndr" <<'EOF'
 import glob, json, os, sys
