@@ -32,6 +32,20 @@ const _: () = {
     assert!(seen == (1 << WAYS) - 1);
 };
 
+/// Set bits of every 8-bit mask (free ways of a bucket): without the `popcnt` instruction,
+/// which the x86-64 baseline lacks, `count_ones` is a dozen instructions.
+const FREE_COUNT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u32).count_ones() as u8;
+        i += 1;
+    }
+    t
+};
+
+const _: () = assert!(WAYS <= 8);
+
 /// For every mask of free ways (bit `w` for way `w`), the same ways in claim order (bit `i`
 /// for way `CLAIM_ORDER[i]`).
 const IN_CLAIM_ORDER: [u8; 256] = {
@@ -49,20 +63,6 @@ const IN_CLAIM_ORDER: [u8; 256] = {
     }
     t
 };
-
-/// Set bits of every 8-bit mask (free ways of a bucket): without the `popcnt` instruction,
-/// which the x86-64 baseline lacks, `count_ones` is a dozen instructions.
-const FREE_COUNT: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = (i as u32).count_ones() as u8;
-        i += 1;
-    }
-    t
-};
-
-const _: () = assert!(WAYS <= 8);
 
 impl Table {
     /// The free ways of bucket `b` as its tag word tells them (tag 0, see [`Table::tags`]),
