@@ -34,8 +34,9 @@
 #        XNAT_BENCH_KINDS="hit new out in out-zipf in-zipf new90" (the default) and new-full
 #        XNAT_BENCH_KINDS=out bench/callgrind.sh 4000000   (4 M flows: ~5 minutes a kind)
 #        XNAT_BENCH_LL=33554432,16,64 bench/callgrind.sh ...   (the simulated LL cache)
-#        XNAT_BENCH_BATCH=64 bench/callgrind.sh ...   (established kinds through the workers'
-#        batch pipeline, 64 frames at a time; default 1: Engine::translate frame by frame)
+#        XNAT_BENCH_BATCH=64 bench/callgrind.sh ...   (established kinds and new90 through the
+#        workers' batch pipeline, 64 frames at a time; default 1: Engine::translate frame by
+#        frame)
 #        XNAT_BENCH_SEED=2 bench/callgrind.sh ...   (the table's hash key, default 1: fixed, so
 #        that a count repeats exactly; another key places keys, evictions and epochs otherwise)
 #        XNAT_BENCH_BIN=/tmp/xnat-engine-count-old bench/callgrind.sh ...   (count that build of

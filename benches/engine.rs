@@ -24,6 +24,8 @@
 //!   running gateway runs it on a thread of its own; here it also takes the worker's
 //!   L1 and L2 caches, a pessimism at 10 k). Timed from the steady state on, after a SYN
 //!   timeout of turnover from an empty table.
+//! - `new90_pipelined`: the same through the worker's batch pipeline (as
+//!   `<case>_pipelined`), 64 SYNs at a time, on a table of its own in the same state.
 //! - `new_full`: TCP SYNs of new connections into a full table (a SYN flood, or more flows
 //!   than the table holds): filled to 90 % with established flows, then `live / 5` new
 //!   connections (untimed) make it full; every timed batch of 256 evicts as many pairs as
@@ -214,7 +216,11 @@ fn fill_of(e: &Engine) -> f64 {
     e.table().len() as f64 / e.table().capacity() as f64
 }
 
-fn new90(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, live: u64) {
+fn new90(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    live: u64,
+    pipelined: bool,
+) {
     // The capacity of `new_full`'s table; each connection leaves a session and a mapping.
     let mut e = shared((live * 20).div_ceil(9)).engine(0x1234_5678);
     let mut turn = Turnover::new(e.table(), e.now, 2);
@@ -233,9 +239,16 @@ fn new90(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>
     }
     let (before, fill, t0) = (e.table().stats(), fill_of(&e), turn.now());
     let mut frames = vec![0u8; NEW_BATCH * FRAME];
+    let mut work = vec![0u8; RX_BATCH * FRAME];
+    let mut prep = Vec::with_capacity(RX_BATCH);
     let (mut reaped, mut reaping) = (0, Duration::ZERO);
+    let name = if pipelined {
+        "new90_pipelined"
+    } else {
+        "new90"
+    };
     g.throughput(Throughput::Elements(NEW_BATCH as u64));
-    g.bench_function("new90", |b| {
+    g.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;
             for _ in 0..iters {
@@ -246,7 +259,12 @@ fn new90(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>
                 // As a worker: the clock read once per received batch.
                 for rx in frames.chunks(RX_BATCH * FRAME) {
                     e.now = turn.tick((rx.len() / FRAME) as u64);
-                    assert!(translate_all(&mut e, rx, &mut buf, true) > 0);
+                    let ok = if pipelined {
+                        translate_pipelined(&mut e, rx, &mut work, &mut prep, true)
+                    } else {
+                        translate_all(&mut e, rx, &mut buf, true)
+                    };
+                    assert!(ok > 0);
                 }
                 spent += start.elapsed();
                 next += NEW_BATCH as u64;
@@ -262,7 +280,7 @@ fn new90(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>
     let after = e.table().stats();
     let inserts = after.insert - before.insert;
     eprintln!(
-        "engine/{live}/new90: {} new connections a second; fill {:.1} % when timing began (now {:.1} %); \
+        "engine/{live}/{name}: {} new connections a second; fill {:.1} % when timing began (now {:.1} %); \
          while timed: {} s of clock, {inserts} inserts, {} evictions, {} expirations ({reaped} reaped, \
          the reaper's sweeps {:.0} ns per new connection), {} refused as full",
         turn.per_second(),
@@ -329,7 +347,8 @@ fn bench(c: &mut Criterion) {
     for live in sizes {
         let mut g = c.benchmark_group(format!("engine/{live}"));
         established(&mut g, live);
-        new90(&mut g, live);
+        new90(&mut g, live, false);
+        new90(&mut g, live, true);
         new_full(&mut g, live);
         g.finish();
     }
