@@ -47,7 +47,8 @@
 //! The table's hash key is fixed (`XNAT_BENCH_SEED`, default 1), so that a count repeats
 //! exactly. With `XNAT_BENCH_BATCH=64` the measured packets of the established kinds and of
 //! `new90` go through the workers' batch pipeline, 64 frames at a time (`Engine::prepare`,
-//! `prefetch_data`, `translate_probed`, `flush_counts`, the clock read once per batch)
+//! `prefetch_data`, `prefetch_refresh`, `translate_probed`, `flush_counts`, the clock read
+//! once per batch)
 //! instead of `Engine::translate` frame by frame; the dry pass builds the same batches.
 //!
 //! Prints the number of packets translated in the measured phase.
@@ -380,6 +381,9 @@ fn pipeline(
     }
     for p in prep.iter_mut() {
         e.prefetch_data(p);
+    }
+    for p in prep.iter() {
+        e.prefetch_refresh(p);
     }
     let mut ok = 0;
     for ((f, &n), p) in frames[..count].iter_mut().zip(lens).zip(prep.iter()) {

@@ -14,7 +14,8 @@
 //! - `<case>_pipelined`: the same packets through the worker's batch pipeline, 64 frames
 //!   at a time as `xnat run` receives them: every frame parsed once and its key hashed,
 //!   both candidate buckets' tag words prefetched, then the line of the way whose tag
-//!   matches, then each frame translated with what was kept.
+//!   matches, then (for a packet that will refresh its pair) the partner's line and the
+//!   mapping's tag words, then each frame translated with what was kept.
 //! - `new90`: TCP SYNs of new connections into a table they hold at about 90 % fill, as
 //!   connections come and go at a steady rate (`workload::Turnover`): the clock advances
 //!   one second every `capacity × 0.9 / (2 × SYN timeout)` connections, so that the pairs
@@ -62,8 +63,9 @@ fn translate_all(e: &mut Engine, frames: &[u8], buf: &mut [u8; FRAME], inside: b
 
 /// The worker's batch pipeline over `frames`: copies them into `work` (as they arrive in
 /// the UMEM), prepares every one (parsed once, its key hashed, both buckets' tag words
-/// prefetched), prefetches the lines of the matching ways, then translates each with what
-/// was kept.
+/// prefetched), prefetches the lines of the matching ways, then what the packets that
+/// refresh their pair will read (`Engine::prefetch_refresh`), then translates each with
+/// what was kept.
 fn translate_pipelined(
     e: &mut Engine,
     frames: &[u8],
@@ -80,6 +82,9 @@ fn translate_pipelined(
     }
     for p in prep.iter_mut() {
         e.prefetch_data(p);
+    }
+    for p in prep.iter() {
+        e.prefetch_refresh(p);
     }
     let mut ok = 0;
     for (f, p) in work.chunks_mut(FRAME).zip(prep.iter()) {

@@ -317,6 +317,9 @@ impl Handler for NatHandler {
         for s in &mut self.prep {
             self.engine.prefetch_data(&mut s.prep);
         }
+        for s in &self.prep {
+            self.engine.prefetch_refresh(&s.prep);
+        }
     }
 
     #[inline]

@@ -292,6 +292,35 @@ impl Engine {
         }
     }
 
+    /// Third stage of the batch pipeline, after [`Engine::prefetch_data`] for the whole
+    /// batch: for a frame whose session will refresh its pair in this packet (once per
+    /// refresh epoch of its traffic), starts loading the pair's other half and, with
+    /// endpoint-independent mapping, the tag words of the mapping's key, which that
+    /// packet's translation then looks up ([`Table::probe_refresh`]).
+    #[inline]
+    pub fn prefetch_refresh(&self, p: &Prepared) {
+        let Some(probe) = &p.probe else {
+            return;
+        };
+        let Some((dir, xlate)) = self.table.probe_refresh(probe, self.now) else {
+            return;
+        };
+        let Ok(parsed) = &p.parsed else {
+            return;
+        };
+        // An ICMP error's probe is of the session it quotes, not of its own tuple.
+        if self.rules.mapping == Mapping::EndpointIndependent && parsed.kind() != L4Kind::IcmpError
+        {
+            let t = parsed.tuple();
+            let (a, port) = match dir {
+                crate::table::Dir::Org => (t.src, t.sport),
+                crate::table::Dir::Rev => (xlate.dst, xlate.dport),
+            };
+            self.table
+                .prefetch_key(&in2out::mapping_key(t.proto, a, port));
+        }
+    }
+
     /// Adds the counts of the table lookups made since the last call to the table's
     /// counters: once per batch, after [`Engine::translate_probed`] (the other translate
     /// calls flush their own).

@@ -739,6 +739,9 @@ fn the_batch_pipeline_translates_as_one_frame_at_a_time_does() {
             for p in &mut prep {
                 piped.prefetch_data(p);
             }
+            for p in &prep {
+                piped.prefetch_refresh(p);
+            }
             for ((b, p), (_, inside)) in bufs.iter_mut().zip(&prep).zip(batch) {
                 let r = match &p.parsed {
                     Ok(parsed) => piped.translate_probed(b, parsed, p.probe(), *inside),

@@ -211,6 +211,39 @@ fn a_hit_reports_a_pair_refresh_only_when_it_refreshed_both_halves() {
 }
 
 #[test]
+fn probe_refresh_foretells_the_lookups_that_refresh_the_pair() {
+    // The pipeline's third stage prefetches for exactly the packets whose lookup will
+    // refresh both halves (and then the mapping): whichever half is looked up, second by
+    // second across three epochs, including repeated packets within a second.
+    let t = Table::new(cfg(64)).unwrap();
+    let start = epoch_start(&t, &org(1));
+    t.insert_pair(&org(1), &xl(1), ConnState::TcpEstablished, start)
+        .unwrap();
+    let epoch = 1 << PARTNER_EPOCH_SHIFT;
+    let (mut due, mut refreshed) = (0, 0);
+    for now in start..start + 3 * epoch {
+        for key in [org(1), xl(1).reversed(), org(1)] {
+            let mut p = t.probe(&key);
+            t.probe_data(&mut p);
+            let foretold = t.probe_refresh(&p, now);
+            let h = t.lookup_probe(&p, now).expect("present");
+            assert_eq!(foretold.is_some(), h.refreshed, "{key:?} at {now}");
+            if let Some((dir, xlate)) = foretold {
+                assert_eq!((dir, xlate), (h.dir, h.xlate));
+                due += 1;
+            }
+            refreshed += usize::from(h.refreshed);
+        }
+    }
+    assert_eq!(due, refreshed);
+    assert!(due >= 3, "{due} refreshes foretold in three epochs");
+    // A key that is not there: nothing is foretold.
+    let mut p = t.probe(&org(2));
+    t.probe_data(&mut p);
+    assert!(t.probe_refresh(&p, start + 4 * epoch).is_none());
+}
+
+#[test]
 fn an_anchor_outlives_a_plain_pair_by_one_epoch() {
     let tmo = Timeouts::default().udp;
     let t = Table::new(cfg(64)).unwrap();
