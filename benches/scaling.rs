@@ -49,6 +49,9 @@ fn worker(mut e: Engine, frames: &[u8], flows: u64, ppfs: u64, stop: &AtomicBool
             for p in &mut prep {
                 e.prefetch_data(p);
             }
+            for p in &prep {
+                e.prefetch_refresh(p);
+            }
             for (f, p) in w.chunks_mut(FRAME).zip(&prep) {
                 if let Ok(parsed) = &p.parsed {
                     ok += e
