@@ -294,9 +294,12 @@ impl Engine {
 
     /// Third stage of the batch pipeline, after [`Engine::prefetch_data`] for the whole
     /// batch: for a frame whose session will refresh its pair in this packet (once per
-    /// refresh epoch of its traffic), starts loading the pair's other half and, with
-    /// endpoint-independent mapping, the tag words of the mapping's key, which that
-    /// packet's translation then looks up ([`Table::probe_refresh`]).
+    /// refresh epoch of its traffic), starts loading the pair's other half
+    /// ([`Table::probe_refresh`]) and, with endpoint-independent mapping, the way of the
+    /// mapping that the packet's translation then looks up: its key is hashed and its tag
+    /// words read here ([`Table::probe`], [`Table::probe_data`]), a wait of an L3 hit
+    /// for one packet in several (the tag words of a table of millions fit there) rather
+    /// than a wait for memory at translation.
     #[inline]
     pub fn prefetch_refresh(&self, p: &Prepared) {
         let Some(probe) = &p.probe else {
@@ -316,8 +319,8 @@ impl Engine {
                 crate::table::Dir::Org => (t.src, t.sport),
                 crate::table::Dir::Rev => (xlate.dst, xlate.dport),
             };
-            self.table
-                .prefetch_key(&in2out::mapping_key(t.proto, a, port));
+            let mut m = self.table.probe(&in2out::mapping_key(t.proto, a, port));
+            self.table.probe_data(&mut m);
         }
     }
 

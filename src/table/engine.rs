@@ -380,10 +380,10 @@ impl Table {
     /// in the cache, if the half there will refresh its pair at `now` (its first packet in a
     /// new refresh epoch, see [`Hit::refreshed`]), starts loading its partner's way and
     /// returns the half's direction and translation, from which the caller can start
-    /// loading what it refreshes along with the pair (the NAT: the mapping,
-    /// [`Table::prefetch_key`]). Without it, that packet's lookup waits for the partner's
-    /// line, and the mapping's lookup for its own, one after another. Only a hint: the
-    /// words are read without the seqlock's check, and nothing changes.
+    /// loading what it refreshes along with the pair (the NAT: the mapping, with
+    /// [`Table::probe`] and [`Table::probe_data`]). Without it, that packet's lookup waits
+    /// for the partner's line, and the mapping's lookup for its own, one after another.
+    /// Only a hint: the words are read without the seqlock's check, and nothing changes.
     #[inline]
     pub fn probe_refresh(&self, p: &Probe, now: u32) -> Option<(Dir, Tuple)> {
         let b = self.buckets.get((p.hint as usize) / WAYS)?;
@@ -410,21 +410,6 @@ impl Table {
             prefetch(&pw.data[DW - 1]);
         }
         Some((s.dir(), s.xlate()))
-    }
-
-    /// Starts loading the tag words of both candidate buckets of `key` (as [`Table::probe`]
-    /// does, without keeping the probe): for a key that a lookup will look at a little
-    /// later.
-    #[inline]
-    pub fn prefetch_key(&self, key: &Tuple) {
-        let (k0, k1) = pack(key);
-        let loc = self.locate(k0, k1);
-        if let Some(w) = self.tags.get(loc.b1 as usize) {
-            prefetch(w);
-        }
-        if let Some(w) = self.tags.get(loc.b2 as usize) {
-            prefetch(w);
-        }
     }
 
     /// [`Table::lookup`] of a probed key (the last stage of the batch pipeline), without
