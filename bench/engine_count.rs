@@ -48,8 +48,8 @@
 //! exactly. With `XNAT_BENCH_BATCH=64` the measured packets of the established kinds and of
 //! `new90` go through the workers' batch pipeline, 64 frames at a time (`Engine::prepare`,
 //! `prefetch_data`, `prefetch_refresh`, `translate_probed`, `flush_counts`, the clock read
-//! once per batch)
-//! instead of `Engine::translate` frame by frame; the dry pass builds the same batches.
+//! once per batch) instead of `Engine::translate` frame by frame; the dry pass builds the
+//! same batches.
 //!
 //! Prints the number of packets translated in the measured phase.
 

@@ -14,8 +14,8 @@
 //! - `<case>_pipelined`: the same packets through the worker's batch pipeline, 64 frames
 //!   at a time as `xnat run` receives them: every frame parsed once and its key hashed,
 //!   both candidate buckets' tag words prefetched, then the line of the way whose tag
-//!   matches, then (for a packet that will refresh its pair) the partner's line and the
-//!   mapping's tag words, then each frame translated with what was kept.
+//!   matches, then (for a packet that will refresh its pair) the partner's way and the
+//!   mapping's way, then each frame translated with what was kept.
 //! - `new90`: TCP SYNs of new connections into a table they hold at about 90 % fill, as
 //!   connections come and go at a steady rate (`workload::Turnover`): the clock advances
 //!   one second every `capacity × 0.9 / (2 × SYN timeout)` connections, so that the pairs
