@@ -474,26 +474,21 @@ fn new90(live: u64, packets: u64, mapping: Option<String>) {
             }
         };
         let end = settle + packets;
-        let mut k = settle;
-        while k < end {
-            let count = (end - k).min(batch as u64) as usize;
-            build(&mut frames, &mut lens, k, count);
-            let now = turn.tick(count as u64);
-            ok += pipeline(&mut e, &mut prep, &mut frames, &lens, count, now, true);
+        let count = |k: u64| (end - k).min(batch as u64) as usize;
+        for k in (settle..end).step_by(batch) {
+            build(&mut frames, &mut lens, k, count(k));
+            let now = turn.tick(count(k) as u64);
+            ok += pipeline(&mut e, &mut prep, &mut frames, &lens, count(k), now, true);
             if reaper.due(e.now) {
                 callgrind_request(CT_TOGGLE_COLLECT);
                 reaped += reaper.run(e.table(), e.now);
                 callgrind_request(CT_TOGGLE_COLLECT);
             }
-            k += count as u64;
         }
         callgrind_request(CT_DUMP_STATS);
-        let mut k = settle;
-        while k < end {
-            let count = (end - k).min(batch as u64) as usize;
-            build(&mut frames, &mut lens, k, count);
+        for k in (settle..end).step_by(batch) {
+            build(&mut frames, &mut lens, k, count(k));
             black_box(&frames);
-            k += count as u64;
         }
     }
     callgrind_request(CT_DUMP_STATS);

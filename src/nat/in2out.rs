@@ -226,13 +226,14 @@ impl Engine {
         }
     }
 
-    /// The inside endpoint a session hit concerns: the sender of an outbound packet, the
+    /// The inside endpoint a packet of tuple `t` concerns, found in its session's half of
+    /// direction `dir` and translation `xlate`: the sender of an outbound packet, the
     /// receiver of an inbound one.
     #[inline]
-    fn inside_endpoint(t: &Tuple, hit: &Hit) -> (u32, u16) {
-        match hit.dir {
+    pub(super) fn inside_endpoint(t: &Tuple, dir: Dir, xlate: &Tuple) -> (u32, u16) {
+        match dir {
             Dir::Org => (t.src, t.sport),
-            Dir::Rev => (hit.xlate.dst, hit.xlate.dport),
+            Dir::Rev => (xlate.dst, xlate.dport),
         }
     }
 
@@ -240,7 +241,7 @@ impl Engine {
     /// session's inside endpoint alive: called when a hit refreshed both halves of the
     /// session (once per refresh epoch of its traffic).
     pub(super) fn refresh_mapping(&mut self, t: &Tuple, hit: &Hit) {
-        let (a, p) = Self::inside_endpoint(t, hit);
+        let (a, p) = Self::inside_endpoint(t, hit.dir, &hit.xlate);
         let _ = self
             .table
             .lookup_counted(&mapping_key(t.proto, a, p), self.now, &mut self.counts);
@@ -263,7 +264,7 @@ impl Engine {
     /// Raises the mapping of a session's inside endpoint to `state`'s eviction class and
     /// timeout.
     pub(super) fn promote_mapping(&self, t: &Tuple, hit: &Hit, state: ConnState) {
-        let (a, p) = Self::inside_endpoint(t, hit);
+        let (a, p) = Self::inside_endpoint(t, hit.dir, &hit.xlate);
         if let Some(h) = self.table.lookup(&mapping_key(t.proto, a, p), self.now) {
             if h.state != state {
                 self.table.set_state_hit(&h, state);

@@ -315,10 +315,7 @@ impl Engine {
         if self.rules.mapping == Mapping::EndpointIndependent && parsed.kind() != L4Kind::IcmpError
         {
             let t = parsed.tuple();
-            let (a, port) = match dir {
-                crate::table::Dir::Org => (t.src, t.sport),
-                crate::table::Dir::Rev => (xlate.dst, xlate.dport),
-            };
+            let (a, port) = Self::inside_endpoint(&t, dir, &xlate);
             let mut m = self.table.probe(&in2out::mapping_key(t.proto, a, port));
             self.table.probe_data(&mut m);
         }
