@@ -693,8 +693,22 @@ pub fn iperf3(lab: &Lab, udp: bool, reverse: bool, secs: u32) -> IperfResult {
     if reverse {
         args.push("-R");
     }
-    let out = lab.exec("cli", &args);
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    // The server takes a moment to finish the previous test (over a lossy link, until its
+    // control connection's close gets through) and refuses a client meanwhile: only that
+    // answer is tried again, for up to 5 s.
+    let mut tries = 0;
+    let (out, j) = loop {
+        let out = lab.exec("cli", &args);
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let busy = j["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("server is busy"));
+        tries += 1;
+        if !busy || tries == 10 {
+            break (out, j);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
     assert!(
         out.status.success() && j["error"].is_null(),
         "iperf3 udp={udp} reverse={reverse}: {}",
