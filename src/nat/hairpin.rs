@@ -48,7 +48,7 @@ impl Engine {
             return Err(Refused::Nat(NatDrop::NoMapping));
         }
         match self.rules.mapping {
-            Mapping::EndpointIndependent => self.session_to(t, src, sport, dst, dport, state),
+            Mapping::EndpointIndependent => self.session_to(t, None, src, sport, dst, dport, state),
             Mapping::EndpointDependent => self.allocate_per_destination(t, dst, dport, state),
         }
     }

@@ -28,7 +28,7 @@
 use std::sync::Arc;
 
 use crate::config::{Filtering, Mapping};
-use crate::table::{ConnState, Dir, Hit, InsertError, Session, Tuple};
+use crate::table::{ConnState, Dir, Hit, InsertError, InsertKind, Probe, Session, Tuple};
 
 use super::tcp::state_for;
 use super::{BlockRefusal, Engine, NatDrop, PortBlocks, Refused};
@@ -62,7 +62,13 @@ fn is_wildcard_key(org: &Tuple) -> bool {
 
 impl Engine {
     /// An outbound session for `t` (from the inside, to a destination outside).
-    pub(super) fn create_snat(&mut self, t: &Tuple, p: &Parsed) -> Result<Hit, Refused> {
+    /// `probe`: the pipeline's probe of `t`, if any (see [`Engine::session_to`]).
+    pub(super) fn create_snat(
+        &mut self,
+        t: &Tuple,
+        p: &Parsed,
+        probe: Option<&Probe>,
+    ) -> Result<Hit, Refused> {
         if !self.quota.allows(t.src) {
             let limit = self.quota.limit();
             self.report(crate::logging::EventKind::QuotaExceeded {
@@ -78,7 +84,7 @@ impl Engine {
             }
             Mapping::EndpointIndependent => {
                 let (addr, port) = self.mapping_for(t, state)?;
-                self.session_to(t, addr, port, t.dst, t.dport, state)?
+                self.session_to(t, probe, addr, port, t.dst, t.dport, state)?
             }
         };
         // The table's observer counts it against the quota (`Census`).
@@ -88,10 +94,13 @@ impl Engine {
     /// A session `t` translated to source `addr:port` and destination `dst:dport`; with
     /// address-dependent filtering also the filter entry for the destination's address.
     /// A conflict on the reply tuple (a stale session of an expired mapping) falls back to a
-    /// port chosen for this destination alone.
+    /// port chosen for this destination alone. `probe`: a [`Probe`] of `t` made already
+    /// (the batch pipeline's), saving the insert a hash of it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn session_to(
         &mut self,
         t: &Tuple,
+        probe: Option<&Probe>,
         addr: u32,
         port: u16,
         dst: u32,
@@ -107,7 +116,15 @@ impl Engine {
             proto: t.proto,
         };
         // `t` has just missed (a session is created only then).
-        let hit = match self.table.insert_pair_missed(t, &x, state, self.now) {
+        let hit = match self.table.insert_counted_as(
+            t,
+            probe,
+            &x,
+            state,
+            self.now,
+            InsertKind::PairMissed,
+            &mut self.counts,
+        ) {
             Ok(h) | Err(InsertError::Exists(h)) => h,
             Err(InsertError::RevTaken) | Err(InsertError::Invalid) => {
                 return self.allocate_per_destination(t, dst, dport, state)
@@ -120,7 +137,15 @@ impl Engine {
             let fk = Tuple { dport: 0, ..*t };
             let fx = Tuple { dport: 0, ..x };
             // Best effort: without it only this exact peer can answer.
-            let _ = self.table.insert_anchor(&fk, &fx, state, self.now);
+            let _ = self.table.insert_counted_as(
+                &fk,
+                None,
+                &fx,
+                state,
+                self.now,
+                InsertKind::Anchor,
+                &mut self.counts,
+            );
         }
         Ok(hit)
     }
@@ -133,7 +158,12 @@ impl Engine {
         state: ConnState,
     ) -> Result<(u32, u16), Refused> {
         let key = mapping_key(t.proto, t.src, t.sport);
-        if let Some(h) = self.table.lookup(&key, self.now) {
+        // Probed once: the lookup and every port try of the insert use its hash.
+        let probe = self.table.probe(&key);
+        if let Some(h) = self
+            .table
+            .lookup_probe_counted(&probe, self.now, &mut self.counts)
+        {
             if h.dir == Dir::Org {
                 return Ok((h.xlate.src, h.xlate.sport));
             }
@@ -146,7 +176,7 @@ impl Engine {
             dport: 0,
             proto,
         };
-        let h = self.allocate_for(&key, t.sport, state, make)?;
+        let h = self.allocate_for(&key, Some(&probe), t.sport, state, make)?;
         Ok((h.xlate.src, h.xlate.sport))
     }
 
@@ -156,17 +186,20 @@ impl Engine {
     fn allocate_for(
         &mut self,
         org: &Tuple,
+        probe: Option<&Probe>,
         preferred: u16,
         state: ConnState,
         make: impl Fn(u32, u16) -> Tuple,
     ) -> Result<Hit, Refused> {
         if let Some(blocks) = self.blocks.clone() {
-            return self.allocate_in_blocks(&blocks, org, preferred, state, make);
+            return self.allocate_in_blocks(&blocks, org, probe, preferred, state, make);
         }
         let Some((addr, lo, hi)) = self.rules.pool_for(org.src) else {
             return Err(Refused::Nat(NatDrop::NoSnatRule));
         };
-        let r = self.allocate(org, preferred, lo, hi, state, |port| make(addr, port));
+        let r = self.allocate(org, probe, preferred, lo, hi, state, |port| {
+            make(addr, port)
+        });
         if r == Err(Refused::Nat(NatDrop::PortsExhausted)) {
             self.report(crate::logging::EventKind::PortsExhausted { nat: addr });
         }
@@ -179,6 +212,7 @@ impl Engine {
         &mut self,
         blocks: &PortBlocks,
         org: &Tuple,
+        probe: Option<&Probe>,
         preferred: u16,
         state: ConnState,
         make: impl Fn(u32, u16) -> Tuple,
@@ -190,7 +224,8 @@ impl Engine {
         let mut result = Err(Refused::Nat(NatDrop::PortsExhausted));
         if let Ok(nat) = got {
             for &(lo, hi) in &ranges {
-                result = self.allocate(org, preferred, lo, hi, state, |port| make(nat, port));
+                result =
+                    self.allocate(org, probe, preferred, lo, hi, state, |port| make(nat, port));
                 if result != Err(Refused::Nat(NatDrop::PortsExhausted)) {
                     break;
                 }
@@ -203,7 +238,7 @@ impl Engine {
         // Every block full (or none to be had): one more block.
         let refusal = match got.and_then(|_| blocks.grow(inside, self.now)) {
             Ok((nat, lo, hi)) => {
-                return self.allocate(org, preferred, lo, hi, state, |port| make(nat, port))
+                return self.allocate(org, probe, preferred, lo, hi, state, |port| make(nat, port))
             }
             Err(r) => r,
         };
@@ -284,7 +319,7 @@ impl Engine {
     ) -> Result<Hit, Refused> {
         let icmp = t.proto == 1;
         let proto = t.proto;
-        self.allocate_for(t, t.sport, state, move |addr, port| Tuple {
+        self.allocate_for(t, None, t.sport, state, move |addr, port| Tuple {
             src: addr,
             sport: port,
             dst,
@@ -300,12 +335,15 @@ impl Engine {
     /// mapping's key after `mapping_for`'s lookup): each try is a port try
     /// ([`Table::insert_pair_port_try`]), which does not look for `org` again when the
     /// port is taken, and a pair of `org` made meanwhile is reported by the try that finds
-    /// a free port, or by a last lookup when none is left.
+    /// a free port, or by a last lookup when none is left. `org` is hashed once for all the
+    /// tries, or not at all with `probe`, the caller's [`Probe`] of it.
     ///
     /// [`Table::insert_pair_port_try`]: crate::table::Table::insert_pair_port_try
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn allocate(
         &mut self,
         org: &Tuple,
+        probe: Option<&Probe>,
         preferred: u16,
         lo: u16,
         hi: u16,
@@ -331,16 +369,31 @@ impl Engine {
         };
         let scan_start = pick(self.rand());
         let mut tries = 0u32;
+        let probe = match probe {
+            Some(p) if p.is_for(org) => *p,
+            _ => self.table.probe(org),
+        };
+        // A mapping: its sessions keep it alive (see `refresh_mapping`).
+        let kind = if is_wildcard_key(org) {
+            InsertKind::AnchorPortTry
+        } else {
+            InsertKind::PairPortTry
+        };
         loop {
             let x = make(candidate);
             let outcome = if rules.is_forwarded(org.proto, x.src, x.sport) {
                 // A port forward's external port: never a dynamic mapping.
                 Err(InsertError::RevTaken)
-            } else if is_wildcard_key(org) {
-                // A mapping: its sessions keep it alive (see `refresh_mapping`).
-                self.table.insert_anchor_port_try(org, &x, state, self.now)
             } else {
-                self.table.insert_pair_port_try(org, &x, state, self.now)
+                self.table.insert_counted_as(
+                    org,
+                    Some(&probe),
+                    &x,
+                    state,
+                    self.now,
+                    kind,
+                    &mut self.counts,
+                )
             };
             match outcome {
                 Ok(h) | Err(InsertError::Exists(h)) => return Ok(h),
@@ -353,7 +406,10 @@ impl Engine {
             if tries >= RANDOM_TRIES + span.min(1024) || tries >= span + RANDOM_TRIES {
                 // A port try reports a taken port without looking for `org` (the caller
                 // has just missed it): a pair of it made meanwhile is found here.
-                return match self.table.lookup(org, self.now) {
+                return match self
+                    .table
+                    .lookup_probe_counted(&probe, self.now, &mut self.counts)
+                {
                     Some(h) if h.dir == Dir::Org => Ok(h),
                     _ => Err(Refused::Nat(NatDrop::PortsExhausted)),
                 };
@@ -375,7 +431,15 @@ impl Engine {
         state: ConnState,
     ) -> Result<Hit, Refused> {
         // `org` has just missed (a session is created only then).
-        match self.table.insert_pair_missed(org, x, state, self.now) {
+        match self.table.insert_counted_as(
+            org,
+            None,
+            x,
+            state,
+            self.now,
+            InsertKind::PairMissed,
+            &mut self.counts,
+        ) {
             Ok(h) | Err(InsertError::Exists(h)) => Ok(h),
             Err(InsertError::RevTaken) | Err(InsertError::Invalid) => {
                 Err(Refused::Nat(NatDrop::PortsExhausted))

@@ -377,11 +377,11 @@ impl Engine {
         if is_martian(&t) {
             return Err(Refused::Nat(NatDrop::Martian));
         }
+        let probe = probe.filter(|pr| pr.is_for(&t));
         let found = match probe {
-            Some(pr) if pr.is_for(&t) => {
-                self.table
-                    .lookup_probe_counted(pr, self.now, &mut self.counts)
-            }
+            Some(pr) => self
+                .table
+                .lookup_probe_counted(pr, self.now, &mut self.counts),
             _ => self.table.lookup_counted(&t, self.now, &mut self.counts),
         };
         if let Some(hit) = &found {
@@ -398,7 +398,7 @@ impl Engine {
         {
             Some(h) => self.apply_hit(frame, p, &t, &h, false),
             None => {
-                let h = self.create(p, from_inside)?;
+                let h = self.create(p, from_inside, probe)?;
                 self.apply_hit(frame, p, &t, &h, from_inside);
             }
         }
@@ -442,8 +442,14 @@ impl Engine {
         }
     }
 
-    /// A miss: create the session if policy allows.
-    fn create(&mut self, p: &Parsed, from_inside: bool) -> Result<Hit, Refused> {
+    /// A miss: create the session if policy allows. `probe`: the batch pipeline's probe of
+    /// the packet's tuple, if any.
+    fn create(
+        &mut self,
+        p: &Parsed,
+        from_inside: bool,
+        probe: Option<&Probe>,
+    ) -> Result<Hit, Refused> {
         let t = p.tuple();
         if t.proto == 6 && p.tcp_flags() & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
             return Err(Refused::Nat(if from_inside {
@@ -463,7 +469,7 @@ impl Engine {
                 // Only replies of forwarded connections go there.
                 return Err(Refused::Nat(NatDrop::NoMapping));
             }
-            return self.create_snat(&t, p);
+            return self.create_snat(&t, p, probe);
         }
         self.create_inbound(&t, p)
     }

@@ -34,7 +34,7 @@ impl Engine {
                 Some(src) => {
                     let (lo, hi) = self.rules.dnat_snat_ports;
                     let (dst, dport, proto) = (rule.int_addr, rule.int_port, t.proto);
-                    self.allocate(t, t.sport, lo, hi, state, |port| Tuple {
+                    self.allocate(t, None, t.sport, lo, hi, state, |port| Tuple {
                         src,
                         sport: port,
                         dst,

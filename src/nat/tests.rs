@@ -872,13 +872,29 @@ fn a_port_allocation_whose_key_appeared_meanwhile_finds_it_even_with_every_port_
     let key = mapping_key(17, CLI, 40000);
     let make = |port| Tuple::new(NAT_ADDR, port, 0, 0, 17);
     let h = e
-        .allocate(&key, 40001, 40001, 40001, ConnState::Udp, make)
+        .allocate(&key, None, 40001, 40001, 40001, ConnState::Udp, make)
         .expect("the mapping made meanwhile");
     assert_eq!((h.xlate.src, h.xlate.sport), (NAT_ADDR, 40000));
-    // A key that is not there: every port taken is what it is.
+    // The same with the caller's probe of the key: its hash serves every try.
+    let probe = e.table().probe(&key);
+    let h = e
+        .allocate(
+            &key,
+            Some(&probe),
+            40001,
+            40001,
+            40001,
+            ConnState::Udp,
+            make,
+        )
+        .expect("the mapping made meanwhile");
+    assert_eq!((h.xlate.src, h.xlate.sport), (NAT_ADDR, 40000));
+    // A key that is not there: every port taken is what it is (a probe of another key,
+    // here the first endpoint's, is not used: it would find that endpoint's mapping).
     assert_eq!(
         e.allocate(
             &mapping_key(17, CLI, 40002),
+            Some(&probe),
             40001,
             40001,
             40001,

@@ -6,7 +6,7 @@
 //! and its correctness argument.
 
 use super::layout::*;
-use super::pair::OrgHint;
+use super::pair::{InsertKind, OrgHint};
 use super::region::Region;
 use super::seqlock::backoff;
 use super::stats::{Counters, Ctr, OpCounts, Tally};
@@ -707,13 +707,47 @@ impl Table {
     ) -> Result<Hit, InsertError> {
         let mut t = Tally::default();
         self.advance_clock(now);
-        let r = self.insert_inner(org, xlate, state, now, flags, hint, &mut t);
-        self.count_insert(&r, t);
+        let (o0, o1) = pack(org);
+        let at = (o0, o1, self.locate(o0, o1));
+        let r = self.insert_inner(org, at, xlate, state, now, flags, hint, &mut t);
+        Self::count_insert(&r, &mut t);
+        self.ctr.flush(&t);
+        r
+    }
+
+    /// An insert of one of the kinds of the `insert_*` methods ([`InsertKind`]) whose
+    /// outcome counts go to `counts`, as those of [`Table::lookup_probe_counted`] do, for
+    /// one [`Table::flush_counts`] a batch. With `probe`, the caller's [`Table::probe`] of
+    /// `org`, the key is not hashed again (a port allocator tries several translations for
+    /// one key; the NAT probes a key to look it up, then inserts it). A probe made for
+    /// another key is not used: `org` is then hashed here.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn insert_counted_as(
+        &self,
+        org: &Tuple,
+        probe: Option<&Probe>,
+        xlate: &Tuple,
+        state: ConnState,
+        now: u32,
+        kind: InsertKind,
+        counts: &mut OpCounts,
+    ) -> Result<Hit, InsertError> {
+        let (flags, hint) = kind.flags_and_hint();
+        self.advance_clock(now);
+        let (o0, o1) = pack(org);
+        let loc = match probe {
+            Some(p) if (o0, o1) == (p.k0, p.k1) => p.loc,
+            _ => self.locate(o0, o1),
+        };
+        let t = &mut counts.0;
+        let r = self.insert_inner(org, (o0, o1, loc), xlate, state, now, flags, hint, t);
+        Self::count_insert(&r, t);
         r
     }
 
     #[inline]
-    fn count_insert(&self, r: &Result<Hit, InsertError>, mut t: Tally) {
+    fn count_insert(r: &Result<Hit, InsertError>, t: &mut Tally) {
         t.inc(match r {
             Ok(_) => Ctr::Insert,
             Err(InsertError::Exists(_)) => Ctr::Exists,
@@ -721,7 +755,6 @@ impl Table {
             Err(InsertError::Full) => Ctr::Full,
             Err(InsertError::Busy) | Err(InsertError::Invalid) => Ctr::Busy,
         });
-        self.ctr.flush(&t);
     }
 
     /// Whether `rev_key` is the key of a live, unexpired half (for the port allocator: a

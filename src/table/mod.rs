@@ -226,6 +226,7 @@ mod tests;
 pub use audit::Audit;
 pub use engine::{Probe, Sessions, Table};
 pub use observe::PairObserver;
+pub use pair::InsertKind;
 pub use stats::{OpCounts, TableStats};
 
 /// Seconds per partner refresh epoch: a hit refreshes its own half once a second and both

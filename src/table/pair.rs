@@ -316,12 +316,14 @@ impl Table {
         }
     }
 
-    /// Inserts the pair `org` <-> `xlate` (see [`Table::insert_pair`]); `flags` go into
-    /// both meta words; `hint`: what the caller knows of `org`.
+    /// Inserts the pair `org` <-> `xlate` (see [`Table::insert_pair`]); `org` packed and
+    /// located as `(o0, o1, lo)`; `flags` go into both meta words; `hint`: what the caller
+    /// knows of `org`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn insert_inner(
         &self,
         org: &Tuple,
+        (o0, o1, lo): (u64, u64, Loc),
         xlate: &Tuple,
         state: ConnState,
         now: u32,
@@ -334,9 +336,7 @@ impl Table {
         if xlate.proto != org.proto || rev == *org {
             return Err(InsertError::Invalid);
         }
-        let (o0, o1) = pack(org);
         let (r0, r1) = pack(&rev);
-        let lo = self.locate(o0, o1);
         let lr = self.locate(r0, r1);
         let meta = m_make(now, state) | flags;
         for attempt in 0..INSERT_ATTEMPTS {
@@ -489,6 +489,39 @@ impl Table {
         }
         self.ctr.flush(&t);
         done
+    }
+}
+
+/// The kinds of insert, as the `insert_*` methods of [`Table`] name them, for
+/// [`Table::insert_counted_as`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum InsertKind {
+    /// [`Table::insert_pair`].
+    Pair,
+    /// [`Table::insert_pair_missed`].
+    PairMissed,
+    /// [`Table::insert_pair_port_try`].
+    PairPortTry,
+    /// [`Table::insert_anchor`].
+    Anchor,
+    /// [`Table::insert_anchor_missed`].
+    AnchorMissed,
+    /// [`Table::insert_anchor_port_try`].
+    AnchorPortTry,
+}
+
+impl InsertKind {
+    /// The meta flags of the pair and what the insert knows of its ORG key.
+    #[inline(always)]
+    pub(super) fn flags_and_hint(self) -> (u64, OrgHint) {
+        match self {
+            InsertKind::Pair => (0, OrgHint::Unknown),
+            InsertKind::PairMissed => (0, OrgHint::Missed),
+            InsertKind::PairPortTry => (0, OrgHint::PortTry),
+            InsertKind::Anchor => (FLAG_ANCHOR, OrgHint::Unknown),
+            InsertKind::AnchorMissed => (FLAG_ANCHOR, OrgHint::Missed),
+            InsertKind::AnchorPortTry => (FLAG_ANCHOR, OrgHint::PortTry),
+        }
     }
 }
 

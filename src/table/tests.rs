@@ -73,6 +73,68 @@ fn exists_rev_taken_invalid() {
 }
 
 #[test]
+fn an_insert_of_a_probed_key_counts_into_the_callers_counts_until_flushed() {
+    let t = Table::new(cfg(1024)).unwrap();
+    let mut counts = OpCounts::default();
+    let (o, x) = (org(1), xl(1));
+    let p = t.probe(&o);
+    let h = t
+        .insert_counted_as(
+            &o,
+            Some(&p),
+            &x,
+            ConnState::Udp,
+            5,
+            InsertKind::PairMissed,
+            &mut counts,
+        )
+        .unwrap();
+    assert_eq!((h.dir, h.xlate), (Dir::Org, x));
+    // A probe of another key is not used: the pair still lands where lookups find it.
+    let (o2, x2) = (org(2), xl(2));
+    let h = t
+        .insert_counted_as(
+            &o2,
+            Some(&p),
+            &x2,
+            ConnState::Udp,
+            5,
+            InsertKind::Anchor,
+            &mut counts,
+        )
+        .unwrap();
+    assert_eq!(h.xlate, x2);
+    assert_eq!(
+        t.insert_counted_as(
+            &org(3),
+            None,
+            &x,
+            ConnState::Udp,
+            5,
+            InsertKind::PairPortTry,
+            &mut counts
+        ),
+        Err(InsertError::RevTaken)
+    );
+    // Nothing in the table's counters before the flush, all of it after.
+    let s = t.stats();
+    assert_eq!((s.insert, s.rev_taken), (0, 0));
+    t.flush_counts(&mut counts);
+    assert!(counts.is_empty());
+    let s = t.stats();
+    assert_eq!((s.insert, s.rev_taken), (2, 1));
+    for (k, want) in [(o, x), (o2, x2)] {
+        assert_eq!(t.lookup(&k, 5).map(|h| h.xlate), Some(want));
+        assert_eq!(t.lookup(&want.reversed(), 5).map(|h| h.dir), Some(Dir::Rev));
+    }
+    assert_eq!(t.len(), 2);
+    // The anchor kind made an anchor: it outlives the plain pair by an epoch.
+    let tmo = Timeouts::default().udp;
+    assert!(t.peek(&o, 5 + tmo + 1).is_none());
+    assert!(t.peek(&o2, 5 + tmo + (1 << PARTNER_EPOCH_SHIFT)).is_some());
+}
+
+#[test]
 fn hit_on_either_half_refreshes_both() {
     let t = Table::new(cfg(64)).unwrap();
     t.insert_pair(&org(1), &xl(1), ConnState::Udp, 0).unwrap(); // udp timeout 300
