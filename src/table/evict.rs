@@ -5,6 +5,7 @@ use super::engine::*;
 use super::layout::*;
 use super::seqlock::backoff;
 use super::stats::{Ctr, Tally};
+use super::sync::fence;
 use super::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 /// The order in which a bucket's free ways are taken: first the four that sit within one
@@ -313,16 +314,23 @@ impl Table {
         t: &mut Tally,
     ) -> Option<(u32, u64)> {
         for b in [loc.b1, loc.b2] {
-            for w in 0..WAYS {
+            let Some(bk) = self.buckets.get(b as usize) else {
+                continue;
+            };
+            for (w, way) in bk.ways.iter().enumerate() {
                 let slot = b * WAYS as u32 + w as u32;
-                let c = self.ctrl(slot).load(Acquire);
+                let c = way.ctrl.load(Acquire);
                 if !c_live(c) {
                     continue;
                 }
-                let Some(s) = self.read_live(slot, c) else {
+                // The key alone, validated as the seqlock's readers do (the move's claim
+                // of `c` checks again that nothing changed).
+                let (k0, k1) = (way.data[D_K0].load(Relaxed), way.data[D_K1].load(Relaxed));
+                fence(Acquire);
+                if way.ctrl.load(Relaxed) != c {
                     continue;
-                };
-                let l2 = self.locate(s.d[D_K0], s.d[D_K1] & KEY1_MASK);
+                }
+                let l2 = self.locate(k0, k1 & KEY1_MASK);
                 let alt = if l2.b1 == b { l2.b2 } else { l2.b1 };
                 if alt == loc.b1 || alt == loc.b2 || !self.has_room(alt, now, room) {
                     continue;
