@@ -46,6 +46,18 @@ pub fn mapping_key(proto: u8, addr: u32, port: u16) -> Tuple {
     }
 }
 
+/// The table key of the reply half of a mapping to NAT address `addr:port` for `proto`.
+#[inline]
+pub(super) fn mapping_reply_key(proto: u8, addr: u32, port: u16) -> Tuple {
+    Tuple {
+        src: 0,
+        sport: 0,
+        dst: addr,
+        dport: port,
+        proto,
+    }
+}
+
 /// Whether a session listed by the table is a mapping or filter entry (wildcard remote
 /// address or port) rather than a connection.
 #[inline]

@@ -39,7 +39,7 @@ pub use rules::{make_table, table_timeouts, ForwardTarget, LiveRules, Rules, DNA
 
 use crate::config::{Mapping, Proto};
 use crate::packet::{self, L4Kind, Parsed};
-use crate::table::{Hit, OpCounts, Probe, Table, Tuple};
+use crate::table::{Foretold, Hit, OpCounts, Probe, Table, Tuple};
 
 use crate::packet::l4::{TCP_ACK, TCP_RST, TCP_SYN};
 
@@ -300,13 +300,18 @@ impl Engine {
     /// words read here ([`Table::probe`], [`Table::probe_data`]), a wait of an L3 hit
     /// for one packet in several (the tag words of a table of millions fit there) rather
     /// than a wait for memory at translation.
+    ///
+    /// A frame whose key the second stage found absent may open a session instead: see
+    /// [`Engine::prefetch_create`].
     #[inline]
     pub fn prefetch_refresh(&self, p: &Prepared) {
         let Some(probe) = &p.probe else {
             return;
         };
-        let Some((dir, xlate)) = self.table.probe_refresh(probe, self.now) else {
-            return;
+        let (dir, xlate) = match self.table.probe_refresh(probe, self.now) {
+            Foretold::Refresh(dir, xlate) => (dir, xlate),
+            Foretold::Other => return,
+            Foretold::Miss => return self.prefetch_create(p),
         };
         let Ok(parsed) = &p.parsed else {
             return;
@@ -318,6 +323,47 @@ impl Engine {
             let (a, port) = Self::inside_endpoint(&t, dir, &xlate);
             let mut m = self.table.probe(&in2out::mapping_key(t.proto, a, port));
             self.table.probe_data(&mut m);
+        }
+    }
+
+    /// The third stage for a frame whose key is absent from the table and that may open a
+    /// session (a TCP SYN, UDP, an ICMP query): starts loading the way its session's insert
+    /// will claim first ([`Table::probe_claim`]) and, with endpoint-independent mapping,
+    /// the tag words of its mapping's key and of the reply key of the mapping it gets if
+    /// its own port is free on its pool address (port preservation): the first reads of its
+    /// creation, which otherwise wait for memory one after another (a table of millions).
+    /// Only hints; a frame from outside that opens nothing costs a few hashes. Out of line:
+    /// the established packets' loop stays as short as without it.
+    #[inline(never)]
+    fn prefetch_create(&self, p: &Prepared) {
+        let (Ok(parsed), Some(probe)) = (&p.parsed, &p.probe) else {
+            return;
+        };
+        let opens = match parsed.kind() {
+            L4Kind::Tcp => parsed.tcp_flags() & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN,
+            L4Kind::Udp | L4Kind::IcmpQueryRequest => true,
+            _ => false,
+        };
+        if !opens {
+            return;
+        }
+        self.table.probe_claim(probe);
+        if self.rules.mapping != Mapping::EndpointIndependent {
+            return;
+        }
+        let t = parsed.tuple();
+        // `Table::probe` starts loading the tag words.
+        let _ = self
+            .table
+            .probe(&in2out::mapping_key(t.proto, t.src, t.sport));
+        if self.blocks.is_none() {
+            if let Some((addr, lo, hi)) = self.rules.pool_for(t.src) {
+                if (lo..=hi).contains(&t.sport) {
+                    let _ = self
+                        .table
+                        .probe(&in2out::mapping_reply_key(t.proto, addr, t.sport));
+                }
+            }
         }
     }
 

@@ -858,6 +858,37 @@ fn a_packet_that_missed_a_lost_half_has_it_restored_at_once() {
 }
 
 #[test]
+fn the_pipeline_foretells_a_new_sessions_mapping_keys() {
+    // The third stage of a frame that opens a session prefetches its mapping's key and the
+    // reply key its mapping gets with a preserved port: they must be the keys the session's
+    // creation writes.
+    let mut e = engine(&[]);
+    e.now = 100;
+    let mut f = udp(CLI, 40000, SRV, 53);
+    let p = e.prepare(&f);
+    let probe = p.probe().copied().expect("probed");
+    assert_eq!(
+        e.table().probe_refresh(&probe, e.now),
+        crate::table::Foretold::Miss
+    );
+    e.translate(&mut f, true).expect("session");
+    let m = e
+        .table()
+        .peek(&in2out::mapping_key(17, CLI, 40000), e.now)
+        .expect("the mapping, under the key the stage probes");
+    assert_eq!(
+        (m.dir, m.xlate.src, m.xlate.sport),
+        (crate::table::Dir::Org, NAT_ADDR, 40000)
+    );
+    let r = e
+        .table()
+        .peek(&in2out::mapping_reply_key(17, NAT_ADDR, 40000), e.now)
+        .expect("the mapping's reply half, under the key the stage probes");
+    assert_eq!(r.dir, crate::table::Dir::Rev);
+    assert_eq!((r.xlate.dst, r.xlate.dport), (CLI, 40000));
+}
+
+#[test]
 fn a_port_allocation_whose_key_appeared_meanwhile_finds_it_even_with_every_port_taken() {
     let mut e = engine(&[]);
     e.now = 100;

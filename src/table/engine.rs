@@ -384,17 +384,20 @@ impl Table {
     /// [`Table::probe`] and [`Table::probe_data`]). Without it, that packet's lookup waits
     /// for the partner's line, and the mapping's lookup for its own, one after another.
     /// Only a hint: the words are read without the seqlock's check, and nothing changes.
+    /// A probe that matched no way ([`Probe::matched`]) is told apart: [`Foretold::Miss`].
     #[inline]
-    pub fn probe_refresh(&self, p: &Probe, now: u32) -> Option<(Dir, Tuple)> {
-        let b = self.buckets.get((p.hint as usize) / WAYS)?;
+    pub fn probe_refresh(&self, p: &Probe, now: u32) -> Foretold {
+        let Some(b) = self.buckets.get((p.hint as usize) / WAYS) else {
+            return Foretold::Miss;
+        };
         let way = &b.ways[(p.hint as usize) % WAYS];
         let c = way.ctrl.load(Relaxed);
         if c_fp(c) != p.loc.fp || c_busy(c) {
-            return None;
+            return Foretold::Other;
         }
         let last = m_last(way.data[D_META].load(Relaxed));
         if last >= now || !new_epoch(c, last, now) {
-            return None;
+            return Foretold::Other;
         }
         let mut s = Snap {
             ctrl: c,
@@ -409,7 +412,22 @@ impl Table {
             prefetch(&pw.ctrl);
             prefetch(&pw.data[DW - 1]);
         }
-        Some((s.dir(), s.xlate()))
+        Foretold::Refresh(s.dir(), s.xlate())
+    }
+
+    /// For a probed key that is likely to be inserted next (its probe found no way with
+    /// its tag, [`Probe::matched`]): starts loading the way its insert would claim first,
+    /// as the bucket's tag word (loaded by [`Table::probe_data`]) tells it. Without it the
+    /// claim's CAS waits for that line. Only a hint: it changes nothing in the table.
+    #[inline]
+    pub fn probe_claim(&self, p: &Probe) {
+        if let Some(slot) = self.first_claim(&p.loc) {
+            if let Some(b) = self.buckets.get(slot as usize / WAYS) {
+                let way = &b.ways[slot as usize % WAYS];
+                prefetch(&way.ctrl);
+                prefetch(&way.data[DW - 1]);
+            }
+        }
     }
 
     /// [`Table::lookup`] of a probed key (the last stage of the batch pipeline), without
@@ -922,18 +940,39 @@ impl Table {
     }
 }
 
+/// What the third stage of the batch pipeline foretells of a probed key's lookup
+/// ([`Table::probe_refresh`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Foretold {
+    /// The lookup will refresh the pair (see [`Hit::refreshed`]): the direction and
+    /// translation of the half it finds.
+    Refresh(Dir, Tuple),
+    /// A lookup that refreshes no more than its own half, or one not foretold (a busy way,
+    /// a tag that another key's way carries).
+    Other,
+    /// The probe matched no way ([`Probe::matched`]): the key is absent, the lookup misses.
+    Miss,
+}
+
 /// A key hashed once, for the batch pipeline ([`Table::probe`]): its packed words and its
 /// two candidate buckets and fingerprint.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Probe {
     k0: u64,
     k1: u64,
-    loc: Loc,
+    pub(super) loc: Loc,
     /// The slot whose fingerprint matched ([`Table::probe_data`]), or `NO_SLOT`.
     hint: u32,
 }
 
 impl Probe {
+    /// Whether [`Table::probe_data`] found a way carrying the key's tag: `false` means
+    /// the key is almost surely absent (a lookup of it will miss).
+    #[inline]
+    pub fn matched(&self) -> bool {
+        self.hint != NO_SLOT
+    }
+
     /// Whether this probe was made for `key`.
     #[inline]
     pub fn is_for(&self, key: &Tuple) -> bool {

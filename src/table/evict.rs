@@ -77,6 +77,20 @@ impl Table {
         IN_CLAIM_ORDER[(z.wrapping_mul(0x0102_0408_1020_4080) >> 56) as usize] as u32
     }
 
+    /// The way a claim for `loc` would try first, as the tag words tell it now (see
+    /// [`Table::claim_slot`]): the first free way, in claim order, of the bucket with more
+    /// free ways. `None` if both look full.
+    #[inline]
+    pub(super) fn first_claim(&self, loc: &Loc) -> Option<u32> {
+        let (f1, f2) = (self.free_ways(loc.b1), self.free_ways(loc.b2));
+        let (b, free) = if FREE_COUNT[f2 as usize] > FREE_COUNT[f1 as usize] {
+            (loc.b2, f2)
+        } else {
+            (loc.b1, f1)
+        };
+        (free != 0).then(|| b * WAYS as u32 + CLAIM_ORDER[free.trailing_zeros() as usize] as u32)
+    }
+
     /// Eviction score of a half under this table's timeouts and policy (see
     /// [`super::policy::score`]).
     #[inline]

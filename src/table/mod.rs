@@ -224,7 +224,7 @@ mod sync;
 mod tests;
 
 pub use audit::Audit;
-pub use engine::{Probe, Sessions, Table};
+pub use engine::{Foretold, Probe, Sessions, Table};
 pub use observe::PairObserver;
 pub use pair::InsertKind;
 pub use stats::{OpCounts, TableStats};
