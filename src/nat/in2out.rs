@@ -25,8 +25,6 @@
 //! the same parity (RFC 4787 REQ-4), then a scan, bounded. Port forwards' external ports
 //! are never handed out.
 
-use std::sync::Arc;
-
 use crate::config::{Filtering, Mapping};
 use crate::table::{ConnState, Dir, Hit, InsertError, InsertKind, Probe, Session, Tuple};
 
@@ -203,8 +201,12 @@ impl Engine {
         state: ConnState,
         make: impl Fn(u32, u16) -> Tuple,
     ) -> Result<Hit, Refused> {
-        if let Some(blocks) = self.blocks.clone() {
-            return self.allocate_in_blocks(&blocks, org, probe, preferred, state, make);
+        // Taken out for the call and put back, not cloned: an `Arc` clone is two atomic
+        // adds on a line that every worker's new connections would share.
+        if let Some(blocks) = self.blocks.take() {
+            let r = self.allocate_in_blocks(&blocks, org, probe, preferred, state, make);
+            self.blocks = Some(blocks);
+            return r;
         }
         let Some((addr, lo, hi)) = self.rules.pool_for(org.src) else {
             return Err(Refused::Nat(NatDrop::NoSnatRule));
@@ -363,7 +365,6 @@ impl Engine {
         make: impl Fn(u16) -> Tuple,
     ) -> Result<Hit, Refused> {
         const RANDOM_TRIES: u32 = 32;
-        let rules = Arc::clone(&self.rules);
         let span = u32::from(hi) - u32::from(lo) + 1;
         let pick = |r: u64| lo + (r % u64::from(span)) as u16;
         let same_parity = |c: u16| {
@@ -393,7 +394,7 @@ impl Engine {
         };
         loop {
             let x = make(candidate);
-            let outcome = if rules.is_forwarded(org.proto, x.src, x.sport) {
+            let outcome = if self.rules.is_forwarded(org.proto, x.src, x.sport) {
                 // A port forward's external port: never a dynamic mapping.
                 Err(InsertError::RevTaken)
             } else {
