@@ -4,17 +4,25 @@
 //! versions made per scrape to count port use (kept here as the baseline).
 //!
 //! Groups `scrape/{10k,1M}/{counted,walk}`; the connections are spread over 4 NAT
-//! addresses, as a small SNAT pool would have them. Run:
-//! `cargo bench --bench scrape -- --warm-up-time 1 --measurement-time 3`
+//! addresses, as a small SNAT pool would have them.
+//!
+//! What keeping those counts costs the workers: `census/{1,2}_threads`, the census's
+//! count of a session in and out (`PairObserver::inserted` then `removed`, as a new
+//! connection and its end do), on one NAT address (a masquerade gateway's), by one thread
+//! and by two pinned to their own cores at once; time per count in and out of each
+//! thread, so that 2 threads at the time of 1 is perfect scaling.
+//!
+//! Run: `cargo bench --bench scrape -- --warm-up-time 1 --measurement-time 3`
 //! (under `cargo test` only the 10 k table is built, each case run once).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 use xnat::nat::{is_mapping, Census, Quota};
 use xnat::stats::{port_usage, TableSnapshot};
-use xnat::table::{ConnState, Table, TableConfig, Tuple};
+use xnat::table::{ConnState, PairObserver, Session, Table, TableConfig, Tuple};
 
 const NAT: [u32; 4] = [0xC613_0001, 0xC613_0002, 0xC613_0003, 0xC613_0004];
 
@@ -105,9 +113,59 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// `threads` threads (each pinned to its own core when there are enough) count `iters`
+/// sessions in and out each, at once; the longest thread's time.
+fn census_round(census: &Arc<Census>, threads: usize, iters: u64) -> Duration {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let start = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|k| {
+            let (census, start) = (Arc::clone(census), Arc::clone(&start));
+            let core = (cores.len() >= threads).then(|| cores[k]);
+            std::thread::spawn(move || {
+                if let Some(c) = core {
+                    core_affinity::set_for_current(c);
+                }
+                // Each thread its own inside source: the quota's count is the source's.
+                let s = Session {
+                    org: Tuple::new(0xC612_0000 | k as u32, 40000, 0xC613_6301, 443, 6),
+                    xlate: Tuple::new(NAT[0], 40000 + k as u16, 0xC613_6301, 443, 6),
+                    state: ConnState::TcpSyn,
+                    idle_secs: 0,
+                };
+                start.wait();
+                let t0 = Instant::now();
+                for _ in 0..iters {
+                    census.inserted(black_box(&s));
+                    census.removed(black_box(&s));
+                }
+                t0.elapsed()
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("census thread"))
+        .max()
+        .unwrap_or_default()
+}
+
+fn census(c: &mut Criterion) {
+    let census = Arc::new(Census::new(&NAT, Arc::new(Quota::new(0))));
+    let mut g = c.benchmark_group("census");
+    for threads in [1, 2] {
+        g.bench_function(
+            BenchmarkId::from_parameter(format!("{threads}_threads")),
+            |b| b.iter_custom(|iters| census_round(&census, threads, iters)),
+        );
+    }
+    g.finish();
+    assert_eq!(census.ports_used(NAT[0]), 0, "every count in counted out");
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10);
-    targets = bench
+    targets = bench, census
 }
 criterion_main!(benches);

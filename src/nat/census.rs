@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::logging::{EventKind, EventLog, Session as LogSession};
-use crate::table::{PairObserver, Session};
+use crate::table::{my_stripe, PairObserver, Session, STRIPES};
 
 use super::quota::Quota;
 
@@ -60,12 +60,12 @@ impl Census {
     /// Ports of `addr` in use: its endpoint-independent mappings, or, if it has none
     /// (endpoint-dependent mapping), its sessions.
     pub fn ports_used(&self, addr: u32) -> u64 {
-        self.addrs.get(addr).map_or(0, |g| {
-            let m = g.mappings.load(Relaxed).max(0) as u64;
+        self.addrs.get(addr).map_or(0, |i| {
+            let m = self.addrs.sum(i, MAPPINGS).max(0) as u64;
             if m > 0 {
                 m
             } else {
-                g.sessions.load(Relaxed).max(0) as u64
+                self.addrs.sum(i, SESSIONS).max(0) as u64
             }
         })
     }
@@ -95,11 +95,11 @@ impl Census {
                 super::coarse_now(),
             );
         }
-        if let Some(g) = self.addrs.get(s.xlate.src) {
+        if let Some(i) = self.addrs.get(s.xlate.src) {
             if !mapping {
-                g.sessions.fetch_add(d, Relaxed);
+                self.addrs.add(i, SESSIONS, d);
             } else if s.org.dst == 0 {
-                g.mappings.fetch_add(d, Relaxed);
+                self.addrs.add(i, MAPPINGS, d);
             }
         }
     }
@@ -115,35 +115,67 @@ impl PairObserver for Census {
     }
 }
 
-/// Gauges of one NAT address.
-struct AddrGauge {
-    /// The address; 0: an empty entry (0.0.0.0 is never a NAT address).
-    addr: AtomicU32,
-    mappings: AtomicI64,
-    sessions: AtomicI64,
-}
+/// The gauges kept per NAT address: its endpoint-independent mappings and its sessions.
+const MAPPINGS: usize = 0;
+const SESSIONS: usize = 1;
+const GAUGES: usize = 2;
 
 /// A fixed open-addressing map from NAT address to its gauges: lock-free lookups on the
 /// packet path (new and ended connections only), entries added by the main thread and
-/// never removed.
+/// never removed. The gauges are striped per thread ([`crate::table::my_stripe`], the
+/// stripe of the table's counters): a new connection adds to its own thread's stripe, so
+/// the workers do not all write one line per NAT address (with one masquerade address,
+/// every new connection of every worker would); a reading sums the stripes.
 struct AddrGauges {
-    slots: Box<[AddrGauge]>,
+    /// The addresses; 0: an empty entry (0.0.0.0 is never a NAT address). Written only
+    /// when an address is declared: the workers' lookups read lines nobody writes.
+    slots: Box<[AtomicU32]>,
     mask: usize,
+    /// `stripes` runs of `stride` words: stripe `s`, address entry `i`, gauge `g` at
+    /// `s * stride + i * GAUGES + g`. A stride is a whole number of 128-byte blocks.
+    counts: Box<[AtomicI64]>,
+    stride: usize,
+    /// A power of two, at most [`STRIPES`]: fewer for a room of many thousand addresses
+    /// (at most [`GAUGE_BYTES`] in all), whose new connections spread over many lines
+    /// anyway. A thread's stripe here is its table stripe modulo this.
+    stripes: usize,
 }
+
+/// The most memory the striped gauges take (a census of up to 8192 NAT addresses, with
+/// room for four times as many, gets all [`STRIPES`] stripes).
+const GAUGE_BYTES: usize = 16 << 20;
 
 impl AddrGauges {
     fn with_room(n: usize) -> AddrGauges {
         let cap = n.saturating_mul(2).next_power_of_two();
+        let stride = (cap * GAUGES).next_multiple_of(16);
+        let fit = GAUGE_BYTES / (stride * std::mem::size_of::<AtomicI64>());
+        // The largest power of two not above `fit`, within 1..=STRIPES.
+        let stripes = (fit.clamp(1, STRIPES) + 1).next_power_of_two() / 2;
         AddrGauges {
-            slots: (0..cap)
-                .map(|_| AddrGauge {
-                    addr: AtomicU32::new(0),
-                    mappings: AtomicI64::new(0),
-                    sessions: AtomicI64::new(0),
-                })
-                .collect(),
+            slots: (0..cap).map(|_| AtomicU32::new(0)).collect(),
             mask: cap - 1,
+            counts: (0..stride * stripes).map(|_| AtomicI64::new(0)).collect(),
+            stride,
+            stripes,
         }
+    }
+
+    /// Adds `d` to gauge `g` of address entry `i`, in the calling thread's stripe.
+    #[inline]
+    fn add(&self, i: usize, g: usize, d: i64) {
+        let s = my_stripe() & (self.stripes - 1);
+        if let Some(c) = self.counts.get(s * self.stride + i * GAUGES + g) {
+            c.fetch_add(d, Relaxed);
+        }
+    }
+
+    /// Gauge `g` of address entry `i`: the sum of the stripes.
+    fn sum(&self, i: usize, g: usize) -> i64 {
+        (0..self.stripes)
+            .filter_map(|s| self.counts.get(s * self.stride + i * GAUGES + g))
+            .map(|c| c.load(Relaxed))
+            .sum()
     }
 
     #[inline]
@@ -151,17 +183,17 @@ impl AddrGauges {
         (addr.wrapping_mul(0x9E37_79B1) as usize) & self.mask
     }
 
+    /// The entry of `addr`, if declared.
     #[inline]
-    fn get(&self, addr: u32) -> Option<&AddrGauge> {
+    fn get(&self, addr: u32) -> Option<usize> {
         if addr == 0 {
             return None;
         }
         let mut i = self.home(addr);
         for _ in 0..=self.mask {
-            let g = &self.slots[i];
-            match g.addr.load(Relaxed) {
+            match self.slots[i].load(Relaxed) {
                 0 => return None,
-                a if a == addr => return Some(g),
+                a if a == addr => return Some(i),
                 _ => i = (i + 1) & self.mask,
             }
         }
@@ -173,22 +205,17 @@ impl AddrGauges {
         if addr == 0 {
             return false;
         }
-        let used = self
-            .slots
-            .iter()
-            .filter(|g| g.addr.load(Relaxed) != 0)
-            .count();
+        let used = self.slots.iter().filter(|a| a.load(Relaxed) != 0).count();
         let mut i = self.home(addr);
         for _ in 0..=self.mask {
             let g = &self.slots[i];
             match g
-                .addr
                 .compare_exchange(0, addr, Relaxed, Relaxed)
                 .unwrap_or_else(|a| a)
             {
                 0 if used * 2 >= self.slots.len() => {
                     // Over half full: undo and refuse.
-                    g.addr.store(0, Relaxed);
+                    g.store(0, Relaxed);
                     return false;
                 }
                 0 => return true,
@@ -245,6 +272,55 @@ mod tests {
         assert_eq!(census.declare(&[other]), 0);
         assert!(t.remove(&o));
         assert_eq!(census.ports_used(other), 0, "never below zero");
+    }
+
+    #[test]
+    fn the_gauges_sum_what_every_thread_added() {
+        let g = Arc::new(AddrGauges::with_room(4));
+        assert!(g.declare(NAT));
+        let i = g.get(NAT).expect("declared");
+        // Eight threads (more than one stripe each, fewer than STRIPES) add and remove.
+        let threads: Vec<_> = (0..8)
+            .map(|k| {
+                let g = Arc::clone(&g);
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        g.add(i, SESSIONS, 1);
+                    }
+                    for _ in 0..k * 100 {
+                        g.add(i, SESSIONS, -1);
+                    }
+                    g.add(i, MAPPINGS, 1);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(g.sum(i, SESSIONS), 8000 - 2800);
+        assert_eq!(g.sum(i, MAPPINGS), 8);
+        // A removal counted on another thread than its insert: the sum still drops.
+        let other = std::thread::spawn({
+            let g = Arc::clone(&g);
+            move || g.add(i, MAPPINGS, -8)
+        });
+        other.join().expect("thread");
+        assert_eq!(g.sum(i, MAPPINGS), 0);
+    }
+
+    #[test]
+    fn the_gauges_stay_within_their_memory() {
+        // `Census::new` gives room for four times its addresses: 8192 addresses get every
+        // stripe, 16384 half of them.
+        for (room, stripes) in [(4, STRIPES), (32768, STRIPES), (65536, 8), (1 << 20, 1)] {
+            let g = AddrGauges::with_room(room);
+            assert_eq!(g.stripes, stripes, "room {room}");
+            assert!(g.stripes.is_power_of_two());
+            assert!(
+                g.counts.len() * 8 <= GAUGE_BYTES || g.stripes == 1,
+                "room {room}"
+            );
+        }
     }
 
     #[test]

@@ -227,6 +227,7 @@ pub use audit::Audit;
 pub use engine::{Foretold, Probe, Sessions, Table};
 pub use observe::PairObserver;
 pub use pair::InsertKind;
+pub(crate) use stats::{my_stripe, STRIPES};
 pub use stats::{OpCounts, TableStats};
 
 /// Seconds per partner refresh epoch: a hit refreshes its own half once a second and both

@@ -115,8 +115,10 @@ thread_local! {
     static MY_STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
+/// The stripe of the calling thread (`0..STRIPES`), assigned round robin the first time a
+/// thread counts; other per-thread striped counts (the NAT's census) use the same index.
 #[inline(always)]
-fn my_stripe() -> usize {
+pub(crate) fn my_stripe() -> usize {
     MY_STRIPE.with(|s| {
         let v = s.get();
         if v != usize::MAX {
