@@ -387,6 +387,8 @@ impl Table {
     /// A probe that matched no way ([`Probe::matched`]) is told apart: [`Foretold::Miss`].
     #[inline]
     pub fn probe_refresh(&self, p: &Probe, now: u32) -> Foretold {
+        // `NO_SLOT / WAYS` is past the last bucket of the largest table (`MAX_CONNECTIONS`):
+        // an unmatched probe is told by this lookup.
         let Some(b) = self.buckets.get((p.hint as usize) / WAYS) else {
             return Foretold::Miss;
         };
@@ -940,6 +942,10 @@ impl Table {
     }
 }
 
+// An unmatched probe's hint (`NO_SLOT`) names no bucket of any table (see
+// `Table::probe_refresh`).
+const _: () = assert!((MAX_CONNECTIONS * 2).div_ceil(WAYS) <= NO_SLOT as usize / WAYS);
+
 /// What the third stage of the batch pipeline foretells of a probed key's lookup
 /// ([`Table::probe_refresh`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -966,8 +972,9 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Whether [`Table::probe_data`] found a way carrying the key's tag: `false` means
-    /// the key is almost surely absent (a lookup of it will miss).
+    /// Whether [`Table::probe_data`] found a way carrying the key's tag: `false` means the
+    /// key was absent when its tag words were read (a key's way always carries its tag),
+    /// so that a lookup of it misses unless it was inserted since.
     #[inline]
     pub fn matched(&self) -> bool {
         self.hint != NO_SLOT
