@@ -742,7 +742,7 @@ impl Table {
     /// one key; the NAT probes a key to look it up, then inserts it). A probe made for
     /// another key is not used: `org` is then hashed here.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     pub fn insert_counted_as(
         &self,
         org: &Tuple,

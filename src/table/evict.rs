@@ -137,6 +137,7 @@ impl Table {
 
     /// Obtains a BUSY slot carrying `loc.fp` in one of `loc`'s buckets: a free way, or the
     /// way of an evicted pair. Never touches `exclude`.
+    #[inline(always)]
     pub(super) fn claim_slot(&self, loc: &Loc, now: u32, exclude: u32, t: &mut Tally) -> Claim {
         for round in 0..CLAIM_ATTEMPTS {
             if round > 0 {
