@@ -161,11 +161,16 @@ impl AddrGauges {
         }
     }
 
+    /// Stripe `s`'s count of gauge `g` of address entry `i`.
+    #[inline]
+    fn at(&self, s: usize, i: usize, g: usize) -> Option<&AtomicI64> {
+        self.counts.get(s * self.stride + i * GAUGES + g)
+    }
+
     /// Adds `d` to gauge `g` of address entry `i`, in the calling thread's stripe.
     #[inline]
     fn add(&self, i: usize, g: usize, d: i64) {
-        let s = my_stripe() & (self.stripes - 1);
-        if let Some(c) = self.counts.get(s * self.stride + i * GAUGES + g) {
+        if let Some(c) = self.at(my_stripe() & (self.stripes - 1), i, g) {
             c.fetch_add(d, Relaxed);
         }
     }
@@ -173,7 +178,7 @@ impl AddrGauges {
     /// Gauge `g` of address entry `i`: the sum of the stripes.
     fn sum(&self, i: usize, g: usize) -> i64 {
         (0..self.stripes)
-            .filter_map(|s| self.counts.get(s * self.stride + i * GAUGES + g))
+            .filter_map(|s| self.at(s, i, g))
             .map(|c| c.load(Relaxed))
             .sum()
     }

@@ -44,16 +44,22 @@ pub fn mapping_key(proto: u8, addr: u32, port: u16) -> Tuple {
     }
 }
 
+/// The translation of a mapping to NAT address `addr:port` for `proto` (its ORG half's).
+#[inline]
+fn mapping_xlate(proto: u8, addr: u32, port: u16) -> Tuple {
+    Tuple {
+        src: addr,
+        sport: port,
+        dst: 0,
+        dport: 0,
+        proto,
+    }
+}
+
 /// The table key of the reply half of a mapping to NAT address `addr:port` for `proto`.
 #[inline]
 pub(super) fn mapping_reply_key(proto: u8, addr: u32, port: u16) -> Tuple {
-    Tuple {
-        src: 0,
-        sport: 0,
-        dst: addr,
-        dport: port,
-        proto,
-    }
+    mapping_xlate(proto, addr, port).reversed()
 }
 
 /// Whether a session listed by the table is a mapping or filter entry (wildcard remote
@@ -179,13 +185,7 @@ impl Engine {
             }
         }
         let proto = t.proto;
-        let make = move |addr: u32, port: u16| Tuple {
-            src: addr,
-            sport: port,
-            dst: 0,
-            dport: 0,
-            proto,
-        };
+        let make = move |addr: u32, port: u16| mapping_xlate(proto, addr, port);
         let h = self.allocate_for(&key, Some(&probe), t.sport, state, make)?;
         Ok((h.xlate.src, h.xlate.sport))
     }

@@ -354,7 +354,7 @@ impl Engine {
             return;
         };
         let opens = match parsed.kind() {
-            L4Kind::Tcp => parsed.tcp_flags() & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN,
+            L4Kind::Tcp => opens_connection(parsed.tcp_flags()),
             L4Kind::Udp | L4Kind::IcmpQueryRequest => true,
             _ => false,
         };
@@ -450,8 +450,7 @@ impl Engine {
         }
         // A packet that cannot open a connection may have missed a lost half.
         let repairable = (t.proto == 17 && !from_inside)
-            || (t.proto == 6
-                && (!from_inside || p.tcp_flags() & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN));
+            || (t.proto == 6 && (!from_inside || !opens_connection(p.tcp_flags())));
         match repairable
             .then(|| self.repair_lost_half(&t, from_inside))
             .flatten()
@@ -511,7 +510,7 @@ impl Engine {
         probe: Option<&Probe>,
     ) -> Result<Hit, Refused> {
         let t = p.tuple();
-        if t.proto == 6 && p.tcp_flags() & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
+        if t.proto == 6 && !opens_connection(p.tcp_flags()) {
             return Err(Refused::Nat(if from_inside {
                 NatDrop::TcpNoSession
             } else {
@@ -533,6 +532,13 @@ impl Engine {
         }
         self.create_inbound(&t, p)
     }
+}
+
+/// Whether a TCP segment with `flags` may open a connection: a SYN without ACK or RST (the
+/// only segment a session is created for).
+#[inline]
+fn opens_connection(flags: u8) -> bool {
+    flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
 }
 
 /// Addresses and ports no host uses: 0.0.0.0 at either end (RFC 1812 5.3.7) or TCP/UDP

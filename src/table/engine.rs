@@ -6,7 +6,7 @@
 //! and its correctness argument.
 
 use super::layout::*;
-use super::pair::{InsertKind, OrgHint};
+use super::pair::InsertKind;
 use super::region::Region;
 use super::seqlock::backoff;
 use super::stats::{Counters, Ctr, OpCounts, Tally};
@@ -369,8 +369,7 @@ impl Table {
             if m != 0 {
                 let w = next_way(m).0;
                 p.hint = b * WAYS as u32 + w as u32;
-                prefetch(&bk.ways[w].ctrl);
-                prefetch(&bk.ways[w].data[DW - 1]);
+                prefetch_way(&bk.ways[w]);
                 return;
             }
         }
@@ -410,9 +409,7 @@ impl Table {
         }
         let partner = s.partner() as usize;
         if let Some(pb) = self.buckets.get(partner / WAYS) {
-            let pw = &pb.ways[partner % WAYS];
-            prefetch(&pw.ctrl);
-            prefetch(&pw.data[DW - 1]);
+            prefetch_way(&pb.ways[partner % WAYS]);
         }
         Foretold::Refresh(s.dir(), s.xlate())
     }
@@ -425,9 +422,7 @@ impl Table {
     pub fn probe_claim(&self, p: &Probe) {
         if let Some(slot) = self.first_claim(&p.loc) {
             if let Some(b) = self.buckets.get(slot as usize / WAYS) {
-                let way = &b.ways[slot as usize % WAYS];
-                prefetch(&way.ctrl);
-                prefetch(&way.data[DW - 1]);
+                prefetch_way(&b.ways[slot as usize % WAYS]);
             }
         }
     }
@@ -639,7 +634,7 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
-        self.insert_counted(org, xlate, state, now, 0, OrgHint::Unknown)
+        self.insert_counted(org, xlate, state, now, InsertKind::Pair)
     }
 
     /// [`Table::insert_pair`] for an `org` the caller has just looked up and not found (a
@@ -654,7 +649,7 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
-        self.insert_counted(org, xlate, state, now, 0, OrgHint::Missed)
+        self.insert_counted(org, xlate, state, now, InsertKind::PairMissed)
     }
 
     /// [`Table::insert_pair_missed`] as one try of a port allocator: when the reply tuple
@@ -671,7 +666,7 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
-        self.insert_counted(org, xlate, state, now, 0, OrgHint::PortTry)
+        self.insert_counted(org, xlate, state, now, InsertKind::PairPortTry)
     }
 
     /// [`Table::insert_pair`] for an *anchor*: a pair that other pairs keep alive by
@@ -686,7 +681,7 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
-        self.insert_counted(org, xlate, state, now, FLAG_ANCHOR, OrgHint::Unknown)
+        self.insert_counted(org, xlate, state, now, InsertKind::Anchor)
     }
 
     /// [`Table::insert_anchor`] for an `org` the caller has just looked up and not found
@@ -698,7 +693,7 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
-        self.insert_counted(org, xlate, state, now, FLAG_ANCHOR, OrgHint::Missed)
+        self.insert_counted(org, xlate, state, now, InsertKind::AnchorMissed)
     }
 
     /// [`Table::insert_anchor`] as one try of a port allocator (see
@@ -710,11 +705,11 @@ impl Table {
         state: ConnState,
         now: u32,
     ) -> Result<Hit, InsertError> {
-        self.insert_counted(org, xlate, state, now, FLAG_ANCHOR, OrgHint::PortTry)
+        self.insert_counted(org, xlate, state, now, InsertKind::AnchorPortTry)
     }
 
-    /// The public inserts: the clock advanced, [`Table::insert_inner`], its outcome
-    /// counted.
+    /// The public inserts: [`Table::insert_counted_as`], its outcome counts added to the
+    /// table's counters at once.
     #[inline(always)]
     fn insert_counted(
         &self,
@@ -722,16 +717,11 @@ impl Table {
         xlate: &Tuple,
         state: ConnState,
         now: u32,
-        flags: u64,
-        hint: OrgHint,
+        kind: InsertKind,
     ) -> Result<Hit, InsertError> {
-        let mut t = Tally::default();
-        self.advance_clock(now);
-        let (o0, o1) = pack(org);
-        let at = (o0, o1, self.locate(o0, o1));
-        let r = self.insert_inner(org, at, xlate, state, now, flags, hint, &mut t);
-        Self::count_insert(&r, &mut t);
-        self.ctr.flush(&t);
+        let mut counts = OpCounts::default();
+        let r = self.insert_counted_as(org, None, xlate, state, now, kind, &mut counts);
+        self.ctr.flush(&counts.0);
         r
     }
 

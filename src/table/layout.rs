@@ -326,6 +326,14 @@ pub(super) fn random_seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(0x5EED_u64)
 }
 
+/// Starts loading a way: its control word's line and, for a way that straddles two lines,
+/// the line its last data word is on.
+#[inline(always)]
+pub(super) fn prefetch_way(way: &Way) {
+    prefetch(&way.ctrl);
+    prefetch(&way.data[DW - 1]);
+}
+
 /// Issues a cache prefetch hint for the line holding `p`.
 #[inline(always)]
 pub(super) fn prefetch<T>(p: *const T) {
