@@ -262,14 +262,30 @@ impl Table {
         }
     }
 
+    /// The way `slot` names (panics past the table: slot handles come from the table).
+    #[inline(always)]
+    pub(super) fn way(&self, slot: u32) -> &Way {
+        &self.buckets[slot as usize / WAYS].ways[slot as usize % WAYS]
+    }
+
+    /// The way `slot` names, if it is in the table: `None` for [`NO_SLOT`] (an unmatched
+    /// probe's hint) and any other handle past the last bucket. One bounds check, after
+    /// which the way's words are reached without another.
+    #[inline(always)]
+    pub(super) fn way_at(&self, slot: u32) -> Option<&Way> {
+        self.buckets
+            .get(slot as usize / WAYS)
+            .map(|b| &b.ways[slot as usize % WAYS])
+    }
+
     #[inline(always)]
     pub(super) fn ctrl(&self, slot: u32) -> &AtomicU64 {
-        &self.buckets[slot as usize / WAYS].ways[slot as usize % WAYS].ctrl
+        &self.way(slot).ctrl
     }
 
     #[inline(always)]
     pub(super) fn data(&self, slot: u32) -> &[AtomicU64; DW] {
-        &self.buckets[slot as usize / WAYS].ways[slot as usize % WAYS].data
+        &self.way(slot).data
     }
 
     #[inline(always)]
@@ -324,7 +340,7 @@ impl Table {
         self.advance_clock(now);
         let (k0, k1) = pack(key);
         let r = match self.find(&self.locate(k0, k1), k0, k1) {
-            Find::Found(slot, s) => self.on_hit_with(slot, &s, now, &mut t, true),
+            Find::Found(slot, s) => self.on_hit_with(slot, self.way(slot), &s, now, &mut t, true),
             Find::Absent | Find::Busy => None,
         };
         self.ctr.flush(&t);
@@ -444,15 +460,11 @@ impl Table {
     /// scan would give; only an absent answer needs the scan's check against moves.
     #[inline(always)]
     fn lookup_hinted(&self, p: &Probe, now: u32, t: &mut Tally) -> Option<Hit> {
-        if p.hint < self.nslots {
-            let c = self.ctrl(p.hint).load(Acquire);
+        if let Some(way) = self.way_at(p.hint) {
+            let c = way.ctrl.load(Acquire);
             if c_fp(c) == p.loc.fp && !c_busy(c) {
-                let mut s = Snap {
-                    ctrl: c,
-                    d: [0; DW],
-                };
-                if self.read_live_into(p.hint, &mut s) && s.key_is(p.k0, p.k1) {
-                    let r = self.on_hit(p.hint, &s, now, t);
+                if let Some(s) = Self::read_way(way, c).filter(|s| s.key_is(p.k0, p.k1)) {
+                    let r = self.on_hit_with(p.hint, way, &s, now, t, false);
                     t.inc(if r.is_some() { Ctr::Hit } else { Ctr::Miss });
                     return r;
                 }

@@ -76,15 +76,17 @@ impl Table {
     /// [`PARTNER_EPOCH_SHIFT`]).
     #[inline]
     pub(super) fn on_hit(&self, slot: u32, s: &Snap, now: u32, t: &mut Tally) -> Option<Hit> {
-        self.on_hit_with(slot, s, now, t, false)
+        self.on_hit_with(slot, self.way(slot), s, now, t, false)
     }
 
     /// [`Table::on_hit`]; with `check_partner` the partner is refreshed and checked (restored
-    /// if missing) whatever the epoch.
+    /// if missing) whatever the epoch. `way` is `slot`'s, found by the caller.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn on_hit_with(
         &self,
         slot: u32,
+        way: &Way,
         s: &Snap,
         now: u32,
         t: &mut Tally,
@@ -111,7 +113,7 @@ impl Table {
                 self.refresh_cold(slot, s, now, assure, t, &mut restored)?;
                 pair_refreshed = true;
             } else {
-                self.touch(slot, m_gen(meta), now, false);
+                Self::touch_way(way, m_gen(meta), now, false);
             }
         }
         let mut h = self.hit_of(slot, s, restored);

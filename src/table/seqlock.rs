@@ -8,6 +8,7 @@ use super::layout::*;
 use super::sync::fence;
 #[cfg(not(loom))]
 use super::sync::spin_loop;
+use super::sync::AtomicU64;
 use super::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use super::{ConnState, Dir, Tuple};
 
@@ -73,22 +74,15 @@ impl Table {
     /// acquire by the caller). `None` if the slot changed meanwhile.
     #[inline(always)]
     pub(super) fn read_live(&self, slot: u32, c1: u64) -> Option<Snap> {
-        let mut s = Snap {
-            ctrl: c1,
-            d: [0; DW],
-        };
-        self.read_live_into(slot, &mut s).then_some(s)
+        Self::read_way(self.way(slot), c1)
     }
 
-    /// [`Table::read_live`] into `s`, whose `ctrl` is the control value loaded with
-    /// acquire: whether the data read is valid. Written in place: the established packet's
-    /// lookup reads the slot into the snapshot it goes on with, without a copy.
+    /// [`Table::read_live`] of a way already found: its data words, then its control word
+    /// again after an acquire fence; the snapshot if that is still `c1`.
     #[inline(always)]
-    pub(super) fn read_live_into(&self, slot: u32, s: &mut Snap) -> bool {
-        // Both words found once, before the fence (after it the compiler would look the
-        // bucket up again).
-        let (c, d) = (self.ctrl(slot), self.data(slot));
-        s.d = [
+    pub(super) fn read_way(way: &Way, c1: u64) -> Option<Snap> {
+        let d = &way.data;
+        let d = [
             d[0].load(Relaxed),
             d[1].load(Relaxed),
             d[2].load(Relaxed),
@@ -96,7 +90,7 @@ impl Table {
             d[4].load(Relaxed),
         ];
         fence(Acquire);
-        c.load(Relaxed) == s.ctrl
+        (way.ctrl.load(Relaxed) == c1).then_some(Snap { ctrl: c1, d })
     }
 
     pub(super) fn read_slot(&self, slot: u32) -> View {
@@ -220,7 +214,13 @@ impl Table {
     /// if the slot still holds the occupant of generation `gen` (else does nothing).
     #[inline]
     pub(super) fn touch(&self, slot: u32, gen: u8, now: u32, assure: bool) {
-        let _ = self.update_meta(slot, gen, |cur| {
+        Self::touch_way(self.way(slot), gen, now, assure);
+    }
+
+    /// [`Table::touch`] of a way already found.
+    #[inline]
+    pub(super) fn touch_way(way: &Way, gen: u8, now: u32, assure: bool) {
+        let _ = Self::update_meta_word(&way.data[D_META], gen, |cur| {
             let mut new = cur;
             if now > m_last(cur) {
                 new = (cur & !LOW32) | now as u64;
@@ -270,7 +270,12 @@ impl Table {
     /// if it changed it.
     #[inline(always)]
     fn update_meta(&self, slot: u32, gen: u8, f: impl Fn(u64) -> u64) -> Option<u64> {
-        let m = &self.data(slot)[D_META];
+        Self::update_meta_word(&self.data(slot)[D_META], gen, f)
+    }
+
+    /// [`Table::update_meta`] of a meta word already found.
+    #[inline(always)]
+    fn update_meta_word(m: &AtomicU64, gen: u8, f: impl Fn(u64) -> u64) -> Option<u64> {
         let mut cur = m.load(Relaxed);
         loop {
             if m_gen(cur) != gen {
