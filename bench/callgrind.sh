@@ -37,6 +37,9 @@
 #        XNAT_BENCH_BATCH=64 bench/callgrind.sh ...   (established kinds and new90 through the
 #        workers' batch pipeline, 64 frames at a time; default 1: Engine::translate frame by
 #        frame)
+#        XNAT_BENCH_WORKER=1 bench/callgrind.sh ...   (established kinds through a worker's whole
+#        handler, NatHandler, in batches of XNAT_BENCH_BATCH frames (64 if 1): the route lookups,
+#        checksum-offload check, MTU fit, TTL and MAC rewrite counted with the translation)
 #        XNAT_BENCH_SEED=2 bench/callgrind.sh ...   (the table's hash key, default 1: fixed, so
 #        that a count repeats exactly; another key places keys, evictions and epochs otherwise)
 #        XNAT_BENCH_BIN=/tmp/xnat-engine-count-old bench/callgrind.sh ...   (count that build of
@@ -150,7 +153,7 @@ for live in "${lives[@]}"; do
 done
 if [ "$header" = 1 ]; then
   echo
-  echo "Table 2 command: XNAT_MAPPING=$mapping XNAT_BENCH_SEED=${XNAT_BENCH_SEED:-1} XNAT_BENCH_BATCH=${XNAT_BENCH_BATCH:-1} XNAT_BENCH_PPFS=$ppfs XNAT_BENCH_KINDS=\"$kinds\" bench/callgrind.sh $*"
+  echo "Table 2 command: XNAT_MAPPING=$mapping XNAT_BENCH_SEED=${XNAT_BENCH_SEED:-1} XNAT_BENCH_WORKER=${XNAT_BENCH_WORKER:-0} XNAT_BENCH_BATCH=${XNAT_BENCH_BATCH:-1} XNAT_BENCH_PPFS=$ppfs XNAT_BENCH_KINDS=\"$kinds\" bench/callgrind.sh $*"
   [ -f "$out/cg.out.2" ] && grep -E '^desc: (D1|LL) cache' "$out/cg.out.2" | sed 's/^desc: /simulated /'
 fi
 echo "(valgrind $(valgrind --version | sed 's/valgrind-//'), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores)"

@@ -51,13 +51,21 @@
 //! once per batch) instead of `Engine::translate` frame by frame; the dry pass builds the
 //! same batches.
 //!
-//! Prints the number of packets translated in the measured phase.
+//! With `XNAT_BENCH_WORKER=1` the established kinds run through a worker's whole handler
+//! instead (`NatHandler`: the translation plus the route lookups, the checksum-offload
+//! check, the MTU fit, the TTL and MAC rewrite), in batches of `XNAT_BENCH_BATCH` frames
+//! (64 if that is 1); every measured frame must be forwarded.
+//!
+//! Prints the number of packets translated (forwarded, for the worker) in the measured
+//! phase.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use xnat::config::{nat_config, FileConfig, NatFlags};
-use xnat::nat::{table_timeouts, Census, Engine, Prepared, Quota, Rules};
+
+use xnat::nat::{table_timeouts, Census, Engine, NatHandler, Prepared, Quota, Rules};
 use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
 use xnat::table::{Table, TableConfig};
 
@@ -254,6 +262,9 @@ fn established(live: u64, packets: u64, dir: Dir, pop: Popularity, mapping: Opti
         pop,
         0x16 + pop as u64 * 0x100,
     );
+    if worker_mode() {
+        return established_worker(e, live, &seq, second, dir, &nat);
+    }
     let mut clock = Clock::new(101, live, ppfs);
     let build = |buf: &mut [u8; 64], i: u32| -> usize {
         let i = i as u64;
@@ -345,6 +356,149 @@ fn established(live: u64, packets: u64, dir: Dir, pop: Popularity, mapping: Opti
         clock.now
     );
     println!("{ok}");
+}
+
+/// Whether the established kinds go through a worker's whole handler
+/// (`XNAT_BENCH_WORKER=1`): see [`established_worker`].
+fn worker_mode() -> bool {
+    std::env::var("XNAT_BENCH_WORKER").is_ok_and(|v| v == "1")
+}
+
+/// The second a worker's handler reads at each batch ([`NatHandler::with_clock`]): the
+/// simulated clock, advanced by the harness.
+static SIM_NOW: AtomicU32 = AtomicU32::new(100);
+
+fn sim_now() -> u32 {
+    SIM_NOW.load(Relaxed)
+}
+
+/// The established kinds through a worker's whole handler (`NatHandler`, as
+/// `dataplane::worker` drives it: `begin_batch`, `prepare` for every frame, `prepared`,
+/// `handle` for each, `end_batch`), in batches of `XNAT_BENCH_BATCH` frames (64 if unset):
+/// besides the translation, the route lookup before and after it, the checksum-offload
+/// check, the MTU fit, TTL and MAC rewrite. Routes: 198.19.0.0/16 (the remotes and the NAT
+/// addresses) out of the outside port through one gateway, 198.18.0.0/16 (the inside
+/// hosts) out of the inside port through another, both resolved; MTU 1500. Every measured
+/// frame must leave on the other port, or the run fails: a count of drops would mean
+/// nothing. Same phases and dumps as [`established`].
+fn established_worker(
+    e: Engine,
+    live: u64,
+    seq: &[u32],
+    second: usize,
+    dir: Dir,
+    nat: &[(u32, u16)],
+) {
+    use std::collections::HashMap;
+    use xnat::dataplane::nexthop::{NextHops, Route, Snapshot};
+    use xnat::dataplane::worker::{Action, Handler, Port};
+    use xnat::dataplane::Ports;
+    let batch = match batch_size() {
+        1 => 64,
+        b => b,
+    };
+    let (gw_out, gw_in) = (0xC613_FEFE_u32, 0xC612_FFFE_u32);
+    let snap = Snapshot::new(
+        vec![
+            Route::via(0xC613_0000, 16, Some(gw_out), 2),
+            Route::via(0xC612_0000, 16, Some(gw_in), 1),
+        ],
+        HashMap::from([
+            ((2, gw_out), [2, 0, 0, 0, 0, 9]),
+            ((1, gw_in), [2, 0, 0, 0, 0, 8]),
+        ]),
+    )
+    .with_mtus([(1, 1500), (2, 1500)]);
+    let ports = Ports {
+        ifindex: [1, 2],
+        mac: [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 3]],
+        addr: [0xC612_FFFD, 0xC613_FEFD],
+    };
+    SIM_NOW.store(100, Relaxed);
+    let mut h = NatHandler::new(e, NextHops::fixed(snap).view(), ports, Default::default())
+        .with_clock(sim_now);
+    let (ingress, egress) = match dir {
+        Dir::Out => (Port::Inside, Port::Outside),
+        Dir::In => (Port::Outside, Port::Inside),
+    };
+    let build = |buf: &mut [u8; 64], i: u32| -> usize {
+        let i = i as u64;
+        match dir {
+            Dir::Out => out_frame(buf, i, false),
+            Dir::In => in_frame(buf, i, nat[i as usize]),
+        }
+    };
+    let mut frames = vec![[0u8; 64]; batch];
+    let mut lens = vec![0usize; batch];
+    // What happened to the last frame that did not leave on `egress`, if any.
+    let mut other: Option<String> = None;
+    // One batch through the handler at second `now`: how many frames left on `egress`.
+    let mut run = |h: &mut NatHandler, chunk: &[u32], now: u32, dry: bool| -> u64 {
+        for (k, &i) in chunk.iter().enumerate() {
+            lens[k] = build(&mut frames[k], i);
+        }
+        if dry {
+            black_box((&frames, &lens));
+            return chunk.len() as u64;
+        }
+        SIM_NOW.store(now, Relaxed);
+        h.begin_batch();
+        for k in 0..chunk.len() {
+            h.prepare(k, &frames[k][..lens[k]]);
+        }
+        h.prepared(chunk.len());
+        let mut sent = 0;
+        for k in 0..chunk.len() {
+            let a = h.handle(&mut frames[k][..lens[k]], ingress);
+            if a == Action::Transmit(egress) {
+                sent += 1;
+            } else {
+                other = Some(match a {
+                    Action::Drop(r) => h
+                        .drop_reasons()
+                        .get(usize::from(r))
+                        .map_or_else(|| format!("drop reason {r}"), |n| format!("drop: {n}")),
+                    a => format!("{a:?}"),
+                });
+            }
+        }
+        h.end_batch();
+        sent
+    };
+    let every: Vec<u32> = (0..live as u32).collect();
+    callgrind_request(CT_START_INSTRUMENTATION);
+    for chunk in every.chunks(batch) {
+        black_box(run(&mut h, chunk, 100, false));
+    }
+    let ppfs = workload::ppfs(1);
+    let mut clock = Clock::new(101, live, ppfs);
+    for chunk in seq[..second].chunks(batch) {
+        let now = clock.tick(chunk.len() as u64);
+        black_box(run(&mut h, chunk, now, false));
+    }
+    callgrind_request(CT_DUMP_STATS);
+    let mut sent = 0u64;
+    for chunk in seq[second..].chunks(batch) {
+        let now = clock.tick(chunk.len() as u64);
+        sent += run(&mut h, chunk, now, false);
+    }
+    callgrind_request(CT_DUMP_STATS);
+    for chunk in seq[second..].chunks(batch) {
+        black_box(run(&mut h, chunk, 0, true));
+    }
+    callgrind_request(CT_DUMP_STATS);
+    let measured = (seq.len() - second) as u64;
+    if sent != measured {
+        fail(format!(
+            "the worker sent {sent} of {measured} frames on to {egress:?}; the last other: {}",
+            other.unwrap_or_default()
+        ));
+    }
+    eprintln!(
+        "live {live}, worker handler, {sent} frames forwarded, clock at {} s",
+        clock.now
+    );
+    println!("{sent}");
 }
 
 /// Frames per measured batch (`XNAT_BENCH_BATCH`): 1, the default, translates frame by

@@ -59,13 +59,19 @@ impl Route {
         }
     }
 
+    /// The route's network mask (`len` leading ones).
     #[inline]
-    fn matches(&self, dst: u32) -> bool {
-        let mask = if self.len == 0 {
+    fn mask(&self) -> u32 {
+        if self.len == 0 {
             0
         } else {
             u32::MAX << (32 - u32::from(self.len.min(32)))
-        };
+        }
+    }
+
+    #[inline]
+    fn matches(&self, dst: u32) -> bool {
+        let mask = self.mask();
         dst & mask == self.prefix & mask
     }
 }
@@ -118,7 +124,12 @@ pub enum Fib {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     routes: Vec<Route>, // sorted by prefix length, longest first
-    neigh: HashMap<(u32, u32), [u8; 6]>,
+    /// Each route's prefix and mask, in the same order: the scan of a longest-prefix match
+    /// compares `dst & mask` with the prefix, nothing computed per route.
+    masks: Vec<(u32, u32)>,
+    /// Resolved neighbours by (interface index, address): looked up for every forwarded
+    /// packet, so hashed with [`NeighHash`] rather than SipHash.
+    neigh: HashMap<(u32, u32), [u8; 6], NeighHash>,
     /// Interface MTUs by interface index.
     mtu: HashMap<u32, u32>,
 }
@@ -132,13 +143,84 @@ pub enum Miss {
     Unresolved(u32),
 }
 
+/// The hash of the neighbour map's keys: two multiply-and-fold rounds over the two
+/// words, keyed with a per-process random seed (the kernel's neighbour table, which
+/// hosts on a link can fill, is bounded, and the seed keeps its keys from being chosen to
+/// collide). SipHash cost about 100 instructions per forwarded packet here, this 10
+/// (`XNAT_BENCH_WORKER=1 bench/callgrind.sh`).
+#[derive(Clone, Copy, Debug)]
+pub struct NeighHash(u64);
+
+impl Default for NeighHash {
+    fn default() -> Self {
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        NeighHash(*SEED.get_or_init(|| {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+                | 1
+        }))
+    }
+}
+
+impl std::hash::BuildHasher for NeighHash {
+    type Hasher = NeighHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> NeighHasher {
+        NeighHasher(self.0)
+    }
+}
+
+/// The [`NeighHash`] state.
+#[derive(Clone, Copy, Debug)]
+pub struct NeighHasher(u64);
+
+impl NeighHasher {
+    #[inline]
+    fn mix(&mut self, x: u64) {
+        let m = u128::from(self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+}
+
+impl std::hash::Hasher for NeighHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(w));
+        }
+    }
+
+    #[inline]
+    fn write_u32(&mut self, x: u32) {
+        self.mix(u64::from(x));
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 impl Snapshot {
     /// Builds a snapshot (routes in any order).
     pub fn new(mut routes: Vec<Route>, neigh: HashMap<(u32, u32), [u8; 6]>) -> Self {
         routes.sort_by_key(|r| std::cmp::Reverse(r.len));
+        let masks = routes
+            .iter()
+            .map(|r| {
+                let m = r.mask();
+                (r.prefix & m, m)
+            })
+            .collect();
         Snapshot {
             routes,
-            neigh,
+            masks,
+            neigh: neigh.into_iter().collect(),
             mtu: HashMap::new(),
         }
     }
@@ -183,7 +265,7 @@ impl Snapshot {
     /// The index of the longest-prefix route to `dst` (the scan behind [`Snapshot::fib`]).
     #[inline]
     fn route_index(&self, dst: u32) -> Option<usize> {
-        self.routes.iter().position(|r| r.matches(dst))
+        self.masks.iter().position(|&(p, m)| dst & m == p)
     }
 
     /// [`Snapshot::fib`] with the route already found.
@@ -265,6 +347,14 @@ impl NextHops {
             requests: tx,
             rx,
         })
+    }
+
+    /// A table holding `snap`, which no resolver refreshes: for benchmarks and tests that
+    /// drive a worker's handler without the kernel's tables.
+    pub fn fixed(snap: Snapshot) -> Arc<Self> {
+        let nh = Self::new();
+        nh.publish(snap);
+        nh
     }
 
     fn publish(&self, snap: Snapshot) {
@@ -459,6 +549,11 @@ pub struct NextHopView {
 /// Entries of a worker's destination -> route cache.
 const ROUTE_CACHE: usize = 1024;
 
+/// Up to this many routes, a worker scans them for every packet rather than going through
+/// its route cache: a scan of a few masks costs less than the cache's lookup and fill, and
+/// a NAT gateway's many destinations mostly miss the cache (1024 entries) anyway.
+const SCAN_ROUTES: usize = 8;
+
 impl NextHopView {
     /// Picks up a newer snapshot if one was published (call once per batch); returns
     /// whether it did.
@@ -492,6 +587,11 @@ impl NextHopView {
     /// the worker's cache.
     #[inline]
     pub fn fib(&self, dst: u32, flow_hash: u32) -> Fib {
+        if self.snap.routes.len() <= SCAN_ROUTES {
+            // A few routes are scanned faster than the cache is looked up and filled (a
+            // gateway's many destinations miss it).
+            return self.snap.fib(dst, flow_hash);
+        }
         let i = (dst.wrapping_mul(0x9E37_79B1) >> 22) as usize % ROUTE_CACHE;
         let e = &self.routes_of[i];
         let (d, v) = e.get();
@@ -1075,9 +1175,17 @@ mod tests {
 
     #[test]
     fn a_view_caches_routes_per_destination_until_the_next_snapshot() {
+        // More routes than a view scans without its cache: /32 blackholes elsewhere.
+        let pad = |mut v: Vec<Route>| {
+            v.extend((0..SCAN_ROUTES as u32).map(|k| Route {
+                kind: RouteKind::Blackhole,
+                ..Route::via(ip("198.18.200.0") + k, 32, None, 0)
+            }));
+            v
+        };
         let nh = NextHops::new();
         nh.publish(Snapshot::new(
-            vec![Route::via(0, 0, Some(ip("198.19.0.2")), 2)],
+            pad(vec![Route::via(0, 0, Some(ip("198.19.0.2")), 2)]),
             HashMap::new(),
         ));
         let mut v = nh.view();
@@ -1097,22 +1205,78 @@ mod tests {
         assert_eq!(v.fib(b, 0), via(2, "198.19.0.2"));
         // A new snapshot (a more specific route): the cache does not hide it.
         nh.publish(Snapshot::new(
-            vec![
+            pad(vec![
                 Route::via(0, 0, Some(ip("198.19.0.2")), 2),
                 Route {
                     kind: RouteKind::Blackhole,
                     ..Route::via(ip("198.19.9.0"), 24, None, 0)
                 },
-            ],
+            ]),
             HashMap::new(),
         ));
         assert!(v.refresh());
         assert_eq!(v.fib(a, 0), Fib::Blackhole);
-        assert_eq!(v.fib(ip("8.8.8.8"), 0), via(2, "198.19.0.2"));
-        nh.publish(Snapshot::default());
+        assert_eq!(v.fib(ip("198.18.7.7"), 0), via(2, "198.19.0.2"));
+        assert_eq!(
+            v.fib(ip("198.18.200.3"), 0),
+            Fib::Blackhole,
+            "a padding route"
+        );
+        nh.publish(Snapshot::new(pad(vec![]), HashMap::new()));
         assert!(v.refresh());
         assert_eq!(v.fib(a, 0), Fib::NoRoute);
         assert_eq!(v.fib(a, 0), Fib::NoRoute, "a cached 'no route'");
+    }
+
+    #[test]
+    fn a_view_scans_few_routes_and_caches_many_with_the_same_answers() {
+        // The same routes alone (scanned for every packet) and padded past SCAN_ROUTES with
+        // routes no destination below matches (looked up through the view's cache).
+        let routes = vec![
+            Route::via(0, 0, Some(ip("198.19.0.2")), 2),
+            Route::via(ip("198.18.0.0"), 16, None, 1),
+            Route::via(ip("198.18.7.0"), 24, Some(ip("198.18.0.9")), 1),
+            Route {
+                kind: RouteKind::Unreachable,
+                ..Route::via(ip("198.19.6.0"), 24, None, 0)
+            },
+        ];
+        let mut padded = routes.clone();
+        padded.extend((0..SCAN_ROUTES as u32).map(|k| Route {
+            kind: RouteKind::Prohibit,
+            ..Route::via(ip("198.19.200.0") + k, 32, None, 0)
+        }));
+        let (few, many) = (NextHops::new(), NextHops::new());
+        few.publish(Snapshot::new(routes, HashMap::new()));
+        many.publish(Snapshot::new(padded, HashMap::new()));
+        let (vf, vm) = (few.view(), many.view());
+        for round in 0..2 {
+            for d in (0..4096u32)
+                .map(|k| ip("198.18.0.0").wrapping_add(k.wrapping_mul(0x0001_2F3B) % (1 << 17)))
+            {
+                assert_eq!(
+                    vf.fib(d, d),
+                    vm.fib(d, d),
+                    "{} (round {round})",
+                    Ipv4Addr::from(d)
+                );
+            }
+        }
+        assert_eq!(
+            vf.fib(ip("198.18.7.5"), 0),
+            Fib::Via {
+                oif: 1,
+                nh: ip("198.18.0.9")
+            }
+        );
+        assert_eq!(
+            vf.fib(ip("198.18.3.5"), 0),
+            Fib::Via {
+                oif: 1,
+                nh: ip("198.18.3.5")
+            }
+        );
+        assert_eq!(vf.fib(ip("198.19.6.1"), 0), Fib::Unreachable);
     }
 
     #[test]

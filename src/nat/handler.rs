@@ -88,6 +88,8 @@ pub struct NatHandler {
     prep_next: usize,
     /// This worker's translation-log ring, bound to its thread at the first batch.
     log_ring: Option<std::sync::Arc<crate::logging::WorkerLog>>,
+    /// The clock read once per batch: [`coarse_now`] (see [`NatHandler::with_clock`]).
+    clock: fn() -> u32,
 }
 
 /// A prepared frame of the batch at hand: where it lies (to match it to the frame
@@ -131,7 +133,15 @@ impl NatHandler {
             prep: Vec::with_capacity(PREP_CAPACITY),
             prep_next: 0,
             log_ring: None,
+            clock: coarse_now,
         }
+    }
+
+    /// The handler reading its seconds from `clock` instead of the monotonic clock: for
+    /// benchmarks that advance a simulated clock as traffic does.
+    pub fn with_clock(mut self, clock: fn() -> u32) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Events noticed on this worker's thread (sessions ending by eviction, exhaustion)
@@ -285,7 +295,7 @@ impl Handler for NatHandler {
         }
         self.engine.refresh_rules();
         let changed = self.nh.refresh();
-        self.engine.now = coarse_now();
+        self.engine.now = (self.clock)();
         self.router.begin_batch(&self.nh, self.engine.now, changed);
         self.prep.clear();
         self.prep_next = 0;
