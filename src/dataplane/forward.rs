@@ -88,13 +88,16 @@ impl Handler for Forwarder {
         let dst = u32::from_be_bytes([hdr[18], hdr[19], hdr[20], hdr[21]]);
         let ip_len = usize::from(u16::from_be_bytes([hdr[4], hdr[5]]));
         // Per-flow path choice on addresses only: fragments of a datagram stay together.
-        let hash = crate::router::flow_hash(&crate::table::Tuple {
-            src,
-            dst,
-            sport: 0,
-            dport: 0,
-            proto: hdr[11],
-        });
+        let proto = hdr[11];
+        let hash = || {
+            crate::router::flow_hash(&crate::table::Tuple {
+                src,
+                dst,
+                sport: 0,
+                dport: 0,
+                proto,
+            })
+        };
         let (egress, hop) = match self.router.decide(&self.nh, dst, hash) {
             Decision::Forward { egress, hop } => (egress, hop),
             d => return self.router.refuse(frame, ingress, d),

@@ -259,7 +259,7 @@ impl Snapshot {
     /// (one flow always takes the same path).
     #[inline]
     pub fn fib(&self, dst: u32, flow_hash: u32) -> Fib {
-        self.fib_at(self.route_index(dst), dst, flow_hash)
+        self.fib_at(self.route_index(dst), dst, || flow_hash)
     }
 
     /// The index of the longest-prefix route to `dst` (the scan behind [`Snapshot::fib`]).
@@ -268,9 +268,10 @@ impl Snapshot {
         self.masks.iter().position(|&(p, m)| dst & m == p)
     }
 
-    /// [`Snapshot::fib`] with the route already found.
+    /// [`Snapshot::fib`] with the route already found; the flow's hash is computed only
+    /// for a multipath route.
     #[inline]
-    fn fib_at(&self, idx: Option<usize>, dst: u32, flow_hash: u32) -> Fib {
+    fn fib_at(&self, idx: Option<usize>, dst: u32, flow_hash: impl FnOnce() -> u32) -> Fib {
         let Some(r) = idx.and_then(|i| self.routes.get(i)) else {
             return Fib::NoRoute;
         };
@@ -287,7 +288,7 @@ impl Snapshot {
             };
         }
         let total: u32 = r.multipath.iter().map(|h| u32::from(h.weight.max(1))).sum();
-        let mut pick = flow_hash % total.max(1);
+        let mut pick = flow_hash() % total.max(1);
         for h in &r.multipath {
             let w = u32::from(h.weight.max(1));
             if pick < w {
@@ -587,10 +588,17 @@ impl NextHopView {
     /// the worker's cache.
     #[inline]
     pub fn fib(&self, dst: u32, flow_hash: u32) -> Fib {
+        self.fib_with(dst, || flow_hash)
+    }
+
+    /// [`NextHopView::fib`] with the flow's hash computed only if a multipath route needs
+    /// it (most packets take a single path: their hash would be wasted).
+    #[inline]
+    pub fn fib_with(&self, dst: u32, flow_hash: impl FnOnce() -> u32) -> Fib {
         if self.snap.routes.len() <= SCAN_ROUTES {
             // A few routes are scanned faster than the cache is looked up and filled (a
             // gateway's many destinations miss it).
-            return self.snap.fib(dst, flow_hash);
+            return self.snap.fib_at(self.snap.route_index(dst), dst, flow_hash);
         }
         let i = (dst.wrapping_mul(0x9E37_79B1) >> 22) as usize % ROUTE_CACHE;
         let e = &self.routes_of[i];

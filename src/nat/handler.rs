@@ -83,8 +83,11 @@ pub struct NatHandler {
     /// smallest MTU, to quote in Fragmentation Needed.
     saved: [u8; SAVED],
     /// The batch pipeline's first stage for the frames of the batch at hand (see
-    /// [`Handler::prepare`]), and the next to be handled.
+    /// [`Handler::prepare`]): its first `prep_len` entries, written in place batch after
+    /// batch (the list only grows, for a batch larger than any before); and the next to be
+    /// handled.
     prep: Vec<PrepSlot>,
+    prep_len: usize,
     prep_next: usize,
     /// This worker's translation-log ring, bound to its thread at the first batch.
     log_ring: Option<std::sync::Arc<crate::logging::WorkerLog>>,
@@ -99,6 +102,14 @@ struct PrepSlot {
     addr: usize,
     len: usize,
     prep: Prepared,
+}
+
+impl PrepSlot {
+    const EMPTY: PrepSlot = PrepSlot {
+        addr: 0,
+        len: 0,
+        prep: Prepared::EMPTY,
+    };
 }
 
 /// Frames of a batch prepared without growing the list (a larger batch grows it once).
@@ -130,7 +141,8 @@ impl NatHandler {
             router: Router::new(ports, router, drops),
             frags: FragCache::default(),
             saved: [0; SAVED],
-            prep: Vec::with_capacity(PREP_CAPACITY),
+            prep: vec![PrepSlot::EMPTY; PREP_CAPACITY],
+            prep_len: 0,
             prep_next: 0,
             log_ring: None,
             clock: coarse_now,
@@ -256,16 +268,19 @@ impl NatHandler {
 }
 
 impl NatHandler {
-    /// What the first stage of the batch pipeline kept for `frame`, if it was the next
-    /// frame prepared (frames are handled in the order they were prepared).
+    /// Where in `prep` the first stage of the batch pipeline kept what it found for
+    /// `frame`, if it was the next frame prepared (frames are handled in the order they
+    /// were prepared). An index, not a copy: the handler reads the parse and the probe
+    /// from there.
     #[inline]
-    fn take_prepared(&mut self, frame: &[u8]) -> Option<Prepared> {
-        let s = self.prep.get(self.prep_next)?;
+    fn take_prepared(&mut self, frame: &[u8]) -> Option<usize> {
+        let i = self.prep_next;
+        let s = self.prep.get(i).filter(|_| i < self.prep_len)?;
         if s.addr != frame.as_ptr() as usize || s.len != frame.len() {
             return None;
         }
         self.prep_next += 1;
-        Some(s.prep)
+        Some(i)
     }
 
     /// Forwards a packet from the inside to a destination routed back inside, untranslated.
@@ -297,7 +312,7 @@ impl Handler for NatHandler {
         let changed = self.nh.refresh();
         self.engine.now = (self.clock)();
         self.router.begin_batch(&self.nh, self.engine.now, changed);
-        self.prep.clear();
+        self.prep_len = 0;
         self.prep_next = 0;
     }
 
@@ -309,34 +324,38 @@ impl Handler for NatHandler {
     #[inline]
     fn prepare(&mut self, index: usize, frame: &[u8]) {
         if index == 0 {
-            self.prep.clear();
+            self.prep_len = 0;
             self.prep_next = 0;
         }
-        self.prep.push(PrepSlot {
-            addr: frame.as_ptr() as usize,
-            len: frame.len(),
-            prep: Prepared::EMPTY,
-        });
-        if let Some(s) = self.prep.last_mut() {
+        if self.prep_len == self.prep.len() {
+            self.prep.push(PrepSlot::EMPTY);
+        }
+        // `prepare_into` writes the parse and the probe whole: nothing to clear first.
+        if let Some(s) = self.prep.get_mut(self.prep_len) {
+            s.addr = frame.as_ptr() as usize;
+            s.len = frame.len();
             self.engine.prepare_into(frame, &mut s.prep);
+            self.prep_len += 1;
         }
     }
 
     #[inline]
     fn prepared(&mut self, _count: usize) {
-        for s in &mut self.prep {
+        let n = self.prep_len.min(self.prep.len());
+        let batch = &mut self.prep[..n];
+        for s in batch.iter_mut() {
             self.engine.prefetch_data(&mut s.prep);
         }
-        for s in &self.prep {
+        for s in batch.iter() {
             self.engine.prefetch_refresh(&s.prep);
         }
     }
 
     #[inline]
     fn handle(&mut self, frame: &mut [u8], ingress: Port) -> Action {
-        let prep = self.take_prepared(frame);
-        let parsed = match &prep {
-            Some(pr) => pr.parsed,
+        let slot = self.take_prepared(frame);
+        let parsed = match slot.and_then(|i| self.prep.get(i)) {
+            Some(s) => s.prep.parsed,
             None => packet::parse(frame),
         };
         let p = match parsed {
@@ -353,7 +372,8 @@ impl Handler for NatHandler {
         };
         self.router.complete_checksum(frame, &p);
         let t = p.tuple();
-        let hash = flow_hash(&t);
+        // For a multipath route only (see `NextHopView::fib_with`).
+        let hash = || flow_hash(&t);
         // The route to the destination as sent: one that forwards nothing is answered
         // before any state is made (a NAT address's own route means nothing here).
         let before = if self.engine.rules().is_nat_dst(t.dst) {
@@ -385,7 +405,8 @@ impl Handler for NatHandler {
         match self.engine.translate_probed(
             frame,
             &p,
-            prep.as_ref().and_then(Prepared::probe),
+            slot.and_then(|i| self.prep.get(i))
+                .and_then(|s| s.prep.probe()),
             ingress == Port::Inside,
         ) {
             Ok(()) => {}
