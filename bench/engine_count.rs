@@ -62,9 +62,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use xnat::config::{nat_config, FileConfig, NatFlags};
-
 use xnat::nat::{table_timeouts, Census, Engine, NatHandler, Prepared, Quota, Rules};
 use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
 use xnat::table::{Table, TableConfig};
@@ -364,14 +362,6 @@ fn worker_mode() -> bool {
     std::env::var("XNAT_BENCH_WORKER").is_ok_and(|v| v == "1")
 }
 
-/// The second a worker's handler reads at each batch ([`NatHandler::with_clock`]): the
-/// simulated clock, advanced by the harness.
-static SIM_NOW: AtomicU32 = AtomicU32::new(100);
-
-fn sim_now() -> u32 {
-    SIM_NOW.load(Relaxed)
-}
-
 /// The established kinds through a worker's whole handler (`NatHandler`, as
 /// `dataplane::worker` drives it: `begin_batch`, `prepare` for every frame, `prepared`,
 /// `handle` for each, `end_batch`), in batches of `XNAT_BENCH_BATCH` frames (64 if unset):
@@ -389,34 +379,12 @@ fn established_worker(
     dir: Dir,
     nat: &[(u32, u16)],
 ) {
-    use std::collections::HashMap;
-    use xnat::dataplane::nexthop::{NextHops, Route, Snapshot};
-    use xnat::dataplane::worker::{Action, Handler, Port};
-    use xnat::dataplane::Ports;
+    use xnat::dataplane::worker::Port;
     let batch = match batch_size() {
         1 => 64,
         b => b,
     };
-    let (gw_out, gw_in) = (0xC613_FEFE_u32, 0xC612_FFFE_u32);
-    let snap = Snapshot::new(
-        vec![
-            Route::via(0xC613_0000, 16, Some(gw_out), 2),
-            Route::via(0xC612_0000, 16, Some(gw_in), 1),
-        ],
-        HashMap::from([
-            ((2, gw_out), [2, 0, 0, 0, 0, 9]),
-            ((1, gw_in), [2, 0, 0, 0, 0, 8]),
-        ]),
-    )
-    .with_mtus([(1, 1500), (2, 1500)]);
-    let ports = Ports {
-        ifindex: [1, 2],
-        mac: [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 3]],
-        addr: [0xC612_FFFD, 0xC613_FEFD],
-    };
-    SIM_NOW.store(100, Relaxed);
-    let mut h = NatHandler::new(e, NextHops::fixed(snap).view(), ports, Default::default())
-        .with_clock(sim_now);
+    let mut h = workload::worker(e);
     let (ingress, egress) = match dir {
         Dir::Out => (Port::Inside, Port::Outside),
         Dir::In => (Port::Outside, Port::Inside),
@@ -441,28 +409,12 @@ fn established_worker(
             black_box((&frames, &lens));
             return chunk.len() as u64;
         }
-        SIM_NOW.store(now, Relaxed);
-        h.begin_batch();
-        for k in 0..chunk.len() {
-            h.prepare(k, &frames[k][..lens[k]]);
+        let n = chunk.len();
+        let (sent, o) =
+            workload::worker_batch(h, &mut frames[..n], &lens[..n], now, ingress, egress);
+        if o.is_some() {
+            other = o;
         }
-        h.prepared(chunk.len());
-        let mut sent = 0;
-        for k in 0..chunk.len() {
-            let a = h.handle(&mut frames[k][..lens[k]], ingress);
-            if a == Action::Transmit(egress) {
-                sent += 1;
-            } else {
-                other = Some(match a {
-                    Action::Drop(r) => h
-                        .drop_reasons()
-                        .get(usize::from(r))
-                        .map_or_else(|| format!("drop reason {r}"), |n| format!("drop: {n}")),
-                    a => format!("{a:?}"),
-                });
-            }
-        }
-        h.end_batch();
         sent
     };
     let every: Vec<u32> = (0..live as u32).collect();

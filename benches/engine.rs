@@ -11,6 +11,10 @@
 //!   clock advances one second every `live × PPFS` packets (`XNAT_BENCH_PPFS`, default
 //!   1), read once per batch as a worker reads it: each flow's first packet in a second
 //!   refreshes its pair (and its endpoint-independent mapping).
+//! - `<case>_worker`: the same packets through a worker's whole handler (`NatHandler`, as
+//!   `xnat run` drives it, 64 frames at a time, with a fixed next-hop table: the batch
+//!   pipeline plus the route lookups, the checksum-offload check, the MTU fit, the TTL and
+//!   MAC rewrite), its own engine on the same table; every frame must be forwarded.
 //! - `<case>_pipelined`: the same packets through the worker's batch pipeline, 64 frames
 //!   at a time as `xnat run` receives them: every frame parsed once and its key hashed,
 //!   both candidate buckets' tag words prefetched, then the line of the way whose tag
@@ -38,11 +42,15 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use xnat::dataplane::worker::Port;
 use xnat::nat::{Engine, Prepared};
 
 #[path = "workload.rs"]
 mod workload;
-use workload::{in_frame, out_frame, sequence, shared, Clock, Popularity, Reaper, Turnover};
+use workload::{
+    in_frame, out_frame, sequence, shared, worker, worker_batch, Clock, Popularity, Reaper,
+    Turnover,
+};
 
 const FRAME: usize = 64;
 const BATCH: usize = 4096;
@@ -117,8 +125,10 @@ fn establish(e: &mut Engine, live: u64) -> Vec<(u32, u16)> {
 
 fn established(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, live: u64) {
     // Sessions plus their endpoint-independent mappings, at under 70 % fill.
-    let mut e = shared(live * 3).engine(0x1234_5678);
+    let sh = shared(live * 3);
+    let mut e = sh.engine(0x1234_5678);
     let nat = establish(&mut e, live);
+    let mut h = worker(sh.engine(0x8765_4321));
     let st = e.table().stats();
     assert_eq!(e.table().len() as u64 + st.evict, 2 * live, "{st:?}");
     let ppfs = workload::ppfs(1);
@@ -173,6 +183,37 @@ fn established(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
                     .chunks(RX_BATCH * FRAME)
                     .map(|chunk| translate_pipelined(&mut e, chunk, &mut work, &mut prep, inside))
                     .sum::<usize>()
+            })
+        });
+        // The same packets through a worker's whole handler (`NatHandler`: the pipeline
+        // above plus route lookups, the checksum-offload check, MTU fit, TTL and MACs),
+        // with its own engine on the same table.
+        let (ingress, egress) = if inside {
+            (Port::Inside, Port::Outside)
+        } else {
+            (Port::Outside, Port::Inside)
+        };
+        let mut pos3 = 0usize;
+        let mut rx = vec![[0u8; FRAME]; RX_BATCH];
+        let lens = vec![60usize; RX_BATCH];
+        g.bench_function(format!("{name}_worker"), |b| {
+            b.iter(|| {
+                let now = clock.tick(BATCH as u64);
+                e.now = now;
+                let start = (pos3 % batches) * BATCH * FRAME;
+                pos3 += 1;
+                let mut sent = 0;
+                for chunk in frames[start..start + BATCH * FRAME].chunks(RX_BATCH * FRAME) {
+                    let n = chunk.len() / FRAME;
+                    for (f, src) in rx.iter_mut().zip(chunk.chunks(FRAME)) {
+                        f.copy_from_slice(src);
+                    }
+                    let (s, other) =
+                        worker_batch(&mut h, &mut rx[..n], &lens[..n], now, ingress, egress);
+                    assert_eq!(s as usize, n, "every frame forwarded: {other:?}");
+                    sent += s;
+                }
+                sent
             })
         });
     }

@@ -14,10 +14,15 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 use xnat::config::{nat_config, FileConfig, NatFlags};
-use xnat::nat::{make_table, Census, Engine, Quota, Rules};
+use xnat::dataplane::nexthop::{NextHops, Route, Snapshot};
+use xnat::dataplane::worker::{Action, Handler, Port};
+use xnat::dataplane::Ports;
+use xnat::nat::{make_table, Census, Engine, NatHandler, Quota, Rules};
 use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
 use xnat::table::Table;
 
@@ -269,6 +274,83 @@ impl Shared {
         e.now = 100;
         e
     }
+}
+
+/// The second a worker's handler reads at each batch ([`NatHandler::with_clock`]): the
+/// benchmark's simulated clock, set by the harness before each batch.
+pub static SIM_NOW: AtomicU32 = AtomicU32::new(100);
+
+fn sim_now() -> u32 {
+    SIM_NOW.load(Relaxed)
+}
+
+/// A worker's whole handler over `engine`, as `xnat run` builds it, with a fixed next-hop
+/// table: 198.19.0.0/16 (the remotes and the NAT addresses) out of the outside port
+/// through one gateway, 198.18.0.0/16 (the inside hosts) out of the inside port through
+/// another, both resolved, MTU 1500; its clock is [`SIM_NOW`].
+pub fn worker(engine: Engine) -> NatHandler {
+    let (gw_out, gw_in) = (0xC613_FEFE_u32, 0xC612_FFFE_u32);
+    let snap = Snapshot::new(
+        vec![
+            Route::via(0xC613_0000, 16, Some(gw_out), 2),
+            Route::via(0xC612_0000, 16, Some(gw_in), 1),
+        ],
+        HashMap::from([
+            ((2, gw_out), [2, 0, 0, 0, 0, 9]),
+            ((1, gw_in), [2, 0, 0, 0, 0, 8]),
+        ]),
+    )
+    .with_mtus([(1, 1500), (2, 1500)]);
+    let ports = Ports {
+        ifindex: [1, 2],
+        mac: [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 3]],
+        addr: [0xC612_FFFD, 0xC613_FEFD],
+    };
+    NatHandler::new(
+        engine,
+        NextHops::fixed(snap).view(),
+        ports,
+        Default::default(),
+    )
+    .with_clock(sim_now)
+}
+
+/// One batch of `frames` (each `lens[k]` long) through worker `h` at second `now`, as
+/// `dataplane::worker` drives it (`begin_batch`, `prepare` for every frame, `prepared`,
+/// `handle` for each, `end_batch`): how many left on `egress`, and what happened to the
+/// last one that did not (a drop reason's name, or the action).
+pub fn worker_batch<F: AsMut<[u8]> + AsRef<[u8]>>(
+    h: &mut NatHandler,
+    frames: &mut [F],
+    lens: &[usize],
+    now: u32,
+    ingress: Port,
+    egress: Port,
+) -> (u64, Option<String>) {
+    SIM_NOW.store(now, Relaxed);
+    h.begin_batch();
+    for (k, f) in frames.iter().enumerate() {
+        h.prepare(k, &f.as_ref()[..lens[k]]);
+    }
+    h.prepared(frames.len());
+    let mut sent = 0;
+    let mut other = None;
+    for (f, &n) in frames.iter_mut().zip(lens) {
+        let a = h.handle(&mut f.as_mut()[..n], ingress);
+        if a == Action::Transmit(egress) {
+            sent += 1;
+        } else {
+            other = Some(match a {
+                Action::Drop(r) => h
+                    .drop_reasons()
+                    .get(usize::from(r))
+                    .map_or_else(|| format!("drop reason {r}"), |n| format!("drop: {n}")),
+                a => format!("{a:?}"),
+            });
+        }
+    }
+    h.end_batch();
+    (sent, other)
 }
 
 pub fn out_frame(chunk: &mut [u8], i: u64, syn: bool) {
