@@ -232,7 +232,7 @@ impl Router {
     /// The forwarding decision for `dst` (see [`NextHopView::fib_with`]): the egress port
     /// and next hop when the route leaves through one of the gateway's ports. `flow_hash`
     /// is called only for a multipath route.
-    #[inline]
+    #[inline(always)]
     pub fn decide(&self, nh: &NextHopView, dst: u32, flow_hash: impl FnOnce() -> u32) -> Decision {
         match nh.fib_with(dst, flow_hash) {
             Fib::Via { oif, nh }
