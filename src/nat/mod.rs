@@ -285,7 +285,7 @@ impl Engine {
 
     /// [`Engine::prepare`] into `out`, an entry of the caller's batch: the parse is written
     /// there directly rather than copied.
-    #[inline]
+    #[inline(always)]
     pub fn prepare_into(&self, frame: &[u8], out: &mut Prepared) {
         out.parsed = packet::parse(frame);
         out.probe = out.parsed.as_ref().ok().map(|p| {
@@ -316,7 +316,7 @@ impl Engine {
     ///
     /// A frame whose key the second stage found absent may open a session instead: see
     /// [`Engine::prefetch_create`] (a table larger than [`PREFETCH_CREATE_BYTES`] only).
-    #[inline]
+    #[inline(always)]
     pub fn prefetch_refresh(&self, p: &Prepared) {
         let Some(probe) = &p.probe else {
             return;
