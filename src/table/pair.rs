@@ -94,8 +94,11 @@ impl Table {
     ) -> Option<Hit> {
         let meta = s.meta();
         let stale = self.expired(meta, now);
-        if stale && !self.partner_fresh(slot, s, now) {
-            if self.remove_pair_snap(slot, s, t) {
+        // The out-of-line calls below take the snapshot by value: a copy made on their
+        // (rare) paths, so that the hit's own path keeps it in registers rather than in
+        // memory whose address escapes.
+        if stale && !self.partner_fresh(slot, *s, now) {
+            if self.remove_pair_snap(slot, &{ *s }, t) {
                 t.inc(Ctr::Expire);
             }
             return None;
@@ -110,7 +113,7 @@ impl Table {
         let mut pair_refreshed = false;
         if cold || check_partner {
             if assure || stale || check_partner || new_epoch(s.ctrl, m_last(meta), now) {
-                self.refresh_cold(slot, s, now, assure, t, &mut restored)?;
+                self.refresh_cold(slot, *s, now, assure, t, &mut restored)?;
                 pair_refreshed = true;
             } else {
                 Self::touch_way(way, m_gen(meta), now, false);
@@ -127,7 +130,7 @@ impl Table {
     /// partner is not.
     #[inline]
     pub(super) fn pair_expired(&self, slot: u32, s: &Snap, now: u32) -> bool {
-        self.expired(s.meta(), now) && !self.partner_fresh(slot, s, now)
+        self.expired(s.meta(), now) && !self.partner_fresh(slot, *s, now)
     }
 
     /// The meta word of the claimed half `slot` merged with that of its claimed partner, if
@@ -146,8 +149,8 @@ impl Table {
     /// Whether the partner of the LIVE half `slot` is present and not expired.
     #[cold]
     #[inline(never)]
-    pub(super) fn partner_fresh(&self, slot: u32, s: &Snap, now: u32) -> bool {
-        matches!(self.partner_of(slot, s), Partner::Ok(_, ps) if !self.expired(ps.meta(), now))
+    pub(super) fn partner_fresh(&self, slot: u32, s: Snap, now: u32) -> bool {
+        matches!(self.partner_of(slot, &s), Partner::Ok(_, ps) if !self.expired(ps.meta(), now))
     }
 
     /// The refresh of a hit that reaches the partner (once per epoch, see
@@ -156,27 +159,27 @@ impl Table {
     pub(super) fn refresh_cold(
         &self,
         slot: u32,
-        s: &Snap,
+        s: Snap,
         now: u32,
         assure: bool,
         t: &mut Tally,
         restored: &mut bool,
     ) -> Option<()> {
         self.touch(slot, m_gen(s.meta()), now, assure);
-        match self.partner_of(slot, s) {
+        match self.partner_of(slot, &s) {
             Partner::Ok(p, ps) => {
                 self.touch(p, m_gen(ps.meta()), now, assure);
                 t.inc(Ctr::Refresh);
             }
             Partner::Busy => {}
-            Partner::Missing => match self.restore(slot, s, now, t) {
+            Partner::Missing => match self.restore(slot, &s, now, t) {
                 RestoreOutcome::Done => *restored = true,
                 RestoreOutcome::Orphan => return None,
                 RestoreOutcome::Other => {}
             },
             Partner::Conflict => {
                 if self.try_claim(slot, s.ctrl, c_fp(s.ctrl)) {
-                    self.retire(slot, s, None);
+                    self.retire(slot, &s, None);
                     self.free(slot, c_next(s.ctrl, c_fp(s.ctrl)));
                     t.add_halves(-1);
                     t.inc(Ctr::Orphan);
