@@ -611,7 +611,7 @@ impl NextHopView {
 
     /// [`NextHopView::fib`] with the flow's hash computed only if a multipath route needs
     /// it (most packets take a single path: their hash would be wasted).
-    #[inline]
+    #[inline(always)]
     pub fn fib_with(&self, dst: u32, flow_hash: impl FnOnce() -> u32) -> Fib {
         if self.snap.routes.len() <= SCAN_ROUTES {
             // A few routes are scanned faster than the cache is looked up and filled (a
