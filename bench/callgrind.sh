@@ -31,7 +31,9 @@
 #        XNAT_MAPPING=endpoint-dependent bench/callgrind.sh ...   (default endpoint-independent)
 #        XNAT_BENCH_PPFS=16 bench/callgrind.sh ...   (packets per flow per second: table 1's
 #        hit kind defaults to 0, a still clock; the workloads to 1)
-#        XNAT_BENCH_KINDS="hit new out in out-zipf in-zipf new90" (the default) and new-full
+#        XNAT_BENCH_KINDS="hit new out in out-zipf in-zipf new90" (the default), new-full, and
+#        out-tcp / in-tcp (the established flows as TCP connections, set up by a SYN and its
+#        SYN-ACK, the measured packets ACKs; uniform)
 #        XNAT_BENCH_KINDS=out bench/callgrind.sh 4000000   (4 M flows: ~5 minutes a kind)
 #        XNAT_BENCH_LL=33554432,16,64 bench/callgrind.sh ...   (the simulated LL cache)
 #        XNAT_BENCH_BATCH=64 bench/callgrind.sh ...   (established kinds and new90 through the
@@ -117,13 +119,15 @@ label() {
     in) echo "established, inbound reply, uniform" ;;
     out-zipf) echo "established, outbound, Zipf s=1" ;;
     in-zipf) echo "established, inbound reply, Zipf s=1" ;;
+    out-tcp) echo "established TCP (ACKs), outbound, uniform" ;;
+    in-tcp) echo "established TCP (ACKs), inbound reply, uniform" ;;
     new90) echo "new connection (TCP SYN), table held at ~90 % by turnover" ;;
     new-full) echo "new connection (TCP SYN), into a full table (evicting)" ;;
   esac
 }
 header=0
 for live in "${lives[@]}"; do
-  for kind in out in out-zipf in-zipf new90 new-full; do
+  for kind in out in out-zipf in-zipf out-tcp in-tcp new90 new-full; do
     has "$kind" || continue
     if [ "$header" = 0 ]; then
       echo "| live connections | packet | instructions per packet | D1 misses per packet | LL misses per packet |"

@@ -24,6 +24,9 @@
 //! 3. dry: the same PACKETS packets prepared again (flow chosen, frame built, copied)
 //!    without translating: what the harness costs, to subtract from phase 2.
 //!
+//! - `out-tcp`, `in-tcp`: the same as `out` and `in` (uniform) with TCP connections instead
+//!   of UDP flows: each set up by its SYN and the SYN-ACK (established), the measured
+//!   packets ACKs (TCP state tracking, the TCP checksum).
 //! - `out`, `out-zipf`: frames of established flows from the inside (translated to the NAT
 //!   address and port); `in`, `in-zipf`: their replies from the outside (translated back).
 //!   Flows are chosen uniformly or Zipf-popular (s = 1.0) from all LIVE flows with a
@@ -64,7 +67,8 @@ use std::sync::Arc;
 
 use xnat::config::{nat_config, FileConfig, NatFlags};
 use xnat::nat::{table_timeouts, Census, Engine, NatHandler, Prepared, Quota, Rules};
-use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
+use xnat::packet::builder::{build_tcp, build_tcp_syn, build_udp, FrameSpec};
+use xnat::packet::l4::{TCP_ACK, TCP_SYN};
 use xnat::table::{Table, TableConfig};
 
 #[path = "../benches/workload.rs"]
@@ -146,6 +150,44 @@ fn in_frame(buf: &mut [u8; 64], i: u64, nat: (u32, u16)) -> usize {
     let (_, _, dst, dport) = wflow(i, false);
     let spec = FrameSpec::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], dst, nat.0);
     build_udp(buf, &spec, dport, nat.1).unwrap_or(0)
+}
+
+/// The transport of the established kinds' flows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum L4 {
+    Udp,
+    /// TCP connections, set up by a SYN and its SYN-ACK; the measured packets are ACKs.
+    Tcp,
+}
+
+/// A TCP segment of established workload flow `i` with `flags`: outbound from its inside
+/// host, or (`nat` given) inbound from its remote to its NAT address and port.
+#[inline(never)]
+fn tcp_frame(buf: &mut [u8; 64], i: u64, nat: Option<(u32, u16)>, flags: u8) -> usize {
+    let (src, sport, dst, dport) = wflow(i, false);
+    let r = match nat {
+        None => {
+            let spec = FrameSpec::new([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], src, dst);
+            build_tcp(buf, &spec, sport, dport, 1, flags)
+        }
+        Some((a, p)) => {
+            let spec = FrameSpec::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], dst, a);
+            build_tcp(buf, &spec, dport, p, 1, flags)
+        }
+    };
+    r.unwrap_or(0)
+}
+
+/// The frame of established flow `i` in direction `dir` (`nat`: the flows' NAT ends): UDP,
+/// or a TCP ACK.
+#[inline(always)]
+fn est_frame(buf: &mut [u8; 64], i: u64, dir: Dir, l4: L4, nat: &[(u32, u16)]) -> usize {
+    match (dir, l4) {
+        (Dir::Out, L4::Udp) => out_frame(buf, i, false),
+        (Dir::In, L4::Udp) => in_frame(buf, i, nat[i as usize]),
+        (Dir::Out, L4::Tcp) => tcp_frame(buf, i, None, TCP_ACK),
+        (Dir::In, L4::Tcp) => tcp_frame(buf, i, Some(nat[i as usize]), TCP_ACK),
+    }
 }
 
 fn fail(e: impl std::fmt::Display) -> ! {
@@ -235,7 +277,14 @@ enum Dir {
 }
 
 /// Established flows, both directions, uniform or Zipf-popular, with an advancing clock.
-fn established(live: u64, packets: u64, dir: Dir, pop: Popularity, mapping: Option<String>) {
+fn established(
+    live: u64,
+    packets: u64,
+    dir: Dir,
+    pop: Popularity,
+    l4: L4,
+    mapping: Option<String>,
+) {
     let batch = batch_size();
     // 128 NAT addresses: with endpoint-independent mapping every inside endpoint holds a
     // port, 4 M of them need more than 16 addresses' ports. At under 70 % fill.
@@ -243,7 +292,10 @@ fn established(live: u64, packets: u64, dir: Dir, pop: Popularity, mapping: Opti
     let mut buf = [0u8; 64];
     let mut nat = Vec::with_capacity(live as usize);
     for i in 0..live {
-        let n = out_frame(&mut buf, i, false);
+        let n = match l4 {
+            L4::Udp => out_frame(&mut buf, i, false),
+            L4::Tcp => tcp_frame(&mut buf, i, None, TCP_SYN),
+        };
         if e.translate(&mut buf[..n], true).is_err() {
             fail(format!("flow {i} refused at set-up"));
         }
@@ -251,6 +303,13 @@ fn established(live: u64, packets: u64, dir: Dir, pop: Popularity, mapping: Opti
         let a = u32::from_be_bytes([buf[26], buf[27], buf[28], buf[29]]);
         let p = u16::from_be_bytes([buf[34], buf[35]]);
         nat.push((a, p));
+        if l4 == L4::Tcp {
+            // The SYN-ACK: the connection is established.
+            let n = tcp_frame(&mut buf, i, Some((a, p)), TCP_SYN | TCP_ACK);
+            if e.translate(&mut buf[..n], false).is_err() {
+                fail(format!("flow {i}'s SYN-ACK refused at set-up"));
+            }
+        }
     }
     let ppfs = workload::ppfs(1);
     let second = (live * ppfs.max(1)) as usize;
@@ -261,22 +320,12 @@ fn established(live: u64, packets: u64, dir: Dir, pop: Popularity, mapping: Opti
         0x16 + pop as u64 * 0x100,
     );
     if worker_mode() {
-        return established_worker(e, live, &seq, second, dir, &nat);
+        return established_worker(e, live, &seq, second, dir, l4, &nat);
     }
     let mut clock = Clock::new(101, live, ppfs);
-    let build = |buf: &mut [u8; 64], i: u32| -> usize {
-        let i = i as u64;
-        match dir {
-            Dir::Out => out_frame(buf, i, false),
-            Dir::In => in_frame(buf, i, nat[i as usize]),
-        }
-    };
+    let build = |buf: &mut [u8; 64], i: u32| -> usize { est_frame(buf, i as u64, dir, l4, &nat) };
     let one = |e: &mut Engine, buf: &mut [u8; 64], i: u32, now: u32, dry: bool| -> bool {
-        let i = i as u64;
-        let n = match dir {
-            Dir::Out => out_frame(buf, i, false),
-            Dir::In => in_frame(buf, i, nat[i as usize]),
-        };
+        let n = est_frame(buf, i as u64, dir, l4, &nat);
         if dry {
             black_box(&buf);
             return true;
@@ -377,6 +426,7 @@ fn established_worker(
     seq: &[u32],
     second: usize,
     dir: Dir,
+    l4: L4,
     nat: &[(u32, u16)],
 ) {
     use xnat::dataplane::worker::Port;
@@ -389,13 +439,7 @@ fn established_worker(
         Dir::Out => (Port::Inside, Port::Outside),
         Dir::In => (Port::Outside, Port::Inside),
     };
-    let build = |buf: &mut [u8; 64], i: u32| -> usize {
-        let i = i as u64;
-        match dir {
-            Dir::Out => out_frame(buf, i, false),
-            Dir::In => in_frame(buf, i, nat[i as usize]),
-        }
-    };
+    let build = |buf: &mut [u8; 64], i: u32| -> usize { est_frame(buf, i as u64, dir, l4, nat) };
     let mut frames = vec![[0u8; 64]; batch];
     let mut lens = vec![0usize; batch];
     // What happened to the last frame that did not leave on `egress`, if any.
@@ -669,7 +713,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = || -> ! {
         eprintln!(
-            "usage: xnat-engine-count LIVE PACKETS hit|new|new-dry|out|in|out-zipf|in-zipf|new90|new-full \
+            "usage: xnat-engine-count LIVE PACKETS hit|new|new-dry|out|in|out-zipf|in-zipf|out-tcp|in-tcp|new90|new-full \
              [endpoint-independent|endpoint-dependent]"
         );
         std::process::exit(2)
@@ -689,10 +733,40 @@ fn main() {
         "hit" => println!("{}", legacy(live, packets, false, false, mapping)),
         "new" => println!("{}", legacy(live, packets, true, false, mapping)),
         "new-dry" => println!("{}", legacy(live, packets, true, true, mapping)),
-        "out" => established(live, packets, Dir::Out, Popularity::Uniform, mapping),
-        "in" => established(live, packets, Dir::In, Popularity::Uniform, mapping),
-        "out-zipf" => established(live, packets, Dir::Out, Popularity::Zipf, mapping),
-        "in-zipf" => established(live, packets, Dir::In, Popularity::Zipf, mapping),
+        "out" => established(
+            live,
+            packets,
+            Dir::Out,
+            Popularity::Uniform,
+            L4::Udp,
+            mapping,
+        ),
+        "in" => established(
+            live,
+            packets,
+            Dir::In,
+            Popularity::Uniform,
+            L4::Udp,
+            mapping,
+        ),
+        "out-zipf" => established(live, packets, Dir::Out, Popularity::Zipf, L4::Udp, mapping),
+        "in-zipf" => established(live, packets, Dir::In, Popularity::Zipf, L4::Udp, mapping),
+        "out-tcp" => established(
+            live,
+            packets,
+            Dir::Out,
+            Popularity::Uniform,
+            L4::Tcp,
+            mapping,
+        ),
+        "in-tcp" => established(
+            live,
+            packets,
+            Dir::In,
+            Popularity::Uniform,
+            L4::Tcp,
+            mapping,
+        ),
         "new90" => new90(live, packets, mapping),
         "new-full" => new_full(live, packets, mapping),
         _ => usage(),

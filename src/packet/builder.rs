@@ -168,6 +168,19 @@ pub fn build_tcp_syn(
     dport: u16,
     seq: u32,
 ) -> Result<usize, BuildError> {
+    build_tcp(buf, spec, sport, dport, seq, TCP_SYN)
+}
+
+/// [`build_tcp_syn`] with the TCP flags `flags` (see `l4::TCP_*`) instead of a SYN's: a
+/// SYN-ACK, an ACK of an established connection, a FIN, an RST.
+pub fn build_tcp(
+    buf: &mut [u8],
+    spec: &FrameSpec,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    flags: u8,
+) -> Result<usize, BuildError> {
     let l4_len = TCP_MIN_HEADER_LEN.saturating_add(spec.payload_len);
     let f = write_l2_l3(buf, spec, PROTO_TCP, l4_len)?;
     let n = f.len();
@@ -178,7 +191,7 @@ pub fn build_tcp_syn(
     h[2..4].copy_from_slice(&dport.to_be_bytes());
     h[4..8].copy_from_slice(&seq.to_be_bytes());
     h[TCP_DATA_OFFSET] = ((TCP_MIN_HEADER_LEN / 4) as u8) << 4;
-    h[TCP_FLAGS] = TCP_SYN;
+    h[TCP_FLAGS] = flags;
     h[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
     put(seg, 0, &h);
     let c = checksum::l4_checksum(spec.src_ip, spec.dst_ip, PROTO_TCP, seg);
