@@ -97,14 +97,8 @@ pub fn verify(data: &[u8]) -> bool {
 /// `src` and `dst` are host-order IPv4 addresses, `len` the TCP/UDP length in bytes.
 #[inline]
 pub const fn pseudo_header_sum(src: u32, dst: u32, proto: u8, len: u16) -> u16 {
-    fold(
-        (src >> 16) as u64
-            + (src & 0xffff) as u64
-            + (dst >> 16) as u64
-            + (dst & 0xffff) as u64
-            + proto as u64
-            + len as u64,
-    )
+    // Six 16-bit values: the sum fits 19 bits, two end-around carries fold it.
+    fold32((src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + proto as u32 + len as u32)
 }
 
 /// Full TCP/UDP checksum over the IPv4 pseudo-header and `segment` (header with a zeroed
@@ -303,6 +297,21 @@ mod tests {
         #[test]
         fn sum_matches_reference(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             prop_assert_eq!(sum(&data), reference_sum(&data));
+        }
+
+        #[test]
+        fn pseudo_header_sum_matches_reference(
+            src in prop_oneof![Just(u32::MAX), Just(0u32), any::<u32>()],
+            dst in prop_oneof![Just(u32::MAX), Just(0u32), any::<u32>()],
+            proto in any::<u8>(),
+            len in prop_oneof![Just(u16::MAX), any::<u16>()],
+        ) {
+            let mut ph = Vec::new();
+            ph.extend_from_slice(&src.to_be_bytes());
+            ph.extend_from_slice(&dst.to_be_bytes());
+            ph.extend_from_slice(&[0, proto]);
+            ph.extend_from_slice(&len.to_be_bytes());
+            prop_assert_eq!(pseudo_header_sum(src, dst, proto, len), reference_sum(&ph));
         }
 
         /// Incremental update of any aligned 16-bit word equals full recomputation.
