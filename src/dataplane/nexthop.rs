@@ -146,8 +146,9 @@ pub enum Miss {
 /// The hash of the neighbour map's keys: two multiply-and-fold rounds over the two
 /// words, keyed with a per-process random seed (the kernel's neighbour table, which
 /// hosts on a link can fill, is bounded, and the seed keeps its keys from being chosen to
-/// collide). SipHash cost about 100 instructions per forwarded packet here, this 10
-/// (`XNAT_BENCH_WORKER=1 bench/callgrind.sh`).
+/// collide). SipHash cost about 100 instructions per forwarded packet here, this about
+/// 20 (`XNAT_BENCH_WORKER=1 bench/callgrind.sh`; the worker's MAC cache now answers most
+/// packets before the table is looked up).
 #[derive(Clone, Copy, Debug)]
 pub struct NeighHash(u64);
 
