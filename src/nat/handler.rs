@@ -395,13 +395,6 @@ impl Handler for NatHandler {
             let n = frame.len().min(SAVED);
             self.saved[..n].copy_from_slice(&frame[..n]);
         }
-        // The datagram as it arrived, for the fragments that follow a first one.
-        let key = FragKey {
-            src: t.src,
-            dst: t.dst,
-            proto: t.proto,
-            id: p.ip_id(),
-        };
         match self.engine.translate_probed(
             frame,
             &p,
@@ -440,6 +433,14 @@ impl Handler for NatHandler {
         }
         packet::forward_hop(frame, &p);
         if p.is_first_fragment() {
+            // The datagram as it arrived (`t`, read before the translation), for the
+            // fragments that follow.
+            let key = FragKey {
+                src: t.src,
+                dst: t.dst,
+                proto: t.proto,
+                id: p.ip_id(),
+            };
             self.first_fragment(frame, key, egress, hop);
         }
         let action = self.send(frame, hop, egress, fit);
