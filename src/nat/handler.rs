@@ -354,11 +354,17 @@ impl Handler for NatHandler {
     #[inline]
     fn handle(&mut self, frame: &mut [u8], ingress: Port) -> Action {
         let slot = self.take_prepared(frame);
+        // The parse kept for the frame is read where it lies; only the parse itself is
+        // copied out (the handler's own calls need `self` whole).
+        let fresh;
         let parsed = match slot.and_then(|i| self.prep.get(i)) {
-            Some(s) => s.prep.parsed,
-            None => packet::parse(frame),
+            Some(s) => &s.prep.parsed,
+            None => {
+                fresh = packet::parse(frame);
+                &fresh
+            }
         };
-        let p = match parsed {
+        let p = match *parsed {
             Ok(p) => p,
             Err(packet::Drop::TtlExpired) => {
                 // Expired here: tell the sender (the frame is still as it arrived).
