@@ -14,14 +14,11 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 use xnat::config::{nat_config, FileConfig, NatFlags};
-use xnat::dataplane::nexthop::{NextHops, Route, Snapshot};
 use xnat::dataplane::worker::{Action, Handler, Port};
-use xnat::dataplane::Ports;
 use xnat::nat::{make_table, Census, Engine, NatHandler, Quota, Rules};
 use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
 use xnat::table::Table;
@@ -284,35 +281,12 @@ fn sim_now() -> u32 {
     SIM_NOW.load(Relaxed)
 }
 
-/// A worker's whole handler over `engine`, as `xnat run` builds it, with a fixed next-hop
-/// table: 198.19.0.0/16 (the remotes and the NAT addresses) out of the outside port
-/// through one gateway, 198.18.0.0/16 (the inside hosts) out of the inside port through
-/// another, both resolved, MTU 1500; its clock is [`SIM_NOW`].
+/// A worker's whole handler over `engine`, as `xnat run` builds it, with the lab's fixed
+/// next-hop table (`NatHandler::with_lab_routes`: the remotes and NAT addresses behind one
+/// gateway out of the outside port, the inside hosts behind another, MTU 1500); its clock
+/// is [`SIM_NOW`].
 pub fn worker(engine: Engine) -> NatHandler {
-    let (gw_out, gw_in) = (0xC613_FEFE_u32, 0xC612_FFFE_u32);
-    let snap = Snapshot::new(
-        vec![
-            Route::via(0xC613_0000, 16, Some(gw_out), 2),
-            Route::via(0xC612_0000, 16, Some(gw_in), 1),
-        ],
-        HashMap::from([
-            ((2, gw_out), [2, 0, 0, 0, 0, 9]),
-            ((1, gw_in), [2, 0, 0, 0, 0, 8]),
-        ]),
-    )
-    .with_mtus([(1, 1500), (2, 1500)]);
-    let ports = Ports {
-        ifindex: [1, 2],
-        mac: [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 3]],
-        addr: [0xC612_FFFD, 0xC613_FEFD],
-    };
-    NatHandler::new(
-        engine,
-        NextHops::fixed(snap).view(),
-        ports,
-        Default::default(),
-    )
-    .with_clock(sim_now)
+    NatHandler::with_lab_routes(engine, sim_now)
 }
 
 /// One batch of `frames` (each `lens[k]` long) through worker `h` at second `now`, as

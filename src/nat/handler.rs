@@ -156,6 +156,39 @@ impl NatHandler {
         self
     }
 
+    /// A handler over `engine` with a fixed next-hop table and the clock `clock`, for the
+    /// benchmarks and tests that drive a worker without the kernel's tables: 198.19.0.0/16
+    /// (remotes, NAT addresses) out of the outside port (interface 2) through the gateway
+    /// 198.19.254.254, 198.18.0.0/16 (inside hosts) out of the inside port (interface 1)
+    /// through 198.18.255.254, both resolved; MTU 1500.
+    pub fn with_lab_routes(engine: Engine, clock: fn() -> u32) -> Self {
+        use crate::dataplane::nexthop::{NextHops, Route, Snapshot};
+        let (gw_out, gw_in) = (0xC613_FEFE_u32, 0xC612_FFFE_u32);
+        let snap = Snapshot::new(
+            vec![
+                Route::via(0xC613_0000, 16, Some(gw_out), 2),
+                Route::via(0xC612_0000, 16, Some(gw_in), 1),
+            ],
+            std::collections::HashMap::from([
+                ((2, gw_out), [2, 0, 0, 0, 0, 9]),
+                ((1, gw_in), [2, 0, 0, 0, 0, 8]),
+            ]),
+        )
+        .with_mtus([(1, 1500), (2, 1500)]);
+        let ports = Ports {
+            ifindex: [1, 2],
+            mac: [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 3]],
+            addr: [0xC612_FFFD, 0xC613_FEFD],
+        };
+        NatHandler::new(
+            engine,
+            NextHops::fixed(snap).view(),
+            ports,
+            RouterConfig::default(),
+        )
+        .with_clock(clock)
+    }
+
     /// Events noticed on this worker's thread (sessions ending by eviction, exhaustion)
     /// go to `ring`.
     pub fn with_log_ring(mut self, ring: std::sync::Arc<crate::logging::WorkerLog>) -> Self {

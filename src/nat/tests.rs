@@ -936,33 +936,12 @@ fn a_port_allocation_whose_key_appeared_meanwhile_finds_it_even_with_every_port_
     );
 }
 
-/// A worker's handler over `e` with a fixed next-hop table (the remotes, the NAT address
-/// and the inside hosts each behind a resolved gateway, MTU 1500) and a still clock.
+/// A worker's handler over `e` with the lab's fixed next-hop table and a still clock.
 fn handler(e: Engine) -> NatHandler {
-    use crate::dataplane::nexthop::{NextHops, Route, Snapshot};
-    use std::collections::HashMap;
     fn second_100() -> u32 {
         100
     }
-    let (gw_out, gw_in) = (0xC613_FEFE_u32, 0xC612_FFFE_u32);
-    let snap = Snapshot::new(
-        vec![
-            Route::via(0xC613_0000, 16, Some(gw_out), 2),
-            Route::via(0xC612_0000, 16, Some(gw_in), 1),
-        ],
-        HashMap::from([
-            ((2, gw_out), [2, 0, 0, 0, 0, 9]),
-            ((1, gw_in), [2, 0, 0, 0, 0, 8]),
-        ]),
-    )
-    .with_mtus([(1, 1500), (2, 1500)]);
-    let ports = crate::dataplane::Ports {
-        ifindex: [1, 2],
-        mac: [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 3]],
-        addr: [0xC612_FFFD, 0xC613_FEFD],
-    };
-    NatHandler::new(e, NextHops::fixed(snap).view(), ports, Default::default())
-        .with_clock(second_100)
+    NatHandler::with_lab_routes(e, second_100)
 }
 
 #[test]
