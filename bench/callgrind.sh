@@ -24,7 +24,8 @@
 #    reaped as a gateway's reaper thread does, its instructions not counted.
 #    The harness reads what it builds frames from in the packets' order (an inbound frame's
 #    NAT end too), and reads the measured packets' share once at the end of the warm-up, so
-#    that its own cache misses are alike in the measured pass and the dry pass.
+#    that its own cache misses are alike in the measured pass and the dry pass; and the
+#    warm-up begins with a walk of the whole table (the simulated caches start empty).
 #    new-full (not in the default kinds): LIVE/5 new connections (at least 2000), after a
 #    warm-up of half as many, into a table first filled to 90 % by established flows, the
 #    clock still: the table is full and new pairs evict (the lab's 1 M-flow cell, a SYN
