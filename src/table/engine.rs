@@ -404,10 +404,9 @@ impl Table {
     pub fn probe_refresh(&self, p: &Probe, now: u32) -> Foretold {
         // `NO_SLOT / WAYS` is past the last bucket of the largest table (`MAX_CONNECTIONS`):
         // an unmatched probe is told by this lookup.
-        let Some(b) = self.buckets.get((p.hint as usize) / WAYS) else {
+        let Some(way) = self.way_at(p.hint) else {
             return Foretold::Miss;
         };
-        let way = &b.ways[(p.hint as usize) % WAYS];
         let c = way.ctrl.load(Relaxed);
         if c_fp(c) != p.loc.fp || c_busy(c) {
             return Foretold::Other;
@@ -423,9 +422,8 @@ impl Table {
         for (d, w) in s.d.iter_mut().zip(&way.data) {
             *d = w.load(Relaxed);
         }
-        let partner = s.partner() as usize;
-        if let Some(pb) = self.buckets.get(partner / WAYS) {
-            prefetch_way(&pb.ways[partner % WAYS]);
+        if let Some(pw) = self.way_at(s.partner()) {
+            prefetch_way(pw);
         }
         Foretold::Refresh(s.dir(), s.xlate())
     }
@@ -436,10 +434,8 @@ impl Table {
     /// claim's CAS waits for that line. Only a hint: it changes nothing in the table.
     #[inline]
     pub fn probe_claim(&self, p: &Probe) {
-        if let Some(slot) = self.first_claim(&p.loc) {
-            if let Some(b) = self.buckets.get(slot as usize / WAYS) {
-                prefetch_way(&b.ways[slot as usize % WAYS]);
-            }
+        if let Some(w) = self.first_claim(&p.loc).and_then(|slot| self.way_at(slot)) {
+            prefetch_way(w);
         }
     }
 
