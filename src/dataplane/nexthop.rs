@@ -566,6 +566,18 @@ const ROUTE_CACHE: usize = 1024;
 /// Entries of a worker's next hop -> MAC cache.
 const MAC_CACHE: usize = 256;
 
+/// The entry of a worker's route cache that destination `dst` takes.
+#[inline(always)]
+fn route_slot(dst: u32) -> usize {
+    (dst.wrapping_mul(0x9E37_79B1) >> 22) as usize % ROUTE_CACHE
+}
+
+/// The entry of a worker's MAC cache that next hop `nh` takes.
+#[inline(always)]
+fn mac_slot(nh: u32) -> usize {
+    (nh.wrapping_mul(0x9E37_79B1) >> 24) as usize % MAC_CACHE
+}
+
 /// Up to this many routes, a worker scans them for every packet rather than going through
 /// its route cache: a scan of a few masks costs less than the cache's lookup and fill, and
 /// a NAT gateway's many destinations mostly miss the cache (1024 entries) anyway.
@@ -619,8 +631,7 @@ impl NextHopView {
             // gateway's many destinations miss it).
             return self.snap.fib_at(self.snap.route_index(dst), dst, flow_hash);
         }
-        let i = (dst.wrapping_mul(0x9E37_79B1) >> 22) as usize % ROUTE_CACHE;
-        let e = &self.routes_of[i];
+        let e = &self.routes_of[route_slot(dst)];
         let (d, v) = e.get();
         let idx = if d == dst && v != 0 {
             v.checked_sub(2).map(|k| k as usize)
@@ -636,7 +647,7 @@ impl NextHopView {
     /// The MAC address of next hop `nh` on `oif`; on a miss, asks the resolver.
     #[inline]
     pub fn mac_of(&self, nh: u32, oif: u32) -> Result<[u8; 6], Miss> {
-        let e = &self.macs_of[(nh.wrapping_mul(0x9E37_79B1) >> 24) as usize % MAC_CACHE];
+        let e = &self.macs_of[mac_slot(nh)];
         let (h, i, mac) = e.get();
         if h == nh && i == oif && oif != 0 {
             return Ok(mac);
@@ -1208,6 +1219,14 @@ mod tests {
         assert_eq!(s.next_hop(ip("198.19.5.1"), 2), Some(ip("198.19.0.2")));
     }
 
+    /// The next address after `a` that takes the same cache entry as `a` (`slot`).
+    fn sharing_slot(a: u32, slot: fn(u32) -> usize) -> u32 {
+        (1u32..)
+            .map(|k| a.wrapping_add(k))
+            .find(|&b| slot(b) == slot(a))
+            .expect("an address sharing the entry")
+    }
+
     #[test]
     fn a_view_caches_routes_per_destination_until_the_next_snapshot() {
         // More routes than a view scans without its cache: /32 blackholes elsewhere.
@@ -1230,13 +1249,7 @@ mod tests {
         }
         // Two destinations sharing a cache entry: each gets its own answer.
         let a = ip("198.19.9.1");
-        let b = (1u32..)
-            .map(|k| a.wrapping_add(k))
-            .find(|b| {
-                (b.wrapping_mul(0x9E37_79B1) >> 22) as usize % ROUTE_CACHE
-                    == (a.wrapping_mul(0x9E37_79B1) >> 22) as usize % ROUTE_CACHE
-            })
-            .unwrap();
+        let b = sharing_slot(a, route_slot);
         assert_eq!(v.fib(b, 0), via(2, "198.19.0.2"));
         // A new snapshot (a more specific route): the cache does not hide it.
         nh.publish(Snapshot::new(
@@ -1267,13 +1280,7 @@ mod tests {
     fn a_view_caches_macs_per_next_hop_until_the_next_snapshot() {
         let gw = ip("198.19.0.2");
         // Another next hop that shares the gateway's cache entry.
-        let other = (1u32..)
-            .map(|k| gw.wrapping_add(k))
-            .find(|o| {
-                (o.wrapping_mul(0x9E37_79B1) >> 24) as usize % MAC_CACHE
-                    == (gw.wrapping_mul(0x9E37_79B1) >> 24) as usize % MAC_CACHE
-            })
-            .unwrap();
+        let other = sharing_slot(gw, mac_slot);
         let nh = NextHops::fixed(Snapshot::new(
             vec![Route::via(0, 0, Some(gw), 2)],
             HashMap::from([
