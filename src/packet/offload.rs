@@ -15,45 +15,53 @@
 //! sum over the payload is paid only by frames that need it.
 
 use super::checksum::{l4_checksum, pseudo_header_sum};
-use super::ipv4::{IPV4_FLAG_MF, IPV4_FRAG, IPV4_FRAG_OFFSET_MASK, PROTO_TCP, PROTO_UDP};
-use super::l4::{TCP_CHECKSUM, UDP_CHECKSUM, UDP_LEN};
+use super::ipv4::{PROTO_TCP, PROTO_UDP};
+use super::l4::{TCP_CHECKSUM, TCP_MIN_HEADER_LEN, UDP_CHECKSUM, UDP_HEADER_LEN, UDP_LEN};
 use super::{L4Kind, Parsed};
 
 /// Whether the frame's TCP/UDP checksum is a partial (pseudo-header only) sum; `None` for
 /// frames without one (other protocols, fragments, UDP without checksum, short frames).
-#[inline]
+///
+/// Every packet of a worker passes here, so it reads only what the parse left undecided:
+/// the fragment flag, the offsets and the addresses come from `p`, and the frame is read
+/// for the checksum field (and UDP's length field) alone.
+#[inline(always)]
 fn partial_segment(frame: &[u8], p: &Parsed) -> Option<(usize, usize, usize)> {
-    let (proto, csum_off) = match p.kind() {
-        L4Kind::Tcp => (PROTO_TCP, TCP_CHECKSUM),
-        L4Kind::Udp => (PROTO_UDP, UDP_CHECKSUM),
+    let udp = match p.kind() {
+        L4Kind::Tcp => false,
+        L4Kind::Udp => true,
         _ => return None,
     };
-    let l3 = p.l3();
-    let frag = frame.get(l3 + IPV4_FRAG..l3 + IPV4_FRAG + 2)?;
-    if u16::from_be_bytes([frag[0], frag[1]]) & (IPV4_FLAG_MF | IPV4_FRAG_OFFSET_MASK) != 0 {
-        // The sum covers the whole datagram, which one fragment does not hold.
+    // A first fragment: the sum covers the whole datagram, which one fragment does not
+    // hold (later fragments fail the parse and never come here).
+    if p.is_first_fragment() {
         return None;
     }
     let l4 = p.l4();
-    let seg_len = if proto == PROTO_UDP {
-        let u = frame.get(l4 + UDP_LEN..l4 + UDP_LEN + 2)?;
-        usize::from(u16::from_be_bytes([u[0], u[1]]))
+    let (proto, csum_off, csum, seg_len) = if udp {
+        let h = frame.get(l4..)?.first_chunk::<UDP_HEADER_LEN>()?;
+        let csum = u16::from_be_bytes([h[UDP_CHECKSUM], h[UDP_CHECKSUM + 1]]);
+        if csum == 0 {
+            return None;
+        }
+        let len = u16::from_be_bytes([h[UDP_LEN], h[UDP_LEN + 1]]);
+        (PROTO_UDP, UDP_CHECKSUM, csum, len)
     } else {
-        p.end().checked_sub(l4)?
+        let h = frame.get(l4..)?.first_chunk::<TCP_MIN_HEADER_LEN>()?;
+        let csum = u16::from_be_bytes([h[TCP_CHECKSUM], h[TCP_CHECKSUM + 1]]);
+        // The segment is what follows the transport header's offset in the IP packet.
+        let len = u16::try_from(p.end().checked_sub(l4)?).ok()?;
+        (PROTO_TCP, TCP_CHECKSUM, csum, len)
     };
-    let c = frame.get(l4 + csum_off..l4 + csum_off + 2)?;
-    let csum = u16::from_be_bytes([c[0], c[1]]);
-    if proto == PROTO_UDP && csum == 0 {
-        return None;
-    }
     let t = p.tuple();
-    let ps = pseudo_header_sum(t.src, t.dst, proto, u16::try_from(seg_len).ok()?);
-    // 0x0000 and 0xFFFF are the same one's complement number.
-    let norm = |x: u16| if x == 0xffff { 0 } else { x };
-    if norm(csum) != norm(ps) {
+    let ps = pseudo_header_sum(t.src, t.dst, proto, seg_len);
+    // The pseudo-header sum is never 0 (its protocol word is not), but it may be 0xFFFF,
+    // the same one's complement number as a TCP checksum field of 0 (UDP's 0 means "none"
+    // and left above).
+    if csum != ps && !(csum == 0 && ps == 0xffff) {
         return None;
     }
-    Some((l4, seg_len, csum_off))
+    Some((l4, usize::from(seg_len), csum_off))
 }
 
 /// If the TCP/UDP checksum of the parsed frame holds only the pseudo-header sum (see the
@@ -126,6 +134,41 @@ mod tests {
         frame[o..o + 2].copy_from_slice(&ps.to_be_bytes());
     }
 
+    /// Sets the IPv4 header word at `off` (an offset into the header) and fixes the header
+    /// checksum.
+    fn set_ip_word(frame: &mut [u8], off: usize, v: u16) {
+        frame[14 + off..14 + off + 2].copy_from_slice(&v.to_be_bytes());
+        frame[24..26].copy_from_slice(&[0, 0]);
+        let c = crate::packet::checksum::checksum(&frame[14..34]);
+        frame[24..26].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// A TCP pseudo-header sum of 0xFFFF is the same one's complement number as a checksum
+    /// field of 0: a sender's partial sum may be written either way.
+    #[test]
+    fn a_pseudo_header_sum_of_all_ones_matches_a_zero_field() {
+        // The segment length as the builder makes it; then the low word of the source that
+        // brings the sum to 0xFFFF (198.18.x.y: the high word is SRC's).
+        let mut b = [0u8; 100];
+        let n = build_tcp_syn(&mut b, &spec(0), 40000, 80, 1).unwrap();
+        let p = parse(&b[..n]).unwrap();
+        let len = u16::try_from(p.end() - p.l4()).unwrap();
+        let partial = pseudo_header_sum(SRC & 0xffff_0000, DST, PROTO_TCP, len);
+        let src = (SRC & 0xffff_0000) | u32::from(0xffff - partial);
+        assert_eq!(pseudo_header_sum(src, DST, PROTO_TCP, len), 0xffff);
+        for field in [0u16, 0xffff] {
+            let mut b = [0u8; 100];
+            let mut sp = spec(0);
+            sp.src_ip = src;
+            let n = build_tcp_syn(&mut b, &sp, 40000, 80, 1).unwrap();
+            let f = &mut b[..n];
+            f[34 + TCP_CHECKSUM..34 + TCP_CHECKSUM + 2].copy_from_slice(&field.to_be_bytes());
+            let p = parse(f).unwrap();
+            assert!(complete_partial(f, &p), "field {field:#06x}");
+            assert!(l4_ok(f), "field {field:#06x}");
+        }
+    }
+
     #[test]
     fn completes_partial_udp_and_tcp() {
         for payload in [0usize, 1, 17, 1000, 1472] {
@@ -171,6 +214,21 @@ mod tests {
         let n = build_icmp_echo(&mut b, &spec(30), EchoKind::Request, 7, 1).unwrap();
         let p = parse(&b[..n]).unwrap();
         assert!(!complete_partial(&mut b[..n], &p));
+
+        // A first fragment's checksum covers the whole datagram: left alone, even when it
+        // equals the fragment's pseudo-header sum.
+        let n = build_udp(&mut b, &spec(30), 1, 2).unwrap();
+        make_partial(&mut b[..n], UDP_CHECKSUM);
+        set_ip_word(
+            &mut b[..n],
+            crate::packet::ipv4::IPV4_FRAG,
+            crate::packet::ipv4::IPV4_FLAG_MF,
+        );
+        let before = b;
+        let p = parse(&b[..n]).unwrap();
+        assert!(p.is_first_fragment());
+        assert!(!complete_partial(&mut b[..n], &p));
+        assert_eq!(b, before);
 
         // A frame that is not the one parsed (shorter) is not touched and does not panic.
         let n = build_udp(&mut b, &spec(30), 1, 2).unwrap();
