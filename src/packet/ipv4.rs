@@ -1,6 +1,5 @@
 //! IPv4 header layout (RFC 791) and the router's per-hop update.
 
-use super::checksum::csum_replace2;
 use super::Parsed;
 
 /// Length of an IPv4 header without options.
@@ -76,13 +75,19 @@ fn decrement_header_ttl(h: &mut [u8; IPV4_MIN_HEADER_LEN]) {
     if ttl == 0 {
         return;
     }
-    // TTL and protocol share one 16-bit word.
-    let old = u16::from_be_bytes([ttl, h[IPV4_PROTO]]);
-    let new = old - 0x0100;
     h[IPV4_TTL] = ttl - 1;
     let c = u16::from_be_bytes([h[IPV4_CHECKSUM], h[IPV4_CHECKSUM + 1]]);
-    let c = csum_replace2(c, old, new);
-    h[IPV4_CHECKSUM..IPV4_CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    h[IPV4_CHECKSUM..IPV4_CHECKSUM + 2].copy_from_slice(&ttl_decremented_checksum(c).to_be_bytes());
+}
+
+/// The header checksum `c` after the TTL went down by one (as Linux's `ip_decrease_ttl`):
+/// the TTL/protocol word drops by 0x0100, so the checksum, the complement of the sum, rises
+/// by 0x0100 with an end-around carry. 0xFFFF, which a full recomputation never gives (the
+/// header's version word is not zero), comes out as 0, the same one's complement number.
+#[inline(always)]
+const fn ttl_decremented_checksum(c: u16) -> u16 {
+    let c = c as u32 + 0x0100;
+    (c + (c >= 0xffff) as u32) as u16
 }
 
 #[cfg(test)]
@@ -115,6 +120,22 @@ mod tests {
                 }),
                 u16::from_be_bytes([f[24], f[25]])
             );
+        }
+    }
+
+    /// Every checksum value: the shortcut is the RFC 1624 update of the TTL/protocol word,
+    /// as one's complement numbers, and never 0xFFFF.
+    #[test]
+    fn the_ttl_shortcut_is_the_rfc_1624_update() {
+        let norm = |x: u16| if x == 0xffff { 0 } else { x };
+        for c in 0..=u16::MAX {
+            for (ttl, proto) in [(64u16, 6u16), (2, 17), (255, 1)] {
+                let old = ttl << 8 | proto;
+                let want = checksum::csum_replace2(c, old, old - 0x0100);
+                let got = ttl_decremented_checksum(c);
+                assert_eq!(norm(got), norm(want), "checksum {c:#06x}");
+                assert_ne!(got, 0xffff);
+            }
         }
     }
 
