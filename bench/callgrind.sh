@@ -45,7 +45,9 @@
 #        frame)
 #        XNAT_BENCH_WORKER=1 bench/callgrind.sh ...   (established kinds through a worker's whole
 #        handler, NatHandler, in batches of XNAT_BENCH_BATCH frames (64 if 1): the route lookups,
-#        checksum-offload check, MTU fit, TTL and MAC rewrite counted with the translation)
+#        checksum-offload check, MTU fit, TTL and MAC rewrite counted with the translation;
+#        XNAT_BENCH_WORKER=nic: the same on a physical NIC's ports, whose frames are not
+#        checked for partial checksums)
 #        XNAT_BENCH_SEED=2 bench/callgrind.sh ...   (the table's hash key, default 1: fixed, so
 #        that a count repeats exactly; another key places keys, evictions and epochs otherwise)
 #        XNAT_BENCH_BIN=/tmp/xnat-engine-count-old bench/callgrind.sh ...   (count that build of

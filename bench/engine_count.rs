@@ -57,7 +57,10 @@
 //! With `XNAT_BENCH_WORKER=1` the established kinds run through a worker's whole handler
 //! instead (`NatHandler`: the translation plus the route lookups, the checksum-offload
 //! check, the MTU fit, the TTL and MAC rewrite), in batches of `XNAT_BENCH_BATCH` frames
-//! (64 if that is 1); every measured frame must be forwarded.
+//! (64 if that is 1); every measured frame must be forwarded. Its ports are veth ports, as
+//! in the lab: frames are checked for partial checksums. `XNAT_BENCH_WORKER=nic` counts the
+//! same on ports whose frames come from a wire (a physical NIC, see
+//! `--checksum-completion`): no such check.
 //!
 //! Prints the number of packets translated (forwarded, for the worker) in the measured
 //! phase.
@@ -449,9 +452,15 @@ fn touch_harness(seq: &[u32], ends: &[(u32, u16)]) {
 }
 
 /// Whether the established kinds go through a worker's whole handler
-/// (`XNAT_BENCH_WORKER=1`): see [`established_worker`].
+/// (`XNAT_BENCH_WORKER=1`, or `nic`): see [`established_worker`].
 fn worker_mode() -> bool {
-    std::env::var("XNAT_BENCH_WORKER").is_ok_and(|v| v == "1")
+    std::env::var("XNAT_BENCH_WORKER").is_ok_and(|v| v == "1" || v == "nic")
+}
+
+/// Whether the worker's ports are a physical NIC's (`XNAT_BENCH_WORKER=nic`): frames not
+/// checked for partial checksums.
+fn worker_on_nic() -> bool {
+    std::env::var("XNAT_BENCH_WORKER").is_ok_and(|v| v == "nic")
 }
 
 /// The established kinds through a worker's whole handler (`NatHandler`, as
@@ -512,7 +521,7 @@ fn established_worker(
     let every: Vec<u32> = (0..live as u32).collect();
     callgrind_request(CT_START_INSTRUMENTATION);
     touch_table(e.table());
-    let mut h = workload::worker(e);
+    let mut h = workload::worker(e).with_partial_checksums([!worker_on_nic(); 2]);
     for (chunk, ends) in every.chunks(batch).zip(nat.chunks(batch)) {
         black_box(run(&mut h, chunk, ends, 100, false));
     }

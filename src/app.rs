@@ -11,7 +11,8 @@ use crate::config::{nat_config, FileConfig, NatConfig, NatFlags};
 use crate::control::{request, Filter, Request, SessionJson, TupleJson};
 use crate::dataplane::forward::Forwarder;
 use crate::dataplane::{
-    iface, Dataplane, DataplaneConfig, DataplaneError, PollMode, RingSizes, XdpMode, ZeroCopy,
+    iface, ChecksumCompletion, Dataplane, DataplaneConfig, DataplaneError, PollMode, RingSizes,
+    XdpMode, ZeroCopy,
 };
 use crate::nat::{make_table, Census, Engine, LiveRules, NatHandler, Quota, Rules};
 use crate::state::StateFile;
@@ -137,6 +138,11 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
         (None, Some(s)) => enum_value("dataplane.zero_copy", s)?,
         (None, None) => ZeroCopy::Auto,
     };
+    let checksum_completion = match (a.checksum_completion, &d.checksum_completion) {
+        (Some(m), _) => m,
+        (None, Some(s)) => enum_value("dataplane.checksum_completion", s)?,
+        (None, None) => ChecksumCompletion::Auto,
+    };
     let poll = match (a.poll, &d.poll) {
         (Some(m), _) => m,
         (None, Some(s)) => enum_value("dataplane.poll", s)?,
@@ -246,6 +252,7 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
             batch: batch as usize,
             poll,
             outside_route_all: a.route_all || mode == Mode::Forward,
+            checksum_completion,
             neighbour_refresh: secs("neighbour-refresh", a.neighbour_refresh)?
                 .max(Duration::from_millis(100)),
         },
@@ -621,6 +628,11 @@ fn run(a: &RunArgs) -> i32 {
         xdp_inside = %i.xdp_mode[0],
         xdp_outside = %i.xdp_mode[1],
         xsk = %i.xsk_mode,
+        checksum_completion = %format!(
+            "{}/{}",
+            completion(&i.checksum_completion[0]),
+            completion(&i.checksum_completion[1])
+        ),
         control = %s.control.display(),
         "xnat running"
     );
@@ -1007,4 +1019,9 @@ fn json_strings(v: &serde_json::Value, k: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A port's checksum completion for the logs: "on (virtual)", "off (ixgbe)".
+fn completion((on, what): &(bool, String)) -> String {
+    format!("{} ({what})", if *on { "on" } else { "off" })
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::dataplane::{PollMode, XdpMode, ZeroCopy};
+use crate::dataplane::{ChecksumCompletion, PollMode, XdpMode, ZeroCopy};
 
 /// xnat: a NAT gateway on AF_XDP.
 #[derive(Debug, Parser)]
@@ -271,6 +271,11 @@ pub struct RunArgs {
     /// AF_XDP zero-copy: auto uses it where the driver supports it (veth does not) [default: auto].
     #[arg(long, value_enum, help_heading = "Dataplane")]
     pub zero_copy: Option<ZeroCopy>,
+    /// Which ports' frames are checked for TCP/UDP checksums a local sender left partial
+    /// (checksum offload), and completed: auto skips ports whose frames come from a wire
+    /// (a NIC whose driver is not paravirtual) [default: auto].
+    #[arg(long, value_enum, help_heading = "Dataplane")]
+    pub checksum_completion: Option<ChecksumCompletion>,
     /// UMEM frames per queue (4 KiB each; a power of two) [default: 8192].
     #[arg(long, help_heading = "Dataplane")]
     pub frames: Option<u32>,
@@ -349,6 +354,7 @@ impl RunArgs {
             cores: Vec::new(),
             xdp_mode: None,
             zero_copy: None,
+            checksum_completion: None,
             frames: None,
             ring_size: None,
             batch: None,

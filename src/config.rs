@@ -284,6 +284,8 @@ pub struct DataplaneFile {
     pub xdp_mode: Option<String>,
     /// `auto`, `on`, `off`.
     pub zero_copy: Option<String>,
+    /// `auto`, `always`.
+    pub checksum_completion: Option<String>,
     /// UMEM frames per queue.
     pub frames: Option<u32>,
     /// Ring size.

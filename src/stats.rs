@@ -449,7 +449,7 @@ impl Snapshot {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "xnat {} mode | up {:.0} s | {} <-> {} | XDP {}/{} | AF_XDP {} | {} worker(s)",
+            "xnat {} mode | up {:.0} s | {} <-> {} | XDP {}/{} | AF_XDP {} | checksum completion {}/{} | {} worker(s)",
             self.mode,
             self.uptime_secs,
             i.inside,
@@ -457,6 +457,8 @@ impl Snapshot {
             i.xdp_mode[0],
             i.xdp_mode[1],
             i.xsk_mode,
+            on_off(i.checksum_completion[0].0),
+            on_off(i.checksum_completion[1].0),
             self.workers.len()
         );
         let _ = writeln!(
@@ -645,5 +647,12 @@ impl Snapshot {
             self.xdp.redirected,
             self.xdp.passed
         )
+    }
+}
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
     }
 }

@@ -106,6 +106,7 @@ fn check_config_accepts_the_sample_and_names_bad_keys() {
             "duplicate",
         ),
         ("[interfaces]\ninside='a'\noutside='b'\n[dataplane]\nxdp_mode='turbo'\n[nat]\nmasquerade=true\n", "dataplane.xdp_mode"),
+        ("[interfaces]\ninside='a'\noutside='b'\n[dataplane]\nchecksum_completion='never'\n[nat]\nmasquerade=true\n", "dataplane.checksum_completion"),
         ("[interfaces]\ninside='a'\n[nat]\nmasquerade=true\n", "outside"),
         ("this is not toml", "config"),
         (

@@ -269,6 +269,13 @@ fn generic_xdp_mode_and_zero_copy_requests_are_honoured() {
         );
         assert_eq!(s["info"]["xsk_mode"], "copy");
         assert!(gw.log().contains("xdp_inside=generic"), "{}", gw.log());
+        // veth ports have no bus device: their frames may carry partial checksums, so
+        // both are checked (`--checksum-completion auto`).
+        assert_eq!(
+            s["info"]["checksum_completion"],
+            serde_json::json!([[true, "virtual"], [true, "virtual"]]),
+            "{s}"
+        );
     }
     // veth has no zero-copy AF_XDP: asking for it must fail clearly and leave nothing behind.
     let (code, err) = run_bad(

@@ -398,6 +398,7 @@ mod tests {
                 xdp_mode: [AttachedMode::Native, AttachedMode::Generic],
                 zero_copy: false,
                 xsk_mode: "copy".into(),
+                checksum_completion: [(true, "virtual".into()), (false, "ixgbe".into())],
             },
             total: counters.clone(),
             workers: vec![WorkerSnapshot {

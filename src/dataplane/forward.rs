@@ -109,7 +109,7 @@ impl Handler for Forwarder {
         // Whatever the NAT could parse may carry a partial checksum; the rest (fragments,
         // other protocols) is forwarded as it is.
         if let Ok(p) = crate::packet::parse(frame) {
-            self.router.complete_checksum(frame, &p);
+            self.router.complete_checksum(frame, &p, ingress);
             self.router.clamp_mss(frame, &p);
         }
         crate::packet::ipv4::decrement_ttl(frame);

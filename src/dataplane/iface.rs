@@ -1,8 +1,10 @@
-//! Facts about network interfaces: index, state, MAC, queue count, IPv4 addresses.
+//! Facts about network interfaces: index, state, MAC, queue count, IPv4 addresses, and
+//! whether their received frames can carry partial checksums.
 
 use std::ffi::CString;
 use std::fs;
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 use super::DataplaneError;
 
@@ -21,6 +23,38 @@ fn sysfs(name: &str, file: &str) -> Result<String, DataplaneError> {
     fs::read_to_string(format!("/sys/class/net/{name}/{file}"))
         .map(|s| s.trim().to_string())
         .map_err(|_| DataplaneError::NoSuchInterface(name.to_string()))
+}
+
+/// Drivers of paravirtual NICs: their host may hand the guest a frame whose TCP/UDP checksum
+/// it has not finished (virtio's `NEEDS_CSUM`, Xen's `csum_blank`), as a local stack does.
+const PARAVIRTUAL_DRIVERS: &[&str] = &["virtio_net", "vif", "xen-netfront", "hv_netvsc", "vmxnet3"];
+
+/// Whether frames received on an interface can carry a partial TCP/UDP checksum (see
+/// `packet::offload`), and why: `(possible, what the interface is)`.
+///
+/// Only a local sender leaves a checksum partial, so frames that crossed a wire cannot:
+/// an interface with a bus device (`/sys/class/net/NAME/device`) whose driver is not a
+/// paravirtual one receives from a wire. Every other interface (veth, tun/tap, bridges,
+/// bonds, VLANs, paravirtual NICs, or a driver that cannot be read) may deliver them.
+/// `sys_net` is `/sys/class/net` (a test's copy otherwise).
+pub fn partial_checksums_in(sys_net: &Path, name: &str) -> (bool, String) {
+    let dev = sys_net.join(name).join("device");
+    if !dev.exists() {
+        return (true, "virtual".into());
+    }
+    let driver = fs::read_link(dev.join("driver"))
+        .ok()
+        .and_then(|l| l.file_name().map(|f| f.to_string_lossy().into_owned()));
+    match driver {
+        Some(d) if PARAVIRTUAL_DRIVERS.contains(&d.as_str()) => (true, d),
+        Some(d) => (false, d),
+        None => (true, "unknown driver".into()),
+    }
+}
+
+/// [`partial_checksums_in`] of the running system.
+pub fn partial_checksums(name: &str) -> (bool, String) {
+    partial_checksums_in(Path::new("/sys/class/net"), name)
 }
 
 /// Whether the interface is administratively up.
@@ -139,6 +173,36 @@ pub fn memlock_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake `/sys/class/net`: a veth (no device), a physical NIC, a virtio NIC and a
+    /// device whose driver link is missing.
+    #[test]
+    fn partial_checksums_are_expected_except_from_a_wire() {
+        let root = std::env::temp_dir().join(format!("xnat-sysnet-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let mk = |name: &str, driver: Option<&str>| {
+            let d = root.join(name);
+            fs::create_dir_all(&d).unwrap();
+            if let Some(drv) = driver {
+                let dev = d.join("device");
+                fs::create_dir_all(&dev).unwrap();
+                let target = root.join("drivers").join(drv);
+                fs::create_dir_all(&target).unwrap();
+                std::os::unix::fs::symlink(&target, dev.join("driver")).unwrap();
+            }
+        };
+        mk("veth0", None);
+        mk("ens1f0", Some("ixgbe"));
+        mk("eth0", Some("virtio_net"));
+        mk("odd0", None);
+        fs::create_dir_all(root.join("odd0").join("device")).unwrap();
+        let got = |n: &str| partial_checksums_in(&root, n);
+        assert_eq!(got("veth0"), (true, "virtual".to_string()));
+        assert_eq!(got("ens1f0"), (false, "ixgbe".to_string()));
+        assert_eq!(got("eth0"), (true, "virtio_net".to_string()));
+        assert_eq!(got("odd0"), (true, "unknown driver".to_string()));
+        fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn mac_parsing() {

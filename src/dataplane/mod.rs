@@ -142,6 +142,20 @@ pub struct DataplaneConfig {
     pub outside_route_all: bool,
     /// How often routes and neighbours are re-read.
     pub neighbour_refresh: Duration,
+    /// Which ports' frames are checked for partial TCP/UDP checksums.
+    pub checksum_completion: ChecksumCompletion,
+}
+
+/// Which ports' received frames are checked for a partial TCP/UDP checksum, to be
+/// completed (see `packet::offload`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ChecksumCompletion {
+    /// Every port but those whose frames come from a wire (a bus device with a driver
+    /// that is not paravirtual): no sender on a wire leaves a checksum partial.
+    #[default]
+    Auto,
+    /// Every port.
+    Always,
 }
 
 /// What a handler factory gets to know about the ports.
@@ -153,6 +167,9 @@ pub struct Ports {
     pub mac: [[u8; 6]; 2],
     /// First IPv4 address of each interface (0: none), the source of ICMP errors.
     pub addr: [u32; 2],
+    /// Whether frames received on each port may carry a partial TCP/UDP checksum, which
+    /// the worker then looks for and completes (see [`ChecksumCompletion`]).
+    pub partial_csum: [bool; 2],
 }
 
 /// Static facts of a running dataplane, for logs and stats.
@@ -172,6 +189,10 @@ pub struct RunInfo {
     pub zero_copy: bool,
     /// "zero-copy" or "copy".
     pub xsk_mode: String,
+    /// Whether each port's frames are checked for partial checksums (inside, outside),
+    /// and what the port is ("virtual", its driver), see [`ChecksumCompletion`].
+    #[serde(default)]
+    pub checksum_completion: [(bool, String); 2],
 }
 
 /// Checks everything that can be checked before touching the kernel.
@@ -264,7 +285,25 @@ pub fn validate(cfg: &DataplaneConfig) -> Result<Ports, DataplaneError> {
             .map(|a| u32::from(*a))
             .unwrap_or(0)
     });
-    Ok(Ports { ifindex, mac, addr })
+    let partial_csum = checksum_completion(cfg).map(|(on, _)| on);
+    Ok(Ports {
+        ifindex,
+        mac,
+        addr,
+        partial_csum,
+    })
+}
+
+/// Per port (inside, outside): whether its frames are checked for partial checksums, and
+/// what the port is.
+pub fn checksum_completion(cfg: &DataplaneConfig) -> [(bool, String); 2] {
+    [&cfg.inside, &cfg.outside].map(|n| {
+        let (possible, what) = iface::partial_checksums(n);
+        (
+            possible || cfg.checksum_completion == ChecksumCompletion::Always,
+            what,
+        )
+    })
 }
 
 /// Raises the soft RLIMIT_MEMLOCK towards the hard limit; returns the resulting soft limit.
@@ -433,6 +472,7 @@ impl Dataplane {
             xdp_mode: [xdp_in, xdp_out],
             zero_copy,
             xsk_mode: if zero_copy { "zero-copy" } else { "copy" }.to_string(),
+            checksum_completion: checksum_completion(cfg),
         };
         Ok(Dataplane {
             workers,

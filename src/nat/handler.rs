@@ -156,6 +156,13 @@ impl NatHandler {
         self
     }
 
+    /// The handler with `on` (inside, outside) as its ports' [`Ports::partial_csum`]: a
+    /// port whose frames come from a wire is `false`.
+    pub fn with_partial_checksums(mut self, on: [bool; 2]) -> Self {
+        self.router.set_partial_csum(on);
+        self
+    }
+
     /// A handler over `engine` with a fixed next-hop table and the clock `clock`, for the
     /// benchmarks and tests that drive a worker without the kernel's tables: 198.19.0.0/16
     /// (remotes, NAT addresses) out of the outside port (interface 2) through the gateway
@@ -179,6 +186,8 @@ impl NatHandler {
             ifindex: [1, 2],
             mac: [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 3]],
             addr: [0xC612_FFFD, 0xC613_FEFD],
+            // veth ports, as in the lab.
+            partial_csum: [true, true],
         };
         NatHandler::new(
             engine,
@@ -409,7 +418,7 @@ impl Handler for NatHandler {
             Err(packet::Drop::Fragment) => return self.later_fragment(frame, ingress),
             Err(d) => return drop(d.index()),
         };
-        self.router.complete_checksum(frame, &p);
+        self.router.complete_checksum(frame, &p, ingress);
         let t = p.tuple();
         // For a multipath route only (see `NextHopView::fib_with`).
         let hash = || flow_hash(&t);

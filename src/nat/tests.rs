@@ -1009,3 +1009,42 @@ fn a_prepared_batch_is_handled_as_frames_one_at_a_time_even_out_of_order() {
     // Not a vacuous comparison: most frames were forwarded, in both directions.
     assert!(actions >= 3 * 60, "{actions} frames forwarded");
 }
+
+#[test]
+fn partial_checksums_are_completed_only_on_ports_that_can_receive_them() {
+    // A UDP datagram from the inside as an offloading local sender hands it on: its checksum
+    // field holds the pseudo-header sum only. On a port that may receive such frames (veth,
+    // the default here) the worker completes it before translating; on a port whose frames
+    // come from a wire it is not looked at (no sender there leaves one partial), and the
+    // translation updates the field as it found it.
+    use crate::dataplane::worker::{Action, Event, Handler, Port};
+    use crate::packet::checksum::{l4_checksum, pseudo_header_sum};
+    let partial = || {
+        let mut f = udp(CLI, 40000, SRV, 53);
+        let p = crate::packet::parse(&f).unwrap();
+        let len = u16::try_from(p.end() - p.l4()).unwrap();
+        let ps = pseudo_header_sum(CLI, SRV, 17, len);
+        f[p.l4() + 6..p.l4() + 8].copy_from_slice(&ps.to_be_bytes());
+        f
+    };
+    // Whether the UDP checksum of `f` verifies: the sum over the pseudo-header and the
+    // segment, checksum field included, is all ones (its complement 0).
+    let complete = |f: &[u8]| {
+        let p = crate::packet::parse(f).unwrap();
+        let t = p.tuple();
+        l4_checksum(t.src, t.dst, 17, &f[p.l4()..p.end()]) == 0
+    };
+    let config = || engine_seeded(&[], 3);
+    for (ports, completed) in [([true, true], true), ([false, true], false)] {
+        let mut h = handler(config()).with_partial_checksums(ports);
+        let mut f = partial();
+        assert!(!complete(&f));
+        h.begin_batch();
+        let a = h.handle(&mut f, Port::Inside);
+        h.end_batch();
+        assert_eq!(a, Action::Transmit(Port::Outside), "ports {ports:?}");
+        assert_eq!(complete(&f), completed, "ports {ports:?}");
+        let n = h.tally().unwrap().events[Event::ChecksumCompleted as usize];
+        assert_eq!(n, u64::from(completed), "ports {ports:?}");
+    }
+}

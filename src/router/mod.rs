@@ -345,6 +345,11 @@ impl Router {
         self.ports
     }
 
+    /// Sets which ports' frames may carry partial checksums (see [`Ports::partial_csum`]).
+    pub fn set_partial_csum(&mut self, on: [bool; 2]) {
+        self.ports.partial_csum = on;
+    }
+
     /// The smaller of the two interfaces' MTUs.
     #[inline]
     pub fn min_mtu(&self) -> u16 {
@@ -357,10 +362,13 @@ impl Router {
         self.mtu[port as usize]
     }
 
-    /// Completes a partial TCP/UDP checksum (see [`packet::offload`]), counted.
+    /// Completes a partial TCP/UDP checksum (see [`packet::offload`]), counted, on a port
+    /// whose frames may carry one ([`Ports::partial_csum`]); frames that came from a wire
+    /// are not looked at.
     #[inline]
-    pub fn complete_checksum(&mut self, frame: &mut [u8], p: &Parsed) {
-        if packet::offload::complete_partial(frame, p) {
+    pub fn complete_checksum(&mut self, frame: &mut [u8], p: &Parsed, ingress: Port) {
+        if self.ports.partial_csum[ingress as usize] && packet::offload::complete_partial(frame, p)
+        {
             self.tally.events[Event::ChecksumCompleted as usize] += 1;
         }
     }
