@@ -15,6 +15,9 @@
 //!   `xnat run` drives it, 64 frames at a time, with a fixed next-hop table: the batch
 //!   pipeline plus the route lookups, the checksum-offload check, the MTU fit, the TTL and
 //!   MAC rewrite), its own engine on the same table; every frame must be forwarded.
+//! - `<case>_worker_nic`: the same on a physical NIC's ports, whose frames are not checked
+//!   for partial checksums (`--checksum-completion auto` on a NIC whose frames come from a
+//!   wire); `_worker` has veth ports, as the lab.
 //! - `<case>_pipelined`: the same packets through the worker's batch pipeline, 64 frames
 //!   at a time as `xnat run` receives them: every frame parsed once and its key hashed,
 //!   both candidate buckets' tag words prefetched, then the line of the way whose tag
@@ -129,6 +132,8 @@ fn established(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
     let mut e = sh.engine(0x1234_5678);
     let nat = establish(&mut e, live);
     let mut h = worker(sh.engine(0x8765_4321));
+    // The same on a physical NIC's ports, whose frames are not checked for partial checksums.
+    let mut h_nic = worker(sh.engine(0x8765_4322)).with_partial_checksums([false; 2]);
     let st = e.table().stats();
     assert_eq!(e.table().len() as u64 + st.evict, 2 * live, "{st:?}");
     let ppfs = workload::ppfs(1);
@@ -193,29 +198,31 @@ fn established(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
         } else {
             (Port::Outside, Port::Inside)
         };
-        let mut pos3 = 0usize;
         let mut rx = vec![[0u8; FRAME]; RX_BATCH];
         let lens = vec![60usize; RX_BATCH];
-        g.bench_function(format!("{name}_worker"), |b| {
-            b.iter(|| {
-                let now = clock.tick(BATCH as u64);
-                e.now = now;
-                let start = (pos3 % batches) * BATCH * FRAME;
-                pos3 += 1;
-                let mut sent = 0;
-                for chunk in frames[start..start + BATCH * FRAME].chunks(RX_BATCH * FRAME) {
-                    let n = chunk.len() / FRAME;
-                    for (f, src) in rx.iter_mut().zip(chunk.chunks(FRAME)) {
-                        f.copy_from_slice(src);
+        for (suffix, h) in [("worker", &mut h), ("worker_nic", &mut h_nic)] {
+            let mut pos3 = 0usize;
+            g.bench_function(format!("{name}_{suffix}"), |b| {
+                b.iter(|| {
+                    let now = clock.tick(BATCH as u64);
+                    e.now = now;
+                    let start = (pos3 % batches) * BATCH * FRAME;
+                    pos3 += 1;
+                    let mut sent = 0;
+                    for chunk in frames[start..start + BATCH * FRAME].chunks(RX_BATCH * FRAME) {
+                        let n = chunk.len() / FRAME;
+                        for (f, src) in rx.iter_mut().zip(chunk.chunks(FRAME)) {
+                            f.copy_from_slice(src);
+                        }
+                        let (s, other) =
+                            worker_batch(h, &mut rx[..n], &lens[..n], now, ingress, egress);
+                        assert_eq!(s as usize, n, "every frame forwarded: {other:?}");
+                        sent += s;
                     }
-                    let (s, other) =
-                        worker_batch(&mut h, &mut rx[..n], &lens[..n], now, ingress, egress);
-                    assert_eq!(s as usize, n, "every frame forwarded: {other:?}");
-                    sent += s;
-                }
-                sent
-            })
-        });
+                    sent
+                })
+            });
+        }
     }
     eprintln!(
         "engine/{live}: clock at {} s, {:?}",
