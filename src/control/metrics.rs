@@ -100,7 +100,7 @@ pub fn render(s: &Snapshot) -> String {
     let info = gauge_family(
         &mut reg,
         "info",
-        "Gateway mode, XDP and AF_XDP modes (always 1)",
+        "Gateway mode, XDP and AF_XDP modes, checksum completion per port (always 1)",
     );
     let uptime = gauge_family(
         &mut reg,
@@ -260,10 +260,17 @@ pub fn render(s: &Snapshot) -> String {
         .set(lg.queued as i64);
     }
     let xdp_modes = format!("{}/{}", s.info.xdp_mode[0], s.info.xdp_mode[1]);
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    let completion = format!(
+        "{}/{}",
+        on_off(s.info.checksum_completion[0].0),
+        on_off(s.info.checksum_completion[1].0)
+    );
     info.get_or_create(&l(&[
         ("mode", &s.mode),
         ("xdp_mode", &xdp_modes),
         ("xsk_mode", &s.info.xsk_mode),
+        ("checksum_completion", &completion),
     ]))
     .set(1);
     uptime.get_or_create(&Vec::new()).set(s.uptime_secs as i64);
@@ -713,6 +720,16 @@ mod tests {
                 walk(nested, out);
             }
         }
+    }
+
+    #[test]
+    fn the_info_series_names_each_ports_checksum_completion() {
+        let text = render(&populated());
+        let info = text
+            .lines()
+            .find(|l| l.starts_with("xnat_info{"))
+            .expect("an xnat_info series");
+        assert!(info.contains(r#"checksum_completion="on/off""#), "{info}");
     }
 
     #[test]
