@@ -25,9 +25,18 @@ fn sysfs(name: &str, file: &str) -> Result<String, DataplaneError> {
         .map_err(|_| DataplaneError::NoSuchInterface(name.to_string()))
 }
 
-/// Drivers of paravirtual NICs: their host may hand the guest a frame whose TCP/UDP checksum
-/// it has not finished (virtio's `NEEDS_CSUM`, Xen's `csum_blank`), as a local stack does.
-const PARAVIRTUAL_DRIVERS: &[&str] = &["virtio_net", "vif", "xen-netfront", "hv_netvsc", "vmxnet3"];
+/// Drivers of devices with a bus device whose frames need not come from a wire: paravirtual
+/// NICs, whose host may hand the guest a frame with a TCP/UDP checksum it has not finished
+/// (virtio's `NEEDS_CSUM`, Xen's `csum_blank`), as a local stack does; and the kernel's
+/// simulated NIC, whose peer is a local stack.
+const PARAVIRTUAL_DRIVERS: &[&str] = &[
+    "virtio_net",
+    "vif",
+    "xen-netfront",
+    "hv_netvsc",
+    "vmxnet3",
+    "netdevsim",
+];
 
 /// Whether frames received on an interface can carry a partial TCP/UDP checksum (see
 /// `packet::offload`), and why: `(possible, what the interface is)`.
