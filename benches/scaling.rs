@@ -4,12 +4,15 @@
 //! RSS gives each queue its own), through the batch pipeline 64 frames at a time, the
 //! clock advancing one second every `flows × PPFS` packets of a worker.
 //!
-//! Prints packets per second for 1 and 2 workers and their ratio, per table size. The
-//! figures are only meaningful on otherwise idle cores: run it alone.
+//! Prints packets per second for 1 and 2 workers and their ratio, per table size, for each
+//! of several rounds (one worker, then two, in turn), and the median ratio: on a shared
+//! machine one round's ratio moves with the neighbours' load, and the rounds show by how
+//! much. The figures are only meaningful on otherwise idle cores: run it alone.
 //!
-//! Run: `cargo bench --bench scaling` (10 k and 1 M connections, 3 s per measurement);
-//! `XNAT_BENCH_SIZES="10000"`, `XNAT_BENCH_SECS=5`, `XNAT_BENCH_PPFS=16` change that.
-//! Under `cargo test` (no `--bench`): 10 k connections, 0.2 s, as a smoke test.
+//! Run: `cargo bench --bench scaling` (10 k and 1 M connections, 3 rounds, 3 s per
+//! measurement); `XNAT_BENCH_SIZES="10000"`, `XNAT_BENCH_ROUNDS=5`, `XNAT_BENCH_SECS=5`,
+//! `XNAT_BENCH_PPFS=16` change that. Under `cargo test` (no `--bench`): 10 k connections,
+//! one round of 0.2 s, as a smoke test.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -137,10 +140,20 @@ fn main() {
         Err(_) if full => 3.0,
         Err(_) => 0.2,
     };
+    let rounds: usize = match std::env::var("XNAT_BENCH_ROUNDS") {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .expect("XNAT_BENCH_ROUNDS: a number of rounds, at least 1"),
+        Err(_) if full => 3,
+        Err(_) => 1,
+    };
     let ppfs = workload::ppfs(1);
     let ncores = core_affinity::get_core_ids().map_or(0, |c| c.len());
-    println!("| connections | 1 worker, M packets/s | 2 workers, M packets/s | 2 ÷ 1 |");
-    println!("|---:|---:|---:|---:|");
+    println!("| connections | round | 1 worker, M packets/s | 2 workers, M packets/s | 2 ÷ 1 |");
+    println!("|---:|---:|---:|---:|---:|");
+    let mut medians = Vec::new();
     for live in sizes {
         // Sessions plus their endpoint-independent mappings, at under 70 % fill.
         let s = shared(live * 3);
@@ -151,14 +164,29 @@ fn main() {
             e.translate(&mut buf[..60], true).expect("set-up flow");
         }
         let mut now = e.now + 1;
-        let one = run(&s, live, 1, ppfs, secs, &mut now);
-        let two = run(&s, live, 2, ppfs, secs, &mut now);
-        println!(
-            "| {live} | {:.2} | {:.2} | {:.2} |",
-            one / 1e6,
-            two / 1e6,
-            two / one
-        );
+        let mut ratios = Vec::with_capacity(rounds);
+        for round in 1..=rounds {
+            let one = run(&s, live, 1, ppfs, secs, &mut now);
+            let two = run(&s, live, 2, ppfs, secs, &mut now);
+            println!(
+                "| {live} | {round} | {:.2} | {:.2} | {:.2} |",
+                one / 1e6,
+                two / 1e6,
+                two / one
+            );
+            ratios.push(two / one);
+        }
+        ratios.sort_by(f64::total_cmp);
+        medians.push((
+            live,
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1],
+        ));
+    }
+    println!();
+    for (live, median, lo, hi) in medians {
+        println!("{live} connections: 2 workers ÷ 1, median of {rounds} round(s) {median:.2} (range {lo:.2}–{hi:.2})");
     }
     println!(
         "\n({ncores} cores, {secs} s per measurement, outbound uniform, PPFS {ppfs}; `cargo bench --bench scaling`)"
