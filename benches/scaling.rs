@@ -11,8 +11,10 @@
 //!
 //! Run: `cargo bench --bench scaling` (10 k and 1 M connections, 3 rounds, 3 s per
 //! measurement); `XNAT_BENCH_SIZES="10000"`, `XNAT_BENCH_ROUNDS=5`, `XNAT_BENCH_SECS=5`,
-//! `XNAT_BENCH_PPFS=16` change that. Under `cargo test` (no `--bench`): 10 k connections,
-//! one round of 0.2 s, as a smoke test.
+//! `XNAT_BENCH_PPFS=16` change that; `XNAT_BENCH_WORKER=1` makes each worker a whole
+//! handler (`NatHandler`, as in the engine bench's `<case>_worker`) instead of the batch
+//! pipeline alone. Under `cargo test` (no `--bench`): 10 k connections, one round of
+//! 0.2 s, as a smoke test.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,16 +23,39 @@ use xnat::nat::{Engine, Prepared};
 
 #[path = "workload.rs"]
 mod workload;
-use workload::{out_frame, sequence, shared, Clock, Popularity};
+use workload::{out_frame, sequence, shared, worker_batch, Clock, Popularity};
+use xnat::dataplane::worker::Port;
 
 const FRAME: usize = 64;
 /// Frames a worker receives and pipelines at once (`xnat run --batch`, default 64).
 const RX_BATCH: usize = 64;
 
 /// One worker: translates `frames` (its flows' packets, in order, again and again) until
-/// `stop`, 64 at a time through the pipeline; returns the packets translated and where its
-/// clock stopped.
-fn worker(mut e: Engine, frames: &[u8], flows: u64, ppfs: u64, stop: &AtomicBool) -> (u64, u32) {
+/// `stop`, 64 at a time through the pipeline, or with `whole` through a worker's whole
+/// handler (`NatHandler`: also the route lookups, the partial-checksum check, the MTU fit,
+/// TTL and MACs); returns the packets translated and where its clock stopped.
+fn worker(
+    e: Engine,
+    frames: &[u8],
+    flows: u64,
+    ppfs: u64,
+    stop: &AtomicBool,
+    whole: bool,
+) -> (u64, u32) {
+    if whole {
+        return whole_worker(e, frames, flows, ppfs, stop);
+    }
+    pipeline_worker(e, frames, flows, ppfs, stop)
+}
+
+/// [`worker`] through the batch pipeline alone.
+fn pipeline_worker(
+    mut e: Engine,
+    frames: &[u8],
+    flows: u64,
+    ppfs: u64,
+    stop: &AtomicBool,
+) -> (u64, u32) {
     let mut clock = Clock::new(e.now, flows, ppfs);
     let mut work = vec![0u8; RX_BATCH * FRAME];
     let mut prep: Vec<Prepared> = Vec::with_capacity(RX_BATCH);
@@ -73,9 +98,48 @@ fn worker(mut e: Engine, frames: &[u8], flows: u64, ppfs: u64, stop: &AtomicBool
     (done, clock.now)
 }
 
+/// [`worker`] through a worker's whole handler, in from the inside port and out of the
+/// outside one, as `xnat run` drives it.
+fn whole_worker(e: Engine, frames: &[u8], flows: u64, ppfs: u64, stop: &AtomicBool) -> (u64, u32) {
+    let mut clock = Clock::new(e.now, flows, ppfs);
+    let mut h = workload::worker(e);
+    let mut rx = vec![[0u8; FRAME]; RX_BATCH];
+    let lens = vec![60usize; RX_BATCH];
+    let mut done = 0u64;
+    'run: loop {
+        for chunk in frames.chunks(RX_BATCH * FRAME) {
+            if stop.load(Ordering::Relaxed) {
+                break 'run;
+            }
+            let n = chunk.len() / FRAME;
+            let now = clock.tick(n as u64);
+            for (f, src) in rx.iter_mut().zip(chunk.chunks(FRAME)) {
+                f.copy_from_slice(src);
+            }
+            let (sent, other) = worker_batch(
+                &mut h,
+                &mut rx[..n],
+                &lens[..n],
+                now,
+                Port::Inside,
+                Port::Outside,
+            );
+            assert_eq!(sent as usize, n, "every frame forwarded: {other:?}");
+            done += n as u64;
+        }
+    }
+    (done, clock.now)
+}
+
 /// Packets per second of `workers` workers over the flows `0..live` of the table in `s`,
 /// their clocks starting at second `now` (moved on to where the latest stopped).
-fn run(s: &workload::Shared, live: u64, workers: u64, ppfs: u64, secs: f64, now: &mut u32) -> f64 {
+fn run(
+    s: &workload::Shared,
+    live: u64,
+    workers: u64,
+    (ppfs, secs, whole): (u64, f64, bool),
+    now: &mut u32,
+) -> f64 {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     // Each worker's frames: its flows (flow i goes to worker i % workers), uniformly.
     let shares: Vec<Vec<u8>> = (0..workers)
@@ -109,7 +173,7 @@ fn run(s: &workload::Shared, live: u64, workers: u64, ppfs: u64, secs: f64, now:
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
-                    worker(e, frames, live / workers, ppfs, stop)
+                    worker(e, frames, live / workers, ppfs, stop, whole)
                 })
             })
             .collect();
@@ -150,6 +214,8 @@ fn main() {
         Err(_) => 1,
     };
     let ppfs = workload::ppfs(1);
+    // XNAT_BENCH_WORKER=1: each worker is a whole handler, not the pipeline alone.
+    let whole = std::env::var("XNAT_BENCH_WORKER").is_ok_and(|v| v == "1");
     let ncores = core_affinity::get_core_ids().map_or(0, |c| c.len());
     println!("| connections | round | 1 worker, M packets/s | 2 workers, M packets/s | 2 ÷ 1 |");
     println!("|---:|---:|---:|---:|---:|");
@@ -166,8 +232,8 @@ fn main() {
         let mut now = e.now + 1;
         let mut ratios = Vec::with_capacity(rounds);
         for round in 1..=rounds {
-            let one = run(&s, live, 1, ppfs, secs, &mut now);
-            let two = run(&s, live, 2, ppfs, secs, &mut now);
+            let one = run(&s, live, 1, (ppfs, secs, whole), &mut now);
+            let two = run(&s, live, 2, (ppfs, secs, whole), &mut now);
             println!(
                 "| {live} | {round} | {:.2} | {:.2} | {:.2} |",
                 one / 1e6,
@@ -189,6 +255,11 @@ fn main() {
         println!("{live} connections: 2 workers ÷ 1, median of {rounds} round(s) {median:.2} (range {lo:.2}–{hi:.2})");
     }
     println!(
-        "\n({ncores} cores, {secs} s per measurement, outbound uniform, PPFS {ppfs}; `cargo bench --bench scaling`)"
+        "\n({ncores} cores, {secs} s per measurement, outbound uniform, PPFS {ppfs}, {}; `cargo bench --bench scaling`)",
+        if whole {
+            "whole handlers (XNAT_BENCH_WORKER=1)"
+        } else {
+            "the batch pipeline"
+        }
     );
 }

@@ -14,7 +14,6 @@
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 use xnat::config::{nat_config, FileConfig, NatFlags};
@@ -273,12 +272,15 @@ impl Shared {
     }
 }
 
-/// The second a worker's handler reads at each batch ([`NatHandler::with_clock`]): the
-/// benchmark's simulated clock, set by the harness before each batch.
-pub static SIM_NOW: AtomicU32 = AtomicU32::new(100);
+thread_local! {
+    /// The second a worker's handler reads at each batch ([`NatHandler::with_clock`]): the
+    /// benchmark's simulated clock, set by the harness before each batch; one per thread,
+    /// so that workers on several threads keep their own clocks and share no line for it.
+    static SIM_NOW: std::cell::Cell<u32> = const { std::cell::Cell::new(100) };
+}
 
 fn sim_now() -> u32 {
-    SIM_NOW.load(Relaxed)
+    SIM_NOW.with(|c| c.get())
 }
 
 /// A worker's whole handler over `engine`, as `xnat run` builds it, with the lab's fixed
@@ -301,7 +303,7 @@ pub fn worker_batch<F: AsMut<[u8]> + AsRef<[u8]>>(
     ingress: Port,
     egress: Port,
 ) -> (u64, Option<String>) {
-    SIM_NOW.store(now, Relaxed);
+    SIM_NOW.with(|c| c.set(now));
     h.begin_batch();
     for (k, f) in frames.iter().enumerate() {
         h.prepare(k, &f.as_ref()[..lens[k]]);
