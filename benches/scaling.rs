@@ -11,7 +11,11 @@
 //!
 //! Run: `cargo bench --bench scaling` (10 k and 1 M connections, 3 rounds, 3 s per
 //! measurement); `XNAT_BENCH_SIZES="10000"`, `XNAT_BENCH_ROUNDS=5`, `XNAT_BENCH_SECS=5`,
-//! `XNAT_BENCH_PPFS=16` change that; `XNAT_BENCH_WORKER=1` makes each worker a whole
+//! `XNAT_BENCH_PPFS=16` change that. `XNAT_BENCH_KIND=new`: new connections instead (TCP
+//! SYNs of connections nobody made yet, 1 M by default, `XNAT_BENCH_NEW`), one worker then
+//! two making the same connections into a fresh table each, timed from a common start to
+//! the last worker's end: what the workers' new connections contend on (the table's
+//! buckets and counters, the census, the quota's counts). `XNAT_BENCH_WORKER=1` makes each worker a whole
 //! handler (`NatHandler`, as in the engine bench's `<case>_worker`) instead of the batch
 //! pipeline alone. Under `cargo test` (no `--bench`): 10 k connections, one round of
 //! 0.2 s, as a smoke test.
@@ -131,6 +135,93 @@ fn whole_worker(e: Engine, frames: &[u8], flows: u64, ppfs: u64, stop: &AtomicBo
     (done, clock.now)
 }
 
+/// One worker opening new connections: every frame of `frames` (a TCP SYN of a connection
+/// nobody made yet) once, 64 at a time through the batch pipeline, the clock still;
+/// returns when it finished.
+fn new_worker(mut e: Engine, frames: &[u8]) -> Instant {
+    let mut work = vec![0u8; RX_BATCH * FRAME];
+    let mut prep: Vec<Prepared> = Vec::with_capacity(RX_BATCH);
+    let mut ok = 0usize;
+    for chunk in frames.chunks(RX_BATCH * FRAME) {
+        let w = &mut work[..chunk.len()];
+        w.copy_from_slice(chunk);
+        prep.clear();
+        prep.resize(w.len() / FRAME, Prepared::EMPTY);
+        for (f, p) in w.chunks(FRAME).zip(prep.iter_mut()) {
+            e.prepare_into(&f[..60], p);
+        }
+        for p in &mut prep {
+            e.prefetch_data(p);
+        }
+        for p in &prep {
+            e.prefetch_refresh(p);
+        }
+        for (f, p) in w.chunks_mut(FRAME).zip(&prep) {
+            if let Ok(parsed) = &p.parsed {
+                ok += e
+                    .translate_probed(&mut f[..60], parsed, p.probe(), true)
+                    .is_ok() as usize;
+            }
+        }
+        e.flush_counts();
+    }
+    let end = Instant::now();
+    assert_eq!(ok, frames.len() / FRAME, "every new connection is made");
+    end
+}
+
+/// New connections per second of `workers` workers opening `n` of them into the empty
+/// table of `s` (which holds `4n` connections: each makes two pairs, its session and its
+/// endpoint-independent mapping, so it is half full at the end), from a common start to
+/// the last worker's end; then empties the table again (untimed). One worker or two make
+/// the same connections into the same table. A connection goes to the worker a hash of it
+/// picks, as RSS spreads a NIC's flows over its queues: an inside host's connections go to
+/// both workers, whose census and quota counts of it they then share.
+fn run_new(s: &workload::Shared, n: u64, workers: u64) -> f64 {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let rss = |i: u64| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % workers;
+    let shares: Vec<Vec<u8>> = (0..workers)
+        .map(|w| {
+            let mine: Vec<u64> = (0..n).filter(|&i| rss(i) == w).collect();
+            let mut frames = vec![0u8; mine.len() * FRAME];
+            for (chunk, &i) in frames.chunks_mut(FRAME).zip(&mine) {
+                out_frame(chunk, i, true);
+            }
+            frames
+        })
+        .collect();
+    let go = std::sync::Barrier::new(shares.len() + 1);
+    let (start, end) = std::thread::scope(|sc| {
+        let handles: Vec<_> = shares
+            .iter()
+            .enumerate()
+            .map(|(w, frames)| {
+                let e = s.engine(0x1234_5678 + w as u64);
+                let core = cores.get(w % cores.len().max(1)).copied();
+                let go = &go;
+                sc.spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    go.wait();
+                    new_worker(e, frames)
+                })
+            })
+            .collect();
+        go.wait();
+        let start = Instant::now();
+        let end = handles
+            .into_iter()
+            .map(|h| h.join().expect("worker"))
+            .max()
+            .unwrap_or(start);
+        (start, end)
+    });
+    s.table.flush(|_| true);
+    assert_eq!(s.table.len(), 0, "the table is emptied between runs");
+    n as f64 / end.duration_since(start).as_secs_f64()
+}
+
 /// Packets per second of `workers` workers over the flows `0..live` of the table in `s`,
 /// their clocks starting at second `now` (moved on to where the latest stopped).
 fn run(
@@ -217,6 +308,9 @@ fn main() {
     // XNAT_BENCH_WORKER=1: each worker is a whole handler, not the pipeline alone.
     let whole = std::env::var("XNAT_BENCH_WORKER").is_ok_and(|v| v == "1");
     let ncores = core_affinity::get_core_ids().map_or(0, |c| c.len());
+    if std::env::var("XNAT_BENCH_KIND").is_ok_and(|v| v == "new") {
+        return new_connections(full, rounds, ncores);
+    }
     println!("| connections | round | 1 worker, M packets/s | 2 workers, M packets/s | 2 ÷ 1 |");
     println!("|---:|---:|---:|---:|---:|");
     let mut medians = Vec::new();
@@ -261,5 +355,64 @@ fn main() {
         } else {
             "the batch pipeline"
         }
+    );
+}
+
+/// `XNAT_BENCH_KIND=new`: new connections, one worker then two, in rounds, for each number
+/// of new connections in `XNAT_BENCH_NEW` (default 1 000 000; 20 000 under `cargo test`).
+fn new_connections(full: bool, rounds: usize, ncores: usize) {
+    let counts: Vec<u64> = match std::env::var("XNAT_BENCH_NEW") {
+        Ok(v) => v
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse()
+                    .expect("XNAT_BENCH_NEW: numbers of new connections")
+            })
+            .collect(),
+        Err(_) if full => vec![1_000_000],
+        Err(_) => vec![20_000],
+    };
+    println!("| new connections | round | 1 worker, M/s | 2 workers, M/s | 2 ÷ 1 |");
+    println!("|---:|---:|---:|---:|---:|");
+    let mut medians = Vec::new();
+    for n in counts {
+        // One table for every run, its memory touched by an untimed run first: a running
+        // gateway's table was faulted in long ago.
+        let s = shared(4 * n);
+        run_new(&s, n, 1);
+        let mut ratios = Vec::with_capacity(rounds);
+        for round in 1..=rounds {
+            // Odd rounds one worker first, even rounds two first: what a run leaves to the
+            // next one falls on both sides alike.
+            let (one, two) = if round % 2 == 1 {
+                let one = run_new(&s, n, 1);
+                (one, run_new(&s, n, 2))
+            } else {
+                let two = run_new(&s, n, 2);
+                (run_new(&s, n, 1), two)
+            };
+            println!(
+                "| {n} | {round} | {:.2} | {:.2} | {:.2} |",
+                one / 1e6,
+                two / 1e6,
+                two / one
+            );
+            ratios.push(two / one);
+        }
+        ratios.sort_by(f64::total_cmp);
+        medians.push((
+            n,
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1],
+        ));
+    }
+    println!();
+    for (n, median, lo, hi) in medians {
+        println!("{n} new connections: 2 workers ÷ 1, median of {rounds} round(s) {median:.2} (range {lo:.2}–{hi:.2})");
+    }
+    println!(
+        "\n({ncores} cores, TCP SYNs through the batch pipeline into an empty table, half full at the end, the clock still; `XNAT_BENCH_KIND=new cargo bench --bench scaling`)"
     );
 }
