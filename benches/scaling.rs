@@ -5,7 +5,8 @@
 //! clock advancing one second every `flows × PPFS` packets of a worker.
 //!
 //! Prints packets per second for 1 and 2 workers and their ratio, per table size, for each
-//! of several rounds (one worker, then two, in turn), and the median ratio: on a shared
+//! of several rounds (one worker and two in turn, the odd rounds one first, the even
+//! rounds two first), and the median ratio: on a shared
 //! machine one round's ratio moves with the neighbours' load, and the rounds show by how
 //! much. The figures are only meaningful on otherwise idle cores: run it alone.
 //!
@@ -326,8 +327,15 @@ fn main() {
         let mut now = e.now + 1;
         let mut ratios = Vec::with_capacity(rounds);
         for round in 1..=rounds {
-            let one = run(&s, live, 1, (ppfs, secs, whole), &mut now);
-            let two = run(&s, live, 2, (ppfs, secs, whole), &mut now);
+            // Odd rounds one worker first, even rounds two first (see `new_connections`).
+            let cfg = (ppfs, secs, whole);
+            let (one, two) = if round % 2 == 1 {
+                let one = run(&s, live, 1, cfg, &mut now);
+                (one, run(&s, live, 2, cfg, &mut now))
+            } else {
+                let two = run(&s, live, 2, cfg, &mut now);
+                (run(&s, live, 1, cfg, &mut now), two)
+            };
             println!(
                 "| {live} | {round} | {:.2} | {:.2} | {:.2} |",
                 one / 1e6,
