@@ -46,16 +46,16 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use xnat::dataplane::worker::Port;
-use xnat::nat::{Engine, Prepared};
+use xnat::nat::Engine;
 
 #[path = "workload.rs"]
 mod workload;
 use workload::{
-    in_frame, out_frame, sequence, shared, worker, worker_batch, Clock, Popularity, Reaper,
-    Turnover,
+    in_frame, out_frame, sequence, shared, translate_pipelined, worker, worker_batch, Clock,
+    Popularity, Reaper, Turnover, BENCH_FRAME,
 };
 
-const FRAME: usize = 64;
+const FRAME: usize = BENCH_FRAME;
 const BATCH: usize = 4096;
 /// Frames a worker receives and pipelines at once (`xnat run --batch`, default 64).
 const RX_BATCH: usize = 64;
@@ -69,45 +69,6 @@ fn translate_all(e: &mut Engine, frames: &[u8], buf: &mut [u8; FRAME], inside: b
             ok += 1;
         }
     }
-    ok
-}
-
-/// The worker's batch pipeline over `frames`: copies them into `work` (as they arrive in
-/// the UMEM), prepares every one (parsed once, its key hashed, both buckets' tag words
-/// prefetched), prefetches the lines of the matching ways, then what the packets that
-/// refresh their pair will read (`Engine::prefetch_refresh`), then translates each with
-/// what was kept.
-fn translate_pipelined(
-    e: &mut Engine,
-    frames: &[u8],
-    work: &mut [u8],
-    prep: &mut Vec<Prepared>,
-    inside: bool,
-) -> usize {
-    let work = &mut work[..frames.len()];
-    work.copy_from_slice(frames);
-    prep.clear();
-    prep.resize(work.len() / FRAME, Prepared::EMPTY);
-    for (f, p) in work.chunks(FRAME).zip(prep.iter_mut()) {
-        e.prepare_into(&f[..60], p);
-    }
-    for p in prep.iter_mut() {
-        e.prefetch_data(p);
-    }
-    for p in prep.iter() {
-        e.prefetch_refresh(p);
-    }
-    let mut ok = 0;
-    for (f, p) in work.chunks_mut(FRAME).zip(prep.iter()) {
-        if let Ok(parsed) = &p.parsed {
-            if e.translate_probed(&mut f[..60], parsed, p.probe(), inside)
-                .is_ok()
-            {
-                ok += 1;
-            }
-        }
-    }
-    e.flush_counts();
     ok
 }
 

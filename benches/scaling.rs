@@ -28,10 +28,12 @@ use xnat::nat::{Engine, Prepared};
 
 #[path = "workload.rs"]
 mod workload;
-use workload::{out_frame, sequence, shared, worker_batch, Clock, Popularity};
+use workload::{
+    out_frame, sequence, shared, translate_pipelined, worker_batch, Clock, Popularity, BENCH_FRAME,
+};
 use xnat::dataplane::worker::Port;
 
-const FRAME: usize = 64;
+const FRAME: usize = BENCH_FRAME;
 /// Frames a worker receives and pipelines at once (`xnat run --batch`, default 64).
 const RX_BATCH: usize = 64;
 
@@ -72,27 +74,7 @@ fn pipeline_worker(
                 break 'run;
             }
             e.now = clock.tick((chunk.len() / FRAME) as u64);
-            let w = &mut work[..chunk.len()];
-            w.copy_from_slice(chunk);
-            prep.clear();
-            prep.resize(w.len() / FRAME, Prepared::EMPTY);
-            for (f, p) in w.chunks(FRAME).zip(prep.iter_mut()) {
-                e.prepare_into(&f[..60], p);
-            }
-            for p in &mut prep {
-                e.prefetch_data(p);
-            }
-            for p in &prep {
-                e.prefetch_refresh(p);
-            }
-            for (f, p) in w.chunks_mut(FRAME).zip(&prep) {
-                if let Ok(parsed) = &p.parsed {
-                    ok += e
-                        .translate_probed(&mut f[..60], parsed, p.probe(), true)
-                        .is_ok() as u64;
-                }
-            }
-            e.flush_counts();
+            ok += translate_pipelined(&mut e, chunk, &mut work, &mut prep, true) as u64;
             done += (chunk.len() / FRAME) as u64;
         }
     }
@@ -144,27 +126,7 @@ fn new_worker(mut e: Engine, frames: &[u8]) -> Instant {
     let mut prep: Vec<Prepared> = Vec::with_capacity(RX_BATCH);
     let mut ok = 0usize;
     for chunk in frames.chunks(RX_BATCH * FRAME) {
-        let w = &mut work[..chunk.len()];
-        w.copy_from_slice(chunk);
-        prep.clear();
-        prep.resize(w.len() / FRAME, Prepared::EMPTY);
-        for (f, p) in w.chunks(FRAME).zip(prep.iter_mut()) {
-            e.prepare_into(&f[..60], p);
-        }
-        for p in &mut prep {
-            e.prefetch_data(p);
-        }
-        for p in &prep {
-            e.prefetch_refresh(p);
-        }
-        for (f, p) in w.chunks_mut(FRAME).zip(&prep) {
-            if let Ok(parsed) = &p.parsed {
-                ok += e
-                    .translate_probed(&mut f[..60], parsed, p.probe(), true)
-                    .is_ok() as usize;
-            }
-        }
-        e.flush_counts();
+        ok += translate_pipelined(&mut e, chunk, &mut work, &mut prep, true);
     }
     let end = Instant::now();
     assert_eq!(ok, frames.len() / FRAME, "every new connection is made");
@@ -325,37 +287,13 @@ fn main() {
             e.translate(&mut buf[..60], true).expect("set-up flow");
         }
         let mut now = e.now + 1;
-        let mut ratios = Vec::with_capacity(rounds);
-        for round in 1..=rounds {
-            // Odd rounds one worker first, even rounds two first (see `new_connections`).
-            let cfg = (ppfs, secs, whole);
-            let (one, two) = if round % 2 == 1 {
-                let one = run(&s, live, 1, cfg, &mut now);
-                (one, run(&s, live, 2, cfg, &mut now))
-            } else {
-                let two = run(&s, live, 2, cfg, &mut now);
-                (run(&s, live, 1, cfg, &mut now), two)
-            };
-            println!(
-                "| {live} | {round} | {:.2} | {:.2} | {:.2} |",
-                one / 1e6,
-                two / 1e6,
-                two / one
-            );
-            ratios.push(two / one);
-        }
-        ratios.sort_by(f64::total_cmp);
+        let cfg = (ppfs, secs, whole);
         medians.push((
             live,
-            ratios[ratios.len() / 2],
-            ratios[0],
-            ratios[ratios.len() - 1],
+            in_rounds(live, rounds, |w| run(&s, live, w, cfg, &mut now)),
         ));
     }
-    println!();
-    for (live, median, lo, hi) in medians {
-        println!("{live} connections: 2 workers ÷ 1, median of {rounds} round(s) {median:.2} (range {lo:.2}–{hi:.2})");
-    }
+    print_medians(&medians, rounds, "connections");
     println!(
         "\n({ncores} cores, {secs} s per measurement, outbound uniform, PPFS {ppfs}, {}; `cargo bench --bench scaling`)",
         if whole {
@@ -389,38 +327,50 @@ fn new_connections(full: bool, rounds: usize, ncores: usize) {
         // gateway's table was faulted in long ago.
         let s = shared(4 * n);
         run_new(&s, n, 1);
-        let mut ratios = Vec::with_capacity(rounds);
-        for round in 1..=rounds {
-            // Odd rounds one worker first, even rounds two first: what a run leaves to the
-            // next one falls on both sides alike.
-            let (one, two) = if round % 2 == 1 {
-                let one = run_new(&s, n, 1);
-                (one, run_new(&s, n, 2))
-            } else {
-                let two = run_new(&s, n, 2);
-                (run_new(&s, n, 1), two)
-            };
-            println!(
-                "| {n} | {round} | {:.2} | {:.2} | {:.2} |",
-                one / 1e6,
-                two / 1e6,
-                two / one
-            );
-            ratios.push(two / one);
-        }
-        ratios.sort_by(f64::total_cmp);
-        medians.push((
-            n,
-            ratios[ratios.len() / 2],
-            ratios[0],
-            ratios[ratios.len() - 1],
-        ));
+        medians.push((n, in_rounds(n, rounds, |w| run_new(&s, n, w))));
     }
-    println!();
-    for (n, median, lo, hi) in medians {
-        println!("{n} new connections: 2 workers ÷ 1, median of {rounds} round(s) {median:.2} (range {lo:.2}–{hi:.2})");
-    }
+    print_medians(&medians, rounds, "new connections");
     println!(
         "\n({ncores} cores, TCP SYNs through the batch pipeline into an empty table, half full at the end, the clock still; `XNAT_BENCH_KIND=new cargo bench --bench scaling`)"
     );
+}
+
+/// `rounds` rounds of one worker and two (`run(workers)` gives a rate), the odd rounds one
+/// first and the even rounds two first, so that what a run leaves to the next one falls on
+/// both sides alike; prints each round's row under `size`; returns the median ratio of two
+/// to one and its range.
+fn in_rounds(size: u64, rounds: usize, mut run: impl FnMut(u64) -> f64) -> (f64, f64, f64) {
+    let mut ratios = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let (one, two) = if round % 2 == 1 {
+            let one = run(1);
+            (one, run(2))
+        } else {
+            let two = run(2);
+            (run(1), two)
+        };
+        println!(
+            "| {size} | {round} | {:.2} | {:.2} | {:.2} |",
+            one / 1e6,
+            two / 1e6,
+            two / one
+        );
+        ratios.push(two / one);
+    }
+    ratios.sort_by(f64::total_cmp);
+    (
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+    )
+}
+
+/// The median ratio (and range) of each size, `what` naming the sizes.
+fn print_medians(medians: &[(u64, (f64, f64, f64))], rounds: usize, what: &str) {
+    println!();
+    for (size, (median, lo, hi)) in medians {
+        println!(
+            "{size} {what}: 2 workers ÷ 1, median of {rounds} round(s) {median:.2} (range {lo:.2}–{hi:.2})"
+        );
+    }
 }
