@@ -1023,5 +1023,5 @@ fn json_strings(v: &serde_json::Value, k: &str) -> Vec<String> {
 
 /// A port's checksum completion for the logs: "on (virtual)", "off (ixgbe)".
 fn completion((on, what): &(bool, String)) -> String {
-    format!("{} ({what})", if *on { "on" } else { "off" })
+    format!("{} ({what})", crate::stats::on_off(*on))
 }

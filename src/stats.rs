@@ -649,7 +649,9 @@ impl Snapshot {
         )
     }
 }
-fn on_off(on: bool) -> &'static str {
+
+/// "on" or "off", as the stats and the metrics show a port's checksum completion.
+pub(crate) fn on_off(on: bool) -> &'static str {
     if on {
         "on"
     } else {

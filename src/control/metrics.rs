@@ -260,7 +260,7 @@ pub fn render(s: &Snapshot) -> String {
         .set(lg.queued as i64);
     }
     let xdp_modes = format!("{}/{}", s.info.xdp_mode[0], s.info.xdp_mode[1]);
-    let on_off = |on: bool| if on { "on" } else { "off" };
+    let on_off = crate::stats::on_off;
     let completion = format!(
         "{}/{}",
         on_off(s.info.checksum_completion[0].0),
