@@ -5,21 +5,25 @@
 //! clock advancing one second every `flows × PPFS` packets of a worker.
 //!
 //! Prints packets per second for 1 and 2 workers and their ratio, per table size, for each
-//! of several rounds (one worker and two in turn, the odd rounds one first, the even
-//! rounds two first), and the median ratio: on a shared
-//! machine one round's ratio moves with the neighbours' load, and the rounds show by how
-//! much. The figures are only meaningful on otherwise idle cores: run it alone.
+//! of several rounds (one worker and two in turn, the odd rounds one first, the even rounds
+//! two first), and the median ratio: on a shared machine one round's ratio moves with the
+//! neighbours' load, and the rounds show by how much. The figures are only meaningful on
+//! otherwise idle cores: run it alone.
 //!
 //! Run: `cargo bench --bench scaling` (10 k and 1 M connections, 3 rounds, 3 s per
 //! measurement); `XNAT_BENCH_SIZES="10000"`, `XNAT_BENCH_ROUNDS=5`, `XNAT_BENCH_SECS=5`,
-//! `XNAT_BENCH_PPFS=16` change that. `XNAT_BENCH_KIND=new`: new connections instead (TCP
-//! SYNs of connections nobody made yet, 1 M by default, `XNAT_BENCH_NEW`), one worker then
-//! two making the same connections into a fresh table each, timed from a common start to
-//! the last worker's end: what the workers' new connections contend on (the table's
-//! buckets and counters, the census, the quota's counts). `XNAT_BENCH_WORKER=1` makes each worker a whole
+//! `XNAT_BENCH_PPFS=16` change that. `XNAT_BENCH_WORKER=1` makes each worker a whole
 //! handler (`NatHandler`, as in the engine bench's `<case>_worker`) instead of the batch
-//! pipeline alone. Under `cargo test` (no `--bench`): 10 k connections, one round of
-//! 0.2 s, as a smoke test.
+//! pipeline alone.
+//!
+//! `XNAT_BENCH_KIND=new`: new connections instead (TCP SYNs of connections nobody made
+//! yet, 1 M by default, `XNAT_BENCH_NEW`): one worker, and two, make the same connections
+//! into one table (touched once before, emptied after each run), timed from a common start
+//! to the last worker's end; what their new connections contend on: the table's buckets
+//! and counters, the census, the quota's counts.
+//!
+//! Under `cargo test` (no `--bench`): 10 k connections (20 k new ones), one round of 0.2 s,
+//! as a smoke test.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
