@@ -193,8 +193,10 @@ if x:
                     "xdp": x.get("xdp"), "table": x.get("table"), "xsk_mode": x.get("info", {}).get("xsk_mode"),
                     "rx_packets": t.get("rx_packets"), "tx_packets": t.get("tx_packets"),
                     "xsk_rx_ring_full": t.get("xsk_rx_ring_full"), "xsk_rx_dropped": t.get("xsk_rx_dropped")}
-    # Frames lost before xnat's worker saw them (its AF_XDP RX ring was full).
+    # Frames lost before xnat's worker saw them: its AF_XDP RX ring was full, or (copy
+    # mode) the socket had no free frame to copy into (its fill ring empty).
     cell["xnat_rx_ring_full"] = sum(t.get("xsk_rx_ring_full") or [0])
+    cell["xnat_rx_dropped"] = sum(t.get("xsk_rx_dropped") or [0])
 print(json.dumps(cell))
 EOF
 }

@@ -231,6 +231,7 @@ def cmd_report(a):
     base = os.path.join(a.out_dir, "ndr-" + a.stamp)
     cols = ["queues", "size", "flows", "mode", "phase", "rate", "offered_mpps", "rx_mpps",
             "sent", "received", "lost", "loss_pct", "sink_drops", "xnat_rx_ring_full",
+            "xnat_rx_dropped",
             "lat_p50_us", "lat_p90_us", "lat_p99_us"]
     with open(base + ".csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -293,14 +294,18 @@ def cmd_report(a):
             ratio(g("xnat-nat"), g("kernel-nat"), "ndr_mpps"), ratio(g("xnat-nat"), g("kernel-nat"), "pdr_mpps"),
             ratio(g("xnat-forward"), g("kernel-route"), "ndr_mpps"), ratio(g("xnat-forward"), g("kernel-route"), "pdr_mpps")))
     ratios = "\n".join(rl)
-    wl = ["| queues | size | flows | mode | rate Mpps | lost | of which in xnat's RX ring | elsewhere (veth, backlog, sink) |",
-          "|---:|---:|---:|---|---:|---:|---:|---:|"]
+    wl = ["| queues | size | flows | mode | rate Mpps | lost | of which at xnat's socket: RX ring full | no free frame (fill ring empty) | elsewhere (veth, backlog, sink) |",
+          "|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for t in trials:
         if t.get("phase") in ("ndr", "pdr") and t["mode"].startswith("xnat") and t.get("lost", 0) > 0:
             ring = t.get("xnat_rx_ring_full") or 0
-            wl.append("| %d | %d | %s | %s | %.3f | %d | %d | %d |" % (
+            # Older trial files have the counter in the xnat statistics only.
+            nofree = t.get("xnat_rx_dropped")
+            if nofree is None:
+                nofree = sum((t.get("xnat") or {}).get("xsk_rx_dropped") or [0])
+            wl.append("| %d | %d | %s | %s | %.3f | %d | %d | %d | %d |" % (
                 t["queues"], t["size"], fmt_flows(t["flows"]), t["mode"], t["rate"] / 1e6,
-                t["lost"], ring, max(0, t["lost"] - ring)))
+                t["lost"], ring, nofree, max(0, t["lost"] - ring - nofree)))
     where_lost = "\n".join(wl)
     many = sorted((k, r) for k, r in by.items() if k[2] >= 100000)
     many_note = ""
@@ -364,8 +369,10 @@ dropping). {many_note}
 
 ## Where xnat's failing search trials lost frames
 
-The kernel's counter of xnat's AF_XDP sockets (frames the XDP program redirected while the
-RX ring was full, i.e. the worker was not scheduled in time) against the total loss.
+The kernel's counters of xnat's AF_XDP sockets against the total loss: frames the XDP
+program redirected while the RX ring was full, and (copy mode) frames it could not copy for
+want of a free frame, the fill ring empty (`xsk_rx_dropped`); both mean the worker was not
+scheduled in time to take frames in, or to give frames back.
 
 {where_lost}
 
