@@ -46,6 +46,7 @@ impl AddrSet {
         addrs.dedup();
         let (lo, hi) = match (addrs.first(), addrs.last()) {
             (Some(&lo), Some(&hi)) => (lo, hi),
+            // Empty: a range no address falls in, so `contains` needs no other check.
             _ => (1, 0),
         };
         let dense = !addrs.is_empty() && u64::from(hi - lo) + 1 == addrs.len() as u64;
@@ -65,7 +66,8 @@ impl AddrSet {
         self.dense || self.sorted.binary_search(&addr).is_ok()
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.sorted.is_empty()
     }
 }
@@ -77,7 +79,7 @@ pub struct Rules {
     pub(super) snat_addrs: Vec<(u32, u16, u16)>,
     /// The SNAT addresses alone, for [`Rules::is_pool_addr`] (once an epoch per session: a
     /// range check or a binary search, not a walk of a CGN pool of thousands).
-    pool_sorted: AddrSet,
+    pool_addrs: AddrSet,
     pub(super) dnat: HashMap<(u8, u32, u16), DnatRt>,
     /// Port range for SNAT of port-forwarded traffic (on the inside address).
     pub(super) dnat_snat_ports: (u16, u16),
@@ -162,7 +164,7 @@ impl Rules {
                 .chain(dnat.keys().map(|&(_, a, _)| a))
                 .collect(),
         );
-        let pool_sorted = AddrSet::new(snat_addrs.iter().map(|&(a, _, _)| a).collect());
+        let pool_addrs = AddrSet::new(snat_addrs.iter().map(|&(a, _, _)| a).collect());
         let deterministic = match cfg.deterministic {
             None => None,
             Some(p) if cfg.masquerade => {
@@ -182,7 +184,7 @@ impl Rules {
             mapping: cfg.mapping,
             filtering: cfg.filtering,
             snat_addrs,
-            pool_sorted,
+            pool_addrs,
             dnat,
             dnat_snat_ports: DNAT_SNAT_PORTS,
             dnat_snat_addr,
@@ -225,7 +227,7 @@ impl Rules {
     pub fn is_nat_dst(&self, addr: u32) -> bool {
         self.is_hairpin_dst(addr)
             || self.dnat_snat_addr == Some(addr)
-            || (!self.draining.is_empty() && self.draining.contains(addr))
+            || self.draining.contains(addr)
     }
 
     /// The same rules, also treating `addrs` (of removed forwards and pools whose
@@ -250,7 +252,7 @@ impl Rules {
     /// Whether `addr` is a SNAT pool (or masquerade) address.
     #[inline]
     pub fn is_pool_addr(&self, addr: u32) -> bool {
-        self.pool_sorted.contains(addr)
+        self.pool_addrs.contains(addr)
     }
 
     /// Whether `addr` is the inside address port forwards with SNAT translate to.
@@ -379,9 +381,9 @@ mod tests {
 
     #[test]
     fn an_address_set_answers_as_a_search_of_its_addresses() {
-        let pool = 0xC613_FF01_u32; // 198.19.255.1
-                                    // Empty, one address, a full range, a range with a hole, repeats, scattered, the ends
-                                    // of the address space.
+        // 198.19.255.1. Empty, one address, a full range, a range with a hole, repeats,
+        // scattered, the ends of the address space.
+        let pool = 0xC613_FF01_u32;
         agrees(&[]);
         agrees(&[pool]);
         agrees(&(pool..pool + 128).collect::<Vec<_>>());
