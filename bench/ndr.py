@@ -224,6 +224,24 @@ def summarize(trials, pdr_loss, confirm=1):
     return out
 
 
+def where_lost_rows(trials):
+    """The table of where xnat's failing NDR and PDR trials lost frames: at its socket (RX
+    ring full; no free frame to copy into, the fill ring empty) or elsewhere."""
+    wl = ["| queues | size | flows | mode | rate Mpps | lost | of which at xnat's socket: RX ring full | no free frame (fill ring empty) | elsewhere (veth, backlog, sink) |",
+          "|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for t in trials:
+        if t.get("phase") in ("ndr", "pdr") and t["mode"].startswith("xnat") and t.get("lost", 0) > 0:
+            ring = t.get("xnat_rx_ring_full") or 0
+            # Older trial files have the counter in the xnat statistics only.
+            nofree = t.get("xnat_rx_dropped")
+            if nofree is None:
+                nofree = sum((t.get("xnat") or {}).get("xsk_rx_dropped") or [0])
+            wl.append("| %d | %d | %s | %s | %.3f | %d | %d | %d | %d |" % (
+                t["queues"], t["size"], fmt_flows(t["flows"]), t["mode"], t["rate"] / 1e6,
+                t["lost"], ring, nofree, max(0, t["lost"] - ring - nofree)))
+    return wl
+
+
 def cmd_report(a):
     trials = load(a.trials)
     machine = json.loads(a.machine) if a.machine else {}
@@ -294,19 +312,7 @@ def cmd_report(a):
             ratio(g("xnat-nat"), g("kernel-nat"), "ndr_mpps"), ratio(g("xnat-nat"), g("kernel-nat"), "pdr_mpps"),
             ratio(g("xnat-forward"), g("kernel-route"), "ndr_mpps"), ratio(g("xnat-forward"), g("kernel-route"), "pdr_mpps")))
     ratios = "\n".join(rl)
-    wl = ["| queues | size | flows | mode | rate Mpps | lost | of which at xnat's socket: RX ring full | no free frame (fill ring empty) | elsewhere (veth, backlog, sink) |",
-          "|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
-    for t in trials:
-        if t.get("phase") in ("ndr", "pdr") and t["mode"].startswith("xnat") and t.get("lost", 0) > 0:
-            ring = t.get("xnat_rx_ring_full") or 0
-            # Older trial files have the counter in the xnat statistics only.
-            nofree = t.get("xnat_rx_dropped")
-            if nofree is None:
-                nofree = sum((t.get("xnat") or {}).get("xsk_rx_dropped") or [0])
-            wl.append("| %d | %d | %s | %s | %.3f | %d | %d | %d | %d |" % (
-                t["queues"], t["size"], fmt_flows(t["flows"]), t["mode"], t["rate"] / 1e6,
-                t["lost"], ring, nofree, max(0, t["lost"] - ring - nofree)))
-    where_lost = "\n".join(wl)
+    where_lost = "\n".join(where_lost_rows(trials))
     many = sorted((k, r) for k, r in by.items() if k[2] >= 100000)
     many_note = ""
     if many:

@@ -11,7 +11,8 @@
 #      row list): one well-formed SVG per group, with the values on the bars;
 #  (e) bench/ndr.sh: bash -n on the lab scripts, --help, a bad argument refused, and
 #      --dry-run (no root, no lab: the NDR/PDR search and report over bench/ndr.py's
-#      synthetic gateway model), whose NDR and PDR must land where the model puts them.
+#      synthetic gateway model), whose NDR and PDR must land where the model puts them;
+#      bench/ndr.py's confirmation rule and its table of where lost frames were lost.
 # Installs shellcheck if missing (apt-get, root). Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -218,6 +219,31 @@ if bad:
 EOF
 then ok "ndr.py: a rate passes after CONFIRM clean trials, one lossy trial fails it"; else
   bad "ndr.py confirmation trials"
+fi
+
+# Where lost frames are put: xnat's socket counters (RX ring full, and no free frame to copy
+# into, the kernel's xsk_rx_dropped), the rest elsewhere; older trial files keep the second
+# counter in the xnat statistics only.
+if python3 - <<'EOF'
+import sys
+sys.path.insert(0, "bench")
+import ndr
+base = {"phase": "ndr", "queues": 1, "size": 64, "flows": 1000, "mode": "xnat-nat",
+        "rate": 250000, "lost": 100, "xnat_rx_ring_full": 10}
+rows = ndr.where_lost_rows([
+    dict(base, xnat_rx_dropped=85),
+    dict(base, xnat={"xsk_rx_dropped": [80, 5]}),
+    dict(base, xnat_rx_dropped=0),
+    dict(base, mode="kernel-nat", xnat_rx_dropped=0),
+])
+want = ["| 1 | 64 | 1k | xnat-nat | 0.250 | 100 | 10 | 85 | 5 |"] * 2 + \
+       ["| 1 | 64 | 1k | xnat-nat | 0.250 | 100 | 10 | 0 | 90 |"]
+if rows[2:] != want:
+    print(rows[2:])
+    sys.exit(1)
+EOF
+then ok "ndr.py: frames lost at xnat's socket for want of a free frame are xnat's"; else
+  bad "ndr.py where frames were lost"
 fi
 
 if [ "$fails" -gt 0 ]; then
