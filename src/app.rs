@@ -391,11 +391,24 @@ fn start(s: &Settings) -> Started {
                 None => None,
             };
             let (table, resume) = make_table(nat).map_err(|m| (m, EXIT_BAD_INPUT))?;
+            // Every page now, not under the first connections (see `Table::prefault`).
+            let started = std::time::Instant::now();
+            let prefault = match table.prefault() {
+                Ok(()) => format!("{} ms", started.elapsed().as_millis()),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "could not fault the translation table in at start: its pages are faulted in by the connections that first write them (the workers may stall on them)"
+                    );
+                    "failed".into()
+                }
+            };
             let table = Arc::new(table);
             tracing::info!(
                 connections = table.capacity(),
                 bytes_per_connection = table.bytes_per_connection(),
                 mib = table.memory_bytes() >> 20,
+                prefault = %prefault,
                 state_file = %nat.state_file.as_ref().map_or("none (in memory)".into(), |p| p.display().to_string()),
                 "translation table allocated"
             );

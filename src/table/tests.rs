@@ -1564,3 +1564,28 @@ fn an_insert_told_its_key_was_missed_still_reports_the_pair_that_holds_it() {
         Some(org(4).reversed())
     );
 }
+
+/// A fresh table's pages are faulted in by the first writes to them, on the worker that makes
+/// them; `prefault` brings every page of it in up front (the first connections of a fresh
+/// gateway stalled its worker on those faults until frames were dropped).
+#[cfg(not(loom))]
+#[test]
+fn prefault_makes_every_page_of_the_table_resident() {
+    let t = Table::new(cfg(100_000)).unwrap();
+    let pages = t.buckets.pages() + t.tags.pages();
+    let before = t.buckets.resident_pages() + t.tags.resident_pages();
+    assert!(
+        before < pages / 2,
+        "a fresh table is not in memory yet: {before} of {pages} pages resident"
+    );
+    t.prefault().unwrap();
+    let after = t.buckets.resident_pages() + t.tags.resident_pages();
+    assert_eq!(after, pages, "every page resident after prefault");
+    // Still an empty, working table.
+    assert_eq!(t.len(), 0);
+    t.insert_pair(&org(1), &xl(1), ConnState::Udp, 0).unwrap();
+    assert_eq!(
+        t.lookup(&xl(1).reversed(), 0).unwrap().xlate,
+        org(1).reversed()
+    );
+}
