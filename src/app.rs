@@ -421,6 +421,34 @@ fn start(s: &Settings) -> Started {
                     state_file = %p.display(),
                     "state file not taken over, started with an empty table: {reason}"
                 ),
+                (
+                    Some(p),
+                    Resume::Migrated {
+                        reason,
+                        found,
+                        kept,
+                    },
+                ) if kept < found => {
+                    tracing::warn!(
+                        state_file = %p.display(),
+                        found,
+                        kept,
+                        "carried the previous table's live connections into the new one, but not all fitted (the file could not be taken over as it was: {reason})"
+                    )
+                }
+                (
+                    Some(p),
+                    Resume::Migrated {
+                        reason,
+                        found,
+                        kept,
+                    },
+                ) => tracing::info!(
+                    state_file = %p.display(),
+                    found,
+                    kept,
+                    "carried the previous table's live connections into the new one (the file could not be taken over as it was: {reason})"
+                ),
                 _ => {}
             }
             let s2 = steer_map.clone();

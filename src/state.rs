@@ -116,7 +116,7 @@ mod tests {
     }
 
     #[test]
-    fn a_different_table_size_starts_fresh_and_says_why() {
+    fn a_different_table_size_carries_the_connections_over_and_says_why() {
         let d = dir("size");
         let p = d.join("table");
         let st = StateFile::lock(&p).unwrap();
@@ -135,12 +135,18 @@ mod tests {
         assert_eq!(t.len(), 1, "the connection was taken over");
         drop((t, st));
 
-        // Another size: started empty, and the reason names the sizes.
+        // Another size: the connection is carried into a new table, and the reason names
+        // the sizes.
         let st = StateFile::lock(&p).unwrap();
         let (t, resume) = make_table(&config(&p, 4096)).unwrap();
-        assert_eq!(t.len(), 0);
+        assert_eq!(t.len(), 1, "the connection was carried over");
+        assert_eq!(t.lookup(&org, 11).map(|h| h.xlate), Some(xlate));
         match resume {
-            Resume::Reset { reason } => {
+            Resume::Migrated {
+                reason,
+                found: 1,
+                kept: 1,
+            } => {
                 assert!(reason.contains("table size changed"), "{reason}")
             }
             o => panic!("{o:?}"),

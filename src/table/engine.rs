@@ -86,6 +86,13 @@ pub struct Table {
     pub(super) nb: u64,
     pub(super) nslots: u32,
     pub(super) seed: [u64; 3],
+    /// Partial-key cuckoo placement: a key's second bucket is `alt(b1, tag)`,
+    /// `(alt_base[tag] - b1) mod nb`, a function of its first bucket and its tag alone, and
+    /// its own inverse, so a half's other bucket is known from the bucket it is in and its
+    /// tag (see [`Table::alt`]): a cuckoo step picks a half to move from the tag word, without
+    /// reading any key. Each entry is odd and the bucket count even, so a key's two buckets
+    /// always differ.
+    pub(super) alt_base: [u32; 256],
     /// Timeout of each state code, seconds (changed live by [`Table::set_timeouts`]).
     pub(super) tmo: [std::sync::atomic::AtomicU32; 16],
     pub(super) timeouts: std::sync::Mutex<Timeouts>,
@@ -160,7 +167,9 @@ impl Table {
     ) -> Result<(Table, Resume), TableError> {
         let nb = Self::buckets_for(&cfg)?;
         let fresh_seed = cfg.seed.unwrap_or_else(random_seed);
-        let (buckets, resume, seed_word) =
+        // Read before `open_state` resets the file (see `Region::previous`).
+        let previous = Region::<Bucket>::previous(path, nb, WAYS as u64);
+        let (buckets, mut resume, seed_word) =
             Region::<Bucket>::open_state(path, nb, WAYS as u64, fresh_seed).map_err(|reason| {
                 TableError::StateFile {
                     path: path.display().to_string(),
@@ -197,6 +206,13 @@ impl Table {
             }
             tally.add_halves(live as i64);
             t.ctr.flush(&tally);
+        } else if let (Some(old), Resume::Reset { reason }) = (previous, &resume) {
+            let (found, kept) = t.carry_over(&old);
+            resume = Resume::Migrated {
+                reason: reason.clone(),
+                found,
+                kept,
+            };
         }
         Ok((t, resume))
     }
@@ -210,7 +226,9 @@ impl Table {
                 connections: cfg.connections,
             });
         }
-        Ok((cfg.connections * 2).div_ceil(WAYS).max(2))
+        // An even count: see `Table::alt_base`.
+        let nb = (cfg.connections * 2).div_ceil(WAYS).max(2);
+        Ok(nb + (nb & 1))
     }
 
     pub(super) fn assemble(
@@ -232,6 +250,12 @@ impl Table {
             tags,
             nb: nb as u64,
             nslots: (nb * WAYS) as u32,
+            alt_base: {
+                let mut x = seed[2] ^ 0xA076_1D64_78BD_642F;
+                std::array::from_fn(|_| {
+                    ((((splitmix(&mut x) & LOW32) * nb as u64) >> 32) as u32) | 1
+                })
+            },
             seed,
             tmo,
             timeouts: std::sync::Mutex::new(t),
@@ -250,15 +274,25 @@ impl Table {
         let h = fold_mul(k0 ^ self.seed[0], k1 ^ self.seed[1]);
         let g = fold_mul(h ^ self.seed[2], 0x9E37_79B9_7F4A_7C15);
         let fp = ((g >> 32) as u32) | 1;
-        let b1 = ((g & LOW32) * self.nb) >> 32;
-        let mut b2 = ((h & LOW32) * self.nb) >> 32;
-        if b2 == b1 {
-            b2 = if b1 + 1 == self.nb { 0 } else { b1 + 1 };
-        }
+        let b1 = (((g & LOW32) * self.nb) >> 32) as u32;
         Loc {
-            b1: b1 as u32,
-            b2: b2 as u32,
+            b1,
+            b2: self.alt(b1, tag_of(fp)),
             fp,
+        }
+    }
+
+    /// The other candidate bucket of a half with tag `tag` in bucket `b` (either of its
+    /// two): `(alt_base[tag] - b) mod nb`, so `alt(alt(b, t), t) == b`, and never `b` itself
+    /// (an odd base, an even bucket count).
+    #[inline(always)]
+    pub(super) fn alt(&self, b: u32, tag: u8) -> u32 {
+        let nb = self.nb as u32;
+        let s = self.alt_base[tag as usize] + (nb - b);
+        if s >= nb {
+            s - nb
+        } else {
+            s
         }
     }
 

@@ -5,7 +5,6 @@ use super::engine::*;
 use super::layout::*;
 use super::seqlock::backoff;
 use super::stats::{Ctr, Tally};
-use super::sync::fence;
 use super::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 /// The order in which a bucket's free ways are taken: first the four that sit within one
@@ -318,6 +317,11 @@ impl Table {
     /// (a free way there, or with [`Room::FreeOrExpendable`] an expendable victim's) and
     /// returns its old slot, claimed for `loc.fp`.
     ///
+    /// The candidates come from the two tag words alone: a half's alternate bucket is a
+    /// function of its bucket and its tag ([`Table::alt`]), so no key is read and no way
+    /// of a half that cannot move: only the alternate's tag word, then the control word
+    /// of the half chosen (checked against its tag).
+    ///
     /// The half is claimed (BUSY, same fingerprint) for the whole move, so no reader or writer
     /// ever sees two LIVE copies of its key: lookups of it wait on BUSY and then find the new
     /// copy; its partner's hint goes stale and is repaired by content on the next visit.
@@ -329,27 +333,30 @@ impl Table {
         t: &mut Tally,
     ) -> Option<(u32, u64)> {
         for b in [loc.b1, loc.b2] {
-            let Some(bk) = self.buckets.get(b as usize) else {
+            let Some(word) = self.tags.get(b as usize) else {
                 continue;
             };
-            for (w, way) in bk.ways.iter().enumerate() {
-                let slot = b * WAYS as u32 + w as u32;
-                let c = way.ctrl.load(Acquire);
-                if !c_live(c) {
-                    continue;
-                }
-                // The key alone, validated as the seqlock's readers do (the move's claim
-                // of `c` checks again that nothing changed).
-                let (k0, k1) = (way.data[D_K0].load(Relaxed), way.data[D_K1].load(Relaxed));
-                fence(Acquire);
-                if way.ctrl.load(Relaxed) != c {
-                    continue;
-                }
-                let l2 = self.locate(k0, k1 & KEY1_MASK);
-                let alt = if l2.b1 == b { l2.b2 } else { l2.b1 };
+            let word = word.load(Relaxed);
+            let mut m = occupied(word);
+            while m != 0 {
+                let (w, rest) = next_way(m);
+                m = rest;
+                let tag = (word >> (8 * w)) as u8;
+                let alt = self.alt(b, tag);
                 if alt == loc.b1 || alt == loc.b2 || !self.has_room(alt, now, room) {
                     continue;
                 }
+                let slot = b * WAYS as u32 + w as u32;
+                let c = self.ctrl(slot).load(Acquire);
+                // The tag word may be a moment old: the half there now must carry the tag.
+                if !c_live(c) || tag_of(c_fp(c)) != tag {
+                    continue;
+                }
+                let l2 = Loc {
+                    b1: b,
+                    b2: alt,
+                    fp: c_fp(c),
+                };
                 if let Some(nb) = self.move_half(slot, c, &l2, alt, loc.fp, now, room, t) {
                     return Some((slot, nb));
                 }

@@ -173,6 +173,12 @@ pub(super) const fn tag_matches(word: u64, tag: u8) -> u64 {
     !(((x & LOW_BITS) + LOW_BITS) | x | LOW_BITS) & WAY_BITS
 }
 
+/// The ways of a bucket whose tag in `word` is not 0 (taken), as a [`tag_matches`] mask.
+#[inline(always)]
+pub(super) const fn occupied(word: u64) -> u64 {
+    !tag_matches(word, 0) & WAY_BITS
+}
+
 /// The first way in a [`tag_matches`] mask, and the mask without it.
 #[inline(always)]
 pub(super) const fn next_way(m: u64) -> (usize, u64) {

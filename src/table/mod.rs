@@ -47,8 +47,11 @@
 //! buckets, one *tag word* per bucket (a dense array, 8 B per bucket, 8 buckets per line)
 //! holds a byte per way: the top byte of the way's fingerprint (never 0), or 0 for a free
 //! way. One half = 48 B + 1 B tag, so a connection costs **98 B** (see
-//! [`Table::bytes_per_connection`]). Every key has two candidate buckets (a keyed
-//! folded-multiply hash seeded at start). Inserts go to the less loaded of the two (ties to
+//! [`Table::bytes_per_connection`]). Every key has two candidate buckets: the first from a
+//! keyed folded-multiply hash seeded at start, the second from the first and the key's tag
+//! alone (partial-key cuckoo hashing: `(base[tag] - first) mod buckets`, its own inverse,
+//! so the tag word tells where any half could move without reading its key). Inserts go
+//! to the less loaded of the two (ties to
 //! the first; when both are full, a cuckoo step or an eviction). A scan compares the 8 tags
 //! of a bucket at once (SWAR: one XOR and a zero-byte test on the word) and reads only a way
 //! whose tag matches: its control word, then its data if the 32-bit fingerprint matches too;
@@ -173,7 +176,8 @@
 //!
 //! Before evicting anything but an expired pair, the insert tries one *cuckoo step*: it moves
 //! one half out of the two full buckets into a free way of that half's own alternate bucket
-//! ([`TableStats::relocate`]), which ends no connection; so nothing live is evicted while the
+//! ([`TableStats::relocate`]; the candidates and their alternates come from the tag words,
+//! and only the half moved is read), which ends no connection; so nothing live is evicted while the
 //! table has room (none up to 90 % fill, against 1.2 % of the connections lost without the
 //! step: test `a_table_at_ninety_percent_has_evicted_no_live_connection`). Before evicting a
 //! protected pair (or refusing), a second cuckoo step may also take an expendable victim's
@@ -212,6 +216,8 @@ mod audit;
 mod engine;
 mod evict;
 mod layout;
+#[cfg(not(loom))]
+mod migrate;
 mod observe;
 mod pair;
 mod policy;
@@ -542,6 +548,17 @@ pub enum Resume {
     Reset {
         /// Why, for the log.
         reason: String,
+    },
+    /// A table of this boot of another size or of the previous format: the file was reset
+    /// and the previous table's live connections inserted into the new one (those that did
+    /// not fit were left out, the least worth keeping first, as by eviction).
+    Migrated {
+        /// Why it could not be taken over as it was, for the log.
+        reason: String,
+        /// Live connections the previous table held.
+        found: usize,
+        /// Of those, the ones the new table holds.
+        kept: usize,
     },
 }
 

@@ -88,6 +88,29 @@ fn map(bytes: usize, flags: libc::c_int, fd: libc::c_int) -> Option<NonNull<u8>>
     NonNull::new(p.cast())
 }
 
+/// The state file's format: bumped whenever the bytes of a bucket mean something else at the
+/// same size (2: each way's control word beside its data, no line of control words; 3: a
+/// key's second bucket follows from its first and its tag, see `Table::alt`).
+#[cfg(not(loom))]
+const MAGIC: &[u8; 8] = b"XNATTBL3";
+/// The format before [`MAGIC`]: the same buckets, the keys placed otherwise. Its pairs are
+/// carried over (see [`Region::previous`]).
+#[cfg(not(loom))]
+const PREVIOUS_MAGIC: &[u8; 8] = b"XNATTBL2";
+/// Bytes of the header up to the seed: magic, length, element size, ways, boot id.
+#[cfg(not(loom))]
+const PREFIX: usize = 8 + 8 + 8 + 8 + 36;
+
+/// This boot's id as the header holds it (36 bytes, zero-padded).
+#[cfg(not(loom))]
+fn boot_id() -> [u8; 36] {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let mut b = [0u8; 36];
+    let bl = boot.trim().len().min(36);
+    b[..bl].copy_from_slice(&boot.trim().as_bytes()[..bl]);
+    b
+}
+
 #[cfg(not(loom))]
 impl<T> Region<T> {
     /// Maps `len` zeroed elements. `T` must be valid when all-zero (the caller's contract,
@@ -126,20 +149,13 @@ impl<T> Region<T> {
         ways: u64,
         fresh_seed: u64,
     ) -> Result<(Region<T>, Resume, u64), String> {
-        // The format: bumped whenever the bytes of a bucket mean something else at the same
-        // size (2: each way's control word beside its data, no line of control words).
-        const MAGIC: &[u8; 8] = b"XNATTBL2";
-        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
         let mut header = Vec::with_capacity(128);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&(len as u64).to_le_bytes());
         header.extend_from_slice(&(std::mem::size_of::<T>() as u64).to_le_bytes());
         header.extend_from_slice(&ways.to_le_bytes());
         let layout_end = header.len();
-        let mut b = [0u8; 36];
-        let bl = boot.trim().len().min(36);
-        b[..bl].copy_from_slice(&boot.trim().as_bytes()[..bl]);
-        header.extend_from_slice(&b);
+        header.extend_from_slice(&boot_id());
         let prefix_len = header.len();
         // The previous file's header, as far as it goes (empty: no previous table).
         let mut old = Vec::with_capacity(prefix_len + 8);
@@ -186,6 +202,54 @@ impl<T> Region<T> {
             Err(o) => o,
         };
         Ok((region, outcome, seed))
+    }
+
+    /// The array of the state file at `path` when it cannot be taken over as it is but its
+    /// pairs can be carried over into a new table: written since this boot, with elements
+    /// of this size in buckets of `ways`, but of another length than `len` (the table size
+    /// changed) or in the previous format ([`PREVIOUS_MAGIC`]: the keys placed otherwise).
+    /// Read into an anonymous mapping of its own (the file is reset next). `None` when
+    /// there is no such file: nothing to carry over, or a file [`Region::open_state`] takes
+    /// over or resets, saying why.
+    pub(super) fn previous(path: &Path, len: usize, ways: u64) -> Option<Region<T>> {
+        let mut f = std::fs::File::open(path).ok()?;
+        let mut h = [0u8; PREFIX];
+        f.read_exact(&mut h).ok()?;
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&h[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        let magic = &h[..8];
+        let old_len = usize::try_from(word(8)).ok()?;
+        let current = magic == MAGIC;
+        if !(current || magic == PREVIOUS_MAGIC)
+            || word(16) != std::mem::size_of::<T>() as u64
+            || word(24) != ways
+            || h[32..PREFIX] != boot_id()
+            || (current && old_len == len)
+        {
+            return None;
+        }
+        let bytes = old_len.checked_mul(std::mem::size_of::<T>())?;
+        let file_len = f.metadata().ok()?.len();
+        if file_len != (bytes as u64).checked_add(HEADER as u64)? {
+            return None;
+        }
+        let mut region = Region::<T>::zeroed(old_len)?;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(HEADER as u64)).ok()?;
+        f.read_exact(region.bytes_mut()).ok()?;
+        Some(region)
+    }
+
+    /// The elements' bytes, to fill a region read from a file.
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let bytes = self.len * std::mem::size_of::<T>();
+        // SAFETY: the mapping holds `len` elements from `elems`; `&mut self` excludes every
+        // other reference into it while the slice lives; any bytes are written, and only
+        // element types valid for any bytes of a previous table are read back (the
+        // constructors' contract).
+        unsafe { std::slice::from_raw_parts_mut(self.elems.as_ptr().cast::<u8>(), bytes) }
     }
 
     /// If the file exists and its header equals `header`, its contents are kept (the

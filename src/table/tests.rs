@@ -1,6 +1,6 @@
 //! Unit tests and a model-based property test of the table.
 
-use super::layout::{m_make, DW, FLAG_ANCHOR, PARTNER_EPOCH_SHIFT};
+use super::layout::{m_make, pack, tag_of, DW, FLAG_ANCHOR, PARTNER_EPOCH_SHIFT};
 use super::*;
 use proptest::prelude::*;
 
@@ -1048,11 +1048,17 @@ fn a_state_file_carries_live_pairs_to_the_next_table() {
     let a = t.audit();
     assert!(a.is_sound(), "{a:?}");
     drop(t);
-    // A table of another size starts empty.
+    // A table of another size (a restart with another --table-size): the file is reset
+    // and the connection carried into the new table.
     let (t, resume) = Table::with_state_file(TableConfig::new(5000), &path).unwrap();
-    assert!(!resume.resumed(), "{resume:?}");
-    assert_eq!(t.len(), 0);
-    assert!(t.lookup(&org, 12).is_none());
+    assert!(
+        matches!(&resume, Resume::Migrated { reason, found: 1, kept: 1 } if reason.contains("table size changed")),
+        "{resume:?}"
+    );
+    assert_eq!(t.lookup(&org, 12).map(|h| h.xlate), Some(xlate));
+    let hit = t.lookup(&xlate.reversed(), 12).expect("reply half");
+    assert_eq!((hit.xlate, hit.restored), (org.reversed(), false));
+    assert!(t.audit().is_sound());
     drop(t);
     // A file of the previous layout (40-byte data slots beside a control line, magic
     // XNATTBL1) is not read as this one: the table starts empty and says why.
@@ -1588,4 +1594,99 @@ fn prefault_makes_every_page_of_the_table_resident() {
         t.lookup(&xl(1).reversed(), 0).unwrap().xlate,
         org(1).reversed()
     );
+}
+
+/// Partial-key cuckoo placement: a key's two buckets differ and each is the other's
+/// alternate for its tag, whatever the table's size (an odd bucket count is rounded up).
+#[test]
+fn a_keys_buckets_are_each_others_alternates_by_its_tag() {
+    for size in [1usize, 2, 5, 10, 1000, 4099, 100_000] {
+        let t = Table::new(cfg(size)).unwrap();
+        assert_eq!(t.nb % 2, 0, "{size}: {} buckets", t.nb);
+        assert!(t.capacity() >= size);
+        for i in 0..20_000u32 {
+            for key in [org(i), xl(i).reversed()] {
+                let (k0, k1) = pack(&key);
+                let l = t.locate(k0, k1);
+                let tag = tag_of(l.fp);
+                assert!(u64::from(l.b1) < t.nb && u64::from(l.b2) < t.nb);
+                assert_ne!(l.b1, l.b2, "{size}: {key:?}");
+                assert_eq!(t.alt(l.b1, tag), l.b2);
+                assert_eq!(t.alt(l.b2, tag), l.b1);
+            }
+        }
+    }
+}
+
+/// A state file of the previous format (`XNATTBL2`: the same buckets, the keys placed by
+/// another function) written since this boot: every pair is carried into the new table
+/// with its state, flags and idle time, also one whose ORG half a killed process left
+/// BUSY; into a smaller table, as many as fit.
+#[test]
+fn a_state_file_of_the_previous_format_is_carried_over() {
+    let dir = std::env::temp_dir().join(format!("xnat-migrate-{}", std::process::id()));
+    let path = dir.join("table");
+    let as_previous_format = |path: &std::path::Path| {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(b"XNATTBL2").unwrap();
+    };
+    let now = 400;
+    let sessions = |t: &Table| {
+        let mut v: Vec<_> = t
+            .sessions(now)
+            .map(|s| (s.org, s.xlate, s.state, s.idle_secs))
+            .collect();
+        v.sort_by_key(|x| (x.0, x.1));
+        v
+    };
+    let states = [ConnState::TcpEstablished, ConnState::Udp, ConnState::TcpSyn];
+    let before = {
+        let (t, _) = Table::with_state_file(cfg(1000), &path).unwrap();
+        for i in 0..300u32 {
+            t.insert_pair(&org(i), &xl(i), states[i as usize % 3], 300 + i / 10)
+                .unwrap();
+            // Some replies later: the REV half's last-seen second is the pair's.
+            if i % 4 == 0 {
+                assert!(t.lookup(&xl(i).reversed(), 350 + i / 10).is_some());
+            }
+        }
+        let before = sessions(&t);
+        assert_eq!(before.len(), 300);
+        // A process killed in the middle of a claim of an ORG half.
+        assert!(t.force_busy(&org(7)));
+        before
+    };
+    as_previous_format(&path);
+    let (t, resume) = Table::with_state_file(cfg(1000), &path).unwrap();
+    assert!(
+        matches!(&resume, Resume::Migrated { reason, found: 300, kept: 300 } if reason.contains("this version")),
+        "{resume:?}"
+    );
+    assert_eq!(sessions(&t), before, "every pair as it was");
+    let hit = t.lookup(&org(7), now).expect("carried from its REV half");
+    assert_eq!((hit.xlate, hit.restored), (xl(7), false));
+    let a = t.audit();
+    assert!(a.is_sound(), "{a:?}");
+    drop(t);
+
+    // Into a table of a third of the size: as many as it holds.
+    as_previous_format(&path);
+    let (t, resume) = Table::with_state_file(cfg(100), &path).unwrap();
+    match resume {
+        Resume::Migrated { found, kept, .. } => {
+            assert_eq!(found, 300);
+            assert!(
+                kept >= 90 && kept <= t.capacity(),
+                "{kept} of {}",
+                t.capacity()
+            );
+            assert_eq!(kept, t.len());
+        }
+        o => panic!("{o:?}"),
+    }
+    assert!(t.audit().is_sound());
+    drop(t);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,76 @@
+//! Carrying the live connections of a previous table into a new one: a state file of this
+//! boot that cannot be taken over as it is (the table size changed, or the file has the
+//! previous format, whose keys sit in other buckets) still holds every pair whole, key,
+//! translation and meta word. Each is inserted into the new table with its state, flags,
+//! refresh count and last-seen second, so a restart that changes the size or upgrades the
+//! format keeps the gateway's connections.
+
+use super::engine::*;
+use super::layout::*;
+use super::pair::OrgHint;
+use super::stats::Tally;
+use super::sync::Ordering::Relaxed;
+use super::{ConnState, Dir, InsertError};
+
+impl Table {
+    /// Inserts the live pairs of `old` (a previous table's buckets, read from its file)
+    /// into this table, which nobody else uses yet. Returns how many pairs `old` held and
+    /// how many this table holds afterwards. A pair is found from its ORG half (with its
+    /// REV half's later last-seen second if the partner hint finds it), or from a REV half
+    /// whose ORG half is missing, as a lookup would restore it. In a smaller table the
+    /// inserts evict as new connections do (the least worth keeping first).
+    pub(super) fn carry_over(&self, old: &[Bucket]) -> (usize, usize) {
+        let nslots = old.len() * WAYS;
+        let half = |slot: usize| -> Option<Snap> {
+            let way = old.get(slot / WAYS)?.ways.get(slot % WAYS)?;
+            let c = way.ctrl.load(Relaxed);
+            c_live(c).then(|| Snap {
+                ctrl: c,
+                d: std::array::from_fn(|i| way.data[i].load(Relaxed)),
+            })
+        };
+        let mut t = Tally::default();
+        let mut found = 0usize;
+        for slot in 0..nslots {
+            let Some(s) = half(slot) else {
+                continue;
+            };
+            let p = s.partner() as usize;
+            let partner = if p != slot { half(p) } else { None }.filter(|q| {
+                q.dir() == s.dir().flip()
+                    && q.key() == s.xlate().reversed()
+                    && q.xlate() == s.key().reversed()
+            });
+            let (org, xlate, meta) = match (s.dir(), partner) {
+                (Dir::Org, Some(q)) => (s.key(), s.xlate(), merge_meta(s.meta(), q.meta())),
+                (Dir::Org, None) => (s.key(), s.xlate(), s.meta()),
+                // Carried over from its ORG half.
+                (Dir::Rev, Some(_)) => continue,
+                (Dir::Rev, None) => (s.xlate().reversed(), s.key().reversed(), s.meta()),
+            };
+            found += 1;
+            let (o0, o1) = pack(&org);
+            let state = ConnState::from_code(m_state_code(meta));
+            let flags = meta & (FLAG_ASSURED | FLAG_ANCHOR | RCOUNT_MASK);
+            let last = m_last(meta);
+            // Refused (the buckets full of pairs the policy keeps): left out, counted by the
+            // difference below.
+            let r = self.insert_inner(
+                &org,
+                (o0, o1, self.locate(o0, o1)),
+                &xlate,
+                state,
+                last,
+                flags,
+                OrgHint::Unknown,
+                &mut t,
+            );
+            if let Err(InsertError::Exists(_)) = r {
+                // Carried already: an ORG half and a REV half whose hints missed each other.
+                found -= 1;
+            }
+        }
+        self.ctr.flush(&t);
+        (found, self.len())
+    }
+}
