@@ -18,7 +18,9 @@ impl Table {
     /// how many this table holds afterwards. A pair is found from its ORG half (with its
     /// REV half's later last-seen second if the partner hint finds it), or from a REV half
     /// whose ORG half is missing, as a lookup would restore it. In a smaller table the
-    /// inserts evict as new connections do (the least worth keeping first).
+    /// inserts evict as new connections do (the eviction policy over the buckets a pair may
+    /// take), the pairs the policy values least inserted first, so that those are the ones
+    /// left out.
     pub(super) fn carry_over(&self, old: &[Bucket]) -> (usize, usize) {
         let nslots = old.len() * WAYS;
         let half = |slot: usize| -> Option<Snap> {
@@ -29,8 +31,7 @@ impl Table {
                 d: std::array::from_fn(|i| way.data[i].load(Relaxed)),
             })
         };
-        let mut t = Tally::default();
-        let mut found = 0usize;
+        let mut pairs = Vec::new();
         for slot in 0..nslots {
             let Some(s) = half(slot) else {
                 continue;
@@ -41,18 +42,26 @@ impl Table {
                     && q.key() == s.xlate().reversed()
                     && q.xlate() == s.key().reversed()
             });
-            let (org, xlate, meta) = match (s.dir(), partner) {
+            pairs.push(match (s.dir(), partner) {
                 (Dir::Org, Some(q)) => (s.key(), s.xlate(), merge_meta(s.meta(), q.meta())),
                 (Dir::Org, None) => (s.key(), s.xlate(), s.meta()),
                 // Carried over from its ORG half.
                 (Dir::Rev, Some(_)) => continue,
                 (Dir::Rev, None) => (s.xlate().reversed(), s.key().reversed(), s.meta()),
-            };
-            found += 1;
+            });
+        }
+        // The pairs the eviction policy would give up first go in first: where the new
+        // table is too small, a later insert evicts them rather than the pairs it keeps.
+        let now = pairs.iter().map(|p| m_last(p.2)).max().unwrap_or(0);
+        pairs.sort_by_key(|p| {
+            std::cmp::Reverse(self.victim_score(p.2, now).map_or(0, |(score, _)| score))
+        });
+        let mut t = Tally::default();
+        let mut found = pairs.len();
+        for (org, xlate, meta) in pairs {
             let (o0, o1) = pack(&org);
             let state = ConnState::from_code(m_state_code(meta));
             let flags = meta & (FLAG_ASSURED | FLAG_ANCHOR | RCOUNT_MASK);
-            let last = m_last(meta);
             // Refused (the buckets full of pairs the policy keeps): left out, counted by the
             // difference below.
             let r = self.insert_inner(
@@ -60,7 +69,7 @@ impl Table {
                 (o0, o1, self.locate(o0, o1)),
                 &xlate,
                 state,
-                last,
+                m_last(meta),
                 flags,
                 OrgHint::Unknown,
                 &mut t,

@@ -551,7 +551,7 @@ pub enum Resume {
     },
     /// A table of this boot of another size or of the previous format: the file was reset
     /// and the previous table's live connections inserted into the new one (those that did
-    /// not fit were left out, the least worth keeping first, as by eviction).
+    /// not fit were left out, as the eviction policy decided for each insert).
     Migrated {
         /// Why it could not be taken over as it was, for the log.
         reason: String,
