@@ -433,7 +433,13 @@ impl Table {
     /// A free way is told by the tag word alone: a bucket without one costs the cuckoo step
     /// one tag load, not its control line.
     pub(super) fn has_room(&self, b: u32, now: u32, room: Room) -> bool {
-        if self.free_ways(b) != 0 {
+        // Whether any way is free (a zero tag), not which (`free_ways` orders them for a
+        // claim).
+        if self
+            .tags
+            .get(b as usize)
+            .is_some_and(|w| tag_matches(w.load(Relaxed), 0) != 0)
+        {
             return true;
         }
         if room == Room::Free {
