@@ -215,9 +215,10 @@ pub struct RunArgs {
     #[arg(long, help_heading = "NAT")]
     pub evict_established: bool,
     /// Keep the translation table in this file, on a tmpfs: a gateway restarted with the
-    /// same file and table size takes over every live connection; a different size or an
-    /// incompatible file is logged and the table starts empty. One gateway per file (it is
-    /// locked) [default: /run/xnat/table].
+    /// same file and table size takes over every live connection; with another size, or a
+    /// file of the previous format, they are carried into the new table (as many as fit); a
+    /// file from before a reboot or of an unknown format is logged and the table starts
+    /// empty. One gateway per file (it is locked) [default: /run/xnat/table].
     #[arg(long, value_name = "PATH", help_heading = "NAT")]
     pub state_file: Option<PathBuf>,
     /// Keep the translation table in process memory only: a restart starts empty.
