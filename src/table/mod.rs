@@ -177,8 +177,8 @@
 //! Before evicting anything but an expired pair, the insert tries one *cuckoo step*: it moves
 //! one half out of the two full buckets into a free way of that half's own alternate bucket
 //! ([`TableStats::relocate`]; the candidates and their alternates come from the tag words,
-//! and only the half moved is read), which ends no connection; so nothing live is evicted while the
-//! table has room (none up to 90 % fill, against 1.2 % of the connections lost without the
+//! and only the half moved is read), which ends no connection; so nothing live is evicted
+//! while the table has room (none up to 90 % fill, against 1.2 % of the connections lost without the
 //! step: test `a_table_at_ninety_percent_has_evicted_no_live_connection`). Before evicting a
 //! protected pair (or refusing), a second cuckoo step may also take an expendable victim's
 //! way in the alternate bucket. The moved half stays BUSY (same fingerprint) for the whole
