@@ -10,7 +10,7 @@ use super::layout::*;
 use super::pair::OrgHint;
 use super::stats::Tally;
 use super::sync::Ordering::Relaxed;
-use super::{ConnState, Dir, InsertError};
+use super::{ConnState, Dir, InsertError, Tuple};
 
 impl Table {
     /// Inserts the live pairs of `old` (a previous table's buckets, read from its file)
@@ -31,34 +31,41 @@ impl Table {
                 d: std::array::from_fn(|i| way.data[i].load(Relaxed)),
             })
         };
-        let mut pairs = Vec::new();
-        for slot in 0..nslots {
-            let Some(s) = half(slot) else {
-                continue;
-            };
+        // The pair a half carries over: from an ORG half (with its partner's later last-seen
+        // second), or from a REV half whose ORG half is missing; `None` for a free way and
+        // for a REV half whose ORG half carries the pair.
+        let pair_at = |slot: usize| -> Option<(Tuple, Tuple, u64)> {
+            let s = half(slot)?;
             let p = s.partner() as usize;
             let partner = if p != slot { half(p) } else { None }.filter(|q| {
                 q.dir() == s.dir().flip()
                     && q.key() == s.xlate().reversed()
                     && q.xlate() == s.key().reversed()
             });
-            pairs.push(match (s.dir(), partner) {
-                (Dir::Org, Some(q)) => (s.key(), s.xlate(), merge_meta(s.meta(), q.meta())),
-                (Dir::Org, None) => (s.key(), s.xlate(), s.meta()),
-                // Carried over from its ORG half.
-                (Dir::Rev, Some(_)) => continue,
-                (Dir::Rev, None) => (s.xlate().reversed(), s.key().reversed(), s.meta()),
-            });
-        }
+            match (s.dir(), partner) {
+                (Dir::Org, Some(q)) => Some((s.key(), s.xlate(), merge_meta(s.meta(), q.meta()))),
+                (Dir::Org, None) => Some((s.key(), s.xlate(), s.meta())),
+                (Dir::Rev, Some(_)) => None,
+                (Dir::Rev, None) => Some((s.xlate().reversed(), s.key().reversed(), s.meta())),
+            }
+        };
+        // Which slots carry a pair, and its meta word: 16 bytes a pair while they are
+        // ordered, the pairs themselves read again as they go in.
+        let mut pairs: Vec<(u64, u32)> = (0..nslots)
+            .filter_map(|slot| Some((pair_at(slot)?.2, u32::try_from(slot).ok()?)))
+            .collect();
         // The pairs the eviction policy would give up first go in first: where the new
         // table is too small, a later insert evicts them rather than the pairs it keeps.
-        let now = pairs.iter().map(|p| m_last(p.2)).max().unwrap_or(0);
+        let now = pairs.iter().map(|p| m_last(p.0)).max().unwrap_or(0);
         pairs.sort_by_key(|p| {
-            std::cmp::Reverse(self.victim_score(p.2, now).map_or(0, |(score, _)| score))
+            std::cmp::Reverse(self.victim_score(p.0, now).map_or(0, |(score, _)| score))
         });
         let mut t = Tally::default();
         let mut found = pairs.len();
-        for (org, xlate, meta) in pairs {
+        for (_, slot) in pairs {
+            let Some((org, xlate, meta)) = pair_at(slot as usize) else {
+                continue;
+            };
             let (o0, o1) = pack(&org);
             let state = ConnState::from_code(m_state_code(meta));
             let flags = meta & (FLAG_ASSURED | FLAG_ANCHOR | RCOUNT_MASK);
