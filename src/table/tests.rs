@@ -1734,3 +1734,29 @@ fn a_smaller_table_keeps_the_connections_the_policy_values_most() {
     drop(t);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A previous-format file that is not whole (cut short, as by a full disk, or with a header
+/// whose length does not match the file) is not read: the table starts empty and says why.
+#[test]
+fn a_previous_format_file_cut_short_is_reset_not_read() {
+    let dir = std::env::temp_dir().join(format!("xnat-cut-{}", std::process::id()));
+    let path = dir.join("table");
+    {
+        let (t, _) = Table::with_state_file(cfg(1000), &path).unwrap();
+        for i in 0..50 {
+            t.insert_pair(&org(i), &xl(i), ConnState::Udp, 10).unwrap();
+        }
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..8].copy_from_slice(b"XNATTBL2");
+    for cut in [bytes.len() - 1, bytes.len() / 2, 4096 + 10, 60] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let (t, resume) = Table::with_state_file(cfg(1000), &path).unwrap();
+        assert!(
+            matches!(&resume, Resume::Reset { .. }),
+            "cut at {cut}: {resume:?}"
+        );
+        assert_eq!(t.len(), 0, "cut at {cut}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
