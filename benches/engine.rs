@@ -38,6 +38,8 @@
 //!   than the table holds): filled to 90 % with established flows, then `live / 5` new
 //!   connections (untimed) make it full; every timed batch of 256 evicts as many pairs as
 //!   it inserts, and nothing is removed between batches.
+//! - `new_full_pipelined`: the same through the worker's batch pipeline, 64 SYNs at a
+//!   time, on a table of its own in the same state.
 //!
 //! Run: `cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3`
 //! (`XNAT_BENCH_SIZES="10000 1000000"` for some table sizes only)
@@ -309,7 +311,11 @@ fn new90(
     );
 }
 
-fn new_full(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, live: u64) {
+fn new_full(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    live: u64,
+    pipelined: bool,
+) {
     let (mut e, _, _) = at_ninety(live);
     let mut buf = [0u8; FRAME];
     // Filled up by new connections: past this the table has no room (untimed).
@@ -322,12 +328,31 @@ fn new_full(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTi
     let before = e.table().stats();
     let fill = fill_of(&e);
     let mut frames = vec![0u8; NEW_BATCH * FRAME];
+    let mut work = vec![0u8; RX_BATCH * FRAME];
+    let mut prep = Vec::with_capacity(RX_BATCH);
+    let name = if pipelined {
+        "new_full_pipelined"
+    } else {
+        "new_full"
+    };
     g.throughput(Throughput::Elements(NEW_BATCH as u64));
-    g.bench_function("new_full", |b| {
+    g.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;
             for _ in 0..iters {
-                spent += new_batch(&mut e, &mut frames, &mut buf, next);
+                if pipelined {
+                    for (k, chunk) in frames.chunks_mut(FRAME).enumerate() {
+                        out_frame(chunk, next + k as u64, true);
+                    }
+                    let start = Instant::now();
+                    for rx in frames.chunks(RX_BATCH * FRAME) {
+                        let ok = translate_pipelined(&mut e, rx, &mut work, &mut prep, true);
+                        assert!(ok > 0);
+                    }
+                    spent += start.elapsed();
+                } else {
+                    spent += new_batch(&mut e, &mut frames, &mut buf, next);
+                }
                 next += NEW_BATCH as u64;
             }
             spent
@@ -335,7 +360,7 @@ fn new_full(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTi
     });
     let after = e.table().stats();
     eprintln!(
-        "engine/{live}/new_full: fill {:.1} % when timing began (now {:.1} %); while timed: {} inserts, {} evictions, {} expirations, {} refused as full",
+        "engine/{live}/{name}: fill {:.1} % when timing began (now {:.1} %); while timed: {} inserts, {} evictions, {} expirations, {} refused as full",
         100.0 * fill,
         100.0 * fill_of(&e),
         after.insert - before.insert,
@@ -363,7 +388,8 @@ fn bench(c: &mut Criterion) {
         established(&mut g, live);
         new90(&mut g, live, false);
         new90(&mut g, live, true);
-        new_full(&mut g, live);
+        new_full(&mut g, live, false);
+        new_full(&mut g, live, true);
         g.finish();
     }
 }
