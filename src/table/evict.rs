@@ -98,7 +98,9 @@ impl Table {
     }
 
     pub(super) fn pick_victim(&self, loc: &Loc, now: u32, exclude: u32) -> Victim {
-        let mut best: Option<(u64, u32, u64)> = None;
+        // The best so far as plain words: a score is never 0 (its class is at least 1,
+        // see `policy::score`), so 0 stands for none yet.
+        let (mut best, mut best_slot, mut best_ctrl) = (0u64, NO_SLOT, 0u64);
         let mut busy = false;
         for b in [loc.b1, loc.b2] {
             let bk = &self.buckets[b as usize];
@@ -117,20 +119,22 @@ impl Table {
                 }
                 let meta = way.data[D_META].load(Relaxed);
                 if let Some((score, _)) = self.victim_score(meta, now) {
-                    if best.is_none_or(|(bs, ..)| score > bs) {
-                        best = Some((score, slot, c));
+                    if score > best {
+                        (best, best_slot, best_ctrl) = (score, slot, c);
                     }
                 }
             }
         }
-        match best {
-            Some((score, slot, c)) => Victim::Some {
-                slot,
-                ctrl: c,
-                score,
-            },
-            None if busy => Victim::AllBusy,
-            None => Victim::None,
+        if best != 0 {
+            Victim::Some {
+                slot: best_slot,
+                ctrl: best_ctrl,
+                score: best,
+            }
+        } else if busy {
+            Victim::AllBusy
+        } else {
+            Victim::None
         }
     }
 

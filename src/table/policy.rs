@@ -125,6 +125,37 @@ mod tests {
     }
 
     #[test]
+    fn no_score_is_zero() {
+        // `Table::pick_victim` keeps its best score as a plain word, 0 for none yet.
+        let states = [
+            ConnState::TcpSyn,
+            ConnState::TcpEstablished,
+            ConnState::TcpFinOrg,
+            ConnState::TcpFinRev,
+            ConnState::TcpClosing,
+            ConnState::TcpResetOrg,
+            ConnState::TcpResetRev,
+            ConnState::Udp,
+            ConnState::Icmp,
+            ConnState::Other,
+        ];
+        for st in states {
+            for assured in [false, true] {
+                for refreshes in [0, PROTECT_AFTER] {
+                    for idle in [0, 1, TIMEOUT, TIMEOUT + 1, NOW] {
+                        for timeout in [0, 1, TIMEOUT] {
+                            let m = meta(idle, st, assured, refreshes);
+                            if let Some((sc, _)) = score(m, NOW, timeout, true) {
+                                assert_ne!(sc, 0, "{st:?} idle {idle} timeout {timeout}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn protected_pairs_compare_by_the_share_of_their_timeout() {
         // 100 s idle of a 7440 s timeout is safer than 100 s of a 300 s one.
         let m = meta(100, ConnState::TcpEstablished, true, 0);
