@@ -102,6 +102,15 @@ impl Table {
         // see `policy::score`), so 0 stands for none yet.
         let (mut best, mut best_slot, mut best_ctrl) = (0u64, NO_SLOT, 0u64);
         let mut busy = false;
+        // A victim in the first bucket good enough that the second is not scored (six more
+        // lines read): an expired pair, which ends no connection; in a full table, where
+        // every new pair evicts one (a SYN flood), also a pair that never carried a reply.
+        // Assured pairs are compared across both buckets as ever.
+        let enough = if self.ctr.table_full() {
+            UNASSURED_MIN_SCORE
+        } else {
+            EXPIRED_MIN_SCORE
+        };
         for b in [loc.b1, loc.b2] {
             let bk = &self.buckets[b as usize];
             for (w, way) in bk.ways.iter().enumerate() {
@@ -123,6 +132,9 @@ impl Table {
                         (best, best_slot, best_ctrl) = (score, slot, c);
                     }
                 }
+            }
+            if best >= enough {
+                break;
             }
         }
         if best != 0 {

@@ -58,6 +58,13 @@ pub(super) const PARTNER_EPOCH_SHIFT: u32 = 3;
 pub(super) const ANCHOR_SLACK: u32 = 1 << PARTNER_EPOCH_SHIFT;
 /// Eviction scores below this belong to protected pairs (class 1).
 pub(super) const PROTECTED_MAX_SCORE: u64 = 2 << 40;
+/// Eviction scores from this on belong to pairs that never carried a reply or have
+/// expired (classes 4 and 5): in a full table, a victim search that finds one in a key's
+/// first bucket takes it without scoring the second (see `Table::pick_victim`).
+pub(super) const UNASSURED_MIN_SCORE: u64 = 4 << 40;
+/// Eviction scores from this on belong to expired pairs (class 5): a victim search that
+/// finds one in a key's first bucket takes it without scoring the second.
+pub(super) const EXPIRED_MIN_SCORE: u64 = 5 << 40;
 pub(super) const LOW32: u64 = 0xFFFF_FFFF;
 
 /// One way of a bucket: the half's control word followed by its data, 48 B, so that a hit

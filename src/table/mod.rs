@@ -174,6 +174,15 @@
 //! 5. *protected* pairs (TCP established or half-closed, or flows that proved themselves by
 //!    traffic in several seconds), largest `idle / timeout` first.
 //!
+//! The search scores the key's first bucket, then its second (six more lines to read)
+//! unless the first already holds a victim good enough: an expired pair (which ends no
+//! connection); and in a full table, where every new pair evicts one (a SYN flood: this
+//! thread's cuckoo steps fail, see [`TableStats::relocate`]), also a pair never assured.
+//! So assured pairs are always compared across both buckets, and one is evicted only if
+//! neither holds an expendable victim; the sampling changes only which expendable pair goes
+//! (in a full table at 1 M connections, 30.5 -> 20.2 simulated LL misses per new connection;
+//! `bench/results/tablesim.md` measures the effect on unanswered flows).
+//!
 //! Before evicting anything but an expired pair, the insert tries one *cuckoo step*: it moves
 //! one half out of the two full buckets into a free way of that half's own alternate bucket
 //! ([`TableStats::relocate`]; the candidates and their alternates come from the tag words,

@@ -1,6 +1,8 @@
 //! The eviction order, as a pure function of a half's meta word: which pair an insert that
-//! finds no free way evicts among the 16 ways of its key's two buckets (class-based early
-//! drop, an LRU approximation; the classes are described in the module docs of `table`).
+//! finds no free way evicts among the 16 ways of its key's two buckets, or the 8 of its first
+//! bucket when those hold a victim good enough (class-based early drop, an LRU
+//! approximation; the classes and the early stop are described in the module docs of
+//! `table`).
 
 use super::layout::*;
 use super::ConnState;

@@ -196,6 +196,14 @@ impl Counters {
         got
     }
 
+    /// Whether the calling thread's claims skip cuckoo steps now: recent steps failed too
+    /// often, as they do in a full table, where every new pair evicts one (see
+    /// [`Counters::cuckoo_step`]).
+    #[inline]
+    pub(crate) fn table_full(&self) -> bool {
+        self.stripes[my_stripe()].1.load(Ordering::Relaxed) >= STEP_DEBT_LIMIT
+    }
+
     fn sum(&self, c: Ctr) -> u64 {
         self.sum_at(c as usize)
     }

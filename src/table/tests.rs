@@ -1760,3 +1760,122 @@ fn a_previous_format_file_cut_short_is_reset_not_read() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The bucket of the half keyed `k`.
+fn bucket_of(t: &Table, k: &Tuple) -> u32 {
+    let (a, b) = pack(k);
+    match t.find(&t.locate(a, b), a, b) {
+        layout::Find::Found(slot, _) => slot / layout::WAYS as u32,
+        _ => panic!("{k:?} is not in the table"),
+    }
+}
+
+/// The buckets of pair `i`'s two halves.
+fn buckets_of_pair(t: &Table, i: u32) -> [u32; 2] {
+    [bucket_of(t, &org(i)), bucket_of(t, &xl(i).reversed())]
+}
+
+/// Assures the pair of `org(i)` (a reply) and makes it an established connection.
+fn establish(t: &Table, i: u32, now: u32) {
+    let h = t.lookup(&xl(i).reversed(), now).unwrap();
+    assert!(t.set_state_hit(&h, ConnState::TcpEstablished));
+}
+
+/// The bucket of the victim a new pair of `loc` would evict.
+fn victim_bucket(t: &Table, loc: &layout::Loc, now: u32) -> u32 {
+    match t.pick_victim(loc, now, layout::NO_SLOT) {
+        layout::Victim::Some { slot, .. } => slot / layout::WAYS as u32,
+        _ => panic!("no victim"),
+    }
+}
+
+/// 24 never-assured TCP pairs in a table of 8 buckets, seen at `at`.
+fn eight_buckets(at: u32) -> Table {
+    let t = Table::new(cfg(32)).unwrap();
+    assert_eq!(t.capacity(), 32);
+    for i in 0..24 {
+        t.insert_pair(&org(i), &xl(i), ConnState::TcpSyn, at)
+            .unwrap();
+    }
+    t
+}
+
+#[test]
+fn an_expendable_victim_in_the_second_bucket_goes_before_assured_pairs_in_the_first() {
+    let now = 1000;
+    let t = eight_buckets(now);
+    // A new key whose first bucket holds halves of pairs that all get established, and
+    // whose second bucket holds a half of a pair that does not.
+    let (loc, _) = (100..10_000)
+        .find_map(|j| {
+            let (k0, k1) = pack(&org(j));
+            let loc = t.locate(k0, k1);
+            let pairs = (0..24).map(|i| buckets_of_pair(&t, i));
+            let mut lone = pairs.filter(|b| !b.contains(&loc.b1) && b.contains(&loc.b2));
+            lone.next().map(|_| (loc, j))
+        })
+        .unwrap();
+    for i in 0..24 {
+        if buckets_of_pair(&t, i).contains(&loc.b1) {
+            establish(&t, i, now);
+        }
+    }
+    assert_eq!(victim_bucket(&t, &loc, now), loc.b2);
+}
+
+/// A table of 8 buckets whose pairs were seen at `mid` (100 s before `now`), a new key
+/// and two pairs: `u` with a half in the key's first bucket, `e` with a half in its second
+/// bucket and none in the first; every other pair with a half in the first bucket
+/// established at `now`, `e` made an ICMP pair (60 s: expired at `now`, 40 s past).
+fn first_and_second(now: u32) -> (Table, layout::Loc, u32, u32) {
+    let mid = now - 100;
+    let t = eight_buckets(mid);
+    let (loc, u, e) = (100..10_000)
+        .find_map(|j| {
+            let (k0, k1) = pack(&org(j));
+            let loc = t.locate(k0, k1);
+            let u = (0..24).find(|&i| buckets_of_pair(&t, i).contains(&loc.b1))?;
+            let e = (0..24).find(|&i| {
+                let b = buckets_of_pair(&t, i);
+                !b.contains(&loc.b1) && b.contains(&loc.b2)
+            })?;
+            Some((loc, u, e))
+        })
+        .unwrap();
+    let h = t.lookup(&org(e), mid).unwrap();
+    assert!(t.set_state_hit(&h, ConnState::Icmp));
+    for i in (0..24).filter(|&i| i != u && i != e) {
+        if buckets_of_pair(&t, i).contains(&loc.b1) {
+            establish(&t, i, now);
+        }
+    }
+    (t, loc, u, e)
+}
+
+#[test]
+fn an_expired_victim_in_the_first_bucket_is_taken_without_scoring_the_second() {
+    let now = 1000;
+    let (t, loc, u, _) = first_and_second(now);
+    // `u` expires too, but 20 s past its timeout where `e` is 40 s past: a search of both
+    // buckets would take `e`; the first bucket's expired pair ends no connection either.
+    let h = t.lookup(&org(u), now - 80).unwrap();
+    assert!(t.set_state_hit(&h, ConnState::Icmp));
+    assert_eq!(victim_bucket(&t, &loc, now), loc.b1);
+}
+
+#[test]
+fn in_a_full_table_a_never_assured_victim_in_the_first_bucket_is_taken_without_scoring_the_second()
+{
+    let now = 1000;
+    let (t, loc, u, _) = first_and_second(now);
+    // `u` is seen now and never assured.
+    assert!(t.lookup(&org(u), now).is_some());
+    // While the table has room, the expired pair of the second bucket is the victim.
+    assert_eq!(victim_bucket(&t, &loc, now), loc.b2);
+    // In a full table (this thread's cuckoo steps fail), the first bucket's
+    // never-assured pair is, and the second bucket's lines are not read.
+    while !t.ctr.table_full() {
+        assert!(t.ctr.cuckoo_step(|| None::<()>).is_none());
+    }
+    assert_eq!(victim_bucket(&t, &loc, now), loc.b1);
+}
