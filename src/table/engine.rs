@@ -296,10 +296,29 @@ impl Table {
         }
     }
 
+    /// Every way of the table in one slice, slot `s` at index `s`: a bucket is its `WAYS`
+    /// ways and nothing else, so a way is reached by one bounds check and one multiply
+    /// (rather than a bucket's and then a way's offset).
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn ways(&self) -> &[Way] {
+        let b: &[Bucket] = &self.buckets;
+        // SAFETY: `Bucket` is `repr(C)` and holds only `[Way; WAYS]`, with no padding (its
+        // size is `WAYS` ways, asserted at compile time in `layout`), so `b.len()` buckets
+        // are `b.len() * WAYS` initialised, consecutive `Way`s at `b`'s address, which is
+        // aligned for `Way` (a bucket's alignment, 64, is a multiple of a way's); the
+        // slice borrows `self`, as `b` does, and the table only reads or writes its words
+        // through atomics.
+        unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<Way>(), b.len() * WAYS) }
+    }
+
     /// The way `slot` names (panics past the table: slot handles come from the table).
     #[inline(always)]
     pub(super) fn way(&self, slot: u32) -> &Way {
-        &self.buckets[slot as usize / WAYS].ways[slot as usize % WAYS]
+        #[cfg(not(loom))]
+        return &self.ways()[slot as usize];
+        #[cfg(loom)]
+        return &self.buckets[slot as usize / WAYS].ways[slot as usize % WAYS];
     }
 
     /// The way `slot` names, if it is in the table: `None` for [`NO_SLOT`] (an unmatched
@@ -307,9 +326,13 @@ impl Table {
     /// which the way's words are reached without another.
     #[inline(always)]
     pub(super) fn way_at(&self, slot: u32) -> Option<&Way> {
-        self.buckets
+        #[cfg(not(loom))]
+        return self.ways().get(slot as usize);
+        #[cfg(loom)]
+        return self
+            .buckets
             .get(slot as usize / WAYS)
-            .map(|b| &b.ways[slot as usize % WAYS])
+            .map(|b| &b.ways[slot as usize % WAYS]);
     }
 
     #[inline(always)]

@@ -82,8 +82,14 @@ pub(super) struct Bucket {
     pub(super) ways: [Way; WAYS],
 }
 
+// A bucket is its ways and nothing else (`Table::ways` relies on it).
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Way>() == 48 && std::mem::size_of::<Bucket>() == 384);
+const _: () = assert!(
+    std::mem::size_of::<Way>() == 48
+        && std::mem::size_of::<Bucket>() == 384
+        && std::mem::size_of::<Bucket>() == WAYS * std::mem::size_of::<Way>()
+        && std::mem::align_of::<Bucket>().is_multiple_of(std::mem::align_of::<Way>())
+);
 
 #[cfg(all(test, not(loom)))]
 #[test]
