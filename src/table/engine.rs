@@ -434,15 +434,16 @@ impl Table {
     pub fn probe_data(&self, p: &mut Probe) {
         let tag = tag_of(p.loc.fp);
         for b in [p.loc.b1, p.loc.b2] {
-            let (Some(bk), Some(word)) = (self.buckets.get(b as usize), self.tags.get(b as usize))
-            else {
+            let Some(word) = self.tags.get(b as usize) else {
                 return;
             };
             let m = tag_matches(word.load(Relaxed), tag);
             if m != 0 {
-                let w = next_way(m).0;
-                p.hint = b * WAYS as u32 + w as u32;
-                prefetch_way(&bk.ways[w]);
+                let slot = b * WAYS as u32 + next_way(m).0 as u32;
+                if let Some(way) = self.way_at(slot) {
+                    p.hint = slot;
+                    prefetch_way(way);
+                }
                 return;
             }
         }

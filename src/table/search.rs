@@ -91,19 +91,19 @@ impl Table {
         let mut busy = false;
         let tag = tag_of(loc.fp);
         for b in [loc.b1, loc.b2] {
-            let bk = &self.buckets[b as usize];
             // Only the ways whose tag matches: every way holding the key (or claimed for it
             // by an inserter whose claim this scan must see) carries its tag, see
-            // `Table::tags`.
+            // `Table::tags`. A way is addressed only once its tag matched (most scans of a
+            // key that is absent match none).
             let mut m = tag_matches(self.tags[b as usize].load(Acquire), tag);
             while m != 0 {
                 let (w, rest) = next_way(m);
                 m = rest;
-                let c = bk.ways[w].ctrl.load(Acquire);
+                let slot = b * WAYS as u32 + w as u32;
+                let c = self.way(slot).ctrl.load(Acquire);
                 if c_fp(c) != loc.fp {
                     continue;
                 }
-                let slot = b * WAYS as u32 + w as u32;
                 if mine.contains(&slot) {
                     continue;
                 }
