@@ -97,9 +97,12 @@ const MAGIC: &[u8; 8] = b"XNATTBL3";
 /// carried over (see [`Region::previous`]).
 #[cfg(not(loom))]
 const PREVIOUS_MAGIC: &[u8; 8] = b"XNATTBL2";
-/// Bytes of the header up to the seed: magic, length, element size, ways, boot id.
+/// Bytes of the header's layout fields: magic, length, element size, ways.
 #[cfg(not(loom))]
-const PREFIX: usize = 8 + 8 + 8 + 8 + 36;
+const LAYOUT: usize = 8 + 8 + 8 + 8;
+/// Bytes of the header up to the seed: the layout fields and the boot id.
+#[cfg(not(loom))]
+const PREFIX: usize = LAYOUT + 36;
 
 /// This boot's id as the header holds it (36 bytes, zero-padded).
 #[cfg(not(loom))]
@@ -109,6 +112,27 @@ fn boot_id() -> [u8; 36] {
     let bl = boot.trim().len().min(36);
     b[..bl].copy_from_slice(&boot.trim().as_bytes()[..bl]);
     b
+}
+
+/// The header of a state file up to the seed ([`PREFIX`] bytes): `magic`, `len` elements
+/// of `T` in buckets of `ways`, written in this boot.
+#[cfg(not(loom))]
+fn header_prefix<T>(magic: &[u8; 8], len: u64, ways: u64) -> Vec<u8> {
+    let mut h = Vec::with_capacity(PREFIX + 8);
+    h.extend_from_slice(magic);
+    h.extend_from_slice(&len.to_le_bytes());
+    h.extend_from_slice(&(std::mem::size_of::<T>() as u64).to_le_bytes());
+    h.extend_from_slice(&ways.to_le_bytes());
+    h.extend_from_slice(&boot_id());
+    h
+}
+
+/// The little-endian word at byte `at` of a header (`at + 8` within `h`).
+#[cfg(not(loom))]
+fn le_word(h: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&h[at..at + 8]);
+    u64::from_le_bytes(w)
 }
 
 #[cfg(not(loom))]
@@ -149,47 +173,33 @@ impl<T> Region<T> {
         ways: u64,
         fresh_seed: u64,
     ) -> Result<(Region<T>, Resume, u64), String> {
-        let mut header = Vec::with_capacity(128);
-        header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&(len as u64).to_le_bytes());
-        header.extend_from_slice(&(std::mem::size_of::<T>() as u64).to_le_bytes());
-        header.extend_from_slice(&ways.to_le_bytes());
-        let layout_end = header.len();
-        header.extend_from_slice(&boot_id());
-        let prefix_len = header.len();
+        let mut header = header_prefix::<T>(MAGIC, len as u64, ways);
         // The previous file's header, as far as it goes (empty: no previous table).
-        let mut old = Vec::with_capacity(prefix_len + 8);
+        let mut old = Vec::with_capacity(PREFIX + 8);
         if let Ok(f) = std::fs::File::open(path) {
-            let _ = f.take((prefix_len + 8) as u64).read_to_end(&mut old);
+            let _ = f.take((PREFIX + 8) as u64).read_to_end(&mut old);
         }
         let verdict = if old.is_empty() {
             Err(Resume::New)
-        } else if old.len() < prefix_len + 8 || old[..MAGIC.len()] != MAGIC[..] {
+        } else if old.len() < PREFIX + 8 || old[..MAGIC.len()] != MAGIC[..] {
             Err(Resume::Reset {
                 reason: "it does not hold a table of this version of xnat".into(),
             })
-        } else if old[..layout_end] != header[..layout_end] {
-            let word = |i: usize| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&old[i..i + 8]);
-                u64::from_le_bytes(w)
-            };
+        } else if old[..LAYOUT] != header[..LAYOUT] {
             Err(Resume::Reset {
                 reason: format!(
                     "it held a table of another size ({} buckets of {} ways; this table takes {len} of {ways}): the table size changed",
-                    word(8),
-                    word(24)
+                    le_word(&old, 8),
+                    le_word(&old, 24)
                 ),
             })
-        } else if old[layout_end..prefix_len] != header[layout_end..] {
+        } else if old[LAYOUT..PREFIX] != header[LAYOUT..] {
             Err(Resume::Reset {
                 reason: "it was written before the machine rebooted (its connections are gone)"
                     .into(),
             })
         } else {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&old[prefix_len..prefix_len + 8]);
-            Ok(u64::from_le_bytes(w))
+            Ok(le_word(&old, PREFIX))
         };
         let seed = *verdict.as_ref().unwrap_or(&fresh_seed);
         header.extend_from_slice(&seed.to_le_bytes());
@@ -215,20 +225,12 @@ impl<T> Region<T> {
         let mut f = std::fs::File::open(path).ok()?;
         let mut h = [0u8; PREFIX];
         f.read_exact(&mut h).ok()?;
-        let word = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&h[i..i + 8]);
-            u64::from_le_bytes(w)
-        };
-        let magic = &h[..8];
-        let old_len = usize::try_from(word(8)).ok()?;
-        let current = magic == MAGIC;
-        if !(current || magic == PREVIOUS_MAGIC)
-            || word(16) != std::mem::size_of::<T>() as u64
-            || word(24) != ways
-            || h[32..PREFIX] != boot_id()
-            || (current && old_len == len)
-        {
+        let old_len = usize::try_from(le_word(&h, 8)).ok()?;
+        // The header this file would have in this format, or in the previous one.
+        let mut want = header_prefix::<T>(MAGIC, old_len as u64, ways);
+        let current = h[..] == want[..];
+        want[..8].copy_from_slice(PREVIOUS_MAGIC);
+        if !((current && old_len != len) || h[..] == want[..]) {
             return None;
         }
         let bytes = old_len.checked_mul(std::mem::size_of::<T>())?;
