@@ -584,9 +584,13 @@ fn pipeline(
     inside: bool,
 ) -> u64 {
     e.now = now;
-    // Kept from batch to batch, as a worker keeps it: no allocation per batch.
-    prep.clear();
-    prep.resize(count, Prepared::EMPTY);
+    // Kept from batch to batch, as a worker keeps it: no allocation per batch, and an
+    // entry is only ever overwritten by `prepare_into` (a worker's handler grows its
+    // array once, never clears it).
+    if prep.len() < count {
+        prep.resize(count, Prepared::EMPTY);
+    }
+    let prep = &mut prep[..count];
     for ((f, &n), p) in frames[..count].iter().zip(lens).zip(prep.iter_mut()) {
         e.prepare_into(&f[..n], p);
     }

@@ -364,8 +364,13 @@ pub fn translate_pipelined(
 ) -> usize {
     let work = &mut work[..frames.len()];
     work.copy_from_slice(frames);
-    prep.clear();
-    prep.resize(work.len() / BENCH_FRAME, Prepared::EMPTY);
+    // As a worker's handler keeps it: grown once, each entry only ever overwritten by
+    // `prepare_into`.
+    let count = work.len() / BENCH_FRAME;
+    if prep.len() < count {
+        prep.resize(count, Prepared::EMPTY);
+    }
+    let prep = &mut prep[..count];
     for (f, p) in work.chunks(BENCH_FRAME).zip(prep.iter_mut()) {
         e.prepare_into(&f[..60], p);
     }
