@@ -338,10 +338,11 @@ impl Table {
     ) -> Result<Hit, InsertError> {
         let org_missed = hint != OrgHint::Unknown;
         let rev = xlate.reversed();
-        if xlate.proto != org.proto || rev == *org {
+        let (r0, r1) = pack(&rev);
+        // `pack` is one-to-one: the packed words compare as the tuples do.
+        if xlate.proto != org.proto || (r0, r1) == (o0, o1) {
             return Err(InsertError::Invalid);
         }
-        let (r0, r1) = pack(&rev);
         let lr = self.locate(r0, r1);
         let meta = m_make(now, state) | flags;
         for attempt in 0..INSERT_ATTEMPTS {
