@@ -100,11 +100,12 @@ impl Table {
                 let (w, rest) = next_way(m);
                 m = rest;
                 let slot = b * WAYS as u32 + w as u32;
-                let c = self.way(slot).ctrl.load(Acquire);
-                if c_fp(c) != loc.fp {
+                // The caller's own claims carry the tag too: passed over unread.
+                if mine.contains(&slot) {
                     continue;
                 }
-                if mine.contains(&slot) {
+                let c = self.way(slot).ctrl.load(Acquire);
+                if c_fp(c) != loc.fp {
                     continue;
                 }
                 if c_busy(c) {
