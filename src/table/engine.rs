@@ -5,6 +5,7 @@
 //! order; `audit`: the invariant check). See the module docs in `mod.rs` for the protocol
 //! and its correctness argument.
 
+use super::evict::Placement;
 use super::layout::*;
 use super::pair::InsertKind;
 use super::region::Region;
@@ -492,7 +493,10 @@ impl Table {
     /// claim's CAS waits for that line. Only a hint: it changes nothing in the table.
     #[inline]
     pub fn probe_claim(&self, p: &Probe) {
-        if let Some(w) = self.first_claim(&p.loc).and_then(|slot| self.way_at(slot)) {
+        if let Some(w) = self
+            .first_claim(&p.loc, Placement::Hot)
+            .and_then(|slot| self.way_at(slot))
+        {
             prefetch_way(w);
         }
     }

@@ -7,29 +7,71 @@ use super::seqlock::backoff;
 use super::stats::{Ctr, Tally};
 use super::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
-/// The order in which a bucket's free ways are taken: first the four that sit within one
-/// cache line (ways 0, 3, 4, 7: a way is 48 B, its control word then its data), then the
-/// four that straddle two, so that at the table's usual fill most halves are read with one
-/// line.
-#[cfg(not(loom))]
-const CLAIM_ORDER: [usize; WAYS] = [0, 3, 4, 7, 1, 2, 5, 6];
-#[cfg(loom)]
-const CLAIM_ORDER: [usize; WAYS] = [0, 1];
+/// Where a claim puts a half in its bucket (see [`Placement::order`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(super) enum Placement {
+    /// A half that packets look up, a session's: first the four ways that sit within one
+    /// cache line (ways 0, 3, 4, 7: a way is 48 B, its control word then its data), then
+    /// the four that straddle two, so that most hits read one line.
+    Hot = 0,
+    /// A half of an anchor (a mapping or filter entry, [`FLAG_ANCHOR`]), looked up when a
+    /// session is made and when one refreshes its pair (once per refresh epoch), not by
+    /// every packet: first the four ways that straddle two lines, leaving the single-line
+    /// ones to sessions.
+    Cold = 1,
+}
 
-// The order is a permutation of the ways whose first four, and only those, lie within one
-// line (a bucket starts on a line).
+impl Placement {
+    /// The placement of a half whose meta word (or flags) is `meta`.
+    #[inline(always)]
+    pub(super) const fn of(meta: u64) -> Placement {
+        if meta & FLAG_ANCHOR != 0 {
+            Placement::Cold
+        } else {
+            Placement::Hot
+        }
+    }
+
+    /// The order in which a bucket's free ways are taken.
+    #[inline(always)]
+    const fn order(self) -> &'static [usize; WAYS] {
+        &ORDERS[self as usize]
+    }
+
+    /// For every mask of free ways (bit `w` for way `w`), the same ways in this order (bit
+    /// `i` for way `order()[i]`).
+    #[inline(always)]
+    const fn in_order(self) -> &'static [u8; 256] {
+        &IN_ORDERS[self as usize]
+    }
+}
+
+#[cfg(not(loom))]
+const HOT_ORDER: [usize; WAYS] = [0, 3, 4, 7, 1, 2, 5, 6];
+#[cfg(not(loom))]
+const COLD_ORDER: [usize; WAYS] = [1, 2, 5, 6, 0, 3, 4, 7];
+#[cfg(loom)]
+const HOT_ORDER: [usize; WAYS] = [0, 1];
+#[cfg(loom)]
+const COLD_ORDER: [usize; WAYS] = [1, 0];
+
+// Each order is a permutation of the ways; the hot order's first four, and only those, lie
+// within one line (a bucket starts on a line), and the cold order takes the others first.
 #[cfg(not(loom))]
 const _: () = {
     let size = std::mem::size_of::<Way>();
-    let mut seen = 0u32;
+    let (mut hot, mut cold) = (0u32, 0u32);
     let mut i = 0;
     while i < WAYS {
-        let w = CLAIM_ORDER[i];
-        seen |= 1 << w;
-        assert!(((w * size) % 64 + size <= 64) == (i < 4));
+        let (h, c) = (HOT_ORDER[i], COLD_ORDER[i]);
+        hot |= 1 << h;
+        cold |= 1 << c;
+        assert!(((h * size) % 64 + size <= 64) == (i < 4));
+        assert!(((c * size) % 64 + size <= 64) == (i >= 4));
         i += 1;
     }
-    assert!(seen == (1 << WAYS) - 1);
+    assert!(hot == (1 << WAYS) - 1 && cold == (1 << WAYS) - 1);
 };
 
 /// Set bits of every 8-bit mask (free ways of a bucket): without the `popcnt` instruction,
@@ -46,15 +88,15 @@ const FREE_COUNT: [u8; 256] = {
 
 const _: () = assert!(WAYS <= 8);
 
-/// For every mask of free ways (bit `w` for way `w`), the same ways in claim order (bit `i`
-/// for way `CLAIM_ORDER[i]`).
-const IN_CLAIM_ORDER: [u8; 256] = {
+/// For every mask of free ways (bit `w` for way `w`), the same ways in `order` (bit `i`
+/// for way `order[i]`).
+const fn in_order(order: &[usize; WAYS]) -> [u8; 256] {
     let mut t = [0u8; 256];
     let mut m = 0;
     while m < 256 {
         let mut i = 0;
         while i < WAYS {
-            if m & (1 << CLAIM_ORDER[i]) != 0 {
+            if m & (1 << order[i]) != 0 {
                 t[m] |= 1 << i;
             }
             i += 1;
@@ -62,32 +104,36 @@ const IN_CLAIM_ORDER: [u8; 256] = {
         m += 1;
     }
     t
-};
+}
+
+/// The orders, indexed by [`Placement`].
+const ORDERS: [[usize; WAYS]; 2] = [HOT_ORDER, COLD_ORDER];
+const IN_ORDERS: [[u8; 256]; 2] = [in_order(&HOT_ORDER), in_order(&COLD_ORDER)];
 
 impl Table {
     /// The free ways of bucket `b` as its tag word tells them (tag 0, see [`Table::tags`]),
-    /// as a mask in claim order: bit `i` set if way `CLAIM_ORDER[i]` looks free. Only the
-    /// tag word is read: a claim loads the way's control word and checks it by its CAS.
+    /// as a mask in `place`'s order: bit `i` set if way `place.order()[i]` looks free. Only
+    /// the tag word is read: a claim loads the way's control word and checks it by its CAS.
     #[inline(always)]
-    fn free_ways(&self, b: u32) -> u32 {
+    fn free_ways(&self, b: u32, place: Placement) -> u32 {
         // The high bit of each free way's byte, gathered into the low byte (bit `w` from
         // bit `8w + 7`).
         let z = tag_matches(self.tags[b as usize].load(Relaxed), 0) >> 7;
-        IN_CLAIM_ORDER[(z.wrapping_mul(0x0102_0408_1020_4080) >> 56) as usize] as u32
+        place.in_order()[(z.wrapping_mul(0x0102_0408_1020_4080) >> 56) as usize] as u32
     }
 
-    /// The way a claim for `loc` would try first, as the tag words tell it now (see
-    /// [`Table::claim_slot`]): the first free way, in claim order, of the bucket with more
-    /// free ways. `None` if both look full.
+    /// The way a claim for `loc` would try first for a half placed as `place`, as the tag
+    /// words tell it now (see [`Table::claim_slot`]): the first free way, in `place`'s
+    /// order, of the bucket with more free ways. `None` if both look full.
     #[inline]
-    pub(super) fn first_claim(&self, loc: &Loc) -> Option<u32> {
-        let (f1, f2) = (self.free_ways(loc.b1), self.free_ways(loc.b2));
+    pub(super) fn first_claim(&self, loc: &Loc, place: Placement) -> Option<u32> {
+        let (f1, f2) = (self.free_ways(loc.b1, place), self.free_ways(loc.b2, place));
         let (b, free) = if FREE_COUNT[f2 as usize] > FREE_COUNT[f1 as usize] {
             (loc.b2, f2)
         } else {
             (loc.b1, f1)
         };
-        (free != 0).then(|| b * WAYS as u32 + CLAIM_ORDER[free.trailing_zeros() as usize] as u32)
+        (free != 0).then(|| b * WAYS as u32 + place.order()[free.trailing_zeros() as usize] as u32)
     }
 
     /// Eviction score of a half under this table's timeouts and policy (see
@@ -150,10 +196,17 @@ impl Table {
         }
     }
 
-    /// Obtains a BUSY slot carrying `loc.fp` in one of `loc`'s buckets: a free way, or the
-    /// way of an evicted pair. Never touches `exclude`.
+    /// Obtains a BUSY slot carrying `loc.fp` in one of `loc`'s buckets for a half placed as
+    /// `place`: a free way, or the way of an evicted pair. Never touches `exclude`.
     #[inline(always)]
-    pub(super) fn claim_slot(&self, loc: &Loc, now: u32, exclude: u32, t: &mut Tally) -> Claim {
+    pub(super) fn claim_slot(
+        &self,
+        loc: &Loc,
+        place: Placement,
+        now: u32,
+        exclude: u32,
+        t: &mut Tally,
+    ) -> Claim {
         for round in 0..CLAIM_ATTEMPTS {
             if round > 0 {
                 backoff(round);
@@ -163,7 +216,7 @@ impl Table {
             // Each bucket's free ways are read once as a mask (from its tag word), counted,
             // then claimed from in claim order (a word that changed since fails its claim's
             // CAS).
-            let (f1, f2) = (self.free_ways(loc.b1), self.free_ways(loc.b2));
+            let (f1, f2) = (self.free_ways(loc.b1, place), self.free_ways(loc.b2, place));
             let order = if FREE_COUNT[f2 as usize] > FREE_COUNT[f1 as usize] {
                 [(loc.b2, f2), (loc.b1, f1)]
             } else {
@@ -171,7 +224,7 @@ impl Table {
             };
             for (b, mut free) in order {
                 while free != 0 {
-                    let w = CLAIM_ORDER[free.trailing_zeros() as usize];
+                    let w = place.order()[free.trailing_zeros() as usize];
                     free &= free - 1;
                     let slot = b * WAYS as u32 + w as u32;
                     let c = self.ctrl(slot).load(Relaxed);
@@ -269,20 +322,22 @@ impl Table {
         }
     }
 
-    /// Claims a slot in bucket `b` for fingerprint `fp`: a free way (found by the tag word), or (with
-    /// [`Room::FreeOrExpendable`]) the way of an expendable (non-protected) pair, evicted.
-    /// One attempt, no retries.
+    /// Claims a slot in bucket `b` for fingerprint `fp`, a half placed as `place`: a free
+    /// way (found by the tag word), or (with [`Room::FreeOrExpendable`]) the way of an
+    /// expendable (non-protected) pair, evicted. One attempt, no retries.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn claim_in_bucket(
         &self,
         b: u32,
         fp: u32,
+        place: Placement,
         now: u32,
         room: Room,
         t: &mut Tally,
     ) -> Option<(u32, u64)> {
-        let mut free = self.free_ways(b);
+        let mut free = self.free_ways(b, place);
         while free != 0 {
-            let w = CLAIM_ORDER[free.trailing_zeros() as usize];
+            let w = place.order()[free.trailing_zeros() as usize];
             free &= free - 1;
             let slot = b * WAYS as u32 + w as u32;
             let c = self.ctrl(slot).load(Acquire);
@@ -410,7 +465,10 @@ impl Table {
                 return None;
             }
             let sb = c_next(c, c_fp(c));
-            let Some((d, db)) = self.claim_in_bucket(alt, l2.fp, now, room, t) else {
+            // Placed as a session's half whatever it is (its meta word is not read for
+            // this: moves are rare below 90 % fill, where the placement matters most).
+            let Some((d, db)) = self.claim_in_bucket(alt, l2.fp, Placement::Hot, now, room, t)
+            else {
                 self.publish(slot, sb);
                 return None;
             };

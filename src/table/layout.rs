@@ -69,7 +69,8 @@ pub(super) const LOW32: u64 = 0xFFFF_FFFF;
 
 /// One way of a bucket: the half's control word followed by its data, 48 B, so that a hit
 /// reads one line for a way that sits within one (ways 0, 3, 4 and 7 of a bucket, taken
-/// first by claims) and two for the others, never a separate control line.
+/// first by a session's claims, last by an anchor's: see `Placement`) and two for the
+/// others, never a separate control line.
 #[repr(C)]
 pub(super) struct Way {
     pub(super) ctrl: AtomicU64,

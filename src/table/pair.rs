@@ -2,6 +2,7 @@
 //! and removing a pair as a unit.
 
 use super::engine::*;
+use super::evict::Placement;
 use super::layout::*;
 use super::seqlock::backoff;
 use super::stats::{Ctr, Tally};
@@ -203,7 +204,7 @@ impl Table {
             return RestoreOutcome::Other;
         }
         let hb = c_next(s.ctrl, c_fp(s.ctrl));
-        let (p, pb) = match self.claim_slot(&loc, now, slot, t) {
+        let (p, pb) = match self.claim_slot(&loc, Placement::of(s.meta()), now, slot, t) {
             Claim::Got(p, pb) => (p, pb),
             Claim::Full => {
                 t.inc(Ctr::Full);
@@ -345,6 +346,7 @@ impl Table {
         }
         let lr = self.locate(r0, r1);
         let meta = m_make(now, state) | flags;
+        let place = Placement::of(flags);
         for attempt in 0..INSERT_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt);
@@ -398,12 +400,12 @@ impl Table {
                 Find::Busy => continue,
                 Find::Absent => {}
             }
-            let (so, bo) = match self.claim_slot(&lo, now, NO_SLOT, t) {
+            let (so, bo) = match self.claim_slot(&lo, place, now, NO_SLOT, t) {
                 Claim::Got(s, b) => (s, b),
                 Claim::Full => return Err(InsertError::Full),
                 Claim::Busy => continue,
             };
-            let (sr, br) = match self.claim_slot(&lr, now, so, t) {
+            let (sr, br) = match self.claim_slot(&lr, place, now, so, t) {
                 Claim::Got(s, b) => (s, b),
                 Claim::Full => {
                     self.free(so, bo);

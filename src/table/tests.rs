@@ -320,7 +320,7 @@ fn an_inserts_first_claim_takes_the_way_probe_claim_foretells() {
         let mut p = t.probe(&o);
         t.probe_data(&mut p);
         t.probe_claim(&p);
-        let first = t.first_claim(&p.loc);
+        let first = t.first_claim(&p.loc, super::evict::Placement::Hot);
         let h = t.insert_pair(&o, &x, ConnState::Udp, 1).unwrap();
         if let Some(slot) = first {
             // The ORG half is claimed first, single-threaded nothing else claims meanwhile.
@@ -330,6 +330,42 @@ fn an_inserts_first_claim_takes_the_way_probe_claim_foretells() {
     }
     // Both buckets full is rare at this fill: nearly every claim was foretold.
     assert!(foretold > 590, "{foretold} of 600");
+}
+
+#[test]
+fn sessions_take_the_single_line_ways_first_and_anchors_the_others() {
+    // A way is 48 B: ways 0, 3, 4 and 7 of a bucket lie within one cache line, the others
+    // straddle two. A session's halves, which every packet looks up, are claimed there
+    // first; an anchor's (a mapping or filter entry, looked up when a session is made or
+    // refreshes its pair once per epoch) in the others first. With endpoint-independent
+    // mapping a table holds about as many anchor halves as session halves: at half its
+    // capacity (4 halves a bucket) nearly every session half must lie within one line.
+    let t = Table::new(cfg(4096)).unwrap();
+    let single = |slot: u32| matches!(slot % super::layout::WAYS as u32, 0 | 3 | 4 | 7);
+    let n = t.capacity() as u32 / 4;
+    let (mut sessions, mut anchors) = (0, 0);
+    for i in 0..n {
+        let (o, x) = (org(i), xl(i));
+        t.insert_pair(&o, &x, ConnState::Udp, 10).unwrap();
+        let (ao, ax) = (org(n + i), xl(n + i));
+        t.insert_anchor(&ao, &ax, ConnState::Udp, 10).unwrap();
+        for key in [o, x.reversed()] {
+            sessions += single(t.peek(&key, 10).expect("session").slot) as u32;
+        }
+        for key in [ao, ax.reversed()] {
+            anchors += !single(t.peek(&key, 10).expect("anchor").slot) as u32;
+        }
+    }
+    assert!(
+        sessions * 100 >= 2 * n * 97,
+        "{sessions} of {} session halves in one line",
+        2 * n
+    );
+    assert!(
+        anchors * 100 >= 2 * n * 97,
+        "{anchors} of {} anchor halves straddle",
+        2 * n
+    );
 }
 
 #[test]
