@@ -42,8 +42,10 @@
 //!
 //! The table is an array of *buckets* of 8 *ways*; a way holds a half: its control word
 //! followed by its 5 data words, 48 B, so a bucket is 384 B (6 cache lines). Ways 0, 3, 4 and
-//! 7 sit within one line and the other four straddle two; a bucket's free ways are taken in
-//! that order, so that at the usual fill most halves are read with one line. Beside the
+//! 7 sit within one line and the other four straddle two. A session's half takes a bucket's
+//! free ways in that order, an anchor's (a mapping or filter entry, read once per session or
+//! refresh epoch) the straddling ones first, so that at the usual fill nearly every hit on
+//! a session reads one line. Beside the
 //! buckets, one *tag word* per bucket (a dense array, 8 B per bucket, 8 buckets per line)
 //! holds a byte per way: the top byte of the way's fingerprint (never 0), or 0 for a free
 //! way. One half = 48 B + 1 B tag, so a connection costs **98 B** (see
