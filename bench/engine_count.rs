@@ -584,13 +584,7 @@ fn pipeline(
     inside: bool,
 ) -> u64 {
     e.now = now;
-    // Kept from batch to batch, as a worker keeps it: no allocation per batch, and an
-    // entry is only ever overwritten by `prepare_into` (a worker's handler grows its
-    // array once, never clears it).
-    if prep.len() < count {
-        prep.resize(count, Prepared::EMPTY);
-    }
-    let prep = &mut prep[..count];
+    let prep = workload::batch_entries(prep, count);
     for ((f, &n), p) in frames[..count].iter().zip(lens).zip(prep.iter_mut()) {
         e.prepare_into(&f[..n], p);
     }

@@ -350,6 +350,16 @@ pub fn in_frame(chunk: &mut [u8], i: u64, nat: (u32, u16)) {
 /// packet).
 pub const BENCH_FRAME: usize = 64;
 
+/// The first `count` entries of `prep`, kept from batch to batch as a worker's handler keeps
+/// them: grown once (no allocation per batch), each entry only ever overwritten by
+/// `Engine::prepare_into`, never cleared.
+pub fn batch_entries(prep: &mut Vec<Prepared>, count: usize) -> &mut [Prepared] {
+    if prep.len() < count {
+        prep.resize(count, Prepared::EMPTY);
+    }
+    &mut prep[..count]
+}
+
 /// The worker's batch pipeline over `frames`: copies them into `work` (as they arrive in
 /// the UMEM), prepares every one (parsed once, its key hashed, both buckets' tag words
 /// prefetched), prefetches the lines of the matching ways, then what the packets that
@@ -364,13 +374,7 @@ pub fn translate_pipelined(
 ) -> usize {
     let work = &mut work[..frames.len()];
     work.copy_from_slice(frames);
-    // As a worker's handler keeps it: grown once, each entry only ever overwritten by
-    // `prepare_into`.
-    let count = work.len() / BENCH_FRAME;
-    if prep.len() < count {
-        prep.resize(count, Prepared::EMPTY);
-    }
-    let prep = &mut prep[..count];
+    let prep = batch_entries(prep, work.len() / BENCH_FRAME);
     for (f, p) in work.chunks(BENCH_FRAME).zip(prep.iter_mut()) {
         e.prepare_into(&f[..60], p);
     }
