@@ -106,6 +106,43 @@ const fn in_order(order: &[usize; WAYS]) -> [u8; 256] {
     t
 }
 
+/// Half a bucket's ways: in a full table a victim search scores one half of the first
+/// bucket before the rest (see [`Table::pick_victim`]). Ways 0–3 lie on a bucket's first
+/// three lines, ways 4–7 on its last three (48-byte ways, 64-byte lines).
+const HALF: usize = WAYS / 2;
+/// The fingerprint bit that picks which half a victim search samples first (not a bit of
+/// the tag, bits 24–31, nor of the epoch phase, bits 1–3).
+const SAMPLE_BIT: u32 = 1 << 4;
+
+#[cfg(not(loom))]
+const _: () = assert!(HALF * std::mem::size_of::<Way>() == 3 * 64);
+
+/// The ways of its first bucket that a victim search for `loc` scores first in a full
+/// table (see [`Table::pick_victim`]).
+#[inline(always)]
+pub(super) fn sampled_half(loc: &Loc) -> std::ops::Range<usize> {
+    let first = if loc.fp & SAMPLE_BIT != 0 { HALF } else { 0 };
+    first..first + HALF
+}
+
+/// The best victim of a search so far: a score is never 0 (its class is at least 1, see
+/// `policy::score`), so 0 stands for none yet; `busy`: a way was skipped as BUSY.
+struct Best {
+    score: u64,
+    slot: u32,
+    ctrl: u64,
+    busy: bool,
+}
+
+impl Best {
+    const NONE: Best = Best {
+        score: 0,
+        slot: NO_SLOT,
+        ctrl: 0,
+        busy: false,
+    };
+}
+
 /// The orders, indexed by [`Placement`].
 const ORDERS: [[usize; WAYS]; 2] = [HOT_ORDER, COLD_ORDER];
 const IN_ORDERS: [[u8; 256]; 2] = [in_order(&HOT_ORDER), in_order(&COLD_ORDER)];
@@ -143,56 +180,91 @@ impl Table {
         super::policy::score(meta, now, self.timeout_of(meta), self.evict_protected)
     }
 
+    /// The victim for a claim of `loc` whose buckets are full: the best-scored pair with a
+    /// half in either bucket (never `exclude`), unless a good enough one turns up first.
+    ///
+    /// - While the table has room (a cuckoo step failed for this key): the first bucket's
+    ///   eight ways are scored, then the second's unless an expired pair turned up, which
+    ///   ends no connection.
+    /// - In a full table, where every new pair evicts one (a SYN flood): half of the first
+    ///   bucket is scored first, four ways on three lines (ways 0–3 or 4–7, by a bit of the
+    ///   new key's fingerprint), and its best is taken if it never carried a reply (or has
+    ///   expired); otherwise the other half, then the second bucket, until one is found.
+    ///   A sample rather than the whole bucket, as conntrack's early drop takes the first
+    ///   unassured entry of a chain: the oldest never-assured pair of four ways instead of
+    ///   eight, for three lines read instead of six (the misses that bound a flood's rate).
+    ///
+    /// Assured pairs are compared across both buckets as ever.
     pub(super) fn pick_victim(&self, loc: &Loc, now: u32, exclude: u32) -> Victim {
-        // The best so far as plain words: a score is never 0 (its class is at least 1,
-        // see `policy::score`), so 0 stands for none yet.
-        let (mut best, mut best_slot, mut best_ctrl) = (0u64, NO_SLOT, 0u64);
-        let mut busy = false;
-        // A victim in the first bucket good enough that the second is not scored (six more
-        // lines read): an expired pair, which ends no connection; in a full table, where
-        // every new pair evicts one (a SYN flood), also a pair that never carried a reply.
-        // Assured pairs are compared across both buckets as ever.
-        let enough = if self.ctr.table_full() {
-            UNASSURED_MIN_SCORE
-        } else {
-            EXPIRED_MIN_SCORE
-        };
-        for b in [loc.b1, loc.b2] {
-            let bk = &self.buckets[b as usize];
-            for (w, way) in bk.ways.iter().enumerate() {
-                let slot = b * WAYS as u32 + w as u32;
-                if slot == exclude {
-                    continue;
-                }
-                let c = way.ctrl.load(Acquire);
-                if c_busy(c) {
-                    busy = true;
-                    continue;
-                }
-                if !c_live(c) {
-                    continue;
-                }
-                let meta = way.data[D_META].load(Relaxed);
-                if let Some((score, _)) = self.victim_score(meta, now) {
-                    if score > best {
-                        (best, best_slot, best_ctrl) = (score, slot, c);
-                    }
+        let mut best = Best::NONE;
+        if self.ctr.table_full() {
+            let first = sampled_half(loc);
+            let second = HALF - first.start;
+            let stages = [
+                (loc.b1, first),
+                (loc.b1, second..second + HALF),
+                (loc.b2, 0..WAYS),
+            ];
+            for (b, ways) in stages {
+                self.score_ways(b, ways, now, exclude, &mut best);
+                if best.score >= UNASSURED_MIN_SCORE {
+                    break;
                 }
             }
-            if best >= enough {
-                break;
+        } else {
+            for b in [loc.b1, loc.b2] {
+                self.score_ways(b, 0..WAYS, now, exclude, &mut best);
+                if best.score >= EXPIRED_MIN_SCORE {
+                    break;
+                }
             }
         }
-        if best != 0 {
+        if best.score != 0 {
             Victim::Some {
-                slot: best_slot,
-                ctrl: best_ctrl,
-                score: best,
+                slot: best.slot,
+                ctrl: best.ctrl,
+                score: best.score,
             }
-        } else if busy {
+        } else if best.busy {
             Victim::AllBusy
         } else {
             Victim::None
+        }
+    }
+
+    /// Scores the ways `ways` of bucket `b` (never `exclude`) into `best`.
+    #[inline(always)]
+    fn score_ways(
+        &self,
+        b: u32,
+        ways: std::ops::Range<usize>,
+        now: u32,
+        exclude: u32,
+        best: &mut Best,
+    ) {
+        let bk = &self.buckets[b as usize];
+        for w in ways {
+            let Some(way) = bk.ways.get(w) else {
+                continue;
+            };
+            let slot = b * WAYS as u32 + w as u32;
+            if slot == exclude {
+                continue;
+            }
+            let c = way.ctrl.load(Acquire);
+            if c_busy(c) {
+                best.busy = true;
+                continue;
+            }
+            if !c_live(c) {
+                continue;
+            }
+            let meta = way.data[D_META].load(Relaxed);
+            if let Some((score, _)) = self.victim_score(meta, now) {
+                if score > best.score {
+                    (best.score, best.slot, best.ctrl) = (score, slot, c);
+                }
+            }
         }
     }
 

@@ -19,8 +19,8 @@ impl Table {
     /// REV half's later last-seen second if the partner hint finds it), or from a REV half
     /// whose ORG half is missing, as a lookup would restore it. In a smaller table the
     /// inserts evict as new connections do (the eviction policy over the buckets a pair may
-    /// take), the pairs the policy values least inserted first, so that those are the ones
-    /// left out.
+    /// take, scored whole), the pairs the policy values least inserted first, so that those
+    /// are the ones left out.
     pub(super) fn carry_over(&self, old: &[Bucket]) -> (usize, usize) {
         let nslots = old.len() * WAYS;
         let half = |slot: usize| -> Option<Snap> {
@@ -67,6 +67,11 @@ impl Table {
                 continue;
             };
             let (o0, o1) = pack(&org);
+            // A carry-over is no flood: each insert that must evict tries a cuckoo step
+            // first and then scores both buckets whole (a full table's claims sample half
+            // a bucket and skip the steps, see `Table::pick_victim`), so that the pairs
+            // left out are exactly the ones the policy values least.
+            self.ctr.forget_failed_steps();
             let state = ConnState::from_code(m_state_code(meta));
             let flags = meta & (FLAG_ASSURED | FLAG_ANCHOR | RCOUNT_MASK);
             // Refused (the buckets full of pairs the policy keeps): left out, counted by the

@@ -204,6 +204,16 @@ impl Counters {
         self.stripes[my_stripe()].1.load(Ordering::Relaxed) >= STEP_DEBT_LIMIT
     }
 
+    /// Clears the calling thread's record of failed cuckoo steps: its next claims try the
+    /// step again and, while that record stays below the limit, score whole buckets for a
+    /// victim (see [`Counters::table_full`]). For a table's carry-over (not modelled under
+    /// loom).
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn forget_failed_steps(&self) {
+        self.stripes[my_stripe()].1.store(0, Ordering::Relaxed);
+    }
+
     fn sum(&self, c: Ctr) -> u64 {
         self.sum_at(c as usize)
     }

@@ -1797,13 +1797,18 @@ fn a_previous_format_file_cut_short_is_reset_not_read() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The bucket of the half keyed `k`.
-fn bucket_of(t: &Table, k: &Tuple) -> u32 {
+/// The slot of the half keyed `k`.
+fn slot_of(t: &Table, k: &Tuple) -> u32 {
     let (a, b) = pack(k);
     match t.find(&t.locate(a, b), a, b) {
-        layout::Find::Found(slot, _) => slot / layout::WAYS as u32,
+        layout::Find::Found(slot, _) => slot,
         _ => panic!("{k:?} is not in the table"),
     }
+}
+
+/// The bucket of the half keyed `k`.
+fn bucket_of(t: &Table, k: &Tuple) -> u32 {
+    slot_of(t, k) / layout::WAYS as u32
 }
 
 /// The buckets of pair `i`'s two halves.
@@ -1914,4 +1919,59 @@ fn in_a_full_table_a_never_assured_victim_in_the_first_bucket_is_taken_without_s
         assert!(t.ctr.cuckoo_step(|| None::<()>).is_none());
     }
     assert_eq!(victim_bucket(&t, &loc, now), loc.b1);
+}
+
+#[test]
+fn in_a_full_table_a_victim_search_takes_a_never_assured_pair_from_half_the_first_bucket() {
+    let now = 1000;
+    let mid = now - 100;
+    let t = eight_buckets(mid);
+    // The slot of every pair's halves (ORG, REV), found without a lookup (a lookup of the
+    // REV half would be a reply, and assure the pair).
+    let slots: Vec<[u32; 2]> = (0..24)
+        .map(|i| [slot_of(&t, &org(i)), slot_of(&t, &xl(i).reversed())])
+        .collect();
+    let w = layout::WAYS as u32;
+    let in_b1 = |i: usize, b1: u32| slots[i].iter().filter(|&&s| s / w == b1).count();
+    // A new key, a pair `young` with one half in the half of the key's first bucket that a
+    // full table's search samples, and a pair `old` with one half in its other half.
+    let (loc, young, old) = (100..10_000)
+        .find_map(|j| {
+            let (k0, k1) = pack(&org(j));
+            let loc = t.locate(k0, k1);
+            let sampled = super::evict::sampled_half(&loc);
+            let way_in = |i: usize, half: usize, sampled_side: bool| {
+                let s = slots[i][half];
+                in_b1(i, loc.b1) == 1
+                    && s / w == loc.b1
+                    && sampled.contains(&((s % w) as usize)) == sampled_side
+            };
+            // `young`'s half there its ORG half, refreshed below by an outbound packet
+            // (a reply would make it assured).
+            let young = (0..24).find(|&i| way_in(i, 0, true))?;
+            let old = (0..24).find(|&i| i != young && (0..2).any(|h| way_in(i, h, false)))?;
+            Some((loc, young, old))
+        })
+        .unwrap();
+    // Every other pair with a half in the first bucket established now; `young`'s half
+    // there seen 10 s ago, `old`'s 100 s ago, neither pair ever assured.
+    for i in 0..24usize {
+        if i != young && i != old && in_b1(i, loc.b1) > 0 {
+            establish(&t, i as u32, now);
+        }
+    }
+    assert!(t.lookup(&org(young as u32), now - 10).is_some());
+    let victim = |t: &Table| match t.pick_victim(&loc, now, layout::NO_SLOT) {
+        layout::Victim::Some { slot, .. } => slot,
+        _ => panic!("no victim"),
+    };
+    let half_in_b1 = |i: usize| *slots[i].iter().find(|&&s| s / w == loc.b1).unwrap();
+    // While the table has room, the whole bucket is scored: the older pair goes.
+    assert_eq!(victim(&t), half_in_b1(old));
+    // In a full table, the sampled half's never-assured pair goes, the other half's lines
+    // unread.
+    while !t.ctr.table_full() {
+        assert!(t.ctr.cuckoo_step(|| None::<()>).is_none());
+    }
+    assert_eq!(victim(&t), half_in_b1(young));
 }
