@@ -40,8 +40,8 @@
 #        SYN-ACK, the measured packets ACKs; uniform)
 #        XNAT_BENCH_KINDS=out bench/callgrind.sh 4000000   (4 M flows: ~5 minutes a kind)
 #        XNAT_BENCH_LL=33554432,16,64 bench/callgrind.sh ...   (the simulated LL cache)
-#        XNAT_BENCH_BATCH=64 bench/callgrind.sh ...   (established kinds and new90 through the
-#        workers' batch pipeline, 64 frames at a time; default 1: Engine::translate frame by
+#        XNAT_BENCH_BATCH=64 bench/callgrind.sh ...   (established kinds, new90 and new-full through
+#        the workers' batch pipeline, 64 frames at a time; default 1: Engine::translate frame by
 #        frame)
 #        XNAT_BENCH_WORKER=1 bench/callgrind.sh ...   (established kinds through a worker's whole
 #        handler, NatHandler, in batches of XNAT_BENCH_BATCH frames (64 if 1): the route lookups,

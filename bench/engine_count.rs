@@ -48,8 +48,8 @@
 //!   than the table holds).
 //!
 //! The table's hash key is fixed (`XNAT_BENCH_SEED`, default 1), so that a count repeats
-//! exactly. With `XNAT_BENCH_BATCH=64` the measured packets of the established kinds and of
-//! `new90` go through the workers' batch pipeline, 64 frames at a time (`Engine::prepare`,
+//! exactly. With `XNAT_BENCH_BATCH=64` the measured packets of the established kinds, of
+//! `new90` and of `new-full` go through the workers' batch pipeline, 64 frames at a time (`Engine::prepare`,
 //! `prefetch_data`, `prefetch_refresh`, `translate_probed`, `flush_counts`, the clock read
 //! once per batch) instead of `Engine::translate` frame by frame; the dry pass builds the
 //! same batches.
@@ -751,12 +751,37 @@ fn new_full(live: u64, packets: u64, mapping: Option<String>) {
     }
     callgrind_request(CT_DUMP_STATS);
     let mut ok = 0u64;
-    for k in warm..warm + packets {
-        ok += one(&mut e, &mut buf, k, false) as u64;
-    }
-    callgrind_request(CT_DUMP_STATS);
-    for k in warm..warm + packets {
-        black_box(one(&mut e, &mut buf, k, true));
+    let batch = batch_size();
+    if batch == 1 {
+        for k in warm..warm + packets {
+            ok += one(&mut e, &mut buf, k, false) as u64;
+        }
+        callgrind_request(CT_DUMP_STATS);
+        for k in warm..warm + packets {
+            black_box(one(&mut e, &mut buf, k, true));
+        }
+    } else {
+        // As a worker: BATCH SYNs at a time through the pipeline (the clock still).
+        let mut frames = vec![[0u8; 64]; batch];
+        let mut lens = vec![0usize; batch];
+        let mut prep = Vec::with_capacity(batch);
+        let build = |frames: &mut [[u8; 64]], lens: &mut [usize], k: u64, count: usize| {
+            for j in 0..count {
+                lens[j] = out_frame(&mut frames[j], k + j as u64, true);
+            }
+        };
+        let end = warm + packets;
+        let count = |k: u64| (end - k).min(batch as u64) as usize;
+        let now = e.now;
+        for k in (warm..end).step_by(batch) {
+            build(&mut frames, &mut lens, k, count(k));
+            ok += pipeline(&mut e, &mut prep, &mut frames, &lens, count(k), now, true);
+        }
+        callgrind_request(CT_DUMP_STATS);
+        for k in (warm..end).step_by(batch) {
+            build(&mut frames, &mut lens, k, count(k));
+            black_box(&frames);
+        }
     }
     callgrind_request(CT_DUMP_STATS);
     let st = e.table().stats();
