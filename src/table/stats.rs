@@ -207,9 +207,9 @@ impl Counters {
     }
 
     /// Clears the calling thread's record of failed cuckoo steps: its next claims try the
-    /// step again and, while that record stays below the limit, score whole buckets for a
-    /// victim (see [`Counters::table_full`]). For a table's carry-over (not modelled under
-    /// loom).
+    /// step again and, until failures take the record back to half the limit, score whole
+    /// buckets for a victim (see [`Counters::table_full`]). For a table's carry-over (not
+    /// modelled under loom).
     #[cfg(not(loom))]
     #[inline]
     pub(crate) fn forget_failed_steps(&self) {
