@@ -1975,3 +1975,37 @@ fn in_a_full_table_a_victim_search_takes_a_never_assured_pair_from_half_the_firs
     }
     assert_eq!(victim(&t), half_in_b1(young));
 }
+
+#[test]
+fn a_new_pair_refused_by_a_table_full_of_protected_pairs_scores_a_few_alternates() {
+    use super::evict::{EXPENDABLE_SCANS, EXPENDABLE_SCORED};
+    let now = 1000;
+    let t = Table::new(TableConfig {
+        evict_protected: false,
+        ..cfg(4096)
+    })
+    .unwrap();
+    // Established pairs (protected, never evicted under this policy) until inserts are
+    // refused.
+    let (mut i, mut refused) = (0, 0);
+    while refused < 200 {
+        let r = t.insert_pair(&org(i), &xl(i), ConnState::TcpEstablished, now);
+        refused += matches!(r, Err(InsertError::Full)) as u32;
+        i += 1;
+    }
+    // A flood's new pairs: each refused one scored at most EXPENDABLE_SCANS alternate
+    // buckets for an expendable pair in each of its two claims (30 before, every one of
+    // the up to 16 of a claim).
+    let mut most = 0;
+    refused = 0;
+    for j in 0..200 {
+        EXPENDABLE_SCORED.with(|n| n.set(0));
+        let r = t.insert_pair(&org(100_000 + j), &xl(100_000 + j), ConnState::TcpSyn, now);
+        if matches!(r, Err(InsertError::Full)) {
+            refused += 1;
+            most = most.max(EXPENDABLE_SCORED.with(|n| n.get()));
+        }
+    }
+    assert!(refused > 150, "{refused} of 200 refused");
+    assert!((1..=2 * EXPENDABLE_SCANS).contains(&most), "{most} scored");
+}
