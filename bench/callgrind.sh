@@ -30,19 +30,23 @@
 #    warm-up of half as many, into a table first filled to 90 % by established flows, the
 #    clock still: the table is full and new pairs evict (the lab's 1 M-flow cell, a SYN
 #    flood).
+#    new-refused (not in the default kinds): as many SYNs into a table filled with
+#    established TCP connections (SYN, SYN-ACK, ACK) until LIVE/10 SYNs were refused, under
+#    the default policy, which never evicts an established connection: nearly every SYN is
+#    refused (a SYN flood against a gateway its users have filled).
 #
 # Usage: bench/callgrind.sh [LIVE...]   (default: 10000 1000000)
 #        XNAT_MAPPING=endpoint-dependent bench/callgrind.sh ...   (default endpoint-independent)
 #        XNAT_BENCH_PPFS=16 bench/callgrind.sh ...   (packets per flow per second: table 1's
 #        hit kind defaults to 0, a still clock; the workloads to 1)
-#        XNAT_BENCH_KINDS="hit new out in out-zipf in-zipf new90" (the default), new-full, and
-#        out-tcp / in-tcp (the established flows as TCP connections, set up by a SYN and its
-#        SYN-ACK, the measured packets ACKs; uniform)
+#        XNAT_BENCH_KINDS="hit new out in out-zipf in-zipf new90" (the default), new-full,
+#        new-refused, and out-tcp / in-tcp (the established flows as TCP connections, set up
+#        by a SYN and its SYN-ACK, the measured packets ACKs; uniform)
 #        XNAT_BENCH_KINDS=out bench/callgrind.sh 4000000   (4 M flows: ~5 minutes a kind)
 #        XNAT_BENCH_LL=33554432,16,64 bench/callgrind.sh ...   (the simulated LL cache)
-#        XNAT_BENCH_BATCH=64 bench/callgrind.sh ...   (established kinds, new90 and new-full through
-#        the workers' batch pipeline, 64 frames at a time; default 1: Engine::translate frame by
-#        frame)
+#        XNAT_BENCH_BATCH=64 bench/callgrind.sh ...   (established kinds and new90, new-full and
+#        new-refused through the workers' batch pipeline, 64 frames at a time; default 1:
+#        Engine::translate frame by frame)
 #        XNAT_BENCH_WORKER=1 bench/callgrind.sh ...   (established kinds through a worker's whole
 #        handler, NatHandler, in batches of XNAT_BENCH_BATCH frames (64 if 1): the route lookups,
 #        checksum-offload check, MTU fit, TTL and MAC rewrite counted with the translation;
@@ -129,11 +133,12 @@ label() {
     in-tcp) echo "established TCP (ACKs), inbound reply, uniform" ;;
     new90) echo "new connection (TCP SYN), table held at ~90 % by turnover" ;;
     new-full) echo "new connection (TCP SYN), into a full table (evicting)" ;;
+    new-refused) echo "new connection (TCP SYN), into a table full of established ones (refused)" ;;
   esac
 }
 header=0
 for live in "${lives[@]}"; do
-  for kind in out in out-zipf in-zipf out-tcp in-tcp new90 new-full; do
+  for kind in out in out-zipf in-zipf out-tcp in-tcp new90 new-full new-refused; do
     has "$kind" || continue
     if [ "$header" = 0 ]; then
       echo "| live connections | packet | instructions per packet | D1 misses per packet | LL misses per packet |"
@@ -143,7 +148,7 @@ for live in "${lives[@]}"; do
     run=$kind
     if [ "$kind" = new90 ]; then
       n=$(( live / 50 > 200 ? live / 50 : 200 ))
-    elif [ "$kind" = new-full ]; then
+    elif [ "$kind" = new-full ] || [ "$kind" = new-refused ]; then
       # LIVE/5 new connections after a warm-up of LIVE/10 into a table filled to 90 % by
       # established flows, the clock still: the warm-up fills the table and the measured
       # connections evict (at LIVE = 100000: 98.4 % full after, 41244 pairs evicted).

@@ -13,8 +13,8 @@
 //!   without translating, so that its count can be subtracted.
 //!
 //! Workload kinds (issue 16: the clock advances as real traffic does, every flow of the
-//! table is touched): `out`, `in`, `out-zipf`, `in-zipf`, `new90`; and `new-full`, whose
-//! clock stands still. The program runs with
+//! table is touched): `out`, `in`, `out-zipf`, `in-zipf`, `new90`; and `new-full` and
+//! `new-refused`, whose clock stands still. The program runs with
 //! callgrind's instrumentation off (`--instr-atstart=no`) through the set-up and asks for
 //! it (a client request, a no-op outside valgrind) when the packets start, then dumps the
 //! counts after each of three phases:
@@ -46,10 +46,16 @@
 //!   flows, the clock still; warm-up: a packet of every established flow, then PACKETS / 2
 //!   new connections, after which every new pair evicts one (a SYN flood, or more flows
 //!   than the table holds).
+//! - `new-refused`: TCP SYNs of new connections into a table filled with established TCP
+//!   connections until LIVE / 10 SYNs were refused, the clock still, under the default
+//!   policy (an established connection is never evicted): nearly every SYN is refused (a
+//!   SYN flood against a gateway its users have filled); warm-up: a packet of every
+//!   connection, then PACKETS / 2 SYNs.
 //!
 //! The table's hash key is fixed (`XNAT_BENCH_SEED`, default 1), so that a count repeats
-//! exactly. With `XNAT_BENCH_BATCH=64` the measured packets of the established kinds, of
-//! `new90` and of `new-full` go through the workers' batch pipeline, 64 frames at a time (`Engine::prepare`,
+//! exactly. With `XNAT_BENCH_BATCH=64` the measured packets of the established kinds and
+//! of `new90`, `new-full` and `new-refused` go through the workers' batch pipeline, 64
+//! frames at a time (`Engine::prepare`,
 //! `prefetch_data`, `prefetch_refresh`, `translate_probed`, `flush_counts`, the clock read
 //! once per batch) instead of `Engine::translate` frame by frame; the dry pass builds the
 //! same batches.
@@ -730,14 +736,6 @@ fn new_full(live: u64, packets: u64, mapping: Option<String>) {
     }
     let fill0 = e.table().len() as f64 / e.table().capacity() as f64;
     let warm = packets / 2;
-    let one = |e: &mut Engine, buf: &mut [u8; 64], k: u64, dry: bool| -> bool {
-        let n = out_frame(buf, k, true);
-        if dry {
-            black_box(&buf);
-            return true;
-        }
-        e.translate(&mut buf[..n], true).is_ok()
-    };
     callgrind_request(CT_START_INSTRUMENTATION);
     // Warm-up: a packet of every established flow (the table's lines in the simulated
     // caches, as in a gateway whose traffic keeps them there; the clock is still, nothing
@@ -747,18 +745,37 @@ fn new_full(live: u64, packets: u64, mapping: Option<String>) {
         black_box(e.translate(&mut buf[..n], true).is_ok());
     }
     for k in 0..warm {
-        black_box(one(&mut e, &mut buf, k, false));
+        let n = out_frame(&mut buf, k, true);
+        black_box(e.translate(&mut buf[..n], true).is_ok());
     }
     callgrind_request(CT_DUMP_STATS);
+    let ok = measure_new(&mut e, warm, packets);
+    let st = e.table().stats();
+    eprintln!(
+        "established flows {i}, fill {:.1} % before, {:.1} % after, {st:?}",
+        100.0 * fill0,
+        100.0 * e.table().len() as f64 / e.table().capacity() as f64
+    );
+    println!("{ok}");
+}
+
+/// The measured window of the new-connection kinds whose clock stands still (`new-full`,
+/// `new-refused`): the SYNs of new flows `first..first + PACKETS`, frame by frame or, with
+/// `XNAT_BENCH_BATCH`, through the workers' pipeline; then the same frames built without
+/// translating; a dump after each. Returns how many the engine translated.
+fn measure_new(e: &mut Engine, first: u64, packets: u64) -> u64 {
+    let mut buf = [0u8; 64];
     let mut ok = 0u64;
     let batch = batch_size();
     if batch == 1 {
-        for k in warm..warm + packets {
-            ok += one(&mut e, &mut buf, k, false) as u64;
+        for k in first..first + packets {
+            let n = out_frame(&mut buf, k, true);
+            ok += e.translate(&mut buf[..n], true).is_ok() as u64;
         }
         callgrind_request(CT_DUMP_STATS);
-        for k in warm..warm + packets {
-            black_box(one(&mut e, &mut buf, k, true));
+        for k in first..first + packets {
+            out_frame(&mut buf, k, true);
+            black_box(&buf);
         }
     } else {
         // As a worker: BATCH SYNs at a time through the pipeline (the clock still).
@@ -770,25 +787,67 @@ fn new_full(live: u64, packets: u64, mapping: Option<String>) {
                 lens[j] = out_frame(&mut frames[j], k + j as u64, true);
             }
         };
-        let end = warm + packets;
+        let end = first + packets;
         let count = |k: u64| (end - k).min(batch as u64) as usize;
         let now = e.now;
-        for k in (warm..end).step_by(batch) {
+        for k in (first..end).step_by(batch) {
             build(&mut frames, &mut lens, k, count(k));
-            ok += pipeline(&mut e, &mut prep, &mut frames, &lens, count(k), now, true);
+            ok += pipeline(e, &mut prep, &mut frames, &lens, count(k), now, true);
         }
         callgrind_request(CT_DUMP_STATS);
-        for k in (warm..end).step_by(batch) {
+        for k in (first..end).step_by(batch) {
             build(&mut frames, &mut lens, k, count(k));
             black_box(&frames);
         }
     }
     callgrind_request(CT_DUMP_STATS);
+    ok
+}
+
+/// New connections into a table full of established TCP connections (SYN, SYN-ACK, ACK,
+/// and their mappings, established with them), the clock still, under the gateway's
+/// default policy, which never evicts an established connection: nearly every SYN is
+/// refused (`new-refused`: a SYN flood against a gateway whose table its users have
+/// filled). Set-up: connections until LIVE / 10 SYNs have been refused; warm-up: a packet
+/// of every connection, then PACKETS / 2 new SYNs.
+fn new_refused(live: u64, packets: u64, mapping: Option<String>) {
+    let (mut e, _) = new_conn_engine(live, mapping);
+    let mut buf = [0u8; 64];
+    let (mut i, mut refused, mut made) = (0u64, 0u64, 0u64);
+    while refused < live / 10 {
+        let n = tcp_frame(&mut buf, i, None, TCP_SYN);
+        i += 1;
+        if e.translate(&mut buf[..n], true).is_err() {
+            refused += 1;
+            continue;
+        }
+        let a = u32::from_be_bytes([buf[26], buf[27], buf[28], buf[29]]);
+        let p = u16::from_be_bytes([buf[34], buf[35]]);
+        let n = tcp_frame(&mut buf, i - 1, Some((a, p)), TCP_SYN | TCP_ACK);
+        let answered = e.translate(&mut buf[..n], false).is_ok();
+        let n = tcp_frame(&mut buf, i - 1, None, TCP_ACK);
+        if !answered || e.translate(&mut buf[..n], true).is_err() {
+            fail(format!("connection {i} not established at set-up"));
+        }
+        made += 1;
+    }
+    let fill0 = e.table().len() as f64 / e.table().capacity() as f64;
+    let warm = packets / 2;
+    callgrind_request(CT_START_INSTRUMENTATION);
+    for j in 0..i {
+        let n = tcp_frame(&mut buf, j, None, TCP_ACK);
+        black_box(e.translate(&mut buf[..n], true).is_ok());
+    }
+    for k in 0..warm {
+        let n = out_frame(&mut buf, k, true);
+        black_box(e.translate(&mut buf[..n], true).is_ok());
+    }
+    callgrind_request(CT_DUMP_STATS);
+    let ok = measure_new(&mut e, warm, packets);
     let st = e.table().stats();
     eprintln!(
-        "established flows {i}, fill {:.1} % before, {:.1} % after, {st:?}",
+        "established connections {made}, fill {:.1} % before; measured: {packets} SYNs, {ok} translated; {st:?}",
         100.0 * fill0,
-        100.0 * e.table().len() as f64 / e.table().capacity() as f64
     );
     println!("{ok}");
 }
@@ -797,7 +856,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = || -> ! {
         eprintln!(
-            "usage: xnat-engine-count LIVE PACKETS hit|new|new-dry|out|in|out-zipf|in-zipf|out-tcp|in-tcp|new90|new-full \
+            "usage: xnat-engine-count LIVE PACKETS hit|new|new-dry|out|in|out-zipf|in-zipf|out-tcp|in-tcp|new90|new-full|new-refused \
              [endpoint-independent|endpoint-dependent]"
         );
         std::process::exit(2)
@@ -853,6 +912,7 @@ fn main() {
         ),
         "new90" => new90(live, packets, mapping),
         "new-full" => new_full(live, packets, mapping),
+        "new-refused" => new_refused(live, packets, mapping),
         _ => usage(),
     }
 }
