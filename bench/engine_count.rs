@@ -76,7 +76,7 @@ use std::sync::Arc;
 
 use xnat::config::{nat_config, FileConfig, NatFlags};
 use xnat::nat::{table_timeouts, Census, Engine, NatHandler, Prepared, Quota, Rules};
-use xnat::packet::builder::{build_tcp, build_tcp_syn, build_udp, FrameSpec};
+use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
 use xnat::packet::l4::{TCP_ACK, TCP_SYN};
 use xnat::table::{Table, TableConfig};
 
@@ -173,18 +173,7 @@ enum L4 {
 /// host, or (`nat` given) inbound from its remote to its NAT address and port.
 #[inline(never)]
 fn tcp_frame(buf: &mut [u8; 64], i: u64, nat: Option<(u32, u16)>, flags: u8) -> usize {
-    let (src, sport, dst, dport) = wflow(i, false);
-    let r = match nat {
-        None => {
-            let spec = FrameSpec::new([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], src, dst);
-            build_tcp(buf, &spec, sport, dport, 1, flags)
-        }
-        Some((a, p)) => {
-            let spec = FrameSpec::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], dst, a);
-            build_tcp(buf, &spec, dport, p, 1, flags)
-        }
-    };
-    r.unwrap_or(0)
+    workload::tcp_frame(buf, i, nat, flags)
 }
 
 /// The frame of established flow `i` in direction `dir` (`end`: the flow's NAT address and

@@ -40,6 +40,10 @@
 //!   it inserts, and nothing is removed between batches.
 //! - `new_full_pipelined`: the same through the worker's batch pipeline, 64 SYNs at a
 //!   time, on a table of its own in the same state.
+//! - `new_refused_pipelined`: TCP SYNs of new connections into a table full of established
+//!   TCP connections (SYN, SYN-ACK, ACK, set up untimed until a tenth of `live` SYNs were
+//!   refused), under the default policy, which never evicts one: nearly every SYN is
+//!   refused (a SYN flood against a gateway its users have filled); through the pipeline.
 //!
 //! Run: `cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3`
 //! (`XNAT_BENCH_SIZES="10000 1000000"` for some table sizes only)
@@ -53,9 +57,10 @@ use xnat::nat::Engine;
 #[path = "workload.rs"]
 mod workload;
 use workload::{
-    in_frame, out_frame, sequence, shared, translate_pipelined, worker, worker_batch, Clock,
-    Popularity, Reaper, Turnover, BENCH_FRAME,
+    in_frame, out_frame, sequence, shared, tcp_frame, translate_pipelined, worker, worker_batch,
+    Clock, Popularity, Reaper, Turnover, BENCH_FRAME,
 };
+use xnat::packet::l4::{TCP_ACK, TCP_SYN};
 
 const FRAME: usize = BENCH_FRAME;
 const BATCH: usize = 4096;
@@ -370,6 +375,63 @@ fn new_full(
     );
 }
 
+/// New connections into a table full of established TCP connections, under the default
+/// policy, which never evicts one: nearly every SYN is refused (`new_refused_pipelined`).
+fn new_refused(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, live: u64) {
+    let mut e = shared((live * 20).div_ceil(9)).engine(0x1234_5678);
+    let mut buf = [0u8; FRAME];
+    // Untimed: connections (SYN, SYN-ACK, ACK) until a tenth of `live` SYNs were refused.
+    let (mut i, mut refused) = (0u64, 0u64);
+    while refused < live / 10 {
+        let n = tcp_frame(&mut buf, i, None, TCP_SYN);
+        i += 1;
+        if e.translate(&mut buf[..n], true).is_err() {
+            refused += 1;
+            continue;
+        }
+        let a = u32::from_be_bytes([buf[26], buf[27], buf[28], buf[29]]);
+        let p = u16::from_be_bytes([buf[34], buf[35]]);
+        let n = tcp_frame(&mut buf, i - 1, Some((a, p)), TCP_SYN | TCP_ACK);
+        e.translate(&mut buf[..n], false).expect("set-up SYN-ACK");
+        let n = tcp_frame(&mut buf, i - 1, None, TCP_ACK);
+        e.translate(&mut buf[..n], true).expect("set-up ACK");
+    }
+    let before = e.table().stats();
+    let fill = fill_of(&e);
+    let mut frames = vec![0u8; NEW_BATCH * FRAME];
+    let mut work = vec![0u8; RX_BATCH * FRAME];
+    let mut prep = Vec::with_capacity(RX_BATCH);
+    let mut next = 0u64;
+    let mut let_in = 0usize;
+    let name = "new_refused_pipelined";
+    g.throughput(Throughput::Elements(NEW_BATCH as u64));
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                for (k, chunk) in frames.chunks_mut(FRAME).enumerate() {
+                    out_frame(chunk, next + k as u64, true);
+                }
+                let start = Instant::now();
+                for rx in frames.chunks(RX_BATCH * FRAME) {
+                    let_in += translate_pipelined(&mut e, rx, &mut work, &mut prep, true);
+                }
+                spent += start.elapsed();
+                next += NEW_BATCH as u64;
+            }
+            spent
+        })
+    });
+    let after = e.table().stats();
+    eprintln!(
+        "engine/{live}/{name}: {i} connections set up, fill {:.1} % when timing began (now {:.1} %); while timed: {next} SYNs, {let_in} let in, {} evictions, {} refused as full",
+        100.0 * fill,
+        100.0 * fill_of(&e),
+        after.evict - before.evict,
+        after.full - before.full
+    );
+}
+
 fn bench(c: &mut Criterion) {
     // Under `cargo test` (no `--bench`) only the small table, each case once.
     let full = std::env::args().any(|a| a == "--bench");
@@ -390,6 +452,7 @@ fn bench(c: &mut Criterion) {
         new90(&mut g, live, true);
         new_full(&mut g, live, false);
         new_full(&mut g, live, true);
+        new_refused(&mut g, live);
         g.finish();
     }
 }

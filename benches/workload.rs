@@ -19,7 +19,7 @@ use std::sync::Arc;
 use xnat::config::{nat_config, FileConfig, NatFlags};
 use xnat::dataplane::worker::{Action, Handler, Port};
 use xnat::nat::{make_table, Census, Engine, NatHandler, Prepared, Quota, Rules};
-use xnat::packet::builder::{build_tcp_syn, build_udp, FrameSpec};
+use xnat::packet::builder::{build_tcp, build_tcp_syn, build_udp, FrameSpec};
 use xnat::table::Table;
 
 /// SplitMix64: small, fast, good enough for workload generation.
@@ -344,6 +344,24 @@ pub fn in_frame(chunk: &mut [u8], i: u64, nat: (u32, u16)) {
     let (_, _, dst, dport) = flow(i, false);
     let spec = FrameSpec::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], dst, nat.0);
     assert_eq!(build_udp(chunk, &spec, dport, nat.1).expect("frame"), 60);
+}
+
+/// A TCP segment of established flow `i` with `flags`: outbound from its inside host, or
+/// (`nat` given) inbound from its remote to its NAT address and port; its length (0 if the
+/// buffer is too short).
+pub fn tcp_frame(chunk: &mut [u8], i: u64, nat: Option<(u32, u16)>, flags: u8) -> usize {
+    let (src, sport, dst, dport) = flow(i, false);
+    let r = match nat {
+        None => {
+            let spec = FrameSpec::new([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], src, dst);
+            build_tcp(chunk, &spec, sport, dport, 1, flags)
+        }
+        Some((a, p)) => {
+            let spec = FrameSpec::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], dst, a);
+            build_tcp(chunk, &spec, dport, p, 1, flags)
+        }
+    };
+    r.unwrap_or(0)
 }
 
 /// The frame size the benches lay their frames out in (each frame's first 60 bytes are the
