@@ -669,31 +669,20 @@ fn new90(live: u64, packets: u64, mapping: Option<String>) {
     } else {
         // As a worker: BATCH SYNs at a time through the pipeline, the clock read once per
         // batch; the reaper between batches, not counted.
-        let mut frames = vec![[0u8; 64]; batch];
-        let mut lens = vec![0usize; batch];
         let mut prep = Vec::with_capacity(batch);
-        let build = |frames: &mut [[u8; 64]], lens: &mut [usize], k: u64, count: usize| {
-            for j in 0..count {
-                lens[j] = out_frame(&mut frames[j], k + j as u64, true);
-            }
-        };
-        let end = settle + packets;
-        let count = |k: u64| (end - k).min(batch as u64) as usize;
-        for k in (settle..end).step_by(batch) {
-            build(&mut frames, &mut lens, k, count(k));
-            let now = turn.tick(count(k) as u64);
-            ok += pipeline(&mut e, &mut prep, &mut frames, &lens, count(k), now, true);
+        syn_batches(settle, packets, batch, |frames, lens, count| {
+            let now = turn.tick(count as u64);
+            ok += pipeline(&mut e, &mut prep, frames, lens, count, now, true);
             if reaper.due(e.now) {
                 callgrind_request(CT_TOGGLE_COLLECT);
                 reaped += reaper.run(e.table(), e.now);
                 callgrind_request(CT_TOGGLE_COLLECT);
             }
-        }
+        });
         callgrind_request(CT_DUMP_STATS);
-        for k in (settle..end).step_by(batch) {
-            build(&mut frames, &mut lens, k, count(k));
+        syn_batches(settle, packets, batch, |frames, _, _| {
             black_box(&frames);
-        }
+        });
     }
     callgrind_request(CT_DUMP_STATS);
     let st = e.table().stats();
@@ -748,6 +737,27 @@ fn new_full(live: u64, packets: u64, mapping: Option<String>) {
     println!("{ok}");
 }
 
+/// The SYNs of new flows `first..first + packets`, `batch` frames at a time as a worker
+/// receives them: `each(frames, lens, count)` for every batch, its first `count` frames
+/// built.
+fn syn_batches(
+    first: u64,
+    packets: u64,
+    batch: usize,
+    mut each: impl FnMut(&mut [[u8; 64]], &[usize], usize),
+) {
+    let mut frames = vec![[0u8; 64]; batch];
+    let mut lens = vec![0usize; batch];
+    let end = first + packets;
+    for k in (first..end).step_by(batch) {
+        let count = (end - k).min(batch as u64) as usize;
+        for j in 0..count {
+            lens[j] = out_frame(&mut frames[j], k + j as u64, true);
+        }
+        each(&mut frames, &lens, count);
+    }
+}
+
 /// The measured window of the new-connection kinds whose clock stands still (`new-full`,
 /// `new-refused`): the SYNs of new flows `first..first + PACKETS`, frame by frame or, with
 /// `XNAT_BENCH_BATCH`, through the workers' pipeline; then the same frames built without
@@ -768,26 +778,15 @@ fn measure_new(e: &mut Engine, first: u64, packets: u64) -> u64 {
         }
     } else {
         // As a worker: BATCH SYNs at a time through the pipeline (the clock still).
-        let mut frames = vec![[0u8; 64]; batch];
-        let mut lens = vec![0usize; batch];
         let mut prep = Vec::with_capacity(batch);
-        let build = |frames: &mut [[u8; 64]], lens: &mut [usize], k: u64, count: usize| {
-            for j in 0..count {
-                lens[j] = out_frame(&mut frames[j], k + j as u64, true);
-            }
-        };
-        let end = first + packets;
-        let count = |k: u64| (end - k).min(batch as u64) as usize;
         let now = e.now;
-        for k in (first..end).step_by(batch) {
-            build(&mut frames, &mut lens, k, count(k));
-            ok += pipeline(e, &mut prep, &mut frames, &lens, count(k), now, true);
-        }
+        syn_batches(first, packets, batch, |frames, lens, count| {
+            ok += pipeline(e, &mut prep, frames, lens, count, now, true);
+        });
         callgrind_request(CT_DUMP_STATS);
-        for k in (first..end).step_by(batch) {
-            build(&mut frames, &mut lens, k, count(k));
+        syn_batches(first, packets, batch, |frames, _, _| {
             black_box(&frames);
-        }
+        });
     }
     callgrind_request(CT_DUMP_STATS);
     ok
@@ -802,24 +801,7 @@ fn measure_new(e: &mut Engine, first: u64, packets: u64) -> u64 {
 fn new_refused(live: u64, packets: u64, mapping: Option<String>) {
     let (mut e, _) = new_conn_engine(live, mapping);
     let mut buf = [0u8; 64];
-    let (mut i, mut refused, mut made) = (0u64, 0u64, 0u64);
-    while refused < live / 10 {
-        let n = tcp_frame(&mut buf, i, None, TCP_SYN);
-        i += 1;
-        if e.translate(&mut buf[..n], true).is_err() {
-            refused += 1;
-            continue;
-        }
-        let a = u32::from_be_bytes([buf[26], buf[27], buf[28], buf[29]]);
-        let p = u16::from_be_bytes([buf[34], buf[35]]);
-        let n = tcp_frame(&mut buf, i - 1, Some((a, p)), TCP_SYN | TCP_ACK);
-        let answered = e.translate(&mut buf[..n], false).is_ok();
-        let n = tcp_frame(&mut buf, i - 1, None, TCP_ACK);
-        if !answered || e.translate(&mut buf[..n], true).is_err() {
-            fail(format!("connection {i} not established at set-up"));
-        }
-        made += 1;
-    }
+    let (i, made) = workload::fill_with_tcp(&mut e, live / 10).unwrap_or_else(|e| fail(e));
     let fill0 = e.table().len() as f64 / e.table().capacity() as f64;
     let warm = packets / 2;
     callgrind_request(CT_START_INSTRUMENTATION);

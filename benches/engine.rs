@@ -52,15 +52,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use xnat::dataplane::worker::Port;
-use xnat::nat::Engine;
+use xnat::nat::{Engine, Prepared};
 
 #[path = "workload.rs"]
 mod workload;
 use workload::{
-    in_frame, out_frame, sequence, shared, tcp_frame, translate_pipelined, worker, worker_batch,
-    Clock, Popularity, Reaper, Turnover, BENCH_FRAME,
+    fill_with_tcp, in_frame, out_frame, sequence, shared, translate_pipelined, worker,
+    worker_batch, Clock, Popularity, Reaper, Turnover, BENCH_FRAME,
 };
-use xnat::packet::l4::{TCP_ACK, TCP_SYN};
 
 const FRAME: usize = BENCH_FRAME;
 const BATCH: usize = 4096;
@@ -233,6 +232,26 @@ fn new_batch(e: &mut Engine, frames: &mut [u8], buf: &mut [u8; FRAME], next: u64
     spent
 }
 
+/// [`new_batch`] through the worker's pipeline, `RX_BATCH` SYNs at a time: the time it
+/// took and how many SYNs the engine translated.
+fn new_batch_pipelined(
+    e: &mut Engine,
+    frames: &mut [u8],
+    work: &mut [u8],
+    prep: &mut Vec<Prepared>,
+    next: u64,
+) -> (Duration, usize) {
+    for (k, chunk) in frames.chunks_mut(FRAME).enumerate() {
+        out_frame(chunk, next + k as u64, true);
+    }
+    let start = Instant::now();
+    let ok = frames
+        .chunks(RX_BATCH * FRAME)
+        .map(|rx| translate_pipelined(e, rx, work, prep, true))
+        .sum();
+    (start.elapsed(), ok)
+}
+
 fn fill_of(e: &Engine) -> f64 {
     e.table().len() as f64 / e.table().capacity() as f64
 }
@@ -346,15 +365,10 @@ fn new_full(
             let mut spent = Duration::ZERO;
             for _ in 0..iters {
                 if pipelined {
-                    for (k, chunk) in frames.chunks_mut(FRAME).enumerate() {
-                        out_frame(chunk, next + k as u64, true);
-                    }
-                    let start = Instant::now();
-                    for rx in frames.chunks(RX_BATCH * FRAME) {
-                        let ok = translate_pipelined(&mut e, rx, &mut work, &mut prep, true);
-                        assert!(ok > 0);
-                    }
-                    spent += start.elapsed();
+                    let (took, ok) =
+                        new_batch_pipelined(&mut e, &mut frames, &mut work, &mut prep, next);
+                    assert!(ok > 0);
+                    spent += took;
                 } else {
                     spent += new_batch(&mut e, &mut frames, &mut buf, next);
                 }
@@ -379,23 +393,8 @@ fn new_full(
 /// policy, which never evicts one: nearly every SYN is refused (`new_refused_pipelined`).
 fn new_refused(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, live: u64) {
     let mut e = shared((live * 20).div_ceil(9)).engine(0x1234_5678);
-    let mut buf = [0u8; FRAME];
     // Untimed: connections (SYN, SYN-ACK, ACK) until a tenth of `live` SYNs were refused.
-    let (mut i, mut refused) = (0u64, 0u64);
-    while refused < live / 10 {
-        let n = tcp_frame(&mut buf, i, None, TCP_SYN);
-        i += 1;
-        if e.translate(&mut buf[..n], true).is_err() {
-            refused += 1;
-            continue;
-        }
-        let a = u32::from_be_bytes([buf[26], buf[27], buf[28], buf[29]]);
-        let p = u16::from_be_bytes([buf[34], buf[35]]);
-        let n = tcp_frame(&mut buf, i - 1, Some((a, p)), TCP_SYN | TCP_ACK);
-        e.translate(&mut buf[..n], false).expect("set-up SYN-ACK");
-        let n = tcp_frame(&mut buf, i - 1, None, TCP_ACK);
-        e.translate(&mut buf[..n], true).expect("set-up ACK");
-    }
+    let (i, _) = fill_with_tcp(&mut e, live / 10).expect("set-up");
     let before = e.table().stats();
     let fill = fill_of(&e);
     let mut frames = vec![0u8; NEW_BATCH * FRAME];
@@ -409,14 +408,10 @@ fn new_refused(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;
             for _ in 0..iters {
-                for (k, chunk) in frames.chunks_mut(FRAME).enumerate() {
-                    out_frame(chunk, next + k as u64, true);
-                }
-                let start = Instant::now();
-                for rx in frames.chunks(RX_BATCH * FRAME) {
-                    let_in += translate_pipelined(&mut e, rx, &mut work, &mut prep, true);
-                }
-                spent += start.elapsed();
+                let (took, ok) =
+                    new_batch_pipelined(&mut e, &mut frames, &mut work, &mut prep, next);
+                let_in += ok;
+                spent += took;
                 next += NEW_BATCH as u64;
             }
             spent

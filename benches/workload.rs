@@ -20,6 +20,7 @@ use xnat::config::{nat_config, FileConfig, NatFlags};
 use xnat::dataplane::worker::{Action, Handler, Port};
 use xnat::nat::{make_table, Census, Engine, NatHandler, Prepared, Quota, Rules};
 use xnat::packet::builder::{build_tcp, build_tcp_syn, build_udp, FrameSpec};
+use xnat::packet::l4::{TCP_ACK, TCP_SYN};
 use xnat::table::Table;
 
 /// SplitMix64: small, fast, good enough for workload generation.
@@ -362,6 +363,33 @@ pub fn tcp_frame(chunk: &mut [u8], i: u64, nat: Option<(u32, u16)>, flags: u8) -
         }
     };
     r.unwrap_or(0)
+}
+
+/// Sets up established TCP connections of workload flows 0, 1, ... (their SYN out, the
+/// SYN-ACK in, the ACK out) until `refusals` SYNs have been refused (a full table): how
+/// many flows it tried and how many connections it made.
+pub fn fill_with_tcp(e: &mut Engine, refusals: u64) -> Result<(u64, u64), String> {
+    let mut buf = [0u8; 64];
+    let (mut i, mut refused, mut made) = (0u64, 0u64, 0u64);
+    while refused < refusals {
+        let n = tcp_frame(&mut buf, i, None, TCP_SYN);
+        i += 1;
+        if e.translate(&mut buf[..n], true).is_err() {
+            refused += 1;
+            continue;
+        }
+        // The translated source: the connection's NAT address and port.
+        let a = u32::from_be_bytes([buf[26], buf[27], buf[28], buf[29]]);
+        let p = u16::from_be_bytes([buf[34], buf[35]]);
+        let n = tcp_frame(&mut buf, i - 1, Some((a, p)), TCP_SYN | TCP_ACK);
+        let answered = e.translate(&mut buf[..n], false).is_ok();
+        let n = tcp_frame(&mut buf, i - 1, None, TCP_ACK);
+        if !answered || e.translate(&mut buf[..n], true).is_err() {
+            return Err(format!("connection {} not established at set-up", i - 1));
+        }
+        made += 1;
+    }
+    Ok((i, made))
 }
 
 /// The frame size the benches lay their frames out in (each frame's first 60 bytes are the
