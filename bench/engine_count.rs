@@ -297,9 +297,7 @@ fn established(
         if e.translate(&mut buf[..n], true).is_err() {
             fail(format!("flow {i} refused at set-up"));
         }
-        // The translated source: the flow's NAT address and port (IPv4 without options).
-        let a = u32::from_be_bytes([buf[26], buf[27], buf[28], buf[29]]);
-        let p = u16::from_be_bytes([buf[34], buf[35]]);
+        let (a, p) = workload::translated_source(&buf);
         nat.push((a, p));
         if l4 == L4::Tcp {
             // The SYN-ACK: the connection is established.

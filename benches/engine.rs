@@ -57,8 +57,8 @@ use xnat::nat::{Engine, Prepared};
 #[path = "workload.rs"]
 mod workload;
 use workload::{
-    fill_with_tcp, in_frame, out_frame, sequence, shared, translate_pipelined, worker,
-    worker_batch, Clock, Popularity, Reaper, Turnover, BENCH_FRAME,
+    fill_with_tcp, in_frame, out_frame, sequence, shared, translate_pipelined, translated_source,
+    worker, worker_batch, Clock, Popularity, Reaper, Turnover, BENCH_FRAME,
 };
 
 const FRAME: usize = BENCH_FRAME;
@@ -85,10 +85,7 @@ fn establish(e: &mut Engine, live: u64) -> Vec<(u32, u16)> {
         .map(|i| {
             out_frame(&mut buf, i, false);
             e.translate(&mut buf[..60], true).expect("set-up flow");
-            (
-                u32::from_be_bytes([buf[26], buf[27], buf[28], buf[29]]),
-                u16::from_be_bytes([buf[34], buf[35]]),
-            )
+            translated_source(&buf)
         })
         .collect()
 }

@@ -365,6 +365,15 @@ pub fn tcp_frame(chunk: &mut [u8], i: u64, nat: Option<(u32, u16)>, flags: u8) -
     r.unwrap_or(0)
 }
 
+/// The source address and port of an outbound workload frame once translated: its flow's
+/// NAT address and port (IPv4 without options, as every workload frame is).
+pub fn translated_source(frame: &[u8; 64]) -> (u32, u16) {
+    (
+        u32::from_be_bytes([frame[26], frame[27], frame[28], frame[29]]),
+        u16::from_be_bytes([frame[34], frame[35]]),
+    )
+}
+
 /// Sets up established TCP connections of workload flows 0, 1, ... (their SYN out, the
 /// SYN-ACK in, the ACK out) until `refusals` SYNs have been refused (a full table): how
 /// many flows it tried and how many connections it made.
@@ -378,10 +387,9 @@ pub fn fill_with_tcp(e: &mut Engine, refusals: u64) -> Result<(u64, u64), String
             refused += 1;
             continue;
         }
-        // The translated source: the connection's NAT address and port.
-        let a = u32::from_be_bytes([buf[26], buf[27], buf[28], buf[29]]);
-        let p = u16::from_be_bytes([buf[34], buf[35]]);
-        let n = tcp_frame(&mut buf, i - 1, Some((a, p)), TCP_SYN | TCP_ACK);
+        // The SYN-ACK, to the connection's NAT address and port.
+        let nat = translated_source(&buf);
+        let n = tcp_frame(&mut buf, i - 1, Some(nat), TCP_SYN | TCP_ACK);
         let answered = e.translate(&mut buf[..n], false).is_ok();
         let n = tcp_frame(&mut buf, i - 1, None, TCP_ACK);
         if !answered || e.translate(&mut buf[..n], true).is_err() {
