@@ -1002,6 +1002,58 @@ proptest! {
     }
 }
 
+/// The checksum at `off` of `f`, as a network-order number.
+fn be16_at(f: &[u8], off: usize) -> u16 {
+    u16::from_be_bytes([f[off], f[off + 1]])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The outer rewrite computes in native byte order; every checksum it writes is the one
+    /// RFC 1624's update gives in network order, bit for bit, whatever the checksums held
+    /// before (any value, `0x0000` and `0xFFFF` included, a zero UDP checksum kept).
+    #[test]
+    fn outer_rewrites_write_the_checksums_of_network_order_arithmetic(
+        gen in gen_strategy(),
+        (src, dst, sport, dport) in (any::<u32>(), any::<u32>(), 1u16.., 1u16..),
+        l4_csum in prop_oneof![Just(0u16), Just(0xffff), any::<u16>()],
+        (ip, port, dst_end) in (any::<u32>(), any::<u16>(), any::<bool>()),
+    ) {
+        let proto = proto_of(gen);
+        let icmp = proto == PROTO_ICMP;
+        let t = tuple(proto, src, dst, sport, if icmp { sport } else { dport });
+        let mut f = ep_packet(true, t, gen, 64, &[], b"payload");
+        let p = parse(&f).unwrap();
+        let (l3, l4) = (p.l3(), p.l4());
+        let (port_off, csum_off) = match p.kind() {
+            L4Kind::Tcp => (if dst_end { 2 } else { 0 }, 16),
+            L4Kind::Udp => (if dst_end { 2 } else { 0 }, 6),
+            _ => (4, 2),
+        };
+        f[l4 + csum_off..l4 + csum_off + 2].copy_from_slice(&l4_csum.to_be_bytes());
+        let addr_off = l3 + if dst_end { 16 } else { 12 };
+        let old_ip = u32::from_be_bytes(f[addr_off..addr_off + 4].try_into().unwrap());
+        let old_port = be16_at(&f, l4 + port_off);
+        let d_ip = checksum::Delta::ZERO.dword(old_ip, ip);
+        let want_ip_csum = d_ip.apply(be16_at(&f, l3 + 10));
+        let want_l4_csum = match p.kind() {
+            L4Kind::Tcp => d_ip.word(old_port, port).apply(l4_csum),
+            L4Kind::Udp => d_ip.word(old_port, port).apply_udp(l4_csum),
+            _ => checksum::Delta::ZERO.word(old_port, port).apply(l4_csum),
+        };
+        if dst_end {
+            set_dst(&mut f, &p, ip, port);
+        } else {
+            set_src(&mut f, &p, ip, port);
+        }
+        prop_assert_eq!(u32::from_be_bytes(f[addr_off..addr_off + 4].try_into().unwrap()), ip);
+        prop_assert_eq!(be16_at(&f, l4 + port_off), port);
+        prop_assert_eq!(be16_at(&f, l3 + 10), want_ip_csum);
+        prop_assert_eq!(be16_at(&f, l4 + csum_off), want_l4_csum);
+    }
+}
+
 #[test]
 fn ttl_expiry_is_reported_only_for_otherwise_valid_packets() {
     // A TTL of 1 on a packet with a bad UDP length is malformed first: it must not earn its
