@@ -9,7 +9,7 @@
 
 use loom::thread;
 use std::sync::Arc;
-use xnat::table::{ConnState, Dir, InsertError, Table, TableConfig, Tuple};
+use xnat::table::{ConnState, Dir, InsertError, Table, TableConfig, Tuple, PARTNER_EPOCH_SECS};
 
 const TCP: u8 = 6;
 
@@ -168,12 +168,12 @@ fn a_removed_connection_is_never_resurrected_by_a_restore() {
         let t = table();
         t.insert_pair(&org(1), &xl(1, 2000), ConnState::TcpEstablished, 1)
             .expect("insert");
-        // The ORG half is alone: a hit on it in a new refresh epoch (8 s later is one
+        // The ORG half is alone: a hit on it in a new refresh epoch (an epoch later is one
         // whatever the key's phase) checks its partner and restores it.
         assert!(t.remove_half(&xl(1, 2000).reversed()));
         let t2 = t.clone();
         let h = thread::spawn(move || t2.remove(&org(1)));
-        if let Some(hit) = t.lookup(&org(1), 9) {
+        if let Some(hit) = t.lookup(&org(1), 1 + PARTNER_EPOCH_SECS) {
             assert_eq!(hit.xlate, xl(1, 2000));
             if hit.restored {
                 RESTORED.mark();

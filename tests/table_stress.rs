@@ -348,9 +348,9 @@ fn concurrent_restore_races() {
     for h in hs {
         h.join().unwrap();
     }
-    // Heal: one refreshing pass over every surviving half, a refresh epoch (8 s) later so
-    // that every hit checks its partner, restores what is missing.
-    let now = clock.load(Ordering::Relaxed) + 8;
+    // Heal: one refreshing pass over every surviving half, a refresh epoch later so that
+    // every hit checks its partner, restores what is missing.
+    let now = clock.load(Ordering::Relaxed) + xnat::table::PARTNER_EPOCH_SECS;
     for i in 0..N {
         t.lookup(&org(i), now);
         t.lookup(&xl(i).reversed(), now);

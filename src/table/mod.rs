@@ -208,7 +208,7 @@
 //!
 //! Refreshes are written at most once per second per half (the clock is in seconds), which also
 //! bounds write traffic on hot flows. The partner is visited (refreshed, verified, restored if
-//! missing) only on the first hit of a new 8-second epoch, when the half looks expired, or
+//! missing) only on the first hit of a new 16-second epoch, when the half looks expired, or
 //! when a reply assures the pair: an established packet touches one half, not two (half the
 //! cache lines and writes of a refresh). A lost half is therefore noticed by its partner
 //! within one epoch of traffic (sooner when the caller knows both keys: a packet that missed

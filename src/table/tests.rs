@@ -413,7 +413,9 @@ fn partner_refreshes_spread_over_the_epoch() {
     for i in 0..1000 {
         phases[t.epoch_phase(&org(i)) as usize] += 1;
     }
-    assert!(phases.iter().all(|&n| n > 60), "{phases:?}");
+    // Every phase gets at least half of an even share.
+    let even = 1000 / phases.len() as u32;
+    assert!(phases.iter().all(|&n| n > even / 2), "{phases:?}");
 }
 
 #[test]
