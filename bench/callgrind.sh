@@ -39,6 +39,9 @@
 #        XNAT_MAPPING=endpoint-dependent bench/callgrind.sh ...   (default endpoint-independent)
 #        XNAT_BENCH_PPFS=16 bench/callgrind.sh ...   (packets per flow per second: table 1's
 #        hit kind defaults to 0, a still clock; the workloads to 1)
+#        XNAT_BENCH_GAP=20 bench/callgrind.sh ...   (the established workloads' flows send their
+#        packets 20 seconds apart, as keep-alives do: every packet a new refresh epoch;
+#        default 1, from 1 to 240)
 #        XNAT_BENCH_KINDS="hit new out in out-zipf in-zipf new90" (the default), new-full,
 #        new-refused, and out-tcp / in-tcp (the established flows as TCP connections, set up
 #        by a SYN and its SYN-ACK, the measured packets ACKs; uniform)
@@ -59,6 +62,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
+if [ -n "${XNAT_BENCH_GAP:-}" ] && ! { [[ $XNAT_BENCH_GAP =~ ^[0-9]{1,3}$ ]] \
+    && [ "$((10#$XNAT_BENCH_GAP))" -ge 1 ] && [ "$((10#$XNAT_BENCH_GAP))" -le 240 ]; }; then
+  echo "XNAT_BENCH_GAP=$XNAT_BENCH_GAP: not a whole number of seconds from 1 to 240" >&2
+  exit 2
+fi
 if [ -n "${XNAT_BENCH_BIN:-}" ]; then
   bin=$XNAT_BENCH_BIN
   [ -x "$bin" ] || { echo "XNAT_BENCH_BIN=$bin is not an executable file" >&2; exit 2; }
@@ -168,7 +176,7 @@ for live in "${lives[@]}"; do
 done
 if [ "$header" = 1 ]; then
   echo
-  echo "Table 2 command: XNAT_MAPPING=$mapping XNAT_BENCH_SEED=${XNAT_BENCH_SEED:-1} XNAT_BENCH_WORKER=${XNAT_BENCH_WORKER:-0} XNAT_BENCH_BATCH=${XNAT_BENCH_BATCH:-1} XNAT_BENCH_PPFS=$ppfs XNAT_BENCH_KINDS=\"$kinds\" bench/callgrind.sh $*"
+  echo "Table 2 command: XNAT_MAPPING=$mapping XNAT_BENCH_SEED=${XNAT_BENCH_SEED:-1} XNAT_BENCH_WORKER=${XNAT_BENCH_WORKER:-0} XNAT_BENCH_BATCH=${XNAT_BENCH_BATCH:-1} XNAT_BENCH_PPFS=$ppfs XNAT_BENCH_GAP=${XNAT_BENCH_GAP:-1} XNAT_BENCH_KINDS=\"$kinds\" bench/callgrind.sh $*"
   [ -f "$out/cg.out.2" ] && grep -E '^desc: (D1|LL) cache' "$out/cg.out.2" | sed 's/^desc: /simulated /'
 fi
 echo "(valgrind $(valgrind --version | sed 's/valgrind-//'), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores)"

@@ -31,9 +31,11 @@
 //!   address and port); `in`, `in-zipf`: their replies from the outside (translated back).
 //!   Flows are chosen uniformly or Zipf-popular (s = 1.0) from all LIVE flows with a
 //!   seeded PRNG (`benches/workload.rs`). The clock advances one second every
-//!   LIVE × PPFS packets (`XNAT_BENCH_PPFS`, default 1): each flow's first packet in a
-//!   second pays the refresh of its pair and, with endpoint-independent mapping, of its
-//!   mapping. 64-byte frames (60 bytes without the FCS).
+//!   LIVE × PPFS packets (`XNAT_BENCH_PPFS`, default 1; with `XNAT_BENCH_GAP=S`, S
+//!   seconds: every flow's packets S seconds apart, a keep-alive's rhythm at 20 or 30):
+//!   each flow's first packet in a second refreshes its own half, and its first in a new
+//!   refresh epoch (16 s) the pair's other half and, with endpoint-independent mapping,
+//!   its mapping. 64-byte frames (60 bytes without the FCS).
 //! - `new90`: TCP SYNs of new connections (new inside hosts' ports) into a table they hold
 //!   at about 90 % of its capacity as they come and go at a steady rate
 //!   (`workload::Turnover`: the clock advances one second every
@@ -324,7 +326,7 @@ fn established(
     if worker_mode() {
         return established_worker(e, live, &seq, &ends, second, dir, l4, &nat);
     }
-    let mut clock = Clock::new(101, live, ppfs);
+    let mut clock = Clock::new(101, live, ppfs).every(workload::gap());
     let build = |buf: &mut [u8; 64], i: u32, end: (u32, u16)| -> usize {
         est_frame(buf, i as u64, dir, l4, end)
     };
@@ -391,7 +393,7 @@ fn established(
     }
     callgrind_request(CT_DUMP_STATS);
     // The harness alone over the same packets (the clock too, though it no longer matters).
-    let mut clock2 = Clock::new(101, live, ppfs);
+    let mut clock2 = Clock::new(101, live, ppfs).every(workload::gap());
     if batch == 1 {
         for (&i, &end) in seq[second..].iter().zip(&ends[second..]) {
             let now = clock2.tick(1);
@@ -519,7 +521,7 @@ fn established_worker(
         black_box(run(&mut h, chunk, ends, 100, false));
     }
     let ppfs = workload::ppfs(1);
-    let mut clock = Clock::new(101, live, ppfs);
+    let mut clock = Clock::new(101, live, ppfs).every(workload::gap());
     for (chunk, ends) in seq[..second].chunks(batch).zip(ends.chunks(batch)) {
         let now = clock.tick(chunk.len() as u64);
         black_box(run(&mut h, chunk, ends, now, false));

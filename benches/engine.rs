@@ -9,8 +9,10 @@
 //!   one of the `live` flows equally popular or Zipf-popular (s = 1.0), drawn from a seeded
 //!   PRNG (`benches/workload.rs`); the frames stream sequentially as from a NIC ring. The
 //!   clock advances one second every `live × PPFS` packets (`XNAT_BENCH_PPFS`, default
-//!   1), read once per batch as a worker reads it: each flow's first packet in a second
-//!   refreshes its pair (and its endpoint-independent mapping).
+//!   1; `XNAT_BENCH_GAP=S`: S seconds, every flow's packets S seconds apart, as
+//!   keep-alives are), read once per batch as a worker reads it: each flow's first packet
+//!   in a second refreshes its own half, its first in a new refresh epoch (16 s) its pair
+//!   (and its endpoint-independent mapping).
 //! - `<case>_worker`: the same packets through a worker's whole handler (`NatHandler`, as
 //!   `xnat run` drives it, 64 frames at a time, with a fixed next-hop table: the batch
 //!   pipeline plus the route lookups, the checksum-offload check, the MTU fit, the TTL and
@@ -123,7 +125,7 @@ fn established(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
         drop(seq);
         let name = format!("{}_{}", if inside { "out" } else { "in" }, pop.name());
         // The clock goes on from where the previous case left it.
-        let mut clock = Clock::new(e.now + 1, live, ppfs);
+        let mut clock = Clock::new(e.now + 1, live, ppfs).every(workload::gap());
         let mut pos = 0usize;
         let batches = len / BATCH;
         g.bench_function(name.as_str(), |b| {

@@ -102,11 +102,12 @@ pub fn top_share(seq: &[u32], flows: u64, top: usize) -> f64 {
 }
 
 /// The gateway's coarse clock under a given load: one second every `flows × ppfs` packets
-/// (never, with ppfs 0).
+/// (never, with ppfs 0), or with [`Clock::every`] several.
 pub struct Clock {
     pub now: u32,
     per_second: u64,
     sent: u64,
+    step: u32,
 }
 
 impl Clock {
@@ -115,16 +116,23 @@ impl Clock {
             now,
             per_second: flows * ppfs,
             sent: 0,
+            step: 1,
         }
     }
-    /// Counts `n` packets sent; returns the clock (advanced if a second has passed).
+    /// The same load spread over `secs` seconds a round: every flow sends its `ppfs`
+    /// packets once every `secs` seconds (a keep-alive's rhythm, at 20 or 30).
+    pub fn every(mut self, secs: u32) -> Clock {
+        self.step = secs.max(1);
+        self
+    }
+    /// Counts `n` packets sent; returns the clock (advanced if a round has passed).
     #[inline]
     pub fn tick(&mut self, n: u64) -> u32 {
         if self.per_second > 0 {
             self.sent += n;
             while self.sent >= self.per_second {
                 self.sent -= self.per_second;
-                self.now += 1;
+                self.now += self.step;
             }
         }
         self.now
@@ -205,6 +213,24 @@ impl Reaper {
             removed += n;
         }
         removed
+    }
+}
+
+/// Seconds between a flow's rounds of packets (`XNAT_BENCH_GAP`, default 1: a round a
+/// second): at 20, every flow of an established workload sends its packets once every 20
+/// seconds, as a keep-alive does, and each of its packets falls in a new refresh epoch of
+/// the table. Below the UDP timeout (300 s), so that the flows stay established; not a
+/// whole number from 1 to 240: a message and exit code 2.
+pub fn gap() -> u32 {
+    match std::env::var("XNAT_BENCH_GAP") {
+        Err(_) => 1,
+        Ok(v) => match v.parse::<u32>() {
+            Ok(g) if (1..=240).contains(&g) => g,
+            _ => {
+                eprintln!("XNAT_BENCH_GAP={v:?}: not a whole number of seconds from 1 to 240");
+                std::process::exit(2);
+            }
+        },
     }
 }
 

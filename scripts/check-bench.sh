@@ -164,6 +164,13 @@ if [ "$rc" = 2 ] && grep -q "XNAT_BENCH_BIN=$tmp/no-such-build" "$tmp/cg-bin.out
 else
   bad "callgrind.sh XNAT_BENCH_BIN=$tmp/no-such-build: exit $rc, $(cat "$tmp/cg-bin.out")"
 fi
+rc=0
+XNAT_BENCH_GAP=0 bench/callgrind.sh 1000 >"$tmp/cg-gap.out" 2>&1 || rc=$?
+if [ "$rc" = 2 ] && grep -q "XNAT_BENCH_GAP=0" "$tmp/cg-gap.out"; then
+  ok "callgrind.sh refuses an XNAT_BENCH_GAP out of 1-240 (exit 2, named)"
+else
+  bad "callgrind.sh XNAT_BENCH_GAP=0: exit $rc, $(cat "$tmp/cg-gap.out")"
+fi
 if OUT="$tmp/ndr" bench/ndr.sh --dry-run >"$tmp/ndr.out" 2>&1 \
    && python3 - "$tmp/ndr" <<'EOF'
 import glob, json, os, sys
