@@ -41,7 +41,8 @@
 #        hit kind defaults to 0, a still clock; the workloads to 1)
 #        XNAT_BENCH_GAP=20 bench/callgrind.sh ...   (the established workloads' flows send their
 #        packets 20 seconds apart, as keep-alives do: every packet a new refresh epoch;
-#        default 1, from 1 to 240)
+#        default 1, from 1 to 240; for the uniform kinds: the rarest Zipf flows would idle
+#        past the UDP timeout)
 #        XNAT_BENCH_KINDS="hit new out in out-zipf in-zipf new90" (the default), new-full,
 #        new-refused, and out-tcp / in-tcp (the established flows as TCP connections, set up
 #        by a SYN and its SYN-ACK, the measured packets ACKs; uniform)
