@@ -8,6 +8,10 @@
 //!
 //! The incremental update is RFC 1624 equation 3, `HC' = ~(~HC + ~m + m')`, generalised by
 //! [`Delta`] to any number of changed words so that one fold serves a whole rewrite.
+//! [`Delta`]'s arithmetic is byte-order independent (RFC 1071 2(B)): fed the native-order
+//! numbers of every field it involves, checksum included, it gives the native-order number
+//! of the updated checksum. The outer rewrite (`rewrite::set_outer`) uses it so, to spare
+//! the byte swaps; nothing mixes the two orders in one `Delta`.
 
 /// Folds a wide one's complement accumulator to 16 bits (end-around carry).
 ///
