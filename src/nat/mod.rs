@@ -151,7 +151,7 @@ pub struct Engine {
     /// once per batch ([`Engine::flush_counts`]).
     counts: OpCounts,
     /// Whether the pipeline prefetches for frames that may open a session
-    /// ([`Engine::prefetch_create`]): only for a table larger than [`PREFETCH_CREATE_BYTES`].
+    /// (`Engine::prefetch_create`): only for a table larger than [`PREFETCH_CREATE_BYTES`].
     prefetch_creates: bool,
 }
 
@@ -315,7 +315,7 @@ impl Engine {
     /// than a wait for memory at translation.
     ///
     /// A frame whose key the second stage found absent may open a session instead: see
-    /// [`Engine::prefetch_create`] (a table larger than [`PREFETCH_CREATE_BYTES`] only).
+    /// `Engine::prefetch_create` (a table larger than [`PREFETCH_CREATE_BYTES`] only).
     #[inline(always)]
     pub fn prefetch_refresh(&self, p: &Prepared) {
         let Some(probe) = &p.probe else {
