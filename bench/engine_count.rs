@@ -714,19 +714,7 @@ fn new_full(live: u64, packets: u64, mapping: Option<String>) {
     }
     let fill0 = e.table().len() as f64 / e.table().capacity() as f64;
     let warm = packets / 2;
-    callgrind_request(CT_START_INSTRUMENTATION);
-    // Warm-up: a packet of every established flow (the table's lines in the simulated
-    // caches, as in a gateway whose traffic keeps them there; the clock is still, nothing
-    // is refreshed), then PACKETS / 2 new connections.
-    for j in 0..i {
-        let n = out_frame(&mut buf, j, false);
-        black_box(e.translate(&mut buf[..n], true).is_ok());
-    }
-    for k in 0..warm {
-        let n = out_frame(&mut buf, k, true);
-        black_box(e.translate(&mut buf[..n], true).is_ok());
-    }
-    callgrind_request(CT_DUMP_STATS);
+    warm_up_new(&mut e, i, |b, j| out_frame(b, j, false), warm);
     let ok = measure_new(&mut e, warm, packets);
     let st = e.table().stats();
     eprintln!(
@@ -756,6 +744,30 @@ fn syn_batches(
         }
         each(&mut frames, &lens, count);
     }
+}
+
+/// The warm-up of the new-connection kinds whose clock stands still (`new-full`,
+/// `new-refused`), instrumented and dumped: a packet of each of the `established` flows
+/// or connections (`frame` builds flow `j`'s; the table's lines in the simulated caches,
+/// as in a gateway whose traffic keeps them there; nothing is refreshed), then the SYNs of
+/// new flows `0..warm`.
+fn warm_up_new(
+    e: &mut Engine,
+    established: u64,
+    frame: impl Fn(&mut [u8; 64], u64) -> usize,
+    warm: u64,
+) {
+    let mut buf = [0u8; 64];
+    callgrind_request(CT_START_INSTRUMENTATION);
+    for j in 0..established {
+        let n = frame(&mut buf, j);
+        black_box(e.translate(&mut buf[..n], true).is_ok());
+    }
+    for k in 0..warm {
+        let n = out_frame(&mut buf, k, true);
+        black_box(e.translate(&mut buf[..n], true).is_ok());
+    }
+    callgrind_request(CT_DUMP_STATS);
 }
 
 /// The measured window of the new-connection kinds whose clock stands still (`new-full`,
@@ -800,20 +812,10 @@ fn measure_new(e: &mut Engine, first: u64, packets: u64) -> u64 {
 /// of every connection, then PACKETS / 2 new SYNs.
 fn new_refused(live: u64, packets: u64, mapping: Option<String>) {
     let (mut e, _) = new_conn_engine(live, mapping);
-    let mut buf = [0u8; 64];
     let (i, made) = workload::fill_with_tcp(&mut e, live / 10).unwrap_or_else(|e| fail(e));
     let fill0 = e.table().len() as f64 / e.table().capacity() as f64;
     let warm = packets / 2;
-    callgrind_request(CT_START_INSTRUMENTATION);
-    for j in 0..i {
-        let n = tcp_frame(&mut buf, j, None, TCP_ACK);
-        black_box(e.translate(&mut buf[..n], true).is_ok());
-    }
-    for k in 0..warm {
-        let n = out_frame(&mut buf, k, true);
-        black_box(e.translate(&mut buf[..n], true).is_ok());
-    }
-    callgrind_request(CT_DUMP_STATS);
+    warm_up_new(&mut e, i, |b, j| tcp_frame(b, j, None, TCP_ACK), warm);
     let ok = measure_new(&mut e, warm, packets);
     let st = e.table().stats();
     eprintln!(
