@@ -48,7 +48,9 @@
 //!   refused (a SYN flood against a gateway its users have filled); through the pipeline.
 //!
 //! Run: `cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3`
-//! (`XNAT_BENCH_SIZES="10000 1000000"` for some table sizes only)
+//! (`XNAT_BENCH_SIZES="10000 1000000"` for some table sizes only; `XNAT_BENCH_STATE_DIR=DIR`:
+//! each table in a state file in DIR, as a gateway with a state file keeps it, instead of
+//! anonymous memory; on a tmpfs mounted without `huge=` its pages are 4 KiB)
 
 use std::time::{Duration, Instant};
 

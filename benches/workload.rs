@@ -273,9 +273,25 @@ pub fn shared(capacity: u64) -> Shared {
         no_state_file: true,
         ..Default::default()
     };
+    // XNAT_BENCH_STATE_DIR=DIR: the table in a state file of its own in DIR, as a gateway
+    // keeps it (a tmpfs: 4 KiB pages unless mounted with huge=), the file unlinked once
+    // mapped.
+    let state = std::env::var_os("XNAT_BENCH_STATE_DIR").map(|d| {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::path::PathBuf::from(d).join(format!("xnat-bench-{}-{n}", std::process::id()))
+    });
+    let flags = NatFlags {
+        no_state_file: state.is_none(),
+        state_file: state.clone(),
+        ..flags
+    };
     let cfg = nat_config(&FileConfig::default(), &flags).expect("bench config");
     let rules = Arc::new(Rules::new(&cfg, &[], None).expect("rules"));
     let table = Arc::new(make_table(&cfg).expect("table").0);
+    if let Some(p) = state {
+        std::fs::remove_file(&p).expect("unlinking the bench's state file");
+    }
     // Counted as a running gateway counts (port use, quota): the observer's cost included.
     let quota = Arc::new(Quota::new(0));
     let addrs: Vec<u32> = rules.nat_addresses().iter().map(|a| a.0).collect();
