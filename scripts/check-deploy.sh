@@ -75,8 +75,40 @@ fi
 directive() { grep -E "^$1=" "$unit" | sed "s/^$1=//" || true; }
 [ "$(directive ExecStart)" = "/usr/local/bin/xnat run --config /etc/xnat/xnat.toml" ] \
   && ok "ExecStart runs xnat run --config /etc/xnat/xnat.toml" || bad "ExecStart is '$(directive ExecStart)'"
-[ "$(directive ExecStartPre)" = "/usr/local/bin/xnat check-config /etc/xnat/xnat.toml" ] \
-  && ok "ExecStartPre guards with xnat check-config" || bad "ExecStartPre is '$(directive ExecStartPre)'"
+[ "$(directive ExecStartPre | sed -n 1p)" = "/usr/local/bin/xnat check-config /etc/xnat/xnat.toml" ] \
+  && ok "ExecStartPre guards with xnat check-config" || bad "first ExecStartPre is '$(directive ExecStartPre | sed -n 1p)'"
+# The second ExecStartPre gives /run/xnat a tmpfs with huge pages: its command run here on
+# a directory of our own in place of /run/xnat (as root; where mounting is not allowed, skipped).
+mount_pre=$(directive ExecStartPre | sed -n 2p)
+case $mount_pre in
+  "+/bin/sh -c '"*"'")
+    snippet=${mount_pre#"+/bin/sh -c '"}; snippet=${snippet%"'"}
+    run_pre() { /bin/sh -c "${snippet//\/run\/xnat/$1}"; }
+    d="$tmp/run-xnat"; mkdir -p "$d" "$tmp/probe"
+    # Whether this machine lets us mount such a tmpfs at all.
+    can=0
+    if [ "$(id -u)" = 0 ] && mount -t tmpfs -o huge=within_size xnat-probe "$tmp/probe" 2>/dev/null; then
+      umount "$tmp/probe"; can=1
+    fi
+    if [ "$can" = 1 ] && { run_pre "$d"; mountpoint -q "$d"; }; then
+      opts=$(findmnt -n -o OPTIONS "$d")
+      run_pre "$d"
+      n=$(findmnt -n "$d" | wc -l)
+      umount "$d"
+      mkdir -p "$tmp/kept" && touch "$tmp/kept/table" && run_pre "$tmp/kept"
+      if [[ $opts == *huge=within_size* ]] && [ "$n" = 1 ] && ! mountpoint -q "$tmp/kept"; then
+        ok "ExecStartPre mounts /run/xnat as a tmpfs with huge=within_size, once, never over a table"
+      else
+        bad "ExecStartPre mount: options '$opts', $n mount(s) after a second run, over a table: $(mountpoint "$tmp/kept")"
+        mountpoint -q "$tmp/kept" && umount "$tmp/kept"
+      fi
+    elif [ "$can" = 1 ]; then
+      bad "ExecStartPre did not mount a tmpfs on an empty /run/xnat: '$mount_pre'"
+    else
+      echo "  skip  ExecStartPre's mount not tried here (not root, or no tmpfs huge= support): '$mount_pre'"
+    fi ;;
+  *) bad "second ExecStartPre is '$mount_pre' (the /run/xnat huge-page tmpfs)" ;;
+esac
 [ "$(directive ExecReload)" = "/usr/local/bin/xnat reload --control /run/xnat/xnat.sock" ] \
   && ok "ExecReload runs xnat reload (errors reach systemctl reload)" || bad "ExecReload is '$(directive ExecReload)'"
 [ "$(directive LimitMEMLOCK)" = infinity ] && ok "LimitMEMLOCK=infinity" || bad "LimitMEMLOCK is '$(directive LimitMEMLOCK)'"

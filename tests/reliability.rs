@@ -416,3 +416,129 @@ fn two_gateways_cannot_share_a_state_file() {
     let s = gw.ctl_json(&["stats"]);
     assert!(num(&s, "/table/connections") >= 1, "{s}");
 }
+
+/// A tmpfs mounted for a test, unmounted (and its directory removed) when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs with `options` on `dir` (created); `None` if the kernel refuses them.
+    fn mount(dir: std::path::PathBuf, options: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "xnat-test"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            Some(Tmpfs(dir))
+        } else {
+            let _ = std::fs::remove_dir(&dir);
+            None
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The resident and huge-page KiB of process `pid`'s mappings of `path` (`/proc/PID/smaps`).
+fn smaps_of(pid: u32, path: &std::path::Path) -> (u64, u64) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let (mut inside, mut rss, mut huge) = (false, 0, 0);
+    let path = path.to_string_lossy().to_string();
+    for line in smaps.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            inside = w.last() == Some(&path.as_str());
+            continue;
+        }
+        if inside && w.len() >= 2 {
+            let kib: u64 = w[1].parse().unwrap_or(0);
+            match w[0] {
+                "Rss:" => rss += kib,
+                "ShmemPmdMapped:" | "FilePmdMapped:" | "AnonHugePages:" => huge += kib,
+                _ => {}
+            }
+        }
+    }
+    (rss, huge)
+}
+
+/// The number after `field=` in the log's "translation table allocated" line.
+fn logged(log: &str, field: &str) -> Option<u64> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("translation table allocated"))?;
+    let at = line.find(&format!("{field}="))? + field.len() + 1;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn the_start_log_tells_how_much_of_a_state_file_table_is_on_huge_pages() {
+    let lab = Lab::up("hugepg", 1);
+    const WARNING: &str = "mostly on 4 KiB pages";
+    // A million connections, about 94 MiB: large enough to be warned about.
+    let run = |dir: &std::path::Path| {
+        let state = dir.join("table");
+        let state_s = state.to_string_lossy().to_string();
+        let gw = Gateway::start(
+            &lab,
+            &[
+                "--masquerade",
+                "--table-size",
+                "1000000",
+                "--state-file",
+                &state_s,
+            ],
+        );
+        let pid = gw.child.as_ref().unwrap().id();
+        let (rss, huge) = smaps_of(pid, &state);
+        (gw.log(), rss, huge)
+    };
+    // What the log says is what the kernel says of the mapping (the gateway faulted every
+    // page in at start), and the warning comes with most of it on 4 KiB pages.
+    let check = |log: &str, rss: u64, huge: u64| {
+        assert!(rss >= 90 << 10, "{rss} KiB resident\n{log}");
+        let mib =
+            logged(log, "huge_pages_mib").unwrap_or_else(|| panic!("no huge_pages_mib\n{log}"));
+        assert!(
+            mib.abs_diff(huge >> 10) <= 2,
+            "logged {mib} MiB, smaps {huge} KiB\n{log}"
+        );
+        assert_eq!(
+            log.contains(WARNING),
+            huge < rss / 2,
+            "{rss} KiB, {huge} KiB huge\n{log}"
+        );
+    };
+    let forced = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+        .is_ok_and(|s| s.contains("[force]"));
+    // A tmpfs as /run is mounted (no huge=): 4 KiB pages, and the advice names the mount.
+    let small = Tmpfs::mount(lab.dir.join("small"), "mode=0700").expect("mounting a tmpfs");
+    let (log, rss, huge) = run(&small.0);
+    check(&log, rss, huge);
+    if !forced {
+        assert!(log.contains(WARNING), "{log}");
+        assert!(log.contains("huge=within_size"), "{log}");
+    }
+    drop(small);
+    // A tmpfs mounted as deploy/README.md says: huge pages where the kernel has them free.
+    match Tmpfs::mount(lab.dir.join("huge"), "mode=0700,huge=within_size") {
+        Some(huge_fs) => {
+            let (log, rss, huge) = run(&huge_fs.0);
+            check(&log, rss, huge);
+            eprintln!("on a huge=within_size tmpfs: {huge} of {rss} KiB on huge pages");
+        }
+        None => eprintln!("this kernel refuses huge=within_size: that half is skipped"),
+    }
+}

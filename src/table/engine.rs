@@ -969,6 +969,23 @@ impl Table {
         Ok(())
     }
 
+    /// How the table's buckets are backed, resident bytes and those on huge pages
+    /// (`/proc/self/smaps`, read once: call it after [`Table::prefault`]); `None` where
+    /// that cannot be read. A large table on 4 KiB pages (a state file on a tmpfs mounted
+    /// without `huge=`, or transparent huge pages off) costs a TLB miss on most lookups:
+    /// at 1 M connections about a fifth of the established packets a core translates
+    /// (`XNAT_BENCH_STATE_DIR`, the record's fourteenth session).
+    pub fn page_use(&self) -> Option<super::region::PageUse> {
+        #[cfg(not(loom))]
+        {
+            self.buckets.page_use()
+        }
+        #[cfg(loom)]
+        {
+            None
+        }
+    }
+
     /// Total bytes the table occupies (buckets, counters, header).
     pub fn memory_bytes(&self) -> usize {
         self.buckets.len() * std::mem::size_of::<Bucket>()

@@ -244,6 +244,7 @@ pub use audit::Audit;
 pub use engine::{Foretold, Probe, Sessions, Table};
 pub use observe::PairObserver;
 pub use pair::InsertKind;
+pub use region::PageUse;
 pub(crate) use stats::{my_stripe, STRIPES};
 pub use stats::{OpCounts, TableStats};
 

@@ -340,6 +340,14 @@ impl<T> Region<T> {
         }
     }
 
+    /// The mapping's resident bytes and, of those, the bytes on huge pages, as
+    /// `/proc/self/smaps` tells them (see [`smaps_page_use`]); `None` if it cannot be read.
+    pub(super) fn page_use(&self) -> Option<PageUse> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let start = self.base.as_ptr() as usize;
+        smaps_page_use(&smaps, start, start.checked_add(self.map_bytes)?)
+    }
+
     /// Pages of the mapping that are in memory now (`mincore`).
     #[cfg(test)]
     pub(super) fn resident_pages(&self) -> usize {
@@ -380,5 +388,137 @@ impl<T> Drop for Region<T> {
         // SAFETY: unmaps exactly the mapping created by a constructor; no reference into it
         // outlives `self` (deref borrows `self`).
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.map_bytes) };
+    }
+}
+
+/// How a mapping is backed: its resident bytes, and those of them on huge pages (2 MiB and
+/// up: transparent huge pages of anonymous memory or of a tmpfs file, or hugetlbfs pages).
+/// Every lookup in a large table lands on a random page: on 4 KiB pages most of them miss
+/// the TLB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageUse {
+    /// Resident bytes.
+    pub resident: u64,
+    /// Resident bytes on huge pages.
+    pub huge: u64,
+}
+
+/// The [`PageUse`] of the mappings of `smaps` (the text of `/proc/PID/smaps`) that overlap
+/// `start..end`, summed; `None` if none does.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) fn smaps_page_use(smaps: &str, start: usize, end: usize) -> Option<PageUse> {
+    let mut found = false;
+    let mut inside = false;
+    let mut pages = PageUse {
+        resident: 0,
+        huge: 0,
+    };
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next() else {
+            continue;
+        };
+        if let Some((lo, hi)) = first.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                // A mapping's header line: "start-end perms offset dev inode [path]".
+                inside = lo < end && start < hi;
+                found |= inside;
+                continue;
+            }
+        }
+        if !inside {
+            continue;
+        }
+        let kib = || -> u64 {
+            words
+                .clone()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(0, |k| k.saturating_mul(1024))
+        };
+        match first {
+            "Rss:" => pages.resident = pages.resident.saturating_add(kib()),
+            "AnonHugePages:" | "ShmemPmdMapped:" | "FilePmdMapped:" => {
+                pages.huge = pages.huge.saturating_add(kib())
+            }
+            // hugetlbfs pages are not in Rss.
+            "Shared_Hugetlb:" | "Private_Hugetlb:" => {
+                pages.huge = pages.huge.saturating_add(kib());
+                pages.resident = pages.resident.saturating_add(kib());
+            }
+            _ => {}
+        }
+    }
+    found.then_some(pages)
+}
+
+#[cfg(all(test, not(loom)))]
+mod page_tests {
+    use super::*;
+
+    const SMAPS: &str = "\
+55d0a0000000-55d0a0021000 r--p 00000000 fd:00 1234    /usr/bin/xnat
+Size:                132 kB
+Rss:                 132 kB
+AnonHugePages:         0 kB
+VmFlags: rd mr mw me
+7f0000000000-7f0008000000 rw-s 00000000 00:1a 99      /run/xnat/table
+Size:             131072 kB
+KernelPageSize:        4 kB
+Rss:              131072 kB
+AnonHugePages:         0 kB
+ShmemPmdMapped:   126976 kB
+FilePmdMapped:         0 kB
+Shared_Hugetlb:        0 kB
+Private_Hugetlb:       0 kB
+VmFlags: rd wr sh mr mw me ms hg
+7f0008000000-7f0008400000 rw-p 00000000 00:00 0
+Size:               4096 kB
+Rss:                4096 kB
+AnonHugePages:      4096 kB
+VmFlags: rd wr mr mw me ac hg
+";
+
+    #[test]
+    fn smaps_tells_the_resident_and_huge_bytes_of_the_mappings_asked_about() {
+        let mib = |m: u64| m << 20;
+        // The state file's mapping: 124 MiB of its 128 on huge pages.
+        assert_eq!(
+            smaps_page_use(SMAPS, 0x7f00_0000_0000, 0x7f00_0800_0000),
+            Some(PageUse {
+                resident: mib(128),
+                huge: mib(124)
+            })
+        );
+        // A range over two mappings sums them; one inside a mapping finds it.
+        assert_eq!(
+            smaps_page_use(SMAPS, 0x7f00_0400_0000, 0x7f00_0820_0000),
+            Some(PageUse {
+                resident: mib(132),
+                huge: mib(128)
+            })
+        );
+        assert_eq!(
+            smaps_page_use(SMAPS, 0x55d0_a000_0000, 0x55d0_a000_1000).map(|p| p.huge),
+            Some(0)
+        );
+        // No mapping there, or no text: nothing to tell.
+        assert_eq!(smaps_page_use(SMAPS, 0x1000, 0x2000), None);
+        assert_eq!(smaps_page_use("", 0x1000, 0x2000), None);
+        assert_eq!(
+            smaps_page_use("garbage\nRss: x kB\n-\n", 0, usize::MAX),
+            None
+        );
+    }
+
+    #[test]
+    fn a_real_mapping_is_found_in_this_process_smaps() {
+        let r = Region::<u64>::zeroed(1 << 20).expect("mapping");
+        r.populate().expect("populate");
+        let pages = r.page_use().expect("the mapping is in /proc/self/smaps");
+        // Every page was faulted in; huge pages only where the system gives them.
+        assert_eq!(pages.resident, 8 << 20);
+        assert!(pages.huge <= pages.resident);
     }
 }
