@@ -12,6 +12,7 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   bench/lab.sh down "$PFX"
+  mountpoint -q "$work/state" 2>/dev/null && umount "$work/state"
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -31,9 +32,13 @@ pids+=($!)
 
 nat_args=()
 # The table's state file in the demo's own directory, never the default /run/xnat/table
-# a real gateway on this host may hold.
+# a real gateway on this host may hold; on a tmpfs with huge pages, as deploy/README.md
+# (and the systemd unit) give /run/xnat, where the kernel allows it.
+mkdir -p "$work/state"
+mount -t tmpfs -o huge=within_size,mode=0700 xnat-demo "$work/state" 2>/dev/null \
+  || echo "== no tmpfs with huge pages here: the table's state file is on $(df --output=fstype "$work" | tail -1)"
 [ "$MODE" = nat ] && nat_args=(--masquerade --dnat tcp:198.19.0.1:40080=198.18.0.2:8080 \
-  --state-file "$work/table")
+  --state-file "$work/state/table")
 echo "== starting xnat ($MODE mode) in $PFX-gw: ${nat_args[*]}"
 ip netns exec "$PFX-gw" "$bin" run --inside in0 --outside out0 --mode "$MODE" "${nat_args[@]}" \
    --stats-interval 1 --control "$work/xnat.sock" 2>&1 | sed 's/^/[xnat] /' &
