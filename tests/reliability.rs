@@ -503,6 +503,15 @@ fn the_start_log_tells_how_much_of_a_state_file_table_is_on_huge_pages() {
         );
         let pid = gw.child.as_ref().unwrap().id();
         let (rss, huge) = smaps_of(pid, &state);
+        // `xnat stats` tells the same (and `xnat_table_memory_bytes` on /metrics).
+        let stats = gw.ctl_json(&["stats"]);
+        let pages = &stats["table"]["pages"];
+        let stats_huge = pages["huge"].as_u64().unwrap_or_else(|| panic!("{stats}"));
+        assert!(
+            stats_huge.abs_diff(huge << 10) <= 2 << 20,
+            "stats {stats_huge} B, smaps {huge} KiB"
+        );
+        assert!(pages["resident"].as_u64().is_some_and(|r| r >= stats_huge));
         (gw.log(), rss, huge)
     };
     // What the log says is what the kernel says of the mapping (the gateway faulted every

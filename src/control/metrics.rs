@@ -87,6 +87,11 @@ pub fn render(s: &Snapshot) -> String {
         "table_capacity",
         "Capacity of the translation table in connections",
     );
+    let table_pages = gauge_family(
+        &mut reg,
+        "table_memory_bytes",
+        "Bytes of the translation table resident at start, by page size (huge: 2 MiB and up; small: 4 KiB): a large table mostly on small pages misses the TLB on most lookups",
+    );
     let ports = gauge_family(
         &mut reg,
         "nat_ports_used",
@@ -185,6 +190,15 @@ pub fn render(s: &Snapshot) -> String {
                 .set(c.connections as i64);
         }
         capacity.get_or_create(&Vec::new()).set(t.capacity as i64);
+        if let Some(p) = t.pages {
+            let as_gauge = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+            table_pages
+                .get_or_create(&l(&[("pages", "huge")]))
+                .set(as_gauge(p.huge));
+            table_pages
+                .get_or_create(&l(&[("pages", "small")]))
+                .set(as_gauge(p.resident.saturating_sub(p.huge)));
+        }
     }
     for p in &s.ports {
         let a = p.addr.to_string();
@@ -437,6 +451,10 @@ mod tests {
                 full: 1,
                 race_lost: 1,
                 rev_taken: 1,
+                pages: Some(crate::table::PageUse {
+                    resident: 4 << 20,
+                    huge: 2 << 20,
+                }),
             }),
             ports: vec![PortUsage {
                 addr: std::net::Ipv4Addr::new(198, 19, 0, 1),
@@ -720,6 +738,25 @@ mod tests {
                 walk(nested, out);
             }
         }
+    }
+
+    #[test]
+    fn the_tables_pages_are_exported_by_size() {
+        let text = render(&populated());
+        // 4 MiB resident, 2 of them on huge pages.
+        assert!(
+            text.contains("xnat_table_memory_bytes{pages=\"huge\"} 2097152"),
+            "{text}"
+        );
+        assert!(
+            text.contains("xnat_table_memory_bytes{pages=\"small\"} 2097152"),
+            "{text}"
+        );
+        let mut unmeasured = populated();
+        if let Some(t) = unmeasured.table.as_mut() {
+            t.pages = None;
+        }
+        assert!(!render(&unmeasured).contains("xnat_table_memory_bytes{"));
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub struct Table {
     pub(super) ctr: Counters,
     /// Told of connections coming and going (see [`Table::attach_observer`]).
     pub(super) observer: std::sync::OnceLock<std::sync::Arc<dyn super::PairObserver>>,
+    /// The buckets' pages when last measured ([`Table::page_use`]).
+    pub(super) pages: std::sync::Mutex<Option<super::region::PageUse>>,
 }
 
 impl std::fmt::Debug for Table {
@@ -265,6 +267,7 @@ impl Table {
             moves: std::array::from_fn(|_| AtomicU64::new(0)),
             ctr: Counters::new(),
             observer: std::sync::OnceLock::new(),
+            pages: std::sync::Mutex::new(None),
         })
     }
 
@@ -975,15 +978,22 @@ impl Table {
     /// without `huge=`, or transparent huge pages off) costs a TLB miss on most lookups:
     /// at 1 M connections about a fifth of the established packets a core translates
     /// (`XNAT_BENCH_STATE_DIR`, the record's fourteenth session).
+    /// The measure is kept for [`Table::measured_pages`].
     pub fn page_use(&self) -> Option<super::region::PageUse> {
         #[cfg(not(loom))]
-        {
-            self.buckets.page_use()
-        }
+        let pages = self.buckets.page_use();
         #[cfg(loom)]
-        {
-            None
+        let pages = None;
+        if let (Some(p), Ok(mut kept)) = (pages, self.pages.lock()) {
+            *kept = Some(p);
         }
+        pages
+    }
+
+    /// What the last [`Table::page_use`] measured, without measuring again (for the
+    /// stats, taken every interval).
+    pub fn measured_pages(&self) -> Option<super::region::PageUse> {
+        self.pages.lock().ok().and_then(|p| *p)
     }
 
     /// Total bytes the table occupies (buckets, counters, header).

@@ -395,7 +395,7 @@ impl<T> Drop for Region<T> {
 /// up: transparent huge pages of anonymous memory or of a tmpfs file, or hugetlbfs pages).
 /// Every lookup in a large table lands on a random page: on 4 KiB pages most of them miss
 /// the TLB.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PageUse {
     /// Resident bytes.
     pub resident: u64,
