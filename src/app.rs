@@ -1079,7 +1079,7 @@ fn completion((on, what): &(bool, String)) -> String {
 }
 
 /// What to do about a translation table of `pages` that is mostly on 4 KiB pages, if it is
-/// large enough for that to matter (64 MiB and more, about 600 k connections; a TLB's reach
+/// large enough for that to matter (64 MiB and more, about 680 k connections; a TLB's reach
 /// on 4 KiB pages is a few MiB), kept in `state_file` or in process memory.
 fn small_pages_advice(pages: crate::table::PageUse, state_file: Option<&Path>) -> Option<String> {
     if pages.resident < 64 << 20 || pages.huge >= pages.resident / 2 {
@@ -1089,7 +1089,7 @@ fn small_pages_advice(pages: crate::table::PageUse, state_file: Option<&Path>) -
         Some(p) => {
             let dir = p.parent().map_or_else(|| ".".into(), |d| d.display().to_string());
             format!(
-                "the state file's file system gives it no huge pages: mount its directory as a tmpfs of its own with huge=within_size before xnat starts (mount -t tmpfs -o huge=within_size,mode=0700 xnat {dir}; see deploy/README.md), or run with --no-state-file"
+                "the state file's file system gives it no huge pages: mount its directory as a tmpfs of its own with huge=within_size before xnat starts (mount -t tmpfs -o huge=within_size,mode=0700 xnat {dir}; the mount hides the table now there, so the start after it begins empty; see deploy/README.md), or run with --no-state-file"
             )
         }
         None => "transparent huge pages are off: echo madvise > /sys/kernel/mm/transparent_hugepage/enabled".into(),
