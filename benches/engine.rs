@@ -50,7 +50,10 @@
 //! Run: `cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3`
 //! (`XNAT_BENCH_SIZES="10000 1000000"` for some table sizes only; `XNAT_BENCH_STATE_DIR=DIR`:
 //! each table in a state file in DIR, as a gateway with a state file keeps it, instead of
-//! anonymous memory; on a tmpfs mounted without `huge=` its pages are 4 KiB)
+//! anonymous memory; on a tmpfs mounted without `huge=` its pages are 4 KiB;
+//! `XNAT_BENCH_UMEM=shared|huge`: the `_worker` cases take their frames in turn from a ring
+//! of 8192 4 KiB frames, in shared anonymous memory as xsk-rs maps a UMEM, or on
+//! transparent huge pages, rather than from one small array)
 
 use std::time::{Duration, Instant};
 
@@ -168,6 +171,11 @@ fn established(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
         };
         let mut rx = vec![[0u8; FRAME]; RX_BATCH];
         let lens = vec![60usize; RX_BATCH];
+        // XNAT_BENCH_UMEM=shared|huge: each batch's frames taken in turn from a UMEM-like
+        // ring of UMEM_FRAMES 4 KiB frames (as the fill ring recycles them) in shared
+        // anonymous memory (as xsk-rs maps a UMEM: 4 KiB pages unless shmem THP is on) or
+        // in private memory on transparent huge pages, instead of one small array.
+        let mut umem = workload::Umem::from_env();
         for (suffix, h) in [("worker", &mut h), ("worker_nic", &mut h_nic)] {
             let mut pos3 = 0usize;
             g.bench_function(format!("{name}_{suffix}"), |b| {
@@ -179,6 +187,17 @@ fn established(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
                     let mut sent = 0;
                     for chunk in frames[start..start + BATCH * FRAME].chunks(RX_BATCH * FRAME) {
                         let n = chunk.len() / FRAME;
+                        if let Some(u) = umem.as_mut() {
+                            let mut got = u.next_frames(n);
+                            for (f, src) in got.iter_mut().zip(chunk.chunks(FRAME)) {
+                                f[..FRAME].copy_from_slice(src);
+                            }
+                            let (s, other) =
+                                worker_batch(h, &mut got, &lens[..n], now, ingress, egress);
+                            assert_eq!(s as usize, n, "every frame forwarded: {other:?}");
+                            sent += s;
+                            continue;
+                        }
                         for (f, src) in rx.iter_mut().zip(chunk.chunks(FRAME)) {
                             f.copy_from_slice(src);
                         }

@@ -495,3 +495,78 @@ pub fn translate_pipelined(
     e.flush_counts();
     ok
 }
+
+/// Frames of a UMEM-like ring (see `XNAT_BENCH_UMEM` in the engine bench).
+pub struct Umem {
+    base: *mut u8,
+    bytes: usize,
+    next: usize,
+}
+
+/// Frames in a bench UMEM (a worker's default: `xnat run --frames`).
+pub const UMEM_FRAMES: usize = 8192;
+/// Bytes of a UMEM frame.
+pub const UMEM_FRAME: usize = 4096;
+
+impl Umem {
+    /// The UMEM `XNAT_BENCH_UMEM` asks for (`shared`, `huge`), or `None`.
+    pub fn from_env() -> Option<Umem> {
+        let kind = std::env::var("XNAT_BENCH_UMEM").ok()?;
+        let bytes = UMEM_FRAMES * UMEM_FRAME;
+        let flags = match kind.as_str() {
+            "shared" => libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            "huge" => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            other => {
+                eprintln!("XNAT_BENCH_UMEM={other}: not shared or huge");
+                std::process::exit(2);
+            }
+        };
+        // SAFETY: a fresh anonymous mapping of `bytes`, checked before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                -1,
+                0,
+            )
+        };
+        assert!(
+            p != libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        if kind == "huge" {
+            // SAFETY: advice on this mapping only; it changes no byte of it.
+            unsafe { libc::madvise(p, bytes, libc::MADV_HUGEPAGE) };
+        }
+        // SAFETY: the mapping is ours, `bytes` long; writing faults every page in.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
+        Some(Umem {
+            base: p.cast(),
+            bytes,
+            next: 0,
+        })
+    }
+
+    /// The next `n` frames of the ring, in turn.
+    pub fn next_frames(&mut self, n: usize) -> Vec<&mut [u8]> {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let at = self.next * UMEM_FRAME;
+            self.next = (self.next + 1) % UMEM_FRAMES;
+            // SAFETY: `at + UMEM_FRAME <= bytes`, and the n frames handed out are distinct
+            // (n <= UMEM_FRAMES), each borrowed only while `self` is.
+            v.push(unsafe { std::slice::from_raw_parts_mut(self.base.add(at), UMEM_FRAME) });
+        }
+        v
+    }
+}
+
+impl Drop for Umem {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `from_env`.
+        unsafe { libc::munmap(self.base.cast(), self.bytes) };
+    }
+}
