@@ -52,5 +52,5 @@ mod tests;
 pub use ether::set_macs;
 pub use icmp::Embedded;
 pub use ipv4::forward_hop;
-pub use parse::{parse, Drop, L4Kind, Parsed, Tuple};
+pub use parse::{parse, parse_general, parse_plain, Drop, L4Kind, Parsed, Tuple};
 pub use rewrite::{make_rst_probe, set_dst, set_inner_dst, set_inner_src, set_src};

@@ -301,8 +301,96 @@ fn rd32<const N: usize>(h: &[u8; N], off: usize) -> u32 {
 /// incrementally, so a corrupt packet stays detectably corrupt for its receiver.
 ///
 /// Never panics and never allocates, whatever `frame` holds.
-#[inline]
+///
+/// The common shape (untagged, an IPv4 header without options, a whole TCP segment or UDP
+/// datagram) is read by a short path inlined into the caller ([`parse_plain`]); every other
+/// frame, well-formed or not, by the general one, which gives the same result for the
+/// common shape.
+#[inline(always)]
 pub fn parse(frame: &[u8]) -> Result<Parsed, Drop> {
+    match parse_plain(frame) {
+        Some(p) => Ok(p),
+        None => parse_general(frame),
+    }
+}
+
+/// The short path of [`parse`]; `None` means "call [`parse_general`]", not "refused".
+///
+/// The frames most traffic is made of: an untagged Ethernet frame holding an IPv4 header
+/// without options (`0x45`), not a fragment (MF clear, offset 0), a TTL above 1, a
+/// verifying header checksum and a whole TCP segment (data offset within the packet) or
+/// UDP datagram (length within the packet). Their [`Parsed`] is the general path's, read
+/// with constant offsets and no branch for what they cannot be; `None` for any other frame
+/// (then the general path decides, also why it is refused).
+#[inline(always)]
+pub fn parse_plain(frame: &[u8]) -> Option<Parsed> {
+    const L3: usize = ETH_HEADER_LEN;
+    const L4: usize = L3 + IPV4_MIN_HEADER_LEN;
+    let (head, rest) = frame.split_first_chunk::<L4>()?;
+    // The EtherType and the version and header length, in one comparison.
+    if u32::from_be_bytes([
+        head[ETH_TYPE],
+        head[ETH_TYPE + 1],
+        head[L3 + IPV4_VER_IHL],
+        0,
+    ]) != (u32::from(ETHERTYPE_IPV4) << 16) | 0x4500
+    {
+        return None;
+    }
+    let h = head.last_chunk::<IPV4_MIN_HEADER_LEN>()?;
+    let ip_len = rd16(h, IPV4_TOTAL_LEN);
+    let l4 = rest.get(..usize::from(ip_len).checked_sub(IPV4_MIN_HEADER_LEN)?)?;
+    let frag = rd16(h, IPV4_FRAG);
+    let ttl = h[IPV4_TTL];
+    if frag & (IPV4_FRAG_OFFSET_MASK | super::ipv4::IPV4_FLAG_MF) != 0
+        || ttl <= 1
+        || !super::checksum::verify_ipv4_header20(h)
+    {
+        return None;
+    }
+    let proto = h[IPV4_PROTO];
+    let (kind, tcp_flags, ports) = match proto {
+        PROTO_TCP => {
+            let t = l4.first_chunk::<TCP_MIN_HEADER_LEN>()?;
+            let doff = usize::from(t[TCP_DATA_OFFSET] >> 4) * 4;
+            if doff < TCP_MIN_HEADER_LEN || doff > l4.len() {
+                return None;
+            }
+            (L4Kind::Tcp, t[TCP_FLAGS], rd32(t, 0))
+        }
+        PROTO_UDP => {
+            let u = l4.first_chunk::<UDP_HEADER_LEN>()?;
+            let ulen = usize::from(rd16(u, UDP_LEN));
+            if ulen < UDP_HEADER_LEN || ulen > l4.len() {
+                return None;
+            }
+            (L4Kind::Udp, 0, rd32(u, 0))
+        }
+        _ => return None,
+    };
+    Some(Parsed {
+        tuple: Tuple {
+            src: rd32(h, IPV4_SRC),
+            dst: rd32(h, IPV4_DST),
+            sport: (ports >> 16) as u16,
+            dport: ports as u16,
+            proto,
+        },
+        kind,
+        tcp_flags,
+        ttl,
+        first_fragment: false,
+        ip_id: rd16(h, super::ipv4::IPV4_ID),
+        l3: L3 as u16,
+        l4: L4 as u16,
+        ip_len,
+        embedded: None,
+    })
+}
+
+/// [`parse`] of any frame, step by step (out of line: the callers inline the short path).
+#[inline(never)]
+pub fn parse_general(frame: &[u8]) -> Result<Parsed, Drop> {
     let Some((eth, rest)) = frame.split_first_chunk::<ETH_HEADER_LEN>() else {
         return Err(Drop::TooShortEth);
     };

@@ -9,6 +9,7 @@ use super::icmp::{
 };
 use super::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use super::l4::{TCP_ACK, TCP_SYN};
+use super::parse::{parse_general, parse_plain};
 use super::*;
 use etherparse::{
     Icmpv4Header, Icmpv4Type, IpHeaders, IpNumber, Ipv4Header, Ipv4Options, PacketBuilder,
@@ -1136,4 +1137,79 @@ fn an_rst_probe_is_an_ack_half_the_sequence_space_away() {
     let pu = parse(&u).unwrap();
     assert!(make_rst_probe(&mut u, &pu).is_none());
     assert_eq!(u, buf[..n]);
+}
+
+/// A byte of a frame to set, for [`plain_parse_agrees_with_the_general_one`]: one of those
+/// the short path reads (EtherType, version and header length, total length, flags and
+/// fragment offset, TTL, protocol, a port, the UDP length or TCP sequence, the TCP data
+/// offset), to a value chosen among those that matter there.
+fn field_strategy() -> impl Strategy<Value = (usize, u8)> {
+    (
+        prop::sample::select(vec![
+            12usize, 13, 14, 16, 17, 20, 21, 22, 23, 34, 38, 39, 46,
+        ]),
+        prop_oneof![
+            any::<u8>(),
+            prop::sample::select(vec![
+                0u8, 1, 2, 4, 6, 8, 17, 0x20, 0x40, 0x45, 0x46, 0x50, 0xff
+            ]),
+            0x40u8..0x50,
+        ],
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+    /// The short path for the common shape agrees with the general one on every frame it
+    /// accepts, also damaged ones (a field it reads set otherwise, the header checksum
+    /// repaired or not, a byte flipped, a cut), and accepts every whole TCP or UDP frame
+    /// without IPv4 options: it is taken, not skipped.
+    #[test]
+    fn plain_parse_agrees_with_the_general_one(
+        gen in gen_strategy(),
+        opts in prop_oneof![3 => Just(Vec::new()), 1 => opts_strategy()],
+        error in proptest::bool::weighted(0.2),
+        fields in proptest::collection::vec(field_strategy(), 1..3),
+        flip in proptest::option::weighted(0.2, (any::<prop::sample::Index>(), any::<u8>())),
+        repair in proptest::bool::weighted(0.8),
+        cut in proptest::option::weighted(0.2, any::<prop::sample::Index>()),
+    ) {
+        let t = tuple(proto_of(gen), HOST, REMOTE, 1234, 80);
+        let whole = if error {
+            let q = ep_packet(false, t, gen, 9, &opts, b"abcdef");
+            ep_icmp_error(ROUTER, HOST, 3, 4, &[], &q)
+        } else {
+            ep_packet(true, t, gen, 64, &opts, b"abcdef")
+        };
+        if !error && opts.is_empty() && matches!(gen, Gen::Tcp { .. } | Gen::Udp { .. }) {
+            prop_assert_eq!(parse_plain(&whole), Some(parse_general(&whole).unwrap()));
+        }
+        let mut f = whole;
+        for (i, v) in fields {
+            if let Some(b) = f.get_mut(i) {
+                *b = v;
+            }
+        }
+        if let Some((i, v)) = flip {
+            let i = i.index(f.len());
+            f[i] = v;
+        }
+        // Over the header its length says, or over 20 bytes if that is no IPv4 length (a
+        // header the short path must refuse by its first byte, not by its checksum).
+        let ihl = match f[14] {
+            b if b >> 4 == 4 && b & 0xf >= 5 => usize::from(b & 0xf) * 4,
+            _ => 20,
+        };
+        if repair && f.len() >= 14 + ihl {
+            f[24..26].fill(0);
+            let c = checksum::checksum(&f[14..14 + ihl]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+        }
+        let f = &f[..cut.map_or(f.len(), |c| c.index(f.len() + 1))];
+        if let Some(p) = parse_plain(f) {
+            prop_assert_eq!(Ok(p), parse_general(f));
+        }
+        prop_assert_eq!(parse(f), parse_general(f));
+    }
 }
