@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use crate::packet::{
-    checksum, forward_hop, parse, set_dst, set_inner_dst, set_inner_src, set_macs, set_src, L4Kind,
-    Parsed,
+    checksum, forward_hop, parse, parse_general, parse_plain, set_dst, set_inner_dst,
+    set_inner_src, set_macs, set_src, L4Kind, Parsed,
 };
 
 /// Whether the transport checksum of the (outer) packet verifies; `None` if it cannot be
@@ -39,11 +39,22 @@ fn inner_ip_ok(f: &[u8], p: &Parsed) -> Option<bool> {
     Some(checksum::verify(f.get(e.l3()..e.l4())?))
 }
 
-/// Parses `data` as a frame; if accepted, runs every rewrite on a copy and checks that the
-/// result parses to the new tuple and that checksums which verified before still verify.
+/// Parses `data` as a frame, checking that the short parse agrees with the general one; if
+/// accepted, runs every rewrite on a copy and checks that the result parses to the new
+/// tuple and that checksums which verified before still verify.
 pub fn frame(data: &[u8]) {
     router_paths(data);
-    let Ok(p) = parse(data) else {
+    // The inlined short path for the common shape reads what the general parse reads.
+    let general = parse_general(data);
+    if let Some(plain) = parse_plain(data) {
+        assert_eq!(
+            Ok(plain),
+            general,
+            "the short parse differs from the general one"
+        );
+    }
+    assert_eq!(parse(data), general);
+    let Ok(p) = general else {
         return;
     };
     assert!(p.l3() < p.l4() && p.l4() < p.end() && p.end() <= data.len());
