@@ -591,11 +591,7 @@ fn pipeline(
     }
     let mut ok = 0;
     for ((f, &n), p) in frames[..count].iter_mut().zip(lens).zip(prep.iter()) {
-        if let Ok(parsed) = &p.parsed {
-            ok += e
-                .translate_probed(&mut f[..n], parsed, p.probe(), inside)
-                .is_ok() as u64;
-        }
+        ok += e.translate_prepared(&mut f[..n], p, inside).is_ok() as u64;
     }
     e.flush_counts();
     ok

@@ -484,12 +484,8 @@ pub fn translate_pipelined(
     }
     let mut ok = 0;
     for (f, p) in work.chunks_mut(BENCH_FRAME).zip(prep.iter()) {
-        if let Ok(parsed) = &p.parsed {
-            if e.translate_probed(&mut f[..60], parsed, p.probe(), inside)
-                .is_ok()
-            {
-                ok += 1;
-            }
+        if e.translate_prepared(&mut f[..60], p, inside).is_ok() {
+            ok += 1;
         }
     }
     e.flush_counts();

@@ -400,7 +400,7 @@ impl Handler for NatHandler {
         // copied out (the handler's own calls need `self` whole).
         let fresh;
         let parsed = match slot.and_then(|i| self.prep.get(i)) {
-            Some(s) => &s.prep.parsed,
+            Some(s) => s.prep.parsed(),
             None => {
                 fresh = packet::parse(frame);
                 &fresh
@@ -443,13 +443,12 @@ impl Handler for NatHandler {
             let n = frame.len().min(SAVED);
             self.saved[..n].copy_from_slice(&frame[..n]);
         }
-        match self.engine.translate_probed(
-            frame,
-            &p,
-            slot.and_then(|i| self.prep.get(i))
-                .and_then(|s| s.prep.probe()),
-            ingress == Port::Inside,
-        ) {
+        let inside = ingress == Port::Inside;
+        let translated = match slot.and_then(|i| self.prep.get(i)) {
+            Some(s) => self.engine.translate_prepared(frame, &s.prep, inside),
+            None => self.engine.translate_batched(frame, &p, inside),
+        };
+        match translated {
             Ok(()) => {}
             Err(Refused::Packet(d)) => return drop(d.index()),
             Err(Refused::Nat(n)) => return drop(PKT + n as usize),

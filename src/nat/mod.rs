@@ -103,11 +103,13 @@ pub enum Refused {
 }
 
 /// A frame parsed, and its table key hashed, ahead of its translation: what the first
-/// stage of the batch pipeline keeps for each frame ([`Engine::prepare`]).
+/// stage of the batch pipeline keeps for each frame ([`Engine::prepare`]), and translates
+/// it by ([`Engine::translate_prepared`]). Made only by [`Engine::prepare_into`], so that
+/// its probe is always of its own parse's key, and only of a key that may be looked up
+/// (no martian's, see `is_martian`): the translation trusts it without checking either.
 #[derive(Clone, Copy, Debug)]
 pub struct Prepared {
-    /// The parse of the frame.
-    pub parsed: Result<Parsed, packet::Drop>,
+    parsed: Result<Parsed, packet::Drop>,
     probe: Option<Probe>,
 }
 
@@ -118,7 +120,14 @@ impl Prepared {
         probe: None,
     };
 
-    /// The table probe of the frame's key, if it parsed.
+    /// The parse of the frame.
+    #[inline(always)]
+    pub fn parsed(&self) -> &Result<Parsed, packet::Drop> {
+        &self.parsed
+    }
+
+    /// The table probe of the frame's key: none if it did not parse or is a martian's.
+    /// An ICMP error's is of the session it quotes.
     #[inline]
     pub fn probe(&self) -> Option<&Probe> {
         self.probe.as_ref()
@@ -275,7 +284,7 @@ impl Engine {
     /// will be looked up by, starting to load both candidate buckets' tag words
     /// ([`Table::probe`]). Call it for every frame of a batch, then
     /// [`Engine::prefetch_data`] for each, then translate each with
-    /// [`Engine::translate_probed`] and the parse and probe kept here.
+    /// [`Engine::translate_prepared`].
     #[inline]
     pub fn prepare(&self, frame: &[u8]) -> Prepared {
         let mut p = Prepared::EMPTY;
@@ -290,18 +299,23 @@ impl Engine {
         // The common shape's tuple is hashed as the short parse left it in registers, not
         // read back from the entry (12 % of an established packet's instructions, with the
         // short parse itself).
+        // A martian's key is not probed: the translation refuses it before any lookup, and
+        // trusts a probe to be of a key it may look up (see `Prepared`).
         if let Some(p) = packet::parse_plain(frame) {
             let t = p.tuple();
             out.parsed = Ok(p);
-            out.probe = Some(self.table.probe(&t));
+            // A TCP segment or UDP datagram: its ports count.
+            let martian = t.src == 0 || t.dst == 0 || t.sport == 0 || t.dport == 0;
+            out.probe = (!martian).then(|| self.table.probe(&t));
             return;
         }
         out.parsed = packet::parse_general(frame);
-        out.probe = out.parsed.as_ref().ok().map(|p| {
-            self.table.probe(&match p.embedded() {
-                Some(e) => e.tuple().reversed(),
-                None => p.tuple(),
-            })
+        out.probe = out.parsed.as_ref().ok().and_then(|p| match p.embedded() {
+            Some(e) => Some(self.table.probe(&e.tuple().reversed())),
+            None => {
+                let t = p.tuple();
+                (!is_martian(&t)).then(|| self.table.probe(&t))
+            }
         });
     }
 
@@ -391,8 +405,8 @@ impl Engine {
     }
 
     /// Adds the counts of the table lookups made since the last call to the table's
-    /// counters: once per batch, after [`Engine::translate_probed`] (the other translate
-    /// calls flush their own).
+    /// counters: once per batch, after [`Engine::translate_prepared`] and
+    /// [`Engine::translate_batched`] (the other translate calls flush their own).
     #[inline]
     pub fn flush_counts(&mut self) {
         if !self.counts.is_empty() {
@@ -419,16 +433,44 @@ impl Engine {
         p: &Parsed,
         from_inside: bool,
     ) -> Result<(), Refused> {
-        let r = self.translate_probed(frame, p, None, from_inside);
+        let r = self.translate_batched(frame, p, from_inside);
         self.flush_counts();
         r
     }
 
-    /// [`Engine::translate_parsed`] with the table key already hashed ([`Engine::prepare`]):
-    /// the probe is used if it was made for the packet's key, else ignored. The counts of
-    /// its table lookups wait for [`Engine::flush_counts`], once per batch.
+    /// [`Engine::translate_parsed`] whose table lookups' counts wait for
+    /// [`Engine::flush_counts`], once per batch (a worker's frame that was not prepared).
     #[inline]
-    pub fn translate_probed(
+    pub fn translate_batched(
+        &mut self,
+        frame: &mut [u8],
+        p: &Parsed,
+        from_inside: bool,
+    ) -> Result<(), Refused> {
+        self.translate_with(frame, p, None, from_inside)
+    }
+
+    /// Translates `frame` as [`Engine::prepare`] found it (`prep` was prepared from this
+    /// frame, as it is still), with the table key it hashed then. The counts of its table
+    /// lookups wait for [`Engine::flush_counts`], once per batch.
+    #[inline]
+    pub fn translate_prepared(
+        &mut self,
+        frame: &mut [u8],
+        prep: &Prepared,
+        from_inside: bool,
+    ) -> Result<(), Refused> {
+        match &prep.parsed {
+            Ok(p) => self.translate_with(frame, p, prep.probe.as_ref(), from_inside),
+            Err(d) => Err(Refused::Packet(*d)),
+        }
+    }
+
+    /// The translation of parse `p` of `frame`; `probe`: the probe [`Engine::prepare_into`]
+    /// made along with `p`, if any (see [`Prepared`]): of `p`'s key (of the session an ICMP
+    /// error quotes), which is no martian's.
+    #[inline(always)]
+    fn translate_with(
         &mut self,
         frame: &mut [u8],
         p: &Parsed,
@@ -443,15 +485,18 @@ impl Engine {
             return self.translate_icmp_error(frame, p, from_inside);
         }
         let t = p.tuple();
-        if is_martian(&t) {
-            return Err(Refused::Nat(NatDrop::Martian));
-        }
-        let probe = probe.filter(|pr| pr.is_for(&t));
         let found = match probe {
-            Some(pr) => self
-                .table
-                .lookup_probe_counted(pr, self.now, &mut self.counts),
-            _ => self.table.lookup_counted(&t, self.now, &mut self.counts),
+            Some(pr) => {
+                debug_assert!(pr.is_for(&t) && !is_martian(&t), "a prepared probe");
+                self.table
+                    .lookup_probe_counted(pr, self.now, &mut self.counts)
+            }
+            None => {
+                if is_martian(&t) {
+                    return Err(Refused::Nat(NatDrop::Martian));
+                }
+                self.table.lookup_counted(&t, self.now, &mut self.counts)
+            }
         };
         if let Some(hit) = &found {
             self.apply_hit(frame, p, &t, hit, false);

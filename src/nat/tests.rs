@@ -743,10 +743,7 @@ fn the_batch_pipeline_translates_as_one_frame_at_a_time_does() {
                 piped.prefetch_refresh(p);
             }
             for ((b, p), (_, inside)) in bufs.iter_mut().zip(&prep).zip(batch) {
-                let r = match &p.parsed {
-                    Ok(parsed) => piped.translate_probed(b, parsed, p.probe(), *inside),
-                    Err(d) => Err(Refused::Packet(*d)),
-                };
+                let r = piped.translate_prepared(b, p, *inside);
                 got.push((r, b.clone()));
             }
             // The batch's lookups are counted once it is flushed, not before.
@@ -775,33 +772,64 @@ fn the_batch_pipeline_translates_as_one_frame_at_a_time_does() {
     assert_eq!(one.table().len(), piped.table().len());
 }
 
+/// `frame` with 4 bytes of IPv4 options (NOPs), lengths and header checksum fixed: a frame
+/// only the general parse takes.
+fn with_ip_options(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame[..34].to_vec();
+    f.extend_from_slice(&[1, 1, 1, 1]);
+    f.extend_from_slice(&frame[34..]);
+    f[14] = 0x46;
+    let total = u16::from_be_bytes([f[16], f[17]]) + 4;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = crate::packet::checksum::checksum(&f[14..38]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
 #[test]
-fn a_probe_made_for_another_key_is_not_used() {
+fn martian_frames_get_no_probe_and_are_refused_through_the_pipeline() {
+    // The pipeline's translation trusts a prepared probe to be of a key it may look up:
+    // `prepare` must not probe a martian's, whose key may be a mapping's wildcard one.
     let mut e = engine(&[]);
-    e.now = 100;
-    // Both flows established, each on its own NAT port.
-    for port in [40000, 40001] {
-        e.translate(&mut udp(CLI, port, SRV, 53), true)
-            .expect("session");
+    e.now = 1;
+    let mut f = udp(CLI, 40000, SRV, 53);
+    e.translate(&mut f, true).expect("session");
+    let x = packet::parse(&f).expect("parses").tuple();
+    let len = e.table().len();
+    // Outbound to the mapping's ORG key (remote 0.0.0.0:0) and beside it; inbound to its REV
+    // key (from 0.0.0.0:0 to the NAT endpoint) and beside it.
+    let martians = [
+        (udp(CLI, 40000, 0, 0), true),
+        (udp(CLI, 40000, 0, 53), true),
+        (udp(CLI, 40000, SRV, 0), true),
+        (udp(0, 40000, SRV, 53), true),
+        (udp(0, 0, x.src, x.sport), false),
+        (udp(0, 53, x.src, x.sport), false),
+        (udp(SRV, 0, x.src, x.sport), false),
+    ];
+    for (frame, inside) in martians {
+        // Through the short parse and through the general one (with IP options).
+        for mut f in [frame.clone(), with_ip_options(&frame)] {
+            assert!(packet::parse(&f).is_ok());
+            let before = f.clone();
+            let p = e.prepare(&f);
+            assert!(p.probe().is_none(), "{f:x?}");
+            assert_eq!(
+                e.translate_prepared(&mut f, &p, inside),
+                Err(Refused::Nat(NatDrop::Martian)),
+                "{f:x?}"
+            );
+            assert_eq!(f, before, "left as it came");
+        }
     }
-    let mut a = udp(CLI, 40000, SRV, 53);
-    let b = udp(CLI, 40001, SRV, 53);
-    let pa = e.prepare(&a);
-    let pb = e.prepare(&b);
-    let Ok(parsed) = pa.parsed else {
-        panic!("parses")
-    };
-    // The probe of frame b handed in with frame a: a is translated by its own session
-    // (b's would give it b's NAT port).
-    e.translate_probed(&mut a, &parsed, pb.probe(), true)
-        .expect("translated");
-    let x = packet::parse(&a).unwrap().tuple();
-    assert_eq!((x.src, x.sport), (NAT_ADDR, 40000));
-    assert_eq!(
-        e.table().len(),
-        4,
-        "two sessions and their mappings, nothing new"
-    );
+    assert_eq!(e.table().len(), len, "nothing made");
+    // What is not a martian's still goes through: the session's next datagram.
+    let mut f = udp(CLI, 40000, SRV, 53);
+    let p = e.prepare(&f);
+    assert!(p.probe().is_some());
+    e.translate_prepared(&mut f, &p, true).expect("translated");
+    assert_eq!(packet::parse(&f).expect("parses").tuple(), x);
 }
 
 #[test]
