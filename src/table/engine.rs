@@ -530,6 +530,11 @@ impl Table {
                     return r;
                 }
             }
+        } else if self.absent_by_tags(&p.loc) {
+            // No way noted: most often a key still absent (a new connection's), told here
+            // by its tag words alone, without the scan's call.
+            t.inc(Ctr::Miss);
+            return None;
         }
         self.lookup_at(&p.loc, p.k0, p.k1, now, t)
     }

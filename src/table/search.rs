@@ -60,6 +60,27 @@ impl Table {
         }
     }
 
+    /// Whether `loc`'s key is absent as [`Table::scan_stable`] would tell it when no way of
+    /// either bucket carries the key's tag: no cuckoo move of its stripe in flight nor run
+    /// across the two loads. `false` says nothing (a tag matched, or a move ran): scan.
+    #[inline(always)]
+    pub(super) fn absent_by_tags(&self, loc: &Loc) -> bool {
+        let m1 = self.stripe(loc).load(Acquire);
+        let tag = tag_of(loc.fp);
+        let (Some(w1), Some(w2)) = (
+            self.tags.get(loc.b1 as usize),
+            self.tags.get(loc.b2 as usize),
+        ) else {
+            return false;
+        };
+        let m = tag_matches(w1.load(Acquire), tag);
+        #[cfg(test)]
+        if let Some(h) = BETWEEN_SCANS.with(|h| h.borrow_mut().take()) {
+            h(self);
+        }
+        m | tag_matches(w2.load(Acquire), tag) == 0 && self.no_move_since(loc, m1)
+    }
+
     /// Whether no move of `loc`'s stripe was in flight when it read `m1` nor started or
     /// ended since. The bucket loads before it are acquire (or SeqCst) loads, so this load
     /// cannot be performed before them.

@@ -1528,6 +1528,36 @@ fn a_probe_whose_noted_slot_went_stale_still_finds_its_key() {
 }
 
 #[test]
+fn a_probe_that_matched_no_way_still_finds_its_key() {
+    // A probe whose tag words showed no way of its key is told absent by them again at
+    // the lookup, without the scan: unless its tag is there by then.
+    let t = Table::new(cfg(4096)).unwrap();
+    let (o, x) = (org(1), xl(1));
+    let mut p = t.probe(&o);
+    t.probe_data(&mut p);
+    assert!(!p.matched());
+    let before = t.stats().miss;
+    assert!(t.lookup_probe(&p, 1).is_none());
+    assert_eq!(t.stats().miss, before + 1, "a miss, counted");
+    // Inserted after its probe: found.
+    t.insert_pair(&o, &x, ConnState::Udp, 1).unwrap();
+    let h = t.lookup_probe(&p, 1).expect("inserted since its probe");
+    assert_eq!((h.dir, h.xlate), (Dir::Org, x));
+    // Moved from its second bucket into its first between the loads of their tag words (as
+    // in `a_key_moved_between_the_two_bucket_scans_is_still_found`): neither load sees its
+    // tag, and the move on its stripe is what sends the lookup on to the scan.
+    let (b1, b2) = t.buckets_of(&o);
+    move_into(&t, &o, b2);
+    let p = t.probe(&o);
+    move_between_scans(o, vec![b1]);
+    let hit = t.lookup_probe(&p, 1);
+    super::engine::BETWEEN_SCANS.with(|h| h.borrow_mut().take());
+    let h = hit.expect("a live key moved during the lookup was reported absent");
+    assert_eq!((h.dir, h.xlate), (Dir::Org, x));
+    assert_eq!(t.peek(&o, 1).unwrap().slot / super::layout::WAYS as u32, b1);
+}
+
+#[test]
 fn a_port_try_reports_a_taken_reply_tuple_without_looking_for_its_key() {
     let t = Table::new(cfg(1024)).unwrap();
     t.insert_pair(&org(1), &xl(1), ConnState::Udp, 10).unwrap();
