@@ -437,18 +437,27 @@ impl Table {
     #[inline]
     pub fn probe_data(&self, p: &mut Probe) {
         let tag = tag_of(p.loc.fp);
-        for b in [p.loc.b1, p.loc.b2] {
-            let Some(word) = self.tags.get(b as usize) else {
-                return;
-            };
-            let m = tag_matches(word.load(Relaxed), tag);
-            if m != 0 {
-                let slot = b * WAYS as u32 + next_way(m).0 as u32;
-                if let Some(way) = self.way_at(slot) {
-                    p.hint = slot;
-                    prefetch_way(way);
-                }
-                return;
+        let (Some(w1), Some(w2)) = (
+            self.tags.get(p.loc.b1 as usize),
+            self.tags.get(p.loc.b2 as usize),
+        ) else {
+            return;
+        };
+        let (m1, m2) = (
+            tag_matches(w1.load(Relaxed), tag),
+            tag_matches(w2.load(Relaxed), tag),
+        );
+        // Which bucket holds the key is a coin toss from packet to packet: chosen without a
+        // branch (a mispredicted one cost more than both words' tests): the first bucket's
+        // matches if it has any, else the second's.
+        let second = u64::from(m1 == 0).wrapping_neg();
+        let m = m1 | (m2 & second);
+        let b = p.loc.b1 ^ ((p.loc.b1 ^ p.loc.b2) & second as u32);
+        if m != 0 {
+            let slot = b * WAYS as u32 + next_way(m).0 as u32;
+            if let Some(way) = self.way_at(slot) {
+                p.hint = slot;
+                prefetch_way(way);
             }
         }
     }
@@ -474,7 +483,15 @@ impl Table {
             return Foretold::Other;
         }
         let last = m_last(way.data[D_META].load(Relaxed));
-        if last >= now || !new_epoch(c, last, now) {
+        // A later epoch than the half's last-seen second's (so a later second too, see
+        // `new_epoch`), told by one comparison: whether the half was seen this second is a
+        // coin toss at one packet per flow per second, and a branch on it alone was
+        // mispredicted on a third of the packets. (A hint: seconds that wrap around are of
+        // no concern here.)
+        let phase = epoch_phase(c);
+        if last.wrapping_add(phase) >> PARTNER_EPOCH_SHIFT
+            >= now.wrapping_add(phase) >> PARTNER_EPOCH_SHIFT
+        {
             return Foretold::Other;
         }
         let mut s = Snap {
