@@ -451,7 +451,8 @@ impl Engine {
     }
 
     /// Translates `frame` as [`Engine::prepare`] found it (`prep` was prepared from this
-    /// frame, as it is still), with the table key it hashed then. The counts of its table
+    /// frame, whose headers are still as they were then: a completed partial checksum is
+    /// fine), with the table key it hashed then. The counts of its table
     /// lookups wait for [`Engine::flush_counts`], once per batch.
     #[inline]
     pub fn translate_prepared(
