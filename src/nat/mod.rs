@@ -304,7 +304,8 @@ impl Engine {
         if let Some(p) = packet::parse_plain(frame) {
             let t = p.tuple();
             out.parsed = Ok(p);
-            // A TCP segment or UDP datagram: its ports count.
+            // `is_martian` for a TCP segment or UDP datagram (its ports count), without the
+            // protocol test the short parse has made already.
             let martian = t.src == 0 || t.dst == 0 || t.sport == 0 || t.dport == 0;
             out.probe = (!martian).then(|| self.table.probe(&t));
             return;

@@ -488,10 +488,7 @@ impl Table {
         // coin toss at one packet per flow per second, and a branch on it alone was
         // mispredicted on a third of the packets. (A hint: seconds that wrap around are of
         // no concern here.)
-        let phase = epoch_phase(c);
-        if last.wrapping_add(phase) >> PARTNER_EPOCH_SHIFT
-            >= now.wrapping_add(phase) >> PARTNER_EPOCH_SHIFT
-        {
+        if epoch_of(c, last) >= epoch_of(c, now) {
             return Foretold::Other;
         }
         let mut s = Snap {

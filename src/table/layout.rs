@@ -305,9 +305,14 @@ pub(super) const fn m_with_gen(m: u64, g: u8) -> u64 {
 /// and `now` at least one epoch apart are always in different epochs.
 #[inline(always)]
 pub(super) const fn new_epoch(ctrl: u64, last: u32, now: u32) -> bool {
-    let phase = epoch_phase(ctrl);
-    last.wrapping_add(phase) >> PARTNER_EPOCH_SHIFT
-        != now.wrapping_add(phase) >> PARTNER_EPOCH_SHIFT
+    epoch_of(ctrl, last) != epoch_of(ctrl, now)
+}
+
+/// The refresh epoch (see [`new_epoch`]) of second `second` for the key whose control word
+/// is `ctrl`: epochs of later seconds are never smaller (short of the seconds wrapping).
+#[inline(always)]
+pub(super) const fn epoch_of(ctrl: u64, second: u32) -> u32 {
+    second.wrapping_add(epoch_phase(ctrl)) >> PARTNER_EPOCH_SHIFT
 }
 
 /// The epoch phase of the key whose control word is `ctrl`: 0 to `(1 << PARTNER_EPOCH_SHIFT) - 1`.
